@@ -1,0 +1,1 @@
+"""mrmc_jax: core-set selection by Maximum Reduction as Maximum Contribution."""
