@@ -1,0 +1,143 @@
+"""Per-example losses, statistics and gradient norms.
+
+All functions here return unreduced per-example values of shape `[B]` and
+honour a padding `mask` (`bool[B]`, False for padding rows): padded rows get a
+zero loss, zero statistics and no gradient.
+"""
+
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+PyTree = Any
+
+
+def per_example_loss(logits: Array,
+                     labels: Array,
+                     mask: Optional[Array] = None) -> Array:
+  """Unreduced softmax cross-entropy with integer labels.
+
+  Args:
+    logits: float `[B, C]` unnormalised log-probabilities.
+    labels: int `[B]` class indices in `[0, C)`.
+    mask: optional bool `[B]`; rows where it is False get loss 0.
+
+  Returns:
+    float32 `[B]` per-example cross-entropy.
+  """
+  logits = logits.astype(jnp.float32)
+  return optax.losses.softmax_cross_entropy_with_integer_labels(
+      logits, labels, where=None if mask is None else mask[:, None])
+
+
+def masked_mean(values: Array, mask: Optional[Array]) -> Array:
+  """Mean of `values [B]` over rows where `mask [B]` is True (0 if none)."""
+  if mask is None:
+    return jnp.mean(values)
+  mask = mask.astype(values.dtype)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def per_example_stats(logits: Array,
+                      labels: Array,
+                      mask: Optional[Array] = None) -> dict[str, Array]:
+  """Loss statistics of one forward pass, per example.
+
+  Args:
+    logits: float `[B, C]`.
+    labels: int `[B]`.
+    mask: optional bool `[B]`; padding rows get zeros everywhere.
+
+  Returns:
+    A dict of `[B]` arrays:
+      `loss`: float32 cross-entropy.
+      `correct`: bool, argmax equals the label.
+      `p_true`: float32 softmax probability of the true class.
+      `el2n`: float32 `||softmax(logits) - onehot(label)||_2` (EL2N score).
+  """
+  logits = logits.astype(jnp.float32)
+  num_classes = logits.shape[-1]
+  log_p = jax.nn.log_softmax(logits)
+  p = jnp.exp(log_p)
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  loss = -jnp.sum(onehot * log_p, axis=-1)
+  stats = {
+      "loss": loss,
+      "correct": jnp.argmax(logits, axis=-1) == labels,
+      "p_true": jnp.sum(onehot * p, axis=-1),
+      "el2n": jnp.linalg.norm(p - onehot, axis=-1),
+  }
+  if mask is not None:
+    stats = {k: jnp.where(mask, v, jnp.zeros_like(v)) for k, v in stats.items()}
+  return stats
+
+
+def make_per_example_loss_fn(
+    apply_fn: Callable[[PyTree, Array], Array]
+) -> Callable[..., Array]:
+  """Turns a pure `apply_fn(variables, x) -> logits` into a per-example loss.
+
+  The returned function applies the model to one example at a time under
+  `jax.vmap`, so it can be differentiated per example (`jax.vmap(jax.grad)`).
+  For models with BatchNorm pass an `apply_fn` in evaluation mode (running
+  statistics), otherwise each example would be normalised by itself.
+
+  Args:
+    apply_fn: `apply_fn(variables, x)` with `x` of shape `[B, ...]` returning
+      logits `[B, C]`.
+
+  Returns:
+    `loss_fn(variables, images [B, ...], labels [B], mask=None) -> [B]`.
+  """
+
+  def single(variables, x, y):
+    logits = apply_fn(variables, x[None])
+    return per_example_loss(logits, y[None])[0]
+
+  def loss_fn(variables, images, labels, mask=None):
+    losses = jax.vmap(single, in_axes=(None, 0, 0))(variables, images, labels)
+    return losses if mask is None else jnp.where(mask, losses, 0.0)
+
+  return loss_fn
+
+
+def per_example_grad_norms(apply_fn: Callable[[PyTree, Array], Array],
+                           variables: Mapping[str, PyTree],
+                           images: Array,
+                           labels: Array,
+                           mask: Optional[Array] = None,
+                           *,
+                           wrt: str = "params") -> Array:
+  """L2 norms of per-example loss gradients (GraNd), via `vmap(grad)`.
+
+  Memory grows as `B * num_params`: choose the batch size accordingly.
+
+  Args:
+    apply_fn: pure `apply_fn(variables, x [B, ...]) -> logits [B, C]`, in
+      evaluation mode for BatchNorm models.
+    variables: the model variables; gradients are taken w.r.t.
+      `variables[wrt]` only.
+    images: `[B, ...]` inputs.
+    labels: int `[B]`.
+    mask: optional bool `[B]`; padded rows get norm 0.
+    wrt: the collection to differentiate.
+
+  Returns:
+    float32 `[B]` gradient norms.
+  """
+  variables = dict(variables)
+  rest = {k: v for k, v in variables.items() if k != wrt}
+
+  def single(params, x, y):
+    logits = apply_fn({**rest, wrt: params}, x[None])
+    return per_example_loss(logits, y[None])[0]
+
+  grads = jax.vmap(jax.grad(single), in_axes=(None, 0, 0))(
+      variables[wrt], images, labels)
+  sq = sum(jnp.sum(jnp.reshape(g, (g.shape[0], -1)).astype(jnp.float32)**2,
+                   axis=1) for g in jax.tree_util.tree_leaves(grads))
+  norms = jnp.sqrt(sq)
+  return norms if mask is None else jnp.where(mask, norms, 0.0)

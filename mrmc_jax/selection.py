@@ -1,0 +1,246 @@
+"""Per-class quotas and the jitted top-k selector.
+
+`select_mask` keeps the highest-scored examples, either within per-class
+quotas (each class keeps about `ratio` of its own examples) or globally (the
+paper's top-k). It is jitted with static shapes and takes the quotas as an
+argument, so a new ratio does not recompile. Ties go to the lower id.
+
+The budget is `floor(ratio * N)`, computed as `floor(ratio * N + 1e-9)` so a
+decimal ratio such as 0.29 is not undercut by its binary rounding
+(0.29 * 100 = 28.999999999999996 in float64).
+"""
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mrmc_jax import validation
+
+Array = jax.Array
+
+_EPS = 1e-9
+
+
+def budget(ratio: float, num_examples: int) -> int:
+  """Returns the core-set size `floor(ratio * num_examples)`."""
+  validation.check_ratio(ratio)
+  return int(np.floor(float(ratio) * num_examples + _EPS))
+
+
+def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
+  """Splits the int `total` proportionally to int `weights` (exact ints).
+
+  Each entry gets `floor(total * w / sum(w))`; the leftover goes one each to
+  the largest remainders, ties to the lower index.
+  """
+  w_sum = int(weights.sum())
+  if w_sum == 0 or total == 0:
+    return np.zeros_like(weights)
+  prod = total * weights  # int64: exact for ImageNet-size counts.
+  base = prod // w_sum
+  rem = prod % w_sum
+  leftover = total - int(base.sum())
+  order = np.lexsort((np.arange(len(weights)), -rem))
+  base[order[:leftover]] += 1
+  return base
+
+
+def class_quotas(labels: np.ndarray,
+                 num_classes: int,
+                 ratio: float,
+                 capacity: Optional[np.ndarray] = None) -> np.ndarray:
+  """Per-class quotas that sum to exactly `floor(ratio * N)`.
+
+  Class c gets `floor(ratio * N) * n_c / N` examples, rounded by largest
+  remainder (ties to the lower class id), so each class keeps about `ratio`
+  of its own `n_c` examples and never more than it has. With `capacity`
+  (e.g. the number of eligible candidates per class) a class never gets more
+  than its capacity; the budget it cannot use moves to the classes that still
+  have room, again proportionally to class size. If all classes together
+  have less capacity than the budget, every class is filled to capacity.
+
+  Args:
+    labels: int `[N]` class labels in `[0, num_classes)`.
+    num_classes: the number of classes C.
+    ratio: the selection ratio in (0, 1].
+    capacity: optional int `[C]`, at most the class sizes.
+
+  Returns:
+    int64 `[C]` quotas.
+
+  Raises:
+    ValueError: on a ratio outside (0, 1] or labels outside [0, C).
+  """
+  validation.check_ratio(ratio)
+  validation.check_labels(labels, num_classes)
+  sizes = np.bincount(np.asarray(labels), minlength=num_classes
+                     ).astype(np.int64)
+  total = budget(ratio, int(sizes.sum()))
+  quotas = _largest_remainder(total, sizes)
+  if capacity is None:
+    return quotas
+  capacity = np.minimum(np.asarray(capacity, np.int64), sizes)
+  if capacity.shape != (num_classes,):
+    raise ValueError(f"capacity has shape {capacity.shape}; expected "
+                     f"({num_classes},).")
+  total = min(total, int(capacity.sum()))
+  quotas = np.minimum(quotas, capacity)
+  # Each round either places the whole leftover or fills at least one class,
+  # so this ends after at most C rounds.
+  while (leftover := total - int(quotas.sum())) > 0:
+    room = capacity - quotas
+    extra = _largest_remainder(leftover, np.where(room > 0, sizes, 0))
+    quotas = quotas + np.minimum(extra, room)
+  return quotas
+
+
+def _sortable_u32(x: Array) -> Array:
+  """Maps float32 to uint32 so that unsigned order equals float order."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  negative = (bits >> 31) == 1
+  return jnp.where(negative, ~bits, bits | jnp.uint32(1 << 31))
+
+
+def _argsort_packed(high: Array, low: Array) -> Array:
+  """Ascending order of the uint64 keys `high << 32 | low`, low unique < 2^32.
+
+  XLA's CPU sort is about five times faster on one primitive operand than
+  with an index payload, so the payload rides in the low 32 bits of a single
+  uint64 key. Unique keys make the order stable by construction.
+  """
+  key = (high.astype(jnp.uint64) << 32) | low.astype(jnp.uint64)
+  return (jnp.sort(key) & jnp.uint64(0xFFFFFFFF)).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "class_balanced"))
+def _select_core(scores, labels, quotas, total, eligible, priority, *,
+                 num_classes, class_balanced):
+  n = scores.shape[0]
+  idx = jnp.arange(n, dtype=jnp.int32)
+  # 1) Global rank by descending score, ties to the lower id. -0.0 becomes
+  # 0.0 so that the two zeros tie (their bit patterns differ).
+  neg = jnp.where(scores == 0, 0.0, -scores.astype(jnp.float32))
+  order = _argsort_packed(_sortable_u32(neg), idx)
+  rank = jnp.zeros(n, jnp.int32).at[order].set(idx)
+  # 2) Regroup: priority before the rest before ineligible; and, when
+  # class-balanced, by class first. The rank keeps score order and ties.
+  group = jnp.where(eligible, jnp.where(priority, 0, 1), 2).astype(jnp.uint32)
+  high = group
+  if class_balanced:
+    high = (labels.astype(jnp.uint32) << 2) | group
+  sorted_rank = _argsort_packed(high, rank)
+  order = order[sorted_rank]
+  if class_balanced:
+    labels = labels.astype(jnp.int32)
+    sizes = jnp.bincount(labels, length=num_classes)
+    starts = jnp.cumsum(sizes) - sizes
+    sorted_labels = labels[order]
+    take = idx - starts[sorted_labels] < quotas.astype(jnp.int32)[sorted_labels]
+  else:
+    take = idx < jnp.minimum(total, jnp.sum(eligible))
+  return jnp.zeros(n, jnp.bool_).at[order].set(take)
+
+
+def select_mask_from_quotas(scores: Array,
+                            labels: Array,
+                            quotas: Array,
+                            total: Array,
+                            eligible: Array,
+                            priority: Array,
+                            *,
+                            num_classes: int,
+                            class_balanced: bool) -> Array:
+  """The jitted selector core; see `select_mask` for the semantics.
+
+  Two single-key sorts of uint64 keys (64-bit types are enabled for this
+  call only): one ranks by score with ties to the lower id, the second
+  groups by class and priority while keeping that rank. Shapes are static,
+  and the quotas and budget are traced values, so nothing recompiles when
+  they change.
+
+  Args:
+    scores: float `[N]`, higher is kept first.
+    labels: int `[N]`, `N < 2^31`.
+    quotas: int `[C]` per-class quotas (used if `class_balanced`); each must
+      not exceed the eligible examples of its class.
+    total: int scalar, the global budget (used if not `class_balanced`).
+    eligible: bool `[N]`, examples that may be selected.
+    priority: bool `[N]`; priority examples are taken before all others of
+      their class (or globally), whatever the scores.
+    num_classes: C (static).
+    class_balanced: per-class quotas or one global top-k (static).
+
+  Returns:
+    bool `[N]` mask.
+  """
+  with jax.enable_x64(True):
+    return _select_core(scores, labels, quotas, total, eligible, priority,
+                        num_classes=num_classes, class_balanced=class_balanced)
+
+
+def select_mask(scores: Array,
+                labels: Array,
+                ratio: float,
+                *,
+                num_classes: int,
+                class_balanced: bool = True,
+                candidates: Optional[Array] = None,
+                priority: Optional[Array] = None) -> Array:
+  """Keeps the top `floor(ratio * N)` examples by score.
+
+  Ties go to the lower id. With `class_balanced` each class keeps its quota
+  from `class_quotas` (about `ratio` of the class); otherwise the top scores
+  are taken globally. `candidates` restricts eligibility (two-stage
+  selection): quotas are then capped at each class's candidate count and the
+  remaining budget moves to other classes; if there are fewer candidates
+  than the budget, all of them are selected.
+
+  Compiles once per `(N, num_classes, class_balanced)`: a new ratio only
+  changes the quota values.
+
+  Args:
+    scores: float `[N]`, higher is better; NaN is rejected, +-inf allowed.
+    labels: int `[N]` in `[0, num_classes)`.
+    ratio: fraction to keep, in (0, 1].
+    num_classes: the number of classes C.
+    class_balanced: per-class quotas (default) or the paper's global top-k.
+    candidates: optional bool `[N]` of eligible examples.
+    priority: optional bool `[N]`; these are taken before all others of their
+      class, whatever the scores (MRMC-R keeps its first-stage picks so).
+
+  Returns:
+    bool `[N]` mask with exactly `floor(ratio * N)` True entries (fewer only
+    if `candidates` has fewer).
+
+  Raises:
+    ValueError: on bad ratio, labels, shapes or NaN scores.
+  """
+  validation.check_ratio(ratio)
+  validation.check_scores(scores)
+  validation.check_labels(labels, num_classes)
+  arrays = {"scores": scores, "labels": labels}
+  if candidates is not None:
+    arrays["candidates"] = candidates
+  if priority is not None:
+    arrays["priority"] = priority
+  validation.check_same_length(**arrays)
+  n = np.shape(scores)[0]
+  labels_np = np.asarray(labels)
+  if candidates is None:
+    eligible = jnp.ones(n, jnp.bool_)
+    capacity = None
+  else:
+    eligible = jnp.asarray(candidates, jnp.bool_)
+    capacity = np.bincount(labels_np[np.asarray(candidates, bool)],
+                           minlength=num_classes)
+  quotas = class_quotas(labels_np, num_classes, ratio, capacity)
+  priority = (jnp.zeros(n, jnp.bool_) if priority is None
+              else jnp.asarray(priority, jnp.bool_))
+  return select_mask_from_quotas(
+      jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32),
+      jnp.asarray(quotas, jnp.int32), jnp.int32(budget(ratio, n)), eligible,
+      priority,
+      num_classes=num_classes, class_balanced=class_balanced)

@@ -1,0 +1,182 @@
+"""Tests for selection.py: quota arithmetic by hand, ties, no retrace."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mrmc_jax import selection
+
+
+def test_budget_undoes_binary_rounding():
+  assert selection.budget(0.29, 100) == 29
+  assert selection.budget(0.7, 10) == 7
+  assert selection.budget(1.0, 5) == 5
+  assert selection.budget(0.3, 3) == 0
+
+
+def test_quotas_by_hand_imbalanced_with_singleton():
+  # Sizes 6, 3, 1; ratio 0.5 -> budget 5; exact shares 3, 1.5, 0.5.
+  # Floors 3, 1, 0 (sum 4); the one leftover goes to the largest remainder,
+  # a tie between classes 1 and 2 (both 0.5), so to class 1.
+  labels = np.array([0] * 6 + [1] * 3 + [2])
+  np.testing.assert_array_equal(
+      selection.class_quotas(labels, 3, 0.5), [3, 2, 0])
+  # Ratio 0.35 -> budget floor(3.5) = 3; shares 3*6/10=1.8, 0.9, 0.3:
+  # floors 1, 0, 0 (sum 1); leftover 2 to remainders .8 (c0) then .9 (c1)
+  # ordered by size: .9 (c1), .8 (c0).
+  np.testing.assert_array_equal(
+      selection.class_quotas(labels, 3, 0.35), [2, 1, 0])
+  # Full ratio keeps everything, including the singleton.
+  np.testing.assert_array_equal(
+      selection.class_quotas(labels, 3, 1.0), [6, 3, 1])
+
+
+def test_quotas_sum_and_bounds_random():
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    c = int(rng.integers(1, 12))
+    labels = rng.integers(0, c, int(rng.integers(1, 300)))
+    labels = labels[np.argsort(rng.random(labels.size))]
+    ratio = float(rng.uniform(0.01, 1.0))
+    q = selection.class_quotas(labels, c, ratio)
+    sizes = np.bincount(labels, minlength=c)
+    assert q.sum() == np.floor(ratio * labels.size + 1e-9)
+    assert np.all(q <= sizes) and np.all(q >= 0)
+    # Each class within one of its exact proportional share.
+    share = q.sum() * sizes / labels.size
+    assert np.all(np.abs(q - share) < 1.0)
+
+
+def test_quotas_capacity_moves_leftover():
+  labels = np.array([0] * 10 + [1] * 10)
+  # Class 0 has only 1 candidate: its 4 unused moves to class 1.
+  q = selection.class_quotas(labels, 2, 0.5, capacity=np.array([1, 10]))
+  np.testing.assert_array_equal(q, [1, 9])
+  # Not enough capacity anywhere: everything available is taken.
+  q = selection.class_quotas(labels, 2, 0.5, capacity=np.array([1, 2]))
+  np.testing.assert_array_equal(q, [1, 2])
+
+
+def test_select_mask_by_hand():
+  scores = jnp.array([0.1, 0.9, 0.5, 0.5, 0.7, 0.2])
+  labels = jnp.array([0, 0, 0, 1, 1, 1])
+  # Ratio 0.5: budget 3, quotas [2, 1] (tie on remainder, lower class first).
+  m = selection.select_mask(scores, labels, 0.5, num_classes=2)
+  np.testing.assert_array_equal(m, [False, True, True, False, True, False])
+  # Global top-3: 0.9, 0.7, then the 0.5 tie goes to the lower id 2.
+  m = selection.select_mask(scores, labels, 0.5, num_classes=2,
+                            class_balanced=False)
+  np.testing.assert_array_equal(m, [False, True, True, False, True, False])
+  m = selection.select_mask(scores, labels, 4 / 6, num_classes=2,
+                            class_balanced=False)
+  np.testing.assert_array_equal(m, [False, True, True, True, True, False])
+
+
+def test_ties_to_lower_id_including_signed_zero():
+  scores = jnp.array([0.0, -0.0, 0.0, -0.0])
+  labels = jnp.zeros(4, jnp.int32)
+  m = selection.select_mask(scores, labels, 0.5, num_classes=1)
+  np.testing.assert_array_equal(m, [True, True, False, False])
+
+
+def test_candidates_and_priority():
+  scores = jnp.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+  labels = jnp.zeros(6, jnp.int32)
+  cand = jnp.array([False, True, True, True, True, True])
+  m = selection.select_mask(scores, labels, 0.5, num_classes=1,
+                            candidates=cand)
+  np.testing.assert_array_equal(m, [False, True, True, True, False, False])
+  prio = jnp.array([0, 0, 0, 0, 1, 1], bool)
+  m = selection.select_mask(scores, labels, 0.5, num_classes=1, priority=prio)
+  np.testing.assert_array_equal(m, [True, False, False, False, True, True])
+  # Fewer candidates than the budget: all candidates, nothing else.
+  few = jnp.array([False, False, False, False, True, False])
+  m = selection.select_mask(scores, labels, 0.5, num_classes=1,
+                            candidates=few, class_balanced=False)
+  np.testing.assert_array_equal(m, few)
+
+
+def test_select_mask_counts_match_quotas():
+  rng = np.random.default_rng(3)
+  labels = jnp.asarray(rng.integers(0, 7, 500))
+  scores = jnp.asarray(rng.normal(size=500), jnp.float32)
+  for ratio in (0.1, 0.33, 0.9):
+    m = np.asarray(selection.select_mask(scores, labels, ratio, num_classes=7))
+    q = selection.class_quotas(np.asarray(labels), 7, ratio)
+    np.testing.assert_array_equal(
+        np.bincount(np.asarray(labels)[m], minlength=7), q)
+    # Within each class the kept ones outscore the dropped ones.
+    for c in range(7):
+      s = np.asarray(scores)[np.asarray(labels) == c]
+      k = m[np.asarray(labels) == c]
+      if k.any() and (~k).any():
+        assert s[k].min() >= s[~k].max()
+
+
+def test_new_ratio_does_not_retrace():
+  rng = np.random.default_rng(4)
+  labels = jnp.asarray(rng.integers(0, 5, 200))
+  scores = jnp.asarray(rng.normal(size=200), jnp.float32)
+  # Swap in the jitted core wrapped by a trace counter.
+  orig = selection._select_core
+  traced = chex.assert_max_traces(orig.__wrapped__, n=1)
+  selection._select_core = jax.jit(
+      traced, static_argnames=("num_classes", "class_balanced"))
+  try:
+    for ratio in (0.1, 0.2, 0.5, 0.77, 1.0):
+      selection.select_mask(scores, labels, ratio, num_classes=5)
+  finally:
+    selection._select_core = orig
+    chex.clear_trace_counter()
+
+
+def test_matches_numpy_lexsort_reference():
+  rng = np.random.default_rng(6)
+  n, c = 3000, 13
+  labels = rng.integers(0, c, n)
+  scores = np.round(rng.normal(size=n), 1).astype(np.float32)  # many ties
+  scores[:10] = [np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-40, -1e-40, 0, 0]
+  ratio = 0.37
+  m = np.asarray(selection.select_mask(scores, labels, ratio, num_classes=c))
+  order = np.lexsort((np.arange(n), -scores.astype(np.float64) + 0.0, labels))
+  q = selection.class_quotas(labels, c, ratio)
+  ref = np.zeros(n, bool)
+  for k in range(c):
+    members = order[labels[order] == k]
+    ref[members[:q[k]]] = True
+  np.testing.assert_array_equal(m, ref)
+  g = np.asarray(selection.select_mask(scores, labels, ratio, num_classes=c,
+                                       class_balanced=False))
+  ref = np.zeros(n, bool)
+  ref[np.lexsort((np.arange(n), -scores.astype(np.float64) + 0.0))[
+      :selection.budget(ratio, n)]] = True
+  np.testing.assert_array_equal(g, ref)
+
+
+def test_jit_and_no_jit_agree():
+  rng = np.random.default_rng(5)
+  labels = jnp.asarray(rng.integers(0, 4, 100))
+  scores = jnp.asarray(rng.integers(0, 5, 100).astype(np.float32))  # ties
+  jitted = selection.select_mask(scores, labels, 0.3, num_classes=4)
+  with jax.disable_jit():
+    eager = selection.select_mask(scores, labels, 0.3, num_classes=4)
+  np.testing.assert_array_equal(jitted, eager)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(ratio=0.0), r"ratio=0.0 is not allowed"),
+    (dict(ratio=1.5), r"ratio=1.5 is not allowed"),
+    (dict(labels=np.array([0, 1, 9])), r"label 9 is outside \[0, 3\)"),
+    (dict(labels=np.array([0, -1, 2])), r"label -1 is outside"),
+    (dict(scores=np.array([0.1, np.nan, 0.3])), r"1 NaN values"),
+    (dict(labels=np.array([0, 1])), r"mismatched leading dimensions"),
+])
+def test_bad_input(kwargs, match):
+  args = dict(scores=np.array([0.1, 0.2, 0.3]), labels=np.array([0, 1, 2]),
+              ratio=0.5)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    selection.select_mask(args["scores"], args["labels"], args["ratio"],
+                          num_classes=3)

@@ -1,0 +1,102 @@
+"""Dense per-example, per-epoch statistics, filled by global example id.
+
+A trajectory is a dict of arrays with `N` examples and `R` epochs:
+  `loss`, `p_true`, `el2n`: float32 `[N, R]`.
+  `correct`: bool `[N, R]`.
+  `visits`: int32 `[N, R]`, how often example `i` was recorded in epoch `r`.
+Each epoch must record every example exactly once; `check_visits` reports
+examples that were missed or seen twice instead of letting them silently
+corrupt the scores.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Trajectory = dict[str, Array]
+
+FIELDS = ("loss", "correct", "p_true", "el2n")
+
+
+def init_trajectory(num_examples: int,
+                    num_epochs: int,
+                    fields: Sequence[str] = FIELDS) -> Trajectory:
+  """Returns an empty trajectory of `num_examples x num_epochs`."""
+  traj = {}
+  for f in fields:
+    dtype = jnp.bool_ if f == "correct" else jnp.float32
+    traj[f] = jnp.zeros((num_examples, num_epochs), dtype)
+  traj["visits"] = jnp.zeros((num_examples, num_epochs), jnp.int32)
+  return traj
+
+
+def record(traj: Trajectory, stats: dict[str, Array], epoch: Array
+           ) -> Trajectory:
+  """Scatters one batch's statistics into column `epoch`, by global id.
+
+  Pure and jit-able; donate `traj` to update it in place. Padding rows
+  (`stats["mask"] == False`) are dropped. An example seen twice in the same
+  epoch keeps its last value and counts two visits.
+
+  Args:
+    traj: the trajectory, arrays `[N, R]`.
+    stats: `[B]` arrays `id`, `mask` and one per field of `traj`.
+    epoch: int scalar in `[0, R)` (may be traced).
+
+  Returns:
+    The updated trajectory.
+  """
+  n = traj["visits"].shape[0]
+  # Out-of-range rows are dropped by the scatter; padding is sent there.
+  rows = jnp.where(stats["mask"], stats["id"], n)
+  out = {}
+  for f, arr in traj.items():
+    if f == "visits":
+      out[f] = arr.at[rows, epoch].add(1, mode="drop")
+    else:
+      out[f] = arr.at[rows, epoch].set(stats[f].astype(arr.dtype), mode="drop")
+  return out
+
+
+class VisitError(ValueError):
+  """Raised when an epoch did not record every example exactly once."""
+
+
+def visit_report(visits: np.ndarray, epochs: Sequence[int] | None = None
+                 ) -> dict[int, dict[str, np.ndarray]]:
+  """Finds examples missed or recorded more than once, per epoch.
+
+  Args:
+    visits: int `[N, R]` visit counts.
+    epochs: epoch columns to check (default: all).
+
+  Returns:
+    `{epoch: {"missing": ids, "duplicated": ids}}` for the faulty epochs only.
+  """
+  visits = np.asarray(visits)
+  epochs = range(visits.shape[1]) if epochs is None else epochs
+  report = {}
+  for r in epochs:
+    col = visits[:, r]
+    missing = np.flatnonzero(col == 0)
+    dup = np.flatnonzero(col > 1)
+    if missing.size or dup.size:
+      report[int(r)] = {"missing": missing, "duplicated": dup}
+  return report
+
+
+def check_visits(visits: np.ndarray, epochs: Sequence[int] | None = None
+                 ) -> None:
+  """Raises `VisitError` unless every example was seen once in each epoch."""
+  report = visit_report(visits, epochs)
+  if report:
+    r, bad = next(iter(report.items()))
+    raise VisitError(
+        f"epoch {r}: {bad['missing'].size} examples never recorded (first ids "
+        f"{bad['missing'][:5].tolist()}), {bad['duplicated'].size} recorded "
+        f"more than once (first ids {bad['duplicated'][:5].tolist()}); "
+        f"{len(report)} faulty epochs in all. Every example must be recorded "
+        "exactly once per epoch.")

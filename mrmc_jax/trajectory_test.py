@@ -1,0 +1,53 @@
+"""Tests for trajectory.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mrmc_jax import trajectory
+
+
+def _stats(ids, mask, loss):
+  ids = jnp.asarray(ids, jnp.int32)
+  loss = jnp.asarray(loss, jnp.float32)
+  return {"id": ids, "mask": jnp.asarray(mask), "loss": loss,
+          "correct": loss < 1.0, "p_true": jnp.exp(-loss), "el2n": loss / 2}
+
+
+def test_record_scatters_by_id_and_skips_padding():
+  traj = trajectory.init_trajectory(4, 2)
+  rec = jax.jit(trajectory.record, donate_argnums=0)
+  traj = rec(traj, _stats([2, 0, 0], [True, True, False], [5.0, 0.5, 9.0]), 0)
+  traj = rec(traj, _stats([3, 1, 0], [True, True, False], [7.0, 0.25, 9.0]), 0)
+  np.testing.assert_array_equal(traj["loss"][:, 0], [0.5, 0.25, 5.0, 7.0])
+  np.testing.assert_array_equal(traj["correct"][:, 0],
+                                [True, True, False, False])
+  np.testing.assert_array_equal(traj["visits"][:, 0], [1, 1, 1, 1])
+  np.testing.assert_array_equal(traj["visits"][:, 1], [0, 0, 0, 0])
+  trajectory.check_visits(traj["visits"], epochs=[0])
+
+
+def test_missing_and_duplicate_are_detected():
+  traj = trajectory.init_trajectory(4, 1)
+  traj = trajectory.record(traj, _stats([0, 1, 1], [True] * 3, [1., 2., 3.]), 0)
+  report = trajectory.visit_report(traj["visits"])
+  np.testing.assert_array_equal(report[0]["missing"], [2, 3])
+  np.testing.assert_array_equal(report[0]["duplicated"], [1])
+  with pytest.raises(trajectory.VisitError, match="2 examples never recorded"):
+    trajectory.check_visits(traj["visits"])
+
+
+def test_record_traced_epoch_compiles_once():
+  traj = trajectory.init_trajectory(3, 3)
+  traces = []
+
+  @jax.jit
+  def rec(t, s, e):
+    traces.append(1)
+    return trajectory.record(t, s, e)
+
+  for e in range(3):
+    traj = rec(traj, _stats([0, 1, 2], [True] * 3, [e, e, e]), jnp.int32(e))
+  assert len(traces) == 1
+  np.testing.assert_array_equal(traj["loss"][0], [0.0, 1.0, 2.0])

@@ -1,0 +1,78 @@
+"""Input checks shared by the public functions.
+
+Every check raises `ValueError` with one line that names the bad value and
+what is allowed. Checks on values run only on concrete arrays: under
+`jax.jit` the arguments are tracers and only their shapes can be checked, so
+public functions validate first and then call their jitted core.
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_concrete(*xs: Any) -> bool:
+  """True when no argument is a JAX tracer (values can be inspected)."""
+  return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def check_ratio(ratio: Any, name: str = "ratio") -> None:
+  """Checks that a selection ratio lies in (0, 1]."""
+  if not is_concrete(ratio):
+    return
+  r = np.asarray(ratio)
+  if r.ndim != 0 or not np.isfinite(r) or not 0.0 < float(r) <= 1.0:
+    raise ValueError(f"{name}={ratio!r} is not allowed: it must be a number "
+                     "in (0, 1].")
+
+
+def check_labels(labels: Any, num_classes: int) -> None:
+  """Checks `labels` is int [N] with values in [0, num_classes)."""
+  if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise ValueError(f"num_classes={num_classes!r} is not allowed: it must be "
+                     "a positive int.")
+  if np.ndim(labels) != 1:
+    raise ValueError(f"labels has shape {np.shape(labels)}; expected a 1-D "
+                     "[N] array.")
+  if not np.issubdtype(np.asarray(labels).dtype if is_concrete(labels)
+                       else labels.dtype, np.integer):
+    raise ValueError(f"labels has dtype {labels.dtype}; expected an integer "
+                     "dtype.")
+  if is_concrete(labels) and np.size(labels):
+    lo, hi = int(np.min(labels)), int(np.max(labels))
+    if lo < 0 or hi >= num_classes:
+      bad = lo if lo < 0 else hi
+      raise ValueError(f"label {bad} is outside [0, {num_classes}) "
+                       f"(num_classes={num_classes}).")
+
+
+def check_scores(scores: Any, name: str = "scores") -> None:
+  """Checks `scores` is a 1-D float array without NaN."""
+  if np.ndim(scores) != 1:
+    raise ValueError(f"{name} has shape {np.shape(scores)}; expected a 1-D "
+                     "[N] array.")
+  if is_concrete(scores):
+    nan = np.isnan(np.asarray(scores, dtype=np.float64))
+    if nan.any():
+      raise ValueError(f"{name} holds {int(nan.sum())} NaN values (first at "
+                       f"index {int(np.argmax(nan))}); scores must not be "
+                       "NaN.")
+
+
+def check_same_length(**arrays: Any) -> None:
+  """Checks all arrays share their leading dimension."""
+  lengths = {k: np.shape(v)[0] if np.ndim(v) else None
+             for k, v in arrays.items()}
+  if len(set(lengths.values())) > 1:
+    desc = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+    raise ValueError(f"mismatched leading dimensions: {desc}; they must be "
+                     "equal.")
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+  """Checks `value` is an int >= minimum."""
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+      or value < minimum):
+    raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= "
+                     f"{minimum}.")
