@@ -1,0 +1,127 @@
+"""The full set of config fields, with their defaults; every config starts here.
+
+Fields (the interface users and scripts rely on; see README.md):
+  seed: seeds model init, data order, augmentation and random selection.
+  dataset.name / dataset.data_dir: see `mrmc_jax.datasets.load_dataset`.
+  dataset.image_size: resize images to this side (None keeps them).
+  model.name: see `mrmc_jax.models.create_model`; model.dtype: float32|bfloat16.
+  selection.method: mrmc, mrmc_r, random, full, el2n, grand, forgetting, ccs,
+    moderate, dyn_unc, d2.
+  selection.ratio: core-set fraction in (0, 1].
+  selection.class_balanced: per-class quotas (True) or global top-k.
+  selection.warmup_epochs: R, epochs of warm-up on all data.
+  selection.loss_source: "train" (the training forward pass) or "eval" (a
+    separate evaluation pass over the training set after each epoch).
+  selection.skip_epochs: burn-in epochs left out of the fit.
+  selection.score: "literal" q(1-w^-R) or "observed" q(w^-r1 - w^-rR).
+  selection.max_initial_ratio: bound on the fitted epoch-0 loss.
+  selection.epoch_offset: 1 fits r = 1..R (paper), 0 fits r = 0..R-1.
+  selection.rho / gamma / score_scale / proxy_*: MRMC-R.
+  train.*: optimiser and schedule for warm-up and core-set training.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Returns the base config (the digits default's shape, paper optimiser)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "digits"
+  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
+  config.dataset.image_size = ml_collections.FieldReference(None,
+                                                            field_type=int)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "mlp"
+  config.model.dtype = "float32"
+
+  config.selection = ml_collections.ConfigDict()
+  config.selection.method = "mrmc"
+  config.selection.ratio = 0.3
+  config.selection.class_balanced = True
+  config.selection.warmup_epochs = 10
+  config.selection.loss_source = "train"
+  config.selection.skip_epochs = 0
+  config.selection.score = "literal"
+  config.selection.max_initial_ratio = 2.0
+  config.selection.epoch_offset = 1
+  # MRMC-R (paper defaults).
+  config.selection.rho = 0.3
+  config.selection.gamma = 2.0
+  config.selection.score_scale = "none"
+  config.selection.proxy_learning_rate = 0.01
+  config.selection.proxy_batch_size = 512
+  config.selection.proxy_epochs = 10
+  # Peer methods.
+  config.selection.el2n_epochs = ml_collections.FieldReference(None,
+                                                               field_type=int)
+  config.selection.dyn_unc_window = 10
+  config.selection.ccs_beta = 0.1
+  config.selection.ccs_strata = 50
+  config.selection.ccs_score = "forgetting"
+  config.selection.d2_k = 10
+  config.selection.d2_gamma = 1.0
+  config.selection.d2_score = "forgetting"
+
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 20
+  # "epochs": every ratio trains train.epochs epochs (the paper). "steps": a
+  # fixed number of updates, train.epochs epochs' worth of full-data steps.
+  config.train.budget = "epochs"
+  config.train.batch_size = 128
+  config.train.eval_batch_size = 512
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.1
+  config.train.momentum = 0.9
+  config.train.nesterov = False
+  config.train.weight_decay = 5e-4
+  config.train.schedule = "cosine"
+  config.train.end_learning_rate = 1e-4
+  config.train.warmup_schedule = "truncated"
+  config.train.augment = True
+  config.train.checkpoint_every_epochs = 1
+
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialize = False
+  config.distributed.coordinator_address = ml_collections.FieldReference(
+      None, field_type=str)
+  config.distributed.num_processes = ml_collections.FieldReference(
+      None, field_type=int)
+  config.distributed.process_id = ml_collections.FieldReference(
+      None, field_type=int)
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict, arg: str | None
+                    ) -> ml_collections.ConfigDict:
+  """Applies `key=value,...` from a config string argument.
+
+  `--config=configs/cifar10.py:quick,selection.ratio=0.1` gives arg
+  `"quick,selection.ratio=0.1"`; bare words are presets handled by the
+  caller, `a.b=v` pairs set fields (values parsed as Python literals).
+  """
+  import ast
+  if not arg:
+    return config
+  for item in arg.split(","):
+    if "=" not in item:
+      continue
+    key, value = item.split("=", 1)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+    node = config
+    *parents, leaf = key.strip().split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def presets(arg: str | None) -> set[str]:
+  """Bare words of a config string argument, e.g. {"quick"}."""
+  return {w.strip() for w in (arg or "").split(",") if w and "=" not in w}

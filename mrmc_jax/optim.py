@@ -1,0 +1,62 @@
+"""Optimisers and learning-rate schedules built from explicit arguments."""
+
+import optax
+
+from mrmc_jax import validation
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+
+
+def make_optimizer(*,
+                   optimizer: str,
+                   learning_rate: float,
+                   total_steps: int,
+                   momentum: float = 0.9,
+                   nesterov: bool = False,
+                   weight_decay: float = 0.0,
+                   schedule: str = "cosine",
+                   end_learning_rate: float = 0.0
+                   ) -> optax.GradientTransformation:
+  """Returns the optimiser with coupled weight decay and its LR schedule.
+
+  Weight decay is added to the gradient before momentum (`add_decayed_weights`
+  then SGD), as in the paper's PyTorch setting.
+
+  Args:
+    optimizer: "sgd" (with momentum) or "adam".
+    learning_rate: the peak learning rate.
+    total_steps: length of the schedule in updates.
+    momentum: SGD momentum (0 disables it).
+    nesterov: Nesterov momentum.
+    weight_decay: L2 coefficient added to the gradient.
+    schedule: "cosine" (peak to `end_learning_rate` over `total_steps`) or
+      "constant".
+    end_learning_rate: final value of the cosine schedule.
+
+  Returns:
+    An optax `GradientTransformation`.
+
+  Raises:
+    ValueError: on an unknown optimiser or schedule, or total_steps < 1.
+  """
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer={optimizer!r} is not allowed: use one of "
+                     f"{OPTIMIZERS}.")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule={schedule!r} is not allowed: use one of "
+                     f"{SCHEDULES}.")
+  validation.check_positive_int(total_steps, "total_steps")
+  if schedule == "cosine":
+    lr = optax.cosine_decay_schedule(
+        learning_rate, total_steps,
+        alpha=end_learning_rate / learning_rate if learning_rate else 0.0)
+  else:
+    lr = optax.constant_schedule(learning_rate)
+  if optimizer == "sgd":
+    main = optax.sgd(lr, momentum=momentum or None, nesterov=nesterov)
+  else:
+    main = optax.adam(lr)
+  if weight_decay:
+    return optax.chain(optax.add_decayed_weights(weight_decay), main)
+  return main
