@@ -303,6 +303,7 @@ def run_warmup(ctx: _Context, need: frozenset[str]) -> dict[str, np.ndarray]:
       mngr.save(epoch + 1, args=ocp.args.StandardSave(
           {"state": state, "traj": traj, "seconds": np.float64(seconds)}))
       mngr.wait_until_finished()
+    _epoch_done("warmup", epoch + 1)
   progress.close()
   writer.flush()
 
@@ -317,6 +318,11 @@ def run_warmup(ctx: _Context, need: frozenset[str]) -> dict[str, np.ndarray]:
     wd.write_npz(art_path, **art)
   mngr.close()
   return art
+
+
+def _epoch_done(stage: str, epoch: int) -> None:
+  """Called after each epoch's checkpoint; tests use it to simulate a kill."""
+  del stage, epoch
 
 
 def _jit_donating_buffer(fn):
@@ -426,6 +432,7 @@ def train_coreset(ctx: _Context, ids: np.ndarray) -> dict[str, Any]:
       mngr.save(epoch + 1, args=ocp.args.StandardSave(
           {"state": state, "seconds": np.float64(seconds)}))
       mngr.wait_until_finished()
+    _epoch_done("train", epoch + 1)
   progress.close()
   writer.flush()
   if not test and ctx.data.test is not None:

@@ -1,0 +1,162 @@
+"""The whole loop on tiny configs: digits, and tfds mock data of CIFAR shape."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import default
+from mrmc_jax import experiment
+from mrmc_jax import selection
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  config = default.get_config()
+  config.selection.warmup_epochs = 3
+  config.train.epochs = 2
+  config.train.batch_size = 128
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def test_digits_end_to_end(tmp_path):
+  workdir = str(tmp_path / "run")
+  summary = experiment.train_and_evaluate(tiny_config(), workdir)
+  n = summary["num_examples"]
+  assert summary["num_selected"] == selection.budget(0.3, n)
+  for f in ("config.json", "summary.json", "metrics.jsonl",
+            "coreset/scores.npy", "coreset/mask.npy", "coreset/indices.npy",
+            "plots/score_histogram.png", "plots/selected_per_class.png",
+            "plots/trajectories.png", "warmup/artefacts.npz"):
+    assert os.path.exists(os.path.join(workdir, f)), f
+  mask = np.load(os.path.join(workdir, "coreset/mask.npy"))
+  scores = np.load(os.path.join(workdir, "coreset/scores.npy"))
+  assert mask.dtype == bool and mask.shape == (n,)
+  assert scores.dtype == np.float32 and np.all(np.isfinite(scores))
+  np.testing.assert_array_equal(
+      np.load(os.path.join(workdir, "coreset/indices.npy")),
+      np.flatnonzero(mask))
+  assert sum(summary["selected_per_class"]) == mask.sum()
+  assert 0.5 < summary["test_accuracy"] <= 1.0
+  with np.load(os.path.join(workdir, "warmup/artefacts.npz")) as art:
+    # Every id seen exactly once in every warm-up epoch.
+    np.testing.assert_array_equal(art["visits"], np.ones((n, 3), np.int32))
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  stages = [r["stage"] for r in rows if "train_loss" in r]
+  assert stages.count("warmup") == 3 and stages.count("train") == 2
+  # Rerunning a finished run resumes everything and changes nothing.
+  again = experiment.train_and_evaluate(tiny_config(), workdir)
+  assert again["test_accuracy"] == summary["test_accuracy"]
+  np.testing.assert_array_equal(
+      np.load(os.path.join(workdir, "coreset/mask.npy")), mask)
+
+
+def test_killed_warmup_resumes_to_identical_mask(tmp_path, monkeypatch):
+  config = tiny_config(**{"train.epochs": 1})
+  ref = str(tmp_path / "ref")
+  experiment.train_and_evaluate(config, ref)
+
+  class Killed(Exception):
+    pass
+
+  def kill_after_two(stage, epoch):
+    if stage == "warmup" and epoch == 2:
+      raise Killed()
+
+  run = str(tmp_path / "run")
+  monkeypatch.setattr(experiment, "_epoch_done", kill_after_two)
+  with pytest.raises(Killed):
+    experiment.train_and_evaluate(config, run)
+  assert not os.path.exists(os.path.join(run, "coreset", "mask.npy"))
+  monkeypatch.undo()
+  experiment.train_and_evaluate(config, run)
+  np.testing.assert_array_equal(np.load(os.path.join(run, "coreset/mask.npy")),
+                                np.load(os.path.join(ref, "coreset/mask.npy")))
+  np.testing.assert_array_equal(
+      np.load(os.path.join(run, "coreset/scores.npy")),
+      np.load(os.path.join(ref, "coreset/scores.npy")))
+
+
+def test_eval_loss_source_and_mrmc_r(tmp_path):
+  config = tiny_config(**{"selection.loss_source": "eval",
+                          "selection.method": "mrmc_r",
+                          "selection.proxy_epochs": 2, "train.epochs": 1})
+  summary = experiment.train_and_evaluate(config, str(tmp_path / "r"))
+  assert summary["method"] == "mrmc_r"
+  with np.load(str(tmp_path / "r/warmup/artefacts.npz")) as art:
+    assert art["features"].shape == (summary["num_examples"], 256)
+    assert np.all(art["visits"] == 1)
+
+
+@pytest.mark.parametrize("method", ["random", "full"])
+def test_methods_without_warmup(tmp_path, method):
+  config = tiny_config(**{"selection.method": method, "train.epochs": 1})
+  summary = experiment.train_and_evaluate(config, str(tmp_path / method))
+  assert summary["warmup_seconds"] == 0.0
+  n = summary["num_examples"]
+  assert summary["num_selected"] == (n if method == "full" else
+                                     selection.budget(0.3, n))
+
+
+def test_tfds_mock_cifar10_shape(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = tiny_config(**{"dataset.name": "cifar10", "model.name": "mlp",
+                          "train.augment": True, "train.batch_size": 16,
+                          "train.eval_batch_size": 16,
+                          "selection.warmup_epochs": 2, "train.epochs": 1})
+  with tfds.testing.mock_data(num_examples=40):
+    summary = experiment.train_and_evaluate(config, str(tmp_path / "c"))
+  assert summary["num_examples"] == 40
+  assert summary["num_selected"] == 12
+  with np.load(str(tmp_path / "c/warmup/artefacts.npz")) as art:
+    assert np.all(art["visits"] == 1)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("selection.method", "magic", r"selection.method='magic' is not allowed"),
+    ("selection.ratio", 1.5, r"selection.ratio=1.5 is not allowed"),
+    ("selection.ratio", 0.0, r"selection.ratio=0.0 is not allowed"),
+    ("model.name", "vgg", r"model.name='vgg' is not allowed"),
+    ("dataset.name", "no_such_set", r"dataset.name='no_such_set' is not"),
+    ("selection.loss_source", "test", r"loss_source='test' is not allowed"),
+    ("selection.skip_epochs", 2, r"skip_epochs=2 is not allowed"),
+    ("selection.warmup_epochs", 1, r"warmup_epochs=1 is not allowed"),
+])
+def test_bad_config_fails_before_work(tmp_path, key, value, match):
+  with pytest.raises(ValueError, match=match):
+    experiment.train_and_evaluate(tiny_config(**{key: value}),
+                                  str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")
+
+
+def test_missing_files_say_how_to_get_them(tmp_path):
+  config = tiny_config(**{"dataset.name": "mnist_idx",
+                          "dataset.data_dir": str(tmp_path / "none")})
+  with pytest.raises(FileNotFoundError, match="make data-mnist"):
+    experiment.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_cli_refuses_workdir_of_other_config(tmp_path):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"seed": 123}))
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "main.py"),
+       "--config=" + os.path.join(ROOT, "configs", "default.py"),
+       f"--workdir={workdir}"], capture_output=True, text=True, timeout=300,
+      cwd=ROOT)
+  assert proc.returncode == 2
+  err = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and "different config" in err[0], proc.stderr[-2000:]
+  assert json.loads((workdir / "config.json").read_text()) == {"seed": 123}
+  assert sorted(os.listdir(workdir)) == ["config.json"]
