@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu==2.21.0",
     "tensorboard==2.21.0",
     "tensorflow-datasets==4.9.10",
+    # tfds needs it to prepare data sets but declares it only for Python < 3.9.
+    "importlib_resources==7.1.0",
     "numpy==2.4.6",
     "scipy==1.17.1",
     # Ships the UCI digits file that is the embedded offline default data set.
