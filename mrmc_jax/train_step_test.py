@@ -1,0 +1,98 @@
+"""Tests for train_step.py: stats from the training pass, padding ignored."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mrmc_jax import losses
+from mrmc_jax import train_step
+
+
+class _Tiny(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    del train
+    return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def _setup(lr=0.1):
+  model = _Tiny()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+  tx = optax.sgd(lr)
+  return (train_step.module_apply_fn(model),
+          train_step.create_train_state(variables, tx), tx)
+
+
+def _batch(x, y, ids, mask):
+  return {"image": jnp.asarray(x, jnp.float32), "label": jnp.asarray(y),
+          "id": jnp.asarray(ids, jnp.int32), "mask": jnp.asarray(mask)}
+
+
+def test_stats_come_from_the_training_forward_pass():
+  apply_fn, state, tx = _setup()
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(5, 4)), np.array([0, 1, 2, 0, 1])
+  batch = _batch(x, y, [10, 11, 12, 13, 0], [True] * 4 + [False])
+  step = jax.jit(train_step.make_train_step(apply_fn, tx), donate_argnums=0)
+  logits = apply_fn(state.variables, batch["image"], train=False)[0]
+  new_state, stats = step(state, batch)
+  # Statistics of the pre-update parameters (the pass that made the gradient).
+  ref = losses.per_example_stats(logits, batch["label"], batch["mask"])
+  for k in ("loss", "correct", "p_true", "el2n"):
+    np.testing.assert_allclose(stats[k], ref[k], rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(stats["id"], [10, 11, 12, 13, 0])
+  np.testing.assert_array_equal(stats["mask"], batch["mask"])
+  assert stats["loss"][4] == 0.0 and not stats["correct"][4]
+  np.testing.assert_allclose(stats["train_loss"], np.mean(ref["loss"][:4]),
+                             rtol=1e-6)
+  assert int(new_state.step) == 1
+
+
+def test_padding_rows_never_reach_the_gradient():
+  apply_fn, state, tx = _setup()
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=(3, 4)), np.array([0, 1, 2])
+  step = jax.jit(train_step.make_train_step(apply_fn, tx, with_stats=False))
+  plain, _ = step(state, _batch(x, y, [0, 1, 2], [True] * 3))
+  # Same 3 examples plus 2 padding rows holding huge garbage.
+  xp = np.concatenate([x, 1e6 * np.ones((2, 4))])
+  padded, _ = step(state, _batch(xp, np.array([0, 1, 2, 2, 2]),
+                                 [0, 1, 2, -1, -1], [True] * 3 + [False] * 2))
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      plain.params, padded.params)
+
+
+def test_sgd_update_by_hand():
+  # Linear softmax, w = 0: grad_b = mean(p - onehot) with p uniform (1/3).
+  apply_fn, state, tx = _setup(lr=1.0)
+  state = state.replace(params=jax.tree_util.tree_map(jnp.zeros_like,
+                                                      state.params))
+  batch = _batch(np.zeros((2, 4)), np.array([0, 1]), [0, 1], [True, True])
+  new, stats = train_step.make_train_step(apply_fn, tx)(state, batch)
+  b = new.params["Dense_0"]["bias"]
+  np.testing.assert_allclose(b, [1 / 2 - 1 / 3, 1 / 2 - 1 / 3, -1 / 3],
+                             rtol=1e-6)
+  np.testing.assert_allclose(stats["loss"], [np.log(3)] * 2, rtol=1e-6)
+
+
+def test_step_compiles_once_and_eval_step():
+  apply_fn, state, tx = _setup()
+  traces = []
+
+  def counted(s, b):
+    traces.append(1)
+    return train_step.make_train_step(apply_fn, tx)(s, b)
+
+  step = jax.jit(counted, donate_argnums=0)
+  rng = np.random.default_rng(2)
+  for i in range(3):
+    batch = _batch(rng.normal(size=(4, 4)), rng.integers(0, 3, 4),
+                   np.arange(4) + 4 * i, [True, True, True, i != 2])
+    state, _ = step(state, batch)
+  assert len(traces) == 1
+  out = jax.jit(train_step.make_eval_step(apply_fn))(state.variables, batch)
+  assert out["loss"].shape == (4,) and out["loss"][3] == 0.0
