@@ -1,0 +1,148 @@
+"""What per-example statistics cost, and how core-set training time scales.
+
+1. The warm-up step (training step + per-example statistics + scatter into
+   the [N, R] trajectory) against a plain training step, same model and
+   batch. Goal: within 3%.
+2. Core-set training at ratio 0.3 against full-data training over the same
+   number of epochs, through the real tf.data pipeline. Goal: <= 0.35.
+
+Timings are medians of interleaved repetitions in one run (the machine is
+shared, so only ratios measured together are meaningful).
+
+Run: python benchmarks/runner_costs.py [--model mlp --n 60000 --epochs 2]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+
+from mrmc_jax import datasets
+from mrmc_jax import input_pipeline
+from mrmc_jax import models
+from mrmc_jax import optim
+from mrmc_jax import train_step
+from mrmc_jax import trajectory
+
+
+def _synthetic(n, shape, classes, seed=0):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+  labels = rng.integers(0, classes, n).astype(np.int32)
+  return datasets.ArraySplit(images, labels)
+
+
+def _copy(tree):
+  return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def step_overhead(model, split, batch_size, repeats, steps):
+  """Median seconds per step: plain vs with statistics + trajectory record."""
+  tx = optim.make_optimizer(optimizer="sgd", learning_rate=0.05,
+                            total_steps=1000, momentum=0.9)
+  apply_fn = train_step.module_apply_fn(model)
+  variables = models.init_variables(model, jax.random.key(0),
+                                    split.image_shape)
+  n = split.num_examples
+  plain = jax.jit(train_step.make_train_step(apply_fn, tx, with_stats=False),
+                  donate_argnums=0)
+  full = train_step.make_train_step(apply_fn, tx, with_stats=True)
+
+  def warm(state, traj, batch, epoch):
+    state, stats = full(state, batch)
+    return state, trajectory.record(traj, stats, epoch), stats["train_loss"]
+
+  warm = jax.jit(warm, donate_argnums=(0, 1))
+  ds = input_pipeline.train_dataset(split, batch_size=batch_size, seed=0,
+                                    epoch=0, augment=False, mean=0.5, std=0.25)
+  batches = [jax.device_put(b) for b, _ in zip(ds.as_numpy_iterator(),
+                                               range(steps))]
+  # Donation deletes the buffers it is given: each state gets its own copy.
+  state_a = train_step.create_train_state(_copy(variables), tx)
+  state_b = train_step.create_train_state(_copy(variables), tx)
+  traj = trajectory.init_trajectory(n, 10)
+  e = jnp.int32(0)
+  state_a, m = plain(state_a, batches[0])
+  state_b, traj, _ = warm(state_b, traj, batches[0], e)
+  jax.block_until_ready((state_a, state_b, traj))
+  t_plain, t_warm = [], []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for b in batches:
+      state_a, m = plain(state_a, b)
+    jax.block_until_ready(state_a)
+    t_plain.append((time.perf_counter() - t0) / len(batches))
+    t0 = time.perf_counter()
+    for b in batches:
+      state_b, traj, _ = warm(state_b, traj, b, e)
+    jax.block_until_ready((state_b, traj))
+    t_warm.append((time.perf_counter() - t0) / len(batches))
+  return np.median(t_plain), np.median(t_warm)
+
+
+def coreset_scaling(model, split, batch_size, epochs, ratio, repeats):
+  """Median seconds of `epochs` epochs on all data vs on a `ratio` subset."""
+  tx = optim.make_optimizer(optimizer="sgd", learning_rate=0.05,
+                            total_steps=1000, momentum=0.9)
+  apply_fn = train_step.module_apply_fn(model)
+  variables = models.init_variables(model, jax.random.key(0),
+                                    split.image_shape)
+  step = jax.jit(train_step.make_train_step(apply_fn, tx, with_stats=False),
+                 donate_argnums=0)
+  n = split.num_examples
+  ids = np.sort(np.random.default_rng(0).permutation(n)[:int(ratio * n)])
+
+  def run(ids):
+    state = train_step.create_train_state(_copy(variables), tx)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+      for b in input_pipeline.train_dataset(
+          split, batch_size=batch_size, seed=0, epoch=epoch, augment=False,
+          mean=0.5, std=0.25, ids=ids).as_numpy_iterator():
+        state, _ = step(state, b)
+    jax.block_until_ready(state)
+    return time.perf_counter() - t0
+
+  run(ids[:batch_size])  # compile
+  t_full, t_core = [], []
+  for _ in range(repeats):
+    t_full.append(run(None))
+    t_core.append(run(ids))
+  return np.median(t_full), np.median(t_core)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--model", default="mlp")
+  p.add_argument("--n", type=int, default=60000)
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--steps", type=int, default=50)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--epochs", type=int, default=2)
+  p.add_argument("--ratio", type=float, default=0.3)
+  args = p.parse_args()
+  split = _synthetic(args.n, (28, 28, 1), 10)
+  model = models.create_model(args.model, 10)
+  print(f"model={args.model} N={args.n} batch={args.batch_size} "
+        f"devices={jax.device_count()}")
+  plain, warm = step_overhead(model, split, args.batch_size, args.repeats,
+                              args.steps)
+  print(f"plain step            {1e3 * plain:8.3f} ms (median)")
+  print(f"step + stats + record {1e3 * warm:8.3f} ms (median)")
+  print(f"statistics overhead   {100 * (warm / plain - 1):+8.2f} %")
+  full, core = coreset_scaling(model, split, args.batch_size, args.epochs,
+                               args.ratio, max(1, args.repeats // 2))
+  print(f"{args.epochs} epochs full data    {full:8.2f} s (median)")
+  print(f"{args.epochs} epochs ratio {args.ratio}  {core:8.2f} s (median)")
+  print(f"core-set / full time  {core / full:8.3f} (goal <= "
+        f"{args.ratio + 0.05:.2f})")
+
+
+if __name__ == "__main__":
+  main()
