@@ -6,7 +6,8 @@ Fields (the interface users and scripts rely on; see README.md):
   dataset.image_size: resize images to this side (None keeps them).
   model.name: see `mrmc_jax.models.create_model`; model.dtype: float32|bfloat16.
   selection.method: mrmc, mrmc_r, random, full, el2n, grand, forgetting, ccs,
-    moderate, dyn_unc, d2.
+    moderate, dyn_unc, d2; optionally with option overrides, e.g.
+    "mrmc(loss_source=eval;skip_epochs=2)" (see mrmc_jax/methods.py).
   selection.ratio: core-set fraction in (0, 1].
   selection.class_balanced: per-class quotas (True) or global top-k.
   selection.warmup_epochs: R, epochs of warm-up on all data.
@@ -18,6 +19,9 @@ Fields (the interface users and scripts rely on; see README.md):
   selection.epoch_offset: 1 fits r = 1..R (paper), 0 fits r = 0..R-1.
   selection.rho / gamma / score_scale / proxy_*: MRMC-R.
   train.*: optimiser and schedule for warm-up and core-set training.
+  distributed.initialize / coordinator_address / num_processes / process_id:
+    arguments of `jax.distributed.initialize` (None: auto-detected, as on TPU
+    pods); distributed.num_devices: mesh size (None: all devices).
 """
 
 import ml_collections
@@ -64,6 +68,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ccs_score = "forgetting"
   config.selection.d2_k = 10
   config.selection.d2_gamma = 1.0
+  config.selection.d2_gamma_reverse = 0.1
   config.selection.d2_score = "forgetting"
 
   config.train = ml_collections.ConfigDict()
@@ -91,6 +96,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.distributed.num_processes = ml_collections.FieldReference(
       None, field_type=int)
   config.distributed.process_id = ml_collections.FieldReference(
+      None, field_type=int)
+  # Devices of the data-parallel mesh: None uses every device of every
+  # process; n uses the first n (one process only), e.g. 1 to check that a
+  # run on 8 devices selects the same core-set as a run on one.
+  config.distributed.num_devices = ml_collections.FieldReference(
       None, field_type=int)
   return config
 

@@ -103,7 +103,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
       raise ValueError(f"train.{name}={v!r} is not allowed: it must be an "
                        "int >= 1.")
-  if "trajectory" in methods.needs([sel.method]):
+  opts = selection_options(config)
+  methods.resolve(sel.method, opts)
+  need = methods.needs([sel.method], opts)
+  if "trajectory" in need:
     r = sel.warmup_epochs
     if isinstance(r, bool) or not isinstance(r, int) or r < 2:
       raise ValueError(f"selection.warmup_epochs={r!r} is not allowed: it "
@@ -112,9 +115,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"selection.skip_epochs={sel.skip_epochs!r} is not "
                        f"allowed: it must be in [0, {r - 2}] with "
                        f"warmup_epochs={r}.")
-  elif methods.needs([sel.method]) and sel.warmup_epochs < 1:
+  elif need and sel.warmup_epochs < 1:
     raise ValueError(f"selection.warmup_epochs={sel.warmup_epochs!r} is not "
                      f"allowed for {sel.method}: it must be >= 1.")
+  try:
+    sharding.mesh_devices(config.distributed.num_devices)
+  except ValueError as e:
+    raise ValueError(f"distributed.{e}") from None
 
 
 def selection_options(config: ml_collections.ConfigDict
@@ -186,8 +193,12 @@ def _means(acc) -> dict[str, float]:
 
 
 @dataclasses.dataclass
-class _Context:
-  """What every stage needs, derived once from the config."""
+class Context:
+  """What every stage needs, derived once from the config (`make_context`).
+
+  `workdir` is where the stage at hand keeps its checkpoints and outputs; the
+  comparison harness points it at one folder per warm-up and per cell.
+  """
   config: ml_collections.ConfigDict
   data: datasets.Dataset
   model: Any
@@ -230,7 +241,7 @@ class _Context:
         schedule=tr.schedule, end_learning_rate=tr.end_learning_rate)
 
 
-def evaluate(ctx: _Context, eval_fn, variables, split) -> dict[str, float]:
+def evaluate(ctx: Context, eval_fn, variables, split) -> dict[str, float]:
   """Mean loss and accuracy over a split (padded last batch masked)."""
   acc = jnp.zeros(3)
   for batch in ctx.eval_batches(split):
@@ -242,7 +253,7 @@ def evaluate(ctx: _Context, eval_fn, variables, split) -> dict[str, float]:
 # Stage 1: warm-up.
 
 
-def run_warmup(ctx: _Context, need: frozenset[str]) -> dict[str, np.ndarray]:
+def run_warmup(ctx: Context, need: frozenset[str]) -> dict[str, np.ndarray]:
   """Trains R epochs on all data and returns the warm-up artefacts."""
   art_path = os.path.join(ctx.workdir, "warmup", "artefacts.npz")
   if os.path.exists(art_path):
@@ -250,7 +261,7 @@ def run_warmup(ctx: _Context, need: frozenset[str]) -> dict[str, np.ndarray]:
     if all(k in art for k in _artefact_keys(need)):
       logging.info("Warm-up artefacts found; skipping the warm-up.")
       return art
-  config, sel, tr = ctx.config, ctx.config.selection, ctx.config.train
+  sel, tr = ctx.config.selection, ctx.config.train
   n = ctx.data.train.num_examples
   r_epochs = sel.warmup_epochs
   spe = input_pipeline.num_batches(n, tr.batch_size)
@@ -258,12 +269,14 @@ def run_warmup(ctx: _Context, need: frozenset[str]) -> dict[str, np.ndarray]:
   tx = ctx.make_tx(max(sched_epochs, r_epochs) * spe)
   step_fn = train_step.make_train_step(ctx.apply_fn, tx, with_stats=True)
   eval_fn = train_step.make_eval_step(ctx.apply_fn)
-  record_train = sel.loss_source == "train"
+  # The training-pass trajectory is always recorded (it is free); the
+  # eval-pass one costs a forward pass over the training set per epoch and
+  # is recorded only when a method asks for it.
+  record_eval = "eval_trajectory" in need
 
   def warm_step(state, traj, acc, batch, epoch):
     state, stats = step_fn(state, batch)
-    if record_train:
-      traj = trajectory.record(traj, stats, epoch)
+    traj = trajectory.record(traj, stats, epoch)
     return state, traj, acc + _sums(stats)
 
   warm_step = jax.jit(warm_step, donate_argnums=(0, 1, 2))
@@ -273,42 +286,56 @@ def run_warmup(ctx: _Context, need: frozenset[str]) -> dict[str, np.ndarray]:
     return trajectory.record(traj, eval_fn(variables, batch), epoch)
 
   state = ctx.init_state(tx, seed_offset=0)
-  traj = sharding.replicate(trajectory.init_trajectory(n, r_epochs), ctx.mesh)
+  empty = lambda: sharding.replicate(trajectory.init_trajectory(n, r_epochs),
+                                     ctx.mesh)
+  tree = {"state": state, "traj": empty(),
+          "seconds": np.zeros((), np.float64)}
+  if record_eval:
+    tree["eval_traj"] = empty()
   mngr = _checkpoint_manager(os.path.join(ctx.workdir, "checkpoints",
                                           "warmup"))
-  start, tree = _restore(mngr, {"state": state, "traj": traj,
-                                "seconds": np.zeros((), np.float64)})
+  start, tree = _restore(mngr, tree)
   state, traj, seconds = tree["state"], tree["traj"], float(tree["seconds"])
+  eval_traj = tree.get("eval_traj")
   writer = metrics_io.create_writer(ctx.workdir, "warmup")
   progress = _Progress(r_epochs * spe, "warm-up", writer, initial=start * spe)
   for epoch in range(start, r_epochs):
     t0 = time.perf_counter()
-    acc = jnp.zeros(3)
-    e = jnp.int32(epoch)
+    # Placed on the mesh like warm_step's outputs: an uncommitted jnp array
+    # on one device would give the first call other input shardings than
+    # the rest (a second compilation), and cannot join a multi-host jit.
+    acc = sharding.replicate(np.zeros(3, np.float32), ctx.mesh)
+    e = sharding.replicate(np.int32(epoch), ctx.mesh)
     for batch in ctx.train_batches(epoch):
       state, traj, acc = warm_step(state, traj, acc, batch, e)
       progress.update()
-    if not record_train:
+    if record_eval:
       for batch in ctx.eval_batches(ctx.data.train):
-        traj = eval_record(state.variables, traj, batch, e)
+        eval_traj = eval_record(state.variables, eval_traj, batch, e)
     # One host sync per epoch: every example must be recorded exactly once.
-    trajectory.check_visits(
-        sharding.to_host(traj["visits"][:, epoch])[:, None])
+    for t in (traj, eval_traj) if record_eval else (traj,):
+      trajectory.check_visits(
+          sharding.to_host(t["visits"][:, epoch])[:, None])
     seconds += time.perf_counter() - t0
     m = _means(acc)
     writer.write_scalars(epoch + 1, {"train_loss": m["loss"],
                                      "train_accuracy": m["accuracy"],
                                      "epoch_seconds": time.perf_counter() - t0})
     if (epoch + 1) % tr.checkpoint_every_epochs == 0 or epoch + 1 == r_epochs:
-      mngr.save(epoch + 1, args=ocp.args.StandardSave(
-          {"state": state, "traj": traj, "seconds": np.float64(seconds)}))
+      tree = {"state": state, "traj": traj, "seconds": np.float64(seconds)}
+      if record_eval:
+        tree["eval_traj"] = eval_traj
+      mngr.save(epoch + 1, args=ocp.args.StandardSave(tree))
       mngr.wait_until_finished()
     _epoch_done("warmup", epoch + 1)
   progress.close()
   writer.flush()
 
   t0 = time.perf_counter()
-  art = {k: v for k, v in sharding.to_host(traj).items()}
+  art = dict(sharding.to_host(traj))
+  if record_eval:
+    art.update({f"eval_{k}": v
+                for k, v in sharding.to_host(eval_traj).items()})
   if "features" in need:
     art["features"] = _features(ctx, state)
   if "grad_norms" in need:
@@ -334,6 +361,8 @@ def _artefact_keys(need: frozenset[str]) -> list[str]:
   keys = ["warmup_seconds"]
   if "trajectory" in need:
     keys += list(trajectory.FIELDS) + ["visits"]
+  if "eval_trajectory" in need:
+    keys += [f"eval_{k}" for k in trajectory.FIELDS] + ["eval_visits"]
   if "features" in need:
     keys.append("features")
   if "grad_norms" in need:
@@ -341,7 +370,7 @@ def _artefact_keys(need: frozenset[str]) -> list[str]:
   return keys
 
 
-def _features(ctx: _Context, state) -> np.ndarray:
+def _features(ctx: Context, state) -> np.ndarray:
   """Penultimate features of every training example (eval mode)."""
   eval_fn = train_step.make_eval_step(ctx.apply_fn, with_features=True)
   n = ctx.data.train.num_examples
@@ -360,7 +389,7 @@ def _features(ctx: _Context, state) -> np.ndarray:
   return sharding.to_host(buf)
 
 
-def _grad_norms(ctx: _Context, state) -> np.ndarray:
+def _grad_norms(ctx: Context, state) -> np.ndarray:
   """Per-example gradient norms (GraNd) at the end of warm-up."""
   def apply_eval(variables, x):
     return ctx.apply_fn(variables, x, train=False)[0]
@@ -383,7 +412,7 @@ def _grad_norms(ctx: _Context, state) -> np.ndarray:
 # Stage 3: core-set training.
 
 
-def train_coreset(ctx: _Context, ids: np.ndarray) -> dict[str, Any]:
+def train_coreset(ctx: Context, ids: np.ndarray) -> dict[str, Any]:
   """Trains a fresh model on `ids` and evaluates on the test split."""
   tr = ctx.config.train
   n_full = ctx.data.train.num_examples
@@ -448,24 +477,36 @@ def train_coreset(ctx: _Context, ids: np.ndarray) -> dict[str, Any]:
 # Stage 2 and the whole job.
 
 
-def _write_selection(ctx, scores, mask, art, opts, seconds):
+def _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds,
+                     plot):
   out = os.path.join(ctx.workdir, "coreset")
   labels = ctx.data.train.labels
   wd.write_npy(os.path.join(out, "scores.npy"), scores.astype(np.float32))
   wd.write_npy(os.path.join(out, "indices.npy"),
                np.flatnonzero(mask).astype(np.int64))
-  sel = ctx.config.selection
-  title = f"{sel.method} ratio={sel.ratio}"
+  if plot:
+    _plot_selection(ctx, spec, ratio, scores, mask, art, opts)
+  # The mask goes last: its presence marks the selection as complete.
+  wd.write_json(os.path.join(out, "selection.json"),
+                {"selection_seconds": seconds})
+  wd.write_npy(os.path.join(out, "mask.npy"), mask.astype(bool))
+
+
+def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
+  labels = ctx.data.train.labels
+  title = f"{spec} ratio={ratio}"
   plots.score_histogram(scores, mask, os.path.join(ctx.workdir, "plots",
                                                    "score_histogram.png"),
                         title)
   plots.selected_per_class(labels, mask, ctx.data.num_classes,
                            os.path.join(ctx.workdir, "plots",
                                         "selected_per_class.png"), title)
-  if "loss" in art and sel.method in ("mrmc", "mrmc_r"):
+  name, opts = methods.resolve(spec, opts)
+  if name in ("mrmc", "mrmc_r"):
+    traj = methods.trajectory_view(art, opts)
     s = opts.skip_epochs
-    losses_ = art["loss"][:, s:]
-    valid = art["visits"][:, s:] > 0
+    losses_ = traj["loss"][:, s:]
+    valid = traj["visits"][:, s:] > 0
     q, w = scoring.fit_exponential_decay(
         losses_, valid, max_initial_ratio=opts.max_initial_ratio,
         epoch_offset=opts.epoch_offset + s)
@@ -474,10 +515,6 @@ def _write_selection(ctx, scores, mask, art, opts, seconds):
     plots.trajectories(losses_, methods.mrmc_from_artefacts(art, opts),
                        fitted, np.arange(losses_.shape[1]) + 1 + s,
                        os.path.join(ctx.workdir, "plots", "trajectories.png"))
-  # The mask goes last: its presence marks the selection as complete.
-  wd.write_json(os.path.join(out, "selection.json"),
-                {"selection_seconds": seconds})
-  wd.write_npy(os.path.join(out, "mask.npy"), mask.astype(bool))
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -493,6 +530,47 @@ def format_table(summary: dict[str, Any]) -> str:
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
+  """Loads the data, builds the model and the mesh (after validation)."""
+  data = datasets.load_dataset(
+      config.dataset.name, config.dataset.data_dir,
+      image_size=(None if config.dataset.image_size is None else
+                  (config.dataset.image_size,) * 2))
+  model = models.create_model(config.model.name, data.num_classes,
+                              dtype=DTYPES[config.model.dtype])
+  mesh = sharding.make_mesh(
+      sharding.mesh_devices(config.distributed.num_devices))
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  sharding.check_batch_size(config.train.eval_batch_size, mesh)
+  return Context(config=config, data=data, model=model,
+                 apply_fn=train_step.module_apply_fn(model), mesh=mesh,
+                 workdir=workdir, image_shape=data.train.image_shape)
+
+
+def select_coreset(ctx: Context, spec: str, art: dict[str, np.ndarray],
+                   ratio: float, opts: methods.SelectionOptions,
+                   cache: Optional[dict[str, Any]] = None, plot: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+  """Selects (or reads back a finished selection) in `ctx.workdir/coreset`.
+
+  Returns `(scores, mask, selection_seconds)`.
+  """
+  out = os.path.join(ctx.workdir, "coreset")
+  if os.path.exists(os.path.join(out, "mask.npy")):
+    return (np.load(os.path.join(out, "scores.npy")),
+            np.load(os.path.join(out, "mask.npy")),
+            wd.read_json(os.path.join(out, "selection.json")
+                         )["selection_seconds"])
+  t0 = time.perf_counter()
+  scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
+                                num_classes=ctx.data.num_classes, opts=opts,
+                                cache=cache)
+  seconds = time.perf_counter() - t0
+  if wd.is_writer():
+    _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds, plot)
+  return scores, mask, seconds
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Runs the whole job in `workdir` and returns the summary dict."""
@@ -500,50 +578,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_json = json.loads(config.to_json_best_effort())
   wd.claim(workdir, config_json)
   sel = config.selection
-  data = datasets.load_dataset(
-      config.dataset.name, config.dataset.data_dir,
-      image_size=(None if config.dataset.image_size is None else
-                  (config.dataset.image_size,) * 2))
-  model = models.create_model(config.model.name, data.num_classes,
-                              dtype=DTYPES[config.model.dtype])
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.train.batch_size, mesh)
-  sharding.check_batch_size(config.train.eval_batch_size, mesh)
-  ctx = _Context(config=config, data=data, model=model,
-                 apply_fn=train_step.module_apply_fn(model), mesh=mesh,
-                 workdir=workdir, image_shape=data.train.image_shape)
+  ctx = make_context(config, workdir)
   opts = selection_options(config)
-  labels = data.train.labels
-  n = data.train.num_examples
+  labels = ctx.data.train.labels
+  ratio = 1.0 if sel.method == "full" else float(sel.ratio)
 
-  need = methods.needs([sel.method])
+  need = methods.needs([sel.method], opts)
   art = run_warmup(ctx, need) if need else {}
-  mask_path = os.path.join(workdir, "coreset", "mask.npy")
-  if os.path.exists(mask_path):
-    mask = np.load(mask_path)
-    scores = np.load(os.path.join(workdir, "coreset", "scores.npy"))
-    sel_seconds = wd.read_json(os.path.join(
-        workdir, "coreset", "selection.json"))["selection_seconds"]
-  else:
-    t0 = time.perf_counter()
-    scores, mask = methods.select(sel.method, art, labels,
-                                  1.0 if sel.method == "full" else sel.ratio,
-                                  num_classes=data.num_classes, opts=opts)
-    sel_seconds = time.perf_counter() - t0
-    if wd.is_writer():
-      _write_selection(ctx, scores, mask, art, opts, sel_seconds)
-
+  _, mask, sel_seconds = select_coreset(ctx, sel.method, art, ratio, opts)
   result = train_coreset(ctx, np.flatnonzero(mask))
   summary = {
       "method": sel.method,
-      "ratio": 1.0 if sel.method == "full" else float(sel.ratio),
+      "ratio": ratio,
       "dataset": config.dataset.name,
       "model": config.model.name,
       "seed": config.seed,
-      "num_examples": int(n),
+      "num_examples": int(labels.shape[0]),
       "num_selected": int(mask.sum()),
       "selected_per_class": np.bincount(
-          labels[mask], minlength=data.num_classes).tolist(),
+          labels[mask], minlength=ctx.data.num_classes).tolist(),
       "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
       "selection_seconds": float(sel_seconds),
       **result,

@@ -97,7 +97,7 @@ def class_quotas(labels: np.ndarray,
   return quotas
 
 
-def _sortable_u32(x: Array) -> Array:
+def sortable_u32(x: Array) -> Array:
   """Maps float32 to uint32 so that unsigned order equals float order."""
   bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
   negative = (bits >> 31) == 1
@@ -123,7 +123,7 @@ def _select_core(scores, labels, quotas, total, eligible, priority, *,
   # 1) Global rank by descending score, ties to the lower id. -0.0 becomes
   # 0.0 so that the two zeros tie (their bit patterns differ).
   neg = jnp.where(scores == 0, 0.0, -scores.astype(jnp.float32))
-  order = _argsort_packed(_sortable_u32(neg), idx)
+  order = _argsort_packed(sortable_u32(neg), idx)
   rank = jnp.zeros(n, jnp.int32).at[order].set(idx)
   # 2) Regroup: priority before the rest before ineligible; and, when
   # class-balanced, by class first. The rank keeps score order and ties.
