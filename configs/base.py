@@ -19,6 +19,8 @@ Fields (the interface users and scripts rely on; see README.md):
   selection.epoch_offset: 1 fits r = 1..R (paper), 0 fits r = 0..R-1.
   selection.rho / gamma / score_scale / proxy_*: MRMC-R.
   train.*: optimiser and schedule for warm-up and core-set training.
+  compare.methods / ratios / seeds: the grid of experiments/compare.py,
+    comma-separated (method specs may carry overrides, see above).
   distributed.initialize / coordinator_address / num_processes / process_id:
     arguments of `jax.distributed.initialize` (None: auto-detected, as on TPU
     pods); distributed.num_devices: mesh size (None: all devices).
@@ -88,6 +90,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.warmup_schedule = "truncated"
   config.train.augment = True
   config.train.checkpoint_every_epochs = 1
+
+  # experiments/compare.py: methods x ratios x seeds (comma-separated).
+  config.compare = ml_collections.ConfigDict()
+  config.compare.methods = ("full,random,el2n,grand,forgetting,ccs,moderate,"
+                            "dyn_unc,d2,mrmc,mrmc_r")
+  config.compare.ratios = "0.7,0.5,0.3,0.1"
+  config.compare.seeds = "0,1,2"
 
   config.distributed = ml_collections.ConfigDict()
   config.distributed.initialize = False

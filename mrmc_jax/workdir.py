@@ -35,6 +35,11 @@ def _atomic(path: str, write) -> None:
     raise
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes a text file, atomically."""
+  _atomic(path, lambda f: f.write(text.encode()))
+
+
 def write_json(path: str, obj: Any) -> None:
   """Writes `obj` as indented JSON, atomically."""
   data = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable).encode()

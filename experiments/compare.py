@@ -1,0 +1,53 @@
+r"""Compares selection methods x ratios x seeds on one data set.
+
+  python experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/compare_fm [--config.compare.methods=random,mrmc ...]
+
+One warm-up per seed serves every method and ratio; rerunning with the same
+workdir resumes without redoing finished cells. Writes results.csv,
+results.md and accuracy.png in the workdir.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for the comparison.")
+flags.mark_flags_as_required(["workdir"])
+config_flags.DEFINE_config_file("config", None, "Config file.",
+                                lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  tf.config.set_visible_devices([], "GPU")
+  config = FLAGS.config
+  if config.distributed.initialize:
+    jax.distributed.initialize(
+        coordinator_address=config.distributed.coordinator_address,
+        num_processes=config.distributed.num_processes,
+        process_id=config.distributed.process_id)
+  from mrmc_jax import compare  # pylint: disable=g-import-not-at-top
+  try:
+    compare.run_comparison(config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,234 @@
+"""Comparison harness: methods x ratios x seeds from one config.
+
+One warm-up per seed serves every method and ratio (`warmup/seed_<s>/`).
+Each cell (method spec, ratio, seed) selects from that warm-up, trains a
+fresh model on its core-set and writes `cells/<method>/ratio_<r>/seed_<s>/
+summary.json`; a cell with a summary is never redone, so a killed harness
+resumes where it stopped. After every cell the harness rewrites:
+  `results.csv`    one row per finished cell;
+  `results.md`     test accuracy mean +- std over seeds per method and ratio,
+                   with the full-data reference, and selection times;
+  `accuracy.png`   accuracy against ratio, one line per method.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import ml_collections
+import numpy as np
+
+from mrmc_jax import experiment
+from mrmc_jax import methods
+from mrmc_jax import validation
+from mrmc_jax import workdir as wd
+
+FIELDS = ("method", "ratio", "seed", "test_accuracy", "num_selected",
+          "num_examples", "selection_seconds", "train_seconds",
+          "warmup_seconds")
+
+
+def slug(spec: str) -> str:
+  """A folder name for a method spec."""
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec).strip("_")
+
+
+def _as_list(value) -> list:
+  if isinstance(value, str):
+    return [v.strip() for v in value.split(",") if v.strip()]
+  return list(value)
+
+
+def plan(config: ml_collections.ConfigDict
+         ) -> tuple[list[str], list[float], list[int]]:
+  """The method specs, ratios and seeds of `config.compare`, validated."""
+  specs = _as_list(config.compare.methods)
+  ratios = [float(r) for r in _as_list(config.compare.ratios)]
+  seeds = [int(s) for s in _as_list(config.compare.seeds)]
+  if not specs or not ratios or not seeds:
+    raise ValueError("compare.methods, compare.ratios and compare.seeds must "
+                     "each name at least one value.")
+  opts = experiment.selection_options(config)
+  for spec in specs:
+    methods.resolve(spec, opts)
+  for r in ratios:
+    validation.check_ratio(r, "compare.ratios entry")
+  return specs, ratios, seeds
+
+
+def cells(specs: Sequence[str], ratios: Sequence[float],
+          seeds: Sequence[int]) -> list[tuple[str, float, int]]:
+  """All (spec, ratio, seed) cells; `full` runs once per seed at ratio 1."""
+  out = []
+  for seed in seeds:
+    for spec in specs:
+      for ratio in ([1.0] if spec == "full" else ratios):
+        out.append((spec, ratio, seed))
+  return out
+
+
+def run_comparison(config: ml_collections.ConfigDict,
+                   workdir: str) -> list[dict[str, Any]]:
+  """Runs (or resumes) every cell and returns the result rows."""
+  specs, ratios, seeds = plan(config)
+  base = ml_collections.ConfigDict(config.to_dict())
+  base.selection.method = "mrmc"  # validated per spec above
+  experiment.validate_config(base)
+  wd.claim(workdir, json.loads(config.to_json_best_effort()))
+  ctx0 = experiment.make_context(config, workdir)
+  opts0 = experiment.selection_options(config)
+  need = methods.needs(specs, opts0)
+  todo = cells(specs, ratios, seeds)
+  for seed in seeds:
+    pending = [c for c in todo if c[2] == seed and not os.path.exists(
+        _cell_dir(workdir, *c) + "/summary.json")]
+    if not pending:
+      continue
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    cfg.seed = seed
+    ctx = dataclasses.replace(
+        ctx0, config=cfg, workdir=os.path.join(workdir, "warmup",
+                                               f"seed_{seed}"))
+    art = experiment.run_warmup(ctx, need) if need else {}
+    opts = dataclasses.replace(opts0, seed=seed)
+    cache: dict[str, Any] = {}
+    for spec, ratio, _ in pending:
+      cdir = _cell_dir(workdir, spec, ratio, seed)
+      cctx = dataclasses.replace(ctx, workdir=cdir)
+      _, mask, sel_s = experiment.select_coreset(cctx, spec, art, ratio, opts,
+                                                 cache=cache, plot=False)
+      result = experiment.train_coreset(cctx, np.flatnonzero(mask))
+      row = {"method": spec, "ratio": ratio, "seed": seed,
+             "test_accuracy": result["test_accuracy"],
+             "num_selected": int(mask.sum()),
+             "num_examples": int(mask.size),
+             "selection_seconds": float(sel_s),
+             "train_seconds": result["train_seconds"],
+             "warmup_seconds": float(art.get("warmup_seconds", 0.0))}
+      if wd.is_writer():
+        wd.write_json(os.path.join(cdir, "summary.json"), row)
+        # The model checkpoints of a finished cell are not needed again.
+        shutil.rmtree(os.path.join(cdir, "checkpoints"), ignore_errors=True)
+        write_reports(workdir, collect(workdir, todo), specs, ratios)
+      print(f"{spec} ratio={ratio} seed={seed}: test accuracy "
+            f"{100 * row['test_accuracy']:.2f}%", flush=True)
+  rows = collect(workdir, todo)
+  if wd.is_writer():
+    write_reports(workdir, rows, specs, ratios)
+    print(open(os.path.join(workdir, "results.md")).read(), flush=True)
+  return rows
+
+
+def _cell_dir(workdir, spec, ratio, seed) -> str:
+  return os.path.join(workdir, "cells", slug(spec), f"ratio_{ratio:g}",
+                      f"seed_{seed}")
+
+
+def collect(workdir: str, todo) -> list[dict[str, Any]]:
+  """The summaries of the finished cells, in plan order."""
+  rows = []
+  for spec, ratio, seed in todo:
+    path = os.path.join(_cell_dir(workdir, spec, ratio, seed), "summary.json")
+    if os.path.exists(path):
+      rows.append(wd.read_json(path))
+  return rows
+
+
+def _stats(values):
+  v = np.asarray(values, np.float64)
+  return v.mean(), (v.std(ddof=1) if v.size > 1 else 0.0), v.size
+
+
+def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
+                   ratios: Sequence[float]) -> str:
+  """Accuracy mean +- std (n seeds) per method and ratio, and timings."""
+  by = {}
+  for r in rows:
+    by.setdefault((r["method"], r["ratio"]), []).append(r)
+  lines = ["| method | " + " | ".join(f"{x:g}" for x in ratios) + " |",
+           "|---|" + "---|" * len(ratios)]
+  if ("full", 1.0) in by:
+    m, s, n = _stats([r["test_accuracy"] for r in by[("full", 1.0)]])
+    lines.append(f"| full (all data) | " + " | ".join(
+        [f"{100 * m:.2f} ± {100 * s:.2f} (n={n})"] * len(ratios)) + " |")
+  for spec in specs:
+    if spec == "full":
+      continue
+    cells_ = []
+    for ratio in ratios:
+      got = by.get((spec, ratio))
+      if not got:
+        cells_.append("—")
+        continue
+      m, s, n = _stats([r["test_accuracy"] for r in got])
+      cells_.append(f"{100 * m:.2f} ± {100 * s:.2f} (n={n})")
+    lines.append(f"| {spec} | " + " | ".join(cells_) + " |")
+  lines += ["", "Selection time per method (seconds, median over ratios and "
+            "seeds; excludes the warm-up):", "",
+            "| method | selection s | core-set training s (median) |",
+            "|---|---|---|"]
+  for spec in specs:
+    got = [r for r in rows if r["method"] == spec]
+    if got:
+      lines.append(
+          f"| {spec} | {np.median([r['selection_seconds'] for r in got]):.3f}"
+          f" | {np.median([r['train_seconds'] for r in got]):.1f} |")
+  warm = sorted({r["warmup_seconds"] for r in rows if r["warmup_seconds"]})
+  if warm:
+    lines += ["", f"Warm-up: {np.median(warm):.1f} s per seed (median), "
+              "shared by every method and ratio."]
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows, specs, ratios, path):
+  """Accuracy against ratio, one line per method, std as error bars."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  full = [r["test_accuracy"] for r in rows if r["method"] == "full"]
+  if full:
+    ax.axhline(100 * np.mean(full), color="black", ls="--", lw=1,
+               label="full data")
+  for spec in specs:
+    if spec == "full":
+      continue
+    xs, ms, ss = [], [], []
+    for ratio in ratios:
+      acc = [r["test_accuracy"] for r in rows
+             if r["method"] == spec and r["ratio"] == ratio]
+      if acc:
+        m, s, _ = _stats(acc)
+        xs.append(ratio)
+        ms.append(100 * m)
+        ss.append(100 * s)
+    if xs:
+      style = "-" if spec.startswith("mrmc") else "--"
+      ax.errorbar(xs, ms, yerr=ss, marker="o", ms=3, capsize=2, ls=style,
+                  label=spec)
+  ax.set_xlabel("selection ratio")
+  ax.set_ylabel("test accuracy (%)")
+  ax.legend(fontsize=7, ncol=2)
+  ax.grid(alpha=0.3)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path + ".tmp.png", dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  os.replace(path + ".tmp.png", path)
+
+
+def write_reports(workdir, rows, specs, ratios) -> None:
+  """results.csv, results.md and accuracy.png from the finished cells."""
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows(rows)
+  wd.write_text(os.path.join(workdir, "results.csv"), buf.getvalue())
+  wd.write_text(os.path.join(workdir, "results.md"),
+                markdown_table(rows, specs, ratios))
+  plot(rows, specs, ratios, os.path.join(workdir, "accuracy.png"))

@@ -1,0 +1,62 @@
+"""The comparison harness on a tiny digits grid: outputs and resume."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from configs import default
+from mrmc_jax import compare
+
+
+def tiny(methods="full,random,mrmc,el2n,ccs,d2"):
+  config = default.get_config()
+  config.selection.warmup_epochs = 3
+  config.train.epochs = 1
+  config.train.batch_size = 128
+  config.compare.methods = methods
+  config.compare.ratios = "0.5,0.2"
+  config.compare.seeds = "0,1"
+  return config
+
+
+def test_grid_runs_once_and_resumes(tmp_path, monkeypatch):
+  workdir = str(tmp_path / "cmp")
+  rows = compare.run_comparison(tiny(), workdir)
+  # full once per seed; 5 methods x 2 ratios x 2 seeds.
+  assert len(rows) == 2 + 5 * 2 * 2
+  for f in ("results.csv", "results.md", "accuracy.png"):
+    assert os.path.exists(os.path.join(workdir, f))
+  with open(os.path.join(workdir, "results.csv")) as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == len(rows)
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert "| full (all data) |" in md and "| mrmc |" in md
+  assert "Selection time per method" in md
+  # One warm-up per seed, shared by every method and ratio.
+  assert sorted(os.listdir(os.path.join(workdir, "warmup"))) == [
+      "seed_0", "seed_1"]
+  # Resume: nothing is trained again.
+  def boom(*a, **k):
+    raise AssertionError("a finished cell was redone")
+  monkeypatch.setattr(compare.experiment, "train_coreset", boom)
+  again = compare.run_comparison(tiny(), workdir)
+  assert again == rows
+
+
+def test_method_spec_overrides_share_the_warmup(tmp_path):
+  rows = compare.run_comparison(
+      tiny("mrmc,mrmc(loss_source=eval),mrmc(skip_epochs=1;score=observed)"),
+      str(tmp_path / "abl"))
+  assert {r["method"] for r in rows} == {
+      "mrmc", "mrmc(loss_source=eval)", "mrmc(skip_epochs=1;score=observed)"}
+  assert all(np.isfinite(r["test_accuracy"]) for r in rows)
+
+
+def test_bad_plan_fails_before_work(tmp_path):
+  with pytest.raises(ValueError, match="'magic' is not allowed"):
+    compare.run_comparison(tiny("random,magic"), str(tmp_path / "x"))
+  with pytest.raises(ValueError, match="option 'bogus=1'"):
+    compare.run_comparison(tiny("mrmc(bogus=1)"), str(tmp_path / "y"))
+  assert not os.path.exists(tmp_path / "x")
