@@ -14,7 +14,7 @@ def get_config(arg: str | None = None):
   config.model.name = "mlp"
   config.selection.warmup_epochs = 10
   config.train.epochs = 15
-  config.train.batch_size = 128
-  config.train.learning_rate = 0.05
+  config.train.batch_size = 256
+  config.train.learning_rate = 0.1
   config.train.augment = False
   return base.apply_overrides(config, arg)
