@@ -14,7 +14,6 @@ resumes where it stopped. After every cell the harness rewrites:
 import csv
 import dataclasses
 import io
-import json
 import os
 import re
 import shutil
@@ -83,7 +82,7 @@ def run_comparison(config: ml_collections.ConfigDict,
   base = ml_collections.ConfigDict(config.to_dict())
   base.selection.method = "mrmc"  # validated per spec above
   experiment.validate_config(base)
-  wd.claim(workdir, json.loads(config.to_json_best_effort()))
+  wd.claim(workdir, experiment.run_identity(config))
   ctx0 = experiment.make_context(config, workdir)
   opts0 = experiment.selection_options(config)
   need = methods.needs(specs, opts0)

@@ -276,14 +276,18 @@ def run_warmup(ctx: Context, need: frozenset[str]) -> dict[str, np.ndarray]:
 
   def warm_step(state, traj, acc, batch, epoch):
     state, stats = step_fn(state, batch)
-    traj = trajectory.record(traj, stats, epoch)
+    # The B rows are gathered before the scatter so that recording costs
+    # O(B), not an all-reduce of the [N, R] buffer (sharding.all_gather).
+    traj = trajectory.record(traj, sharding.all_gather(stats, ctx.mesh),
+                             epoch)
     return state, traj, acc + _sums(stats)
 
   warm_step = jax.jit(warm_step, donate_argnums=(0, 1, 2))
 
   @_jit_donating_buffer
   def eval_record(variables, traj, batch, epoch):
-    return trajectory.record(traj, eval_fn(variables, batch), epoch)
+    return trajectory.record(
+        traj, sharding.all_gather(eval_fn(variables, batch), ctx.mesh), epoch)
 
   state = ctx.init_state(tx, seed_offset=0)
   empty = lambda: sharding.replicate(trajectory.init_trajectory(n, r_epochs),
@@ -378,7 +382,7 @@ def _features(ctx: Context, state) -> np.ndarray:
 
   @_jit_donating_buffer
   def collect(variables, buf, batch):
-    out = eval_fn(variables, batch)
+    out = sharding.all_gather(eval_fn(variables, batch), ctx.mesh)
     return _scatter_rows(buf, out["id"], out["mask"], out["features"])
 
   for batch in ctx.eval_batches(ctx.data.train):
@@ -400,7 +404,9 @@ def _grad_norms(ctx: Context, state) -> np.ndarray:
   def collect(variables, buf, batch):
     norms = losses.per_example_grad_norms(
         apply_eval, variables, batch["image"], batch["label"], batch["mask"])
-    return _scatter_rows(buf, batch["id"], batch["mask"], norms)
+    out = sharding.all_gather({"id": batch["id"], "mask": batch["mask"],
+                               "norms": norms}, ctx.mesh)
+    return _scatter_rows(buf, out["id"], out["mask"], out["norms"])
 
   buf = sharding.replicate(np.zeros((n,), np.float32), ctx.mesh)
   for batch in ctx.eval_batches(ctx.data.train):
@@ -530,6 +536,18 @@ def format_table(summary: dict[str, Any]) -> str:
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as stored in `config.json` and checked on resume.
+
+  How a job is launched (coordinator port, process id, mesh size) is not
+  part of what it computes: every process must match process 0's
+  config.json, and a job relaunched on another port must resume.
+  """
+  config_json = json.loads(config.to_json_best_effort())
+  config_json.pop("distributed", None)
+  return config_json
+
+
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
   data = datasets.load_dataset(
@@ -575,8 +593,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Runs the whole job in `workdir` and returns the summary dict."""
   validate_config(config)
-  config_json = json.loads(config.to_json_best_effort())
-  wd.claim(workdir, config_json)
+  wd.claim(workdir, run_identity(config))
   sel = config.selection
   ctx = make_context(config, workdir)
   opts = selection_options(config)

@@ -21,6 +21,37 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def mesh_devices(num_devices: int | None = None) -> list[jax.Device]:
+  """The devices of a data-parallel mesh: all of them, or the first n.
+
+  Fewer devices than there are is for checks on one process (the same run
+  on 1 and on 8 devices must select the same core-set). With several
+  processes every process feeds its slice of each batch to its own devices,
+  so the mesh must span all of them.
+
+  Args:
+    num_devices: None for every global device, else n in [1, device count].
+
+  Returns:
+    The devices, in `jax.devices()` order.
+
+  Raises:
+    ValueError: n out of range, or a subset with more than one process.
+  """
+  devices = jax.devices()
+  if num_devices is None:
+    return devices
+  if (isinstance(num_devices, bool) or not isinstance(num_devices, int)
+      or not 1 <= num_devices <= len(devices)):
+    raise ValueError(f"num_devices={num_devices!r} is not allowed: it must "
+                     f"be None or an int in [1, {len(devices)}].")
+  if jax.process_count() > 1 and num_devices != len(devices):
+    raise ValueError(f"num_devices={num_devices!r} is not allowed with "
+                     f"{jax.process_count()} processes: use None (all "
+                     f"{len(devices)} devices).")
+  return devices[:num_devices]
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Splits the leading (batch) axis over `data`."""
   return NamedSharding(mesh, P(DATA_AXIS))
@@ -54,6 +85,19 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.tree_util.tree_map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x))
       if jax.process_count() > 1 else jax.device_put(x, sharding), tree)
+
+
+def all_gather(tree: Any, mesh: Mesh) -> Any:
+  """Inside jit: makes batch-sharded arrays replicated (an all-gather).
+
+  Use it on the `[B]` statistics before scattering them into a replicated
+  `[N, ...]` buffer: with the updates still split over `data`, XLA
+  partitions a scatter-add (the trajectory's visit count) as a local
+  scatter into a zero buffer followed by an all-reduce of the whole
+  `[N, R]` buffer on every step, a cost that grows with N instead of B.
+  Gathering the B rows first lets every device scatter them in place.
+  """
+  return jax.lax.with_sharding_constraint(tree, replicated(mesh))
 
 
 def to_host(tree: Any) -> Any:

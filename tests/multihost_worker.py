@@ -1,0 +1,99 @@
+r"""One process of a multi-process CPU run of `experiments/main.py`, for tests.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+  python tests/multihost_worker.py --record=DIR --tag=a \
+      [--stop_after_warmup_epoch=K] -- \
+      --config=configs/default.py --workdir=W \
+      --config.distributed.initialize=True \
+      --config.distributed.coordinator_address=127.0.0.1:PORT \
+      --config.distributed.num_processes=2 --config.distributed.process_id=I
+
+Runs main.py unchanged (flags after `--`), having wrapped two functions to
+record what this process did, saved on exit as `DIR/process_<I>_<tag>.npz`
+and `.json`:
+  * npz `<stage>_<epoch>`: int [steps, B / P], the global ids this process's
+    devices held in each training batch (`stage` is `warmup` or `train`);
+  * json `written`: the workdir files this process wrote (only process 0
+    may write).
+With `--stop_after_warmup_epoch=K` the process exits with status 3 right
+after warm-up epoch K's checkpoint, like a job killed there.
+"""
+
+import argparse
+import collections
+import json
+import os
+import runpy
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# Importing (not initialising) JAX before `jax.distributed.initialize` is
+# allowed; main.py initialises it when it runs below.
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from mrmc_jax import experiment  # pylint: disable=g-import-not-at-top
+from mrmc_jax import workdir as wd
+
+STOP_STATUS = 3
+
+
+def _local_ids(ids: jax.Array) -> np.ndarray:
+  """The rows of a global `[B]` array held by this process, in row order."""
+  shards = sorted(ids.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def main():
+  argv = sys.argv[1:]
+  split = argv.index("--") if "--" in argv else len(argv)
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--record", required=True)
+  parser.add_argument("--tag", default="run")
+  parser.add_argument("--stop_after_warmup_epoch", type=int, default=None)
+  args = parser.parse_args(argv[:split])
+
+  fed = collections.defaultdict(list)
+  written = []
+  train_batches = experiment.Context.train_batches
+  atomic = wd._atomic  # pylint: disable=protected-access
+
+  def recording_train_batches(self, epoch, ids=None):
+    stage = "warmup" if ids is None else "train"
+    for batch in train_batches(self, epoch, ids):
+      fed[f"{stage}_{epoch}"].append(_local_ids(batch["id"]))
+      yield batch
+
+  def recording_atomic(path, write):
+    written.append(os.path.relpath(path, os.path.abspath(workdir)))
+    atomic(path, write)
+
+  def stop_after(stage, epoch):
+    if stage == "warmup" and epoch == args.stop_after_warmup_epoch:
+      raise SystemExit(STOP_STATUS)
+
+  experiment.Context.train_batches = recording_train_batches
+  wd._atomic = recording_atomic  # pylint: disable=protected-access
+  if args.stop_after_warmup_epoch is not None:
+    experiment._epoch_done = stop_after  # pylint: disable=protected-access
+
+  main_flags = argv[split + 1:]
+  workdir = next(f.split("=", 1)[1] for f in main_flags
+                 if f.startswith("--workdir="))
+  sys.argv = [os.path.join(ROOT, "experiments", "main.py"), *main_flags]
+  try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+  finally:
+    stem = os.path.join(args.record,
+                        f"process_{jax.process_index()}_{args.tag}")
+    os.makedirs(args.record, exist_ok=True)
+    np.savez(stem + ".npz", **{k: np.stack(v) for k, v in fed.items()})
+    with open(stem + ".json", "w") as f:
+      json.dump({"written": written, "process_count": jax.process_count(),
+                 "device_count": jax.device_count()}, f)
+
+
+if __name__ == "__main__":
+  main()
