@@ -119,12 +119,15 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None
   """Applies `key=value,...` from a config string argument.
 
   `--config=configs/cifar10.py:quick,selection.ratio=0.1` gives arg
-  `"quick,selection.ratio=0.1"`; bare words are presets handled by the
-  caller, `a.b=v` pairs set fields (values parsed as Python literals).
+  `"quick,selection.ratio=0.1"`; bare words are presets (`paper` is handled
+  here, others by the config file), `a.b=v` pairs set fields (values parsed
+  as Python literals).
   """
   import ast
   if not arg:
     return config
+  if "paper" in presets(arg):
+    paper_preset(config)
   for item in arg.split(","):
     if "=" not in item:
       continue
@@ -144,3 +147,25 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None
 def presets(arg: str | None) -> set[str]:
   """Bare words of a config string argument, e.g. {"quick"}."""
   return {w.strip() for w in (arg or "").split(",") if w and "=" not in w}
+
+
+def paper_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """MRMC exactly as the paper writes it, for reproducing its setting.
+
+  Global top-k without class quotas, the literal score q(1 - w^-R) fitted on
+  epochs 1..R with (practically) no bound on the extrapolated epoch-0 loss,
+  the training-pass loss, no burn-in, and MRMC-R's regulariser on the raw
+  score scale. `configs/X.py:paper` selects it.
+  """
+  sel = config.selection
+  sel.class_balanced = False
+  sel.loss_source = "train"
+  sel.skip_epochs = 0
+  sel.score = "literal"
+  sel.epoch_offset = 1
+  sel.max_initial_ratio = 1e30
+  sel.rho = 0.3
+  sel.gamma = 2.0
+  sel.score_scale = "none"
+  return config
+

@@ -71,7 +71,7 @@ LOCAL_DATASETS = ("digits", "mnist5k", "fashion_mnist_idx", "mnist_idx")
 def check_dataset_name(name: str) -> None:
   """Accepts the local sources, `npz:`/`folder:`/`tfds:` and tfds names."""
   kind, sep, _ = name.partition(":")
-  if name in LOCAL_DATASETS or (sep and kind in ("npz", "folder", "tfds")):
+  if name in LOCAL_DATASETS or kind in ("npz", "folder", "tfds"):
     return
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if name.split("/")[0] not in tfds.list_builders():
