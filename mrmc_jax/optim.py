@@ -43,16 +43,8 @@ def make_optimizer(*,
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"optimizer={optimizer!r} is not allowed: use one of "
                      f"{OPTIMIZERS}.")
-  if schedule not in SCHEDULES:
-    raise ValueError(f"schedule={schedule!r} is not allowed: use one of "
-                     f"{SCHEDULES}.")
-  validation.check_positive_int(total_steps, "total_steps")
-  if schedule == "cosine":
-    lr = optax.cosine_decay_schedule(
-        learning_rate, total_steps,
-        alpha=end_learning_rate / learning_rate if learning_rate else 0.0)
-  else:
-    lr = optax.constant_schedule(learning_rate)
+  lr = make_schedule(learning_rate=learning_rate, total_steps=total_steps,
+                     schedule=schedule, end_learning_rate=end_learning_rate)
   if optimizer == "sgd":
     main = optax.sgd(lr, momentum=momentum or None, nesterov=nesterov)
   else:
@@ -60,3 +52,38 @@ def make_optimizer(*,
   if weight_decay:
     return optax.chain(optax.add_decayed_weights(weight_decay), main)
   return main
+
+
+def make_schedule(*,
+                  learning_rate: float,
+                  total_steps: int,
+                  schedule: str = "cosine",
+                  end_learning_rate: float = 0.0) -> optax.Schedule:
+  """The learning-rate schedule that `make_optimizer` uses.
+
+  Public so that code which needs the learning rate of a given update (the
+  loss-reduction attribution) reads the very schedule the optimiser runs.
+
+  Args:
+    learning_rate: the peak learning rate.
+    total_steps: length of the schedule in updates.
+    schedule: "cosine" (peak to `end_learning_rate` over `total_steps`) or
+      "constant".
+    end_learning_rate: final value of the cosine schedule.
+
+  Returns:
+    `schedule(count) -> learning rate`, where `count` is the number of
+    updates already applied (optax's convention).
+
+  Raises:
+    ValueError: on an unknown schedule or total_steps < 1.
+  """
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule={schedule!r} is not allowed: use one of "
+                     f"{SCHEDULES}.")
+  validation.check_positive_int(total_steps, "total_steps")
+  if schedule == "cosine":
+    return optax.cosine_decay_schedule(
+        learning_rate, total_steps,
+        alpha=end_learning_rate / learning_rate if learning_rate else 0.0)
+  return optax.constant_schedule(learning_rate)

@@ -1,0 +1,41 @@
+"""Loss-reduction attribution on Fashion-MNIST: stability and symmetry.
+
+Run: python experiments/attribution.py --config=configs/attribution.py \
+    --workdir=DIR
+Fields on top of configs/fashion_mnist.py:
+  attribution.num_probes: m probes, stratified by class, chosen among the
+    examples present in every core-set.
+  attribution.ratios: the core-set ratios compared with full data,
+    comma-separated.
+  attribution.method: the method spec that selects the core-sets (any
+    selection method, with overrides, see mrmc_jax/methods.py); one warm-up
+    serves every ratio.
+  attribution.epochs: epochs each setting trains (its own training set).
+  attribution.seed: seeds the choice of probes.
+  attribution.reference_runs: extra full-data runs from the same
+    initialisation with other data orders (seed + k); their error against
+    the full-data matrix is the noise floor of the stability error.
+Everything else (model, optimiser, schedule, batch size, warm-up) comes from
+the Fashion-MNIST config; the optimiser must be SGD (see
+mrmc_jax/attribution.py for what the attribution approximates with
+momentum).
+"""
+
+import ml_collections
+
+from configs import base
+from configs import fashion_mnist
+
+
+def get_config(arg: str | None = None):
+  # Presets go to the Fashion-MNIST config; field overrides are applied
+  # here, after the attribution fields exist.
+  config = fashion_mnist.get_config(",".join(sorted(base.presets(arg))))
+  config.attribution = ml_collections.ConfigDict()
+  config.attribution.num_probes = 50
+  config.attribution.ratios = "0.3,0.5,0.7"
+  config.attribution.method = "mrmc"
+  config.attribution.epochs = 10
+  config.attribution.seed = 0
+  config.attribution.reference_runs = 1
+  return base.apply_overrides(config, arg)

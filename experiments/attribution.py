@@ -1,0 +1,48 @@
+r"""Measures the stability and symmetry of MRMC's loss-reduction attribution.
+
+  python experiments/attribution.py --config=configs/attribution.py \
+      --workdir=runs/attribution [--config.attribution.num_probes=20 ...]
+
+Trains on full data and on core-sets of `attribution.ratios`, accumulating
+the m x m attribution matrix of a probe set, and writes `matrices/`,
+`heatmaps/` and `report.json` in the workdir (mrmc_jax/attribution.py).
+Rerunning with the same workdir resumes; finished settings are not redone.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+import tensorflow as tf
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and outputs.")
+flags.mark_flags_as_required(["workdir"])
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/attribution.py.",
+    lock_config=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  tf.config.set_visible_devices([], "GPU")
+  from mrmc_jax import attribution  # pylint: disable=g-import-not-at-top
+  try:
+    attribution.run_attribution(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)
