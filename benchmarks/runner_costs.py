@@ -10,6 +10,7 @@ Timings are medians of interleaved repetitions in one run (the machine is
 shared, so only ratios measured together are meaningful).
 
 Run: python benchmarks/runner_costs.py [--model mlp --n 60000 --epochs 2]
+(`--epochs 0` skips the second measurement.)
 """
 
 import argparse
@@ -71,18 +72,24 @@ def step_overhead(model, split, batch_size, repeats, steps):
   state_a, m = plain(state_a, batches[0])
   state_b, traj, _ = warm(state_b, traj, batches[0], e)
   jax.block_until_ready((state_a, state_b, traj))
+  # Short alternating blocks, many of them: a load spike on the shared
+  # machine then hits both variants alike, and the medians shed it.
   t_plain, t_warm = [], []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for b in batches:
-      state_a, m = plain(state_a, b)
-    jax.block_until_ready(state_a)
-    t_plain.append((time.perf_counter() - t0) / len(batches))
-    t0 = time.perf_counter()
-    for b in batches:
-      state_b, traj, _ = warm(state_b, traj, b, e)
-    jax.block_until_ready((state_b, traj))
-    t_warm.append((time.perf_counter() - t0) / len(batches))
+  block = 10
+  for rep in range(repeats * len(batches) // block):
+    chunk = batches[(rep * block) % len(batches):][:block]
+    for variant in ((0, 1) if rep % 2 else (1, 0)):
+      t0 = time.perf_counter()
+      if variant == 0:
+        for b in chunk:
+          state_a, m = plain(state_a, b)
+        jax.block_until_ready(state_a)
+        t_plain.append((time.perf_counter() - t0) / len(chunk))
+      else:
+        for b in chunk:
+          state_b, traj, _ = warm(state_b, traj, b, e)
+        jax.block_until_ready((state_b, traj))
+        t_warm.append((time.perf_counter() - t0) / len(chunk))
   return np.median(t_plain), np.median(t_warm)
 
 
@@ -136,6 +143,8 @@ def main():
   print(f"plain step            {1e3 * plain:8.3f} ms (median)")
   print(f"step + stats + record {1e3 * warm:8.3f} ms (median)")
   print(f"statistics overhead   {100 * (warm / plain - 1):+8.2f} %")
+  if args.epochs == 0:
+    return
   full, core = coreset_scaling(model, split, args.batch_size, args.epochs,
                                args.ratio, max(1, args.repeats // 2))
   print(f"{args.epochs} epochs full data    {full:8.2f} s (median)")
