@@ -18,9 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
-import tensorflow as tf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and outputs.")
@@ -33,15 +31,10 @@ config_flags.DEFINE_config_file(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  tf.config.set_visible_devices([], "GPU")
+  # Imported here so that --help answers without loading JAX and TensorFlow.
+  from mrmc_jax import cli  # pylint: disable=g-import-not-at-top
   from mrmc_jax import attribution  # pylint: disable=g-import-not-at-top
-  try:
-    attribution.run_attribution(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run(attribution.run_attribution, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
-import jax
 from ml_collections import config_flags
-import tensorflow as tf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for the comparison.")
@@ -32,21 +29,10 @@ config_flags.DEFINE_config_file("config", None, "Config file.",
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  tf.config.set_visible_devices([], "GPU")
-  config = FLAGS.config
-  if config.distributed.initialize:
-    jax.distributed.initialize(
-        coordinator_address=config.distributed.coordinator_address,
-        num_processes=config.distributed.num_processes,
-        process_id=config.distributed.process_id)
+  # Imported here so that --help answers without loading JAX and TensorFlow.
+  from mrmc_jax import cli  # pylint: disable=g-import-not-at-top
   from mrmc_jax import compare  # pylint: disable=g-import-not-at-top
-  try:
-    compare.run_comparison(config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run(compare.run_comparison, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

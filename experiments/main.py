@@ -13,10 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
-import jax
 from ml_collections import config_flags
-import tensorflow as tf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and outputs.")
@@ -29,27 +26,10 @@ config_flags.DEFINE_config_file(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  # Orbax logs every checkpoint file at INFO; keep the console to progress
-  # bars, warnings and the result table unless --verbosity asks for more.
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  # TensorFlow only feeds data; accelerators belong to JAX.
-  tf.config.set_visible_devices([], "GPU")
-  config = FLAGS.config
-  if config.distributed.initialize:
-    jax.distributed.initialize(
-        coordinator_address=config.distributed.coordinator_address,
-        num_processes=config.distributed.num_processes,
-        process_id=config.distributed.process_id)
+  # Imported here so that --help answers without loading JAX and TensorFlow.
+  from mrmc_jax import cli  # pylint: disable=g-import-not-at-top
   from mrmc_jax import experiment  # pylint: disable=g-import-not-at-top
-  logging.info("JAX process %d/%d, %d devices.", jax.process_index(),
-               jax.process_count(), jax.device_count())
-  try:
-    experiment.train_and_evaluate(config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError) as e:
-    # Bad input: one line, non-zero exit, nothing in the workdir touched.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.run(experiment.train_and_evaluate, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
