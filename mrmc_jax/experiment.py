@@ -22,6 +22,7 @@ gives the same trajectories and the same mask as an uninterrupted one.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -48,6 +49,7 @@ from mrmc_jax import scoring
 from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
+from mrmc_jax import validation
 from mrmc_jax import workdir as wd
 
 LOSS_SOURCES = ("train", "eval")
@@ -86,7 +88,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   sel, tr = config.selection, config.train
   methods.check_method(sel.method)
   if sel.method != "full":
-    from mrmc_jax import validation  # pylint: disable=g-import-not-at-top
     validation.check_ratio(sel.ratio, "selection.ratio")
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
   _allowed(config.model.dtype, tuple(DTYPES), "model.dtype")
@@ -243,10 +244,15 @@ class Context:
 
 def evaluate(ctx: Context, eval_fn, variables, split) -> dict[str, float]:
   """Mean loss and accuracy over a split (padded last batch masked)."""
-  acc = jnp.zeros(3)
+  acc = sharding.replicate(np.zeros(3, np.float32), ctx.mesh)
   for batch in ctx.eval_batches(split):
-    acc = acc + _sums(eval_fn(variables, batch))
+    acc = _eval_sums(eval_fn, variables, acc, batch)
   return _means(acc)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _eval_sums(eval_fn, variables, acc, batch):
+  return acc + _sums(eval_fn(variables, batch))
 
 
 # --------------------------------------------------------------------------
@@ -429,10 +435,16 @@ def train_coreset(ctx: Context, ids: np.ndarray) -> dict[str, Any]:
     total_steps = tr.epochs * input_pipeline.num_batches(n_full, tr.batch_size)
   num_epochs = -(-total_steps // spe)
   tx = ctx.make_tx(total_steps)
-  step_fn = jax.jit(train_step.make_train_step(ctx.apply_fn, tx,
-                                               with_stats=False),
-                    donate_argnums=0)
-  eval_fn = jax.jit(train_step.make_eval_step(ctx.apply_fn))
+  plain_step = train_step.make_train_step(ctx.apply_fn, tx, with_stats=False)
+
+  def step_fn(state, acc, batch):
+    # Metrics are summed on device: no host sync and no eager op per step.
+    state, m = plain_step(state, batch)
+    return state, acc + jnp.stack([m["train_loss"], m["train_accuracy"],
+                                   1.0])
+
+  step_fn = jax.jit(step_fn, donate_argnums=(0, 1))
+  eval_fn = train_step.make_eval_step(ctx.apply_fn)
 
   state = ctx.init_state(tx, seed_offset=1)
   mngr = _checkpoint_manager(os.path.join(ctx.workdir, "checkpoints", "train"))
@@ -446,12 +458,12 @@ def train_coreset(ctx: Context, ids: np.ndarray) -> dict[str, Any]:
   steps_done = start * spe
   for epoch in range(start, num_epochs):
     t0 = time.perf_counter()
-    acc = jnp.zeros(3)
+    # On the mesh like the step's outputs, so the sum compiles once.
+    acc = sharding.replicate(np.zeros(3, np.float32), ctx.mesh)
     for batch in ctx.train_batches(epoch, ids=ids):
       if steps_done >= total_steps:
         break
-      state, m = step_fn(state, batch)
-      acc = acc + jnp.stack([m["train_loss"], m["train_accuracy"], 1.0])
+      state, acc = step_fn(state, acc, batch)
       steps_done += 1
       progress.update()
     loss, accuracy, count = (float(x) for x in np.asarray(acc))

@@ -248,9 +248,10 @@ def test_experiment_on_eight_devices_selects_the_one_device_mask(
   with count_compiles() as compiles:
     experiment.train_and_evaluate(_config(), workdir)
   _same_run(workdir, one_device_run)
-  # The warm-up step and the core-set step each compile once.
+  # The warm-up step, the core-set step and the test-set sums compile once.
   assert compiles["jit(warm_step)"] == 1, compiles
-  assert compiles["jit(step)"] == 1, compiles
+  assert compiles["jit(step_fn)"] == 1, compiles
+  assert compiles["jit(_eval_sums)"] == 1, compiles
 
 
 def test_imagenet_tpu_config():
