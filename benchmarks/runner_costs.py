@@ -10,7 +10,9 @@ Timings are medians of interleaved repetitions in one run (the machine is
 shared, so only ratios measured together are meaningful).
 
 Run: python benchmarks/runner_costs.py [--model mlp --n 60000 --epochs 2]
-(`--epochs 0` skips the second measurement.)
+(`--epochs 0` skips the second measurement; the first needs no TensorFlow,
+so it also runs where only jax, flax and optax are installed). CIFAR scale:
+  --model resnet18_cifar --image_shape 32,32,3 --n 50000 --epochs 0
 """
 
 import argparse
@@ -24,8 +26,6 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from mrmc_jax import datasets
-from mrmc_jax import input_pipeline
 from mrmc_jax import models
 from mrmc_jax import optim
 from mrmc_jax import train_step
@@ -33,24 +33,39 @@ from mrmc_jax import trajectory
 
 
 def _synthetic(n, shape, classes, seed=0):
+  from mrmc_jax import datasets  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
   labels = rng.integers(0, classes, n).astype(np.int32)
   return datasets.ArraySplit(images, labels)
 
 
+def _synthetic_batches(n, shape, classes, batch_size, steps, seed=0):
+  """Device batches shaped as the pipeline's: normalised image, label, id."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for s in range(steps):
+    ids = rng.permutation(n)[:batch_size].astype(np.int32)
+    out.append(jax.device_put({
+        "image": rng.standard_normal((batch_size, *shape), np.float32),
+        "label": rng.integers(0, classes, batch_size).astype(np.int32),
+        "id": ids,
+        "mask": np.ones(batch_size, bool) if s else
+                np.arange(batch_size) < batch_size - 3,  # one padded batch
+    }))
+  return out
+
+
 def _copy(tree):
   return jax.tree_util.tree_map(jnp.copy, tree)
 
 
-def step_overhead(model, split, batch_size, repeats, steps):
+def step_overhead(model, n, shape, classes, batch_size, repeats, steps):
   """Median seconds per step: plain vs with statistics + trajectory record."""
   tx = optim.make_optimizer(optimizer="sgd", learning_rate=0.05,
                             total_steps=1000, momentum=0.9)
   apply_fn = train_step.module_apply_fn(model)
-  variables = models.init_variables(model, jax.random.key(0),
-                                    split.image_shape)
-  n = split.num_examples
+  variables = models.init_variables(model, jax.random.key(0), shape)
   plain = jax.jit(train_step.make_train_step(apply_fn, tx, with_stats=False),
                   donate_argnums=0)
   full = train_step.make_train_step(apply_fn, tx, with_stats=True)
@@ -60,10 +75,7 @@ def step_overhead(model, split, batch_size, repeats, steps):
     return state, trajectory.record(traj, stats, epoch), stats["train_loss"]
 
   warm = jax.jit(warm, donate_argnums=(0, 1))
-  ds = input_pipeline.train_dataset(split, batch_size=batch_size, seed=0,
-                                    epoch=0, augment=False, mean=0.5, std=0.25)
-  batches = [jax.device_put(b) for b, _ in zip(ds.as_numpy_iterator(),
-                                               range(steps))]
+  batches = _synthetic_batches(n, shape, classes, batch_size, steps)
   # Donation deletes the buffers it is given: each state gets its own copy.
   state_a = train_step.create_train_state(_copy(variables), tx)
   state_b = train_step.create_train_state(_copy(variables), tx)
@@ -75,8 +87,8 @@ def step_overhead(model, split, batch_size, repeats, steps):
   # Short alternating blocks, many of them: a load spike on the shared
   # machine then hits both variants alike, and the medians shed it.
   t_plain, t_warm = [], []
-  block = 10
-  for rep in range(repeats * len(batches) // block):
+  block = min(10, len(batches))
+  for rep in range(max(2, repeats * len(batches) // block)):
     chunk = batches[(rep * block) % len(batches):][:block]
     for variant in ((0, 1) if rep % 2 else (1, 0)):
       t0 = time.perf_counter()
@@ -95,6 +107,7 @@ def step_overhead(model, split, batch_size, repeats, steps):
 
 def coreset_scaling(model, split, batch_size, epochs, ratio, repeats):
   """Median seconds of `epochs` epochs on all data vs on a `ratio` subset."""
+  from mrmc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   tx = optim.make_optimizer(optimizer="sgd", learning_rate=0.05,
                             total_steps=1000, momentum=0.9)
   apply_fn = train_step.module_apply_fn(model)
@@ -133,18 +146,23 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--epochs", type=int, default=2)
   p.add_argument("--ratio", type=float, default=0.3)
+  p.add_argument("--image_shape", default="28,28,1")
+  p.add_argument("--classes", type=int, default=10)
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   args = p.parse_args()
-  split = _synthetic(args.n, (28, 28, 1), 10)
-  model = models.create_model(args.model, 10)
-  print(f"model={args.model} N={args.n} batch={args.batch_size} "
-        f"devices={jax.device_count()}")
-  plain, warm = step_overhead(model, split, args.batch_size, args.repeats,
-                              args.steps)
+  shape = tuple(int(d) for d in args.image_shape.split(","))
+  model = models.create_model(args.model, args.classes,
+                              dtype=jnp.dtype(args.dtype))
+  print(f"model={args.model} dtype={args.dtype} image={shape} N={args.n} "
+        f"batch={args.batch_size} devices={jax.devices()}")
+  plain, warm = step_overhead(model, args.n, shape, args.classes,
+                              args.batch_size, args.repeats, args.steps)
   print(f"plain step            {1e3 * plain:8.3f} ms (median)")
   print(f"step + stats + record {1e3 * warm:8.3f} ms (median)")
   print(f"statistics overhead   {100 * (warm / plain - 1):+8.2f} %")
   if args.epochs == 0:
     return
+  split = _synthetic(args.n, shape, args.classes)
   full, core = coreset_scaling(model, split, args.batch_size, args.epochs,
                                args.ratio, max(1, args.repeats // 2))
   print(f"{args.epochs} epochs full data    {full:8.2f} s (median)")

@@ -1,8 +1,11 @@
-"""Times the selector at ImageNet size: 1.28M examples, 1000 classes.
+"""Times MRMC selection at ImageNet size: 1.28M examples, 1000 classes.
 
-Prints the median wall time of `select_mask` (host quotas + jitted sort)
-after compilation, class-balanced and global, for a few ratios.
-Run: python benchmarks/selection_speed.py [--n 1281167 --classes 1000]
+Prints the median wall time after compilation of
+1. `mrmc_scores` (the bounded fit) on an `[N, R]` loss trajectory, and
+2. `select_mask` (host quotas + jitted sort), class-balanced and global, for
+   a few ratios.
+Run: python benchmarks/selection_speed.py [--n 1281167 --classes 1000 --r 20]
+(`--r 0` skips the fit.)
 """
 
 import argparse
@@ -14,7 +17,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax
 import numpy as np
 
+from mrmc_jax import scoring
 from mrmc_jax import selection
+
+
+def time_fit(n, r, repeats):
+  """Median seconds of `mrmc_scores` on noisy decays `[n, r]`."""
+  rng = np.random.default_rng(1)
+  q = rng.uniform(0.1, 3.0, (n, 1))
+  w = rng.uniform(1.0, 1.5, (n, 1))
+  epochs = np.arange(1, r + 1)
+  losses = q * w ** -epochs * rng.lognormal(0.0, 0.2, (n, r))
+  losses = jax.device_put(losses.astype(np.float32))
+  times = []
+  for _ in range(repeats + 1):
+    t0 = time.perf_counter()
+    scoring.mrmc_scores(losses).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  print(f"mrmc_scores [{n}, {r}] first={times[0]:.3f}s "
+        f"median={np.median(times[1:]):.3f}s")
 
 
 def main():
@@ -22,12 +43,15 @@ def main():
   p.add_argument("--n", type=int, default=1_281_167)
   p.add_argument("--classes", type=int, default=1000)
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--r", type=int, default=20)
   args = p.parse_args()
   rng = np.random.default_rng(0)
   labels = rng.integers(0, args.classes, args.n).astype(np.int32)
   scores = rng.standard_normal(args.n).astype(np.float32)
   scores_d, labels_d = jax.device_put(scores), jax.device_put(labels)
   print(f"N={args.n} classes={args.classes} devices={jax.devices()}")
+  if args.r:
+    time_fit(args.n, args.r, args.repeats)
   for balanced in (True, False):
     for ratio in (0.1, 0.3, 0.5, 0.7):
       times = []
