@@ -1,6 +1,7 @@
 """Copies the comparison outputs into docs/results and builds the ablation
-tables (ablation cells plus the random/mrmc/mrmc_r references of the main
-grid, which share seeds, warm-ups and training with them).
+tables (the cells of both ablation rounds plus the random/mrmc/mrmc_r
+references of the R = 10 grid, which share seeds, warm-ups and training with
+them).
 
   python docs/results/collect.py [runs/results]
 """
@@ -35,12 +36,17 @@ def cell(rs):
 for ds in ("fashion_mnist", "mnist"):
   out = os.path.join(HERE, ds)
   os.makedirs(out, exist_ok=True)
-  for f in ("results.csv", "results.md", "accuracy.png"):
-    src = os.path.join(RUNS, ds, f)
-    if os.path.exists(src):
-      shutil.copy(src, out)
-  main = rows(os.path.join(RUNS, ds, "results.csv"))
-  abl = rows(os.path.join(RUNS, f"{ds}_ablation", "results.csv"))
+  # The comparison at the defaults (R = 5), and with R = 10 in r10/.
+  for run, dst in ((ds, out), (f"{ds}_r10", os.path.join(out, "r10"))):
+    os.makedirs(dst, exist_ok=True)
+    for f in ("results.csv", "results.md", "accuracy.png"):
+      src = os.path.join(RUNS, run, f)
+      if os.path.exists(src):
+        shutil.copy(src, dst)
+  main = rows(os.path.join(RUNS, f"{ds}_r10", "results.csv"))
+  abl = []
+  for part in ("ablation", "ablation2"):
+    abl += rows(os.path.join(RUNS, f"{ds}_{part}", "results.csv"))
   if not abl:
     continue
   specs = list(REFS) + list(dict.fromkeys(r["method"] for r in abl))
@@ -52,7 +58,9 @@ for ds in ("fashion_mnist", "mnist"):
               and float(r["ratio"]) == ratio]) for ratio in (0.3, 0.1)) + " |")
   with open(os.path.join(out, "ablation.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
-  shutil.copy(os.path.join(RUNS, f"{ds}_ablation", "results.csv"),
-              os.path.join(out, "ablation.csv"))
+  with open(os.path.join(out, "ablation.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=list(abl[0]))
+    w.writeheader()
+    w.writerows(abl)
   print(ds)
   print("\n".join(lines))
