@@ -21,21 +21,23 @@ from mrmc_jax import scoring
 from mrmc_jax import selection
 
 
-def time_fit(n, r, repeats):
-  """Median seconds of `mrmc_scores` on noisy decays `[n, r]`."""
-  rng = np.random.default_rng(1)
-  q = rng.uniform(0.1, 3.0, (n, 1))
-  w = rng.uniform(1.0, 1.5, (n, 1))
-  epochs = np.arange(1, r + 1)
-  losses = q * w ** -epochs * rng.lognormal(0.0, 0.2, (n, r))
-  losses = jax.device_put(losses.astype(np.float32))
+def report(label, fn, repeats):
+  """Prints the first call's seconds (compilation) and the median of the rest."""
   times = []
   for _ in range(repeats + 1):
     t0 = time.perf_counter()
-    scoring.mrmc_scores(losses).block_until_ready()
+    jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
-  print(f"mrmc_scores [{n}, {r}] first={times[0]:.3f}s "
-        f"median={np.median(times[1:]):.3f}s")
+  print(f"{label} first={times[0]:.3f}s median={np.median(times[1:]):.3f}s")
+
+
+def noisy_decays(n, r):
+  """float32 `[n, r]` losses `q * w**-r` with multiplicative noise."""
+  rng = np.random.default_rng(1)
+  q = rng.uniform(0.1, 3.0, (n, 1))
+  w = rng.uniform(1.0, 1.5, (n, 1))
+  losses = q * w ** -np.arange(1, r + 1) * rng.lognormal(0.0, 0.2, (n, r))
+  return jax.device_put(losses.astype(np.float32))
 
 
 def main():
@@ -51,18 +53,15 @@ def main():
   scores_d, labels_d = jax.device_put(scores), jax.device_put(labels)
   print(f"N={args.n} classes={args.classes} devices={jax.devices()}")
   if args.r:
-    time_fit(args.n, args.r, args.repeats)
+    losses = noisy_decays(args.n, args.r)
+    report(f"mrmc_scores [{args.n}, {args.r}]",
+           lambda: scoring.mrmc_scores(losses), args.repeats)
   for balanced in (True, False):
     for ratio in (0.1, 0.3, 0.5, 0.7):
-      times = []
-      for _ in range(args.repeats + 1):
-        t0 = time.perf_counter()
-        selection.select_mask(scores_d, labels_d, ratio,
-                              num_classes=args.classes,
-                              class_balanced=balanced).block_until_ready()
-        times.append(time.perf_counter() - t0)
-      print(f"class_balanced={balanced!s:5} ratio={ratio:.1f} "
-            f"first={times[0]:.3f}s median={np.median(times[1:]):.3f}s")
+      report(f"class_balanced={balanced!s:5} ratio={ratio:.1f}",
+             lambda: selection.select_mask(  # pylint: disable=cell-var-from-loop
+                 scores_d, labels_d, ratio, num_classes=args.classes,
+                 class_balanced=balanced), args.repeats)
 
 
 if __name__ == "__main__":
