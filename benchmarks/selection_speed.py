@@ -2,7 +2,7 @@
 
 Prints the median wall time after compilation of
 1. `mrmc_scores` (the bounded fit) on an `[N, R]` loss trajectory, and
-2. `select_mask` (host quotas + jitted sort), class-balanced and global, for
+2. `select_mask_host` (host quotas + jitted sort), class-balanced and global, for
    a few ratios.
 Run: python benchmarks/selection_speed.py [--n 1281167 --classes 1000 --r 20]
 (`--r 0` skips the fit.)
@@ -59,7 +59,7 @@ def main():
   for balanced in (True, False):
     for ratio in (0.1, 0.3, 0.5, 0.7):
       report(f"class_balanced={balanced!s:5} ratio={ratio:.1f}",
-             lambda: selection.select_mask(  # pylint: disable=cell-var-from-loop
+             lambda: selection.select_mask_host(  # pylint: disable=cell-var-from-loop
                  scores_d, labels_d, ratio, num_classes=args.classes,
                  class_balanced=balanced), args.repeats)
 

@@ -61,7 +61,7 @@ def test_random_scores_deterministic_and_stratified():
   assert not np.array_equal(a, baselines.random_scores(50, seed=4))
   assert a.shape == (50,) and float(a.min()) >= 0 and float(a.max()) < 1
   labels = np.array([0] * 30 + [1] * 20)
-  mask = selection.select_mask(a, labels, 0.5, num_classes=2)
+  mask = selection.select_mask_host(a, labels, 0.5, num_classes=2)
   np.testing.assert_array_equal(np.bincount(labels[np.asarray(mask)]),
                                 [15, 10])
 
@@ -77,7 +77,7 @@ def test_moderate_median_distance_band_1d():
   np.testing.assert_allclose(scores, [0, 0, -1, -2, 0, 0, -6], atol=1e-6)
   # Keeping 3 of class 0 (quota 3 = floor(0.6 * 5)) keeps the band around
   # the median distance: d = 2, 2 (score 0) then d = 1 (score -1).
-  mask = selection.select_mask(scores[labels == 0], labels[labels == 0], 0.6,
+  mask = selection.select_mask_host(scores[labels == 0], labels[labels == 0], 0.6,
                                num_classes=1)
   np.testing.assert_array_equal(mask, [T, T, F, T, F])
 

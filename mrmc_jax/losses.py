@@ -43,17 +43,24 @@ def masked_mean(values: Array, mask: Optional[Array]) -> Array:
 
 def per_example_stats(logits: Array,
                       labels: Array,
-                      mask: Optional[Array] = None) -> dict[str, Array]:
+                      mask: Optional[Array] = None,
+                      loss: Optional[Array] = None) -> dict[str, Array]:
   """Loss statistics of one forward pass, per example.
+
+  Usable inside any user step: pass the logits of the training forward pass
+  (and, if the user trains on another loss, that per-example loss) and
+  record the result with `trajectory.record`.
 
   Args:
     logits: float `[B, C]`.
     labels: int `[B]`.
     mask: optional bool `[B]`; padding rows get zeros everywhere.
+    loss: optional float `[B]` per-example loss the caller computed (e.g.
+      label-smoothed cross-entropy); default: cross-entropy of `logits`.
 
   Returns:
     A dict of `[B]` arrays:
-      `loss`: float32 cross-entropy.
+      `loss`: float32, `loss` if given, else cross-entropy.
       `correct`: bool, argmax equals the label.
       `p_true`: float32 softmax probability of the true class.
       `el2n`: float32 `||softmax(logits) - onehot(label)||_2` (EL2N score).
@@ -63,9 +70,10 @@ def per_example_stats(logits: Array,
   log_p = jax.nn.log_softmax(logits)
   p = jnp.exp(log_p)
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  loss = -jnp.sum(onehot * log_p, axis=-1)
+  if loss is None:
+    loss = -jnp.sum(onehot * log_p, axis=-1)
   stats = {
-      "loss": loss,
+      "loss": jnp.asarray(loss, jnp.float32),
       "correct": jnp.argmax(logits, axis=-1) == labels,
       "p_true": jnp.sum(onehot * p, axis=-1),
       "el2n": jnp.linalg.norm(p - onehot, axis=-1),

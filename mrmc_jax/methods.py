@@ -263,6 +263,6 @@ def select(spec: str,
     return np.asarray(scores, np.float32), np.asarray(mask)
   else:  # pragma: no cover - parse_spec rejects unknown names
     raise AssertionError(name)
-  mask = selection.select_mask(np.asarray(scores, np.float32), labels, ratio,
+  mask = selection.select_mask_host(np.asarray(scores, np.float32), labels, ratio,
                                num_classes=num_classes, class_balanced=cb)
   return np.asarray(scores, np.float32), np.asarray(mask)

@@ -373,36 +373,3 @@ def init_variables(model: nn.Module, rng: jax.Array,
 def has_batch_norm(variables: dict) -> bool:
   """True when `variables` holds a non-empty 'batch_stats' collection."""
   return bool(variables.get("batch_stats"))
-
-
-def apply_model(model: nn.Module, variables: dict, images: jax.Array, *,
-                train: bool, return_features: bool = False,
-                mutable_batch_stats: bool = True):
-  """Runs `model.apply`, handling the BatchNorm `mutable` bookkeeping.
-
-  Jit-compatible (call it inside the caller's jitted step).
-
-  Args:
-    model: the module.
-    variables: `{'params': ...[, 'batch_stats': ...]}`.
-    images: float [B, H, W, C] inputs.
-    train: training mode (BatchNorm uses and updates batch statistics).
-    return_features: outputs become `(logits, features)`.
-    mutable_batch_stats: in train mode with BatchNorm, return the updated
-      statistics. False discards them, for passes that must leave the running
-      averages alone (e.g. per-example gradient probes). Flax still needs the
-      collection mutable in train mode, so this only controls the return.
-
-  Returns:
-    `(outputs, new_batch_stats)`: outputs as from the model's `__call__`;
-    new_batch_stats only when `train`, the model has BatchNorm and
-    `mutable_batch_stats`, otherwise None.
-  """
-  if train and has_batch_norm(variables):
-    outputs, updates = model.apply(
-        variables, images, train=True, return_features=return_features,
-        mutable=["batch_stats"])
-    return outputs, (updates["batch_stats"] if mutable_batch_stats else None)
-  outputs = model.apply(variables, images, train=train,
-                        return_features=return_features)
-  return outputs, None

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from mrmc_jax import models
+from mrmc_jax import train_step
 
 RESNETS = {
     # name: (image shape, feature dim)
@@ -72,7 +73,7 @@ def test_small_models_shapes_and_head(name, shape):
 
   @jax.jit
   def run(v, x):
-    outputs = models.apply_model(model, v, x, train=True,
+    outputs = train_step.module_apply_fn(model)(v, x, train=True,
                                  return_features=True)
     return outputs, model.apply(v, x, train=False)
 
@@ -122,8 +123,8 @@ def test_resnet_shapes(name):
   x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
   for train in (True, False):
     (logits, features), stats = jax.eval_shape(
-        lambda v, x, train=train: models.apply_model(
-            model, v, x, train=train, return_features=True), variables, x)
+        lambda v, x, train=train: train_step.module_apply_fn(model)(
+            v, x, train=train, return_features=True), variables, x)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     assert features.shape == (2, dim) and features.dtype == jnp.float32
     assert (stats is not None) == train
@@ -162,7 +163,7 @@ def test_resnet18_cifar_forward():
   }
   assert models.has_batch_norm(variables)
   (logits, features), stats = jax.jit(
-      lambda v, x: models.apply_model(model, v, x, train=False,
+      lambda v, x: train_step.module_apply_fn(model)(v, x, train=False,
                                       return_features=True))(
                                           variables, _images((32, 32, 3)))
   assert stats is None
@@ -177,7 +178,7 @@ def test_batch_norm_train_vs_eval():
   assert set(variables) == {"params", "batch_stats"}
   assert models.has_batch_norm(variables)
   run = jax.jit(
-      lambda v, x, train: models.apply_model(model, v, x, train=train),
+      lambda v, x, train: train_step.module_apply_fn(model)(v, x, train=train),
       static_argnums=2)
   x = _images((8, 8, 3), batch=4)
   # Same example 0, different companions (same shape: no recompilation).
@@ -206,20 +207,14 @@ def test_batch_norm_train_vs_eval():
   other, _ = run(variables, x_other, True)
   assert not np.allclose(other[0], train_out[0], atol=1e-6)
 
-  _, discarded = jax.eval_shape(
-      lambda v, x: models.apply_model(model, v, x, train=True,
-                                      mutable_batch_stats=False),
-      variables, x)
-  assert discarded is None
-
 
 def test_train_step_gradients_flow():
   model, variables = _init("small_resnet", (8, 8, 3))
   x, y = _images((8, 8, 3), batch=2), jnp.array([0, 2])
 
   def loss_fn(params):
-    logits, stats = models.apply_model(
-        model, {"params": params, "batch_stats": variables["batch_stats"]}, x,
+    logits, stats = train_step.module_apply_fn(model)(
+        {"params": params, "batch_stats": variables["batch_stats"]}, x,
         train=True)
     logp = jax.nn.log_softmax(logits)
     return -jnp.take_along_axis(logp, y[:, None], axis=1).mean(), stats
@@ -245,7 +240,7 @@ def test_bf16_compute_gives_float32_outputs(name, shape):
   assert all(p.dtype == jnp.float32
              for p in jax.tree.leaves(bf16_init["params"]))
   (logits, features), _ = jax.jit(
-      lambda v, x: models.apply_model(model, v, x, train=True,
+      lambda v, x: train_step.module_apply_fn(model)(v, x, train=True,
                                       return_features=True))(
                                           variables, _images(shape))
   assert logits.dtype == jnp.float32 and features.dtype == jnp.float32

@@ -134,7 +134,7 @@ def mrmc_r_select(scores: Array,
   # MRMC selection itself.
   k_stage1 = selection.budget(rho, selection.budget(ratio, n))
   if k_stage1 > 0:
-    stage1 = selection.select_mask(
+    stage1 = selection.select_mask_host(
         scores, labels, k_stage1 / n, num_classes=num_classes,
         class_balanced=class_balanced)
   else:
@@ -151,7 +151,7 @@ def mrmc_r_select(scores: Array,
   if score_scale == "max":
     phi_mrmc = phi_mrmc / jnp.maximum(jnp.max(jnp.abs(phi_mrmc)), 1e-12)
   phi = phi_mrmc - gamma * phi_reg
-  mask = selection.select_mask(phi, labels, ratio, num_classes=num_classes,
+  mask = selection.select_mask_host(phi, labels, ratio, num_classes=num_classes,
                                class_balanced=class_balanced,
                                priority=stage1)
   return mask, {"stage1": stage1, "phi_reg": phi_reg, "phi": phi}

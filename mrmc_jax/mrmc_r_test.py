@@ -24,7 +24,7 @@ def test_rho_one_is_mrmc(balanced, ratio):
   mask, info = mrmc_r.mrmc_r_select(scores, feats, labels, ratio,
                                     num_classes=4, rho=1.0,
                                     class_balanced=balanced, epochs=2)
-  ref = selection.select_mask(scores, labels, ratio, num_classes=4,
+  ref = selection.select_mask_host(scores, labels, ratio, num_classes=4,
                               class_balanced=balanced)
   np.testing.assert_array_equal(mask, ref)
   np.testing.assert_array_equal(info["stage1"], ref)
@@ -67,7 +67,7 @@ def test_proxy_learns_and_regulariser_reranks():
   # Class 0 quota 40: 20 from C' (cluster A) and the rest from cluster B,
   # although cluster A scores higher under plain MRMC.
   assert mask[:50].sum() == 20 and mask[50:100].sum() == 20
-  plain = np.asarray(selection.select_mask(scores, labels, 0.4, num_classes=2))
+  plain = np.asarray(selection.select_mask_host(scores, labels, 0.4, num_classes=2))
   assert plain[:50].sum() == 40
 
 

@@ -2,8 +2,10 @@
 
 `select_mask` keeps the highest-scored examples, either within per-class
 quotas (each class keeps about `ratio` of its own examples) or globally (the
-paper's top-k). It is jitted with static shapes and takes the quotas as an
-argument, so a new ratio does not recompile. Ties go to the lower id.
+paper's top-k). It is jitted with static shapes and can be called inside the
+user's own `jax.jit`: with a static ratio, or with traced quotas so that a new
+ratio does not recompile. `select_mask_host` is the checked host wrapper
+(one-line errors on bad input, candidate sets). Ties go to the lower id.
 
 The budget is `floor(ratio * N)`, computed as `floor(ratio * N + 1e-9)` so a
 decimal ratio such as 0.29 is not undercut by its binary rounding
@@ -144,62 +146,108 @@ def _select_core(scores, labels, quotas, total, eligible, priority, *,
   return jnp.zeros(n, jnp.bool_).at[order].set(take)
 
 
-def select_mask_from_quotas(scores: Array,
-                            labels: Array,
-                            quotas: Array,
-                            total: Array,
-                            eligible: Array,
-                            priority: Array,
-                            *,
-                            num_classes: int,
-                            class_balanced: bool) -> Array:
-  """The jitted selector core; see `select_mask` for the semantics.
+def _quotas_in_jit(labels: Array, num_classes: int, total: int) -> Array:
+  """`class_quotas` (no capacity) as traced int64 ops; needs x64 enabled.
 
-  Two single-key sorts of uint64 keys (64-bit types are enabled for this
-  call only): one ranks by score with ties to the lower id, the second
-  groups by class and priority while keeping that rank. Shapes are static,
-  and the quotas and budget are traced values, so nothing recompiles when
-  they change.
+  The same largest-remainder rule as the host version: class c gets
+  `floor(total * n_c / N)`, and the leftover goes one each to the largest
+  remainders, ties to the lower class id.
+  """
+  sizes = jnp.bincount(labels.astype(jnp.int32), length=num_classes
+                       ).astype(jnp.int64)
+  n = jnp.maximum(jnp.sum(sizes), 1)
+  prod = jnp.int64(total) * sizes
+  base = prod // n
+  rem = prod % n
+  leftover = total - jnp.sum(base)
+  # Descending remainder, ties to the lower class id: one packed sort key.
+  cls = jnp.arange(num_classes, dtype=jnp.int32)
+  order = _argsort_packed(jnp.max(rem) - rem, cls)
+  extra = jnp.zeros(num_classes, jnp.int64).at[order].set(
+      (jnp.arange(num_classes) < leftover).astype(jnp.int64))
+  return (base + extra).astype(jnp.int32)
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("ratio", "num_classes", "class_balanced"))
+def select_mask(scores: Array,
+                labels: Array,
+                ratio: Optional[float] = None,
+                *,
+                num_classes: int,
+                class_balanced: bool = True,
+                quotas: Optional[Array] = None,
+                total: Optional[Array] = None,
+                eligible: Optional[Array] = None,
+                priority: Optional[Array] = None) -> Array:
+  """Keeps the highest-scored examples; jitted, and callable inside `jax.jit`.
+
+  The budget comes either from a static `ratio` (`floor(ratio * N)` in all,
+  split over classes by `class_quotas`; each new ratio compiles once) or from
+  traced `quotas [C]` (class-balanced) / `total` (global), which never
+  recompile. Ties go to the lower id. Two single-key sorts of uint64 keys
+  (64-bit types are enabled inside this function only): one ranks by score,
+  the second groups by class and priority while keeping that rank.
+
+  No input is checked here (values may be traced): `select_mask_host` checks
+  its input on the host first, and handles candidate sets whose classes have
+  fewer eligible examples than their quota.
 
   Args:
-    scores: float `[N]`, higher is kept first.
-    labels: int `[N]`, `N < 2^31`.
-    quotas: int `[C]` per-class quotas (used if `class_balanced`); each must
-      not exceed the eligible examples of its class.
-    total: int scalar, the global budget (used if not `class_balanced`).
-    eligible: bool `[N]`, examples that may be selected.
-    priority: bool `[N]`; priority examples are taken before all others of
-      their class (or globally), whatever the scores.
+    scores: float `[N]`, higher is kept first; must not hold NaN.
+    labels: int `[N]` in `[0, num_classes)`, `N < 2^31`.
+    ratio: static fraction in (0, 1]; or None with `quotas` / `total`.
     num_classes: C (static).
-    class_balanced: per-class quotas or one global top-k (static).
+    class_balanced: per-class quotas (static; default) or one global top-k.
+    quotas: int `[C]` per-class quotas (class-balanced, `ratio=None`); each
+      must not exceed the eligible examples of its class.
+    total: int scalar global budget (global top-k, `ratio=None`).
+    eligible: optional bool `[N]`; only these may be selected.
+    priority: optional bool `[N]`; taken before all others of their class (or
+      globally), whatever the scores (MRMC-R keeps its first stage so).
 
   Returns:
     bool `[N]` mask.
   """
+  n = scores.shape[0]
+  if (ratio is None) == (quotas is None and total is None):
+    raise ValueError("select_mask needs either a static ratio or traced "
+                     "quotas/total, not both and not neither.")
+  eligible = jnp.ones(n, jnp.bool_) if eligible is None else eligible
+  priority = jnp.zeros(n, jnp.bool_) if priority is None else priority
   with jax.enable_x64(True):
-    return _select_core(scores, labels, quotas, total, eligible, priority,
-                        num_classes=num_classes, class_balanced=class_balanced)
+    if ratio is not None:
+      total = budget(ratio, n)
+      quotas = (_quotas_in_jit(labels, num_classes, total)
+                if class_balanced else jnp.zeros(num_classes, jnp.int32))
+    elif quotas is None:
+      quotas = jnp.zeros(num_classes, jnp.int32)
+    if total is None:
+      total = jnp.sum(quotas)
+    return _select_core(scores, labels, quotas, total,
+                        eligible.astype(jnp.bool_), priority.astype(jnp.bool_),
+                        num_classes=num_classes,
+                        class_balanced=class_balanced)
 
 
-def select_mask(scores: Array,
-                labels: Array,
-                ratio: float,
-                *,
-                num_classes: int,
-                class_balanced: bool = True,
-                candidates: Optional[Array] = None,
-                priority: Optional[Array] = None) -> Array:
-  """Keeps the top `floor(ratio * N)` examples by score.
+def select_mask_host(scores: Array,
+                     labels: Array,
+                     ratio: float,
+                     *,
+                     num_classes: int,
+                     class_balanced: bool = True,
+                     candidates: Optional[Array] = None,
+                     priority: Optional[Array] = None) -> Array:
+  """Host convenience wrapper of `select_mask`: checks input, caps quotas.
 
-  Ties go to the lower id. With `class_balanced` each class keeps its quota
-  from `class_quotas` (about `ratio` of the class); otherwise the top scores
-  are taken globally. `candidates` restricts eligibility (two-stage
-  selection): quotas are then capped at each class's candidate count and the
-  remaining budget moves to other classes; if there are fewer candidates
-  than the budget, all of them are selected.
-
-  Compiles once per `(N, num_classes, class_balanced)`: a new ratio only
-  changes the quota values.
+  Keeps the top `floor(ratio * N)` examples by score, ties to the lower id.
+  With `class_balanced` each class keeps its quota from `class_quotas`
+  (about `ratio` of the class); otherwise the top scores are taken
+  globally. `candidates` restricts eligibility (two-stage selection): quotas
+  are then capped at each class's candidate count and the remaining budget
+  moves to other classes; if there are fewer candidates than the budget, all
+  of them are selected. The quotas are computed on the host and passed as
+  values, so a new ratio does not recompile.
 
   Args:
     scores: float `[N]`, higher is better; NaN is rejected, +-inf allowed.
@@ -239,8 +287,8 @@ def select_mask(scores: Array,
   quotas = class_quotas(labels_np, num_classes, ratio, capacity)
   priority = (jnp.zeros(n, jnp.bool_) if priority is None
               else jnp.asarray(priority, jnp.bool_))
-  return select_mask_from_quotas(
+  return select_mask(
       jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32),
-      jnp.asarray(quotas, jnp.int32), jnp.int32(budget(ratio, n)), eligible,
-      priority,
-      num_classes=num_classes, class_balanced=class_balanced)
+      num_classes=num_classes, class_balanced=class_balanced,
+      quotas=jnp.asarray(quotas, jnp.int32), total=jnp.int32(budget(ratio, n)),
+      eligible=eligible, priority=priority)

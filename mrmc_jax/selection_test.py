@@ -63,13 +63,13 @@ def test_select_mask_by_hand():
   scores = jnp.array([0.1, 0.9, 0.5, 0.5, 0.7, 0.2])
   labels = jnp.array([0, 0, 0, 1, 1, 1])
   # Ratio 0.5: budget 3, quotas [2, 1] (tie on remainder, lower class first).
-  m = selection.select_mask(scores, labels, 0.5, num_classes=2)
+  m = selection.select_mask_host(scores, labels, 0.5, num_classes=2)
   np.testing.assert_array_equal(m, [False, True, True, False, True, False])
   # Global top-3: 0.9, 0.7, then the 0.5 tie goes to the lower id 2.
-  m = selection.select_mask(scores, labels, 0.5, num_classes=2,
+  m = selection.select_mask_host(scores, labels, 0.5, num_classes=2,
                             class_balanced=False)
   np.testing.assert_array_equal(m, [False, True, True, False, True, False])
-  m = selection.select_mask(scores, labels, 4 / 6, num_classes=2,
+  m = selection.select_mask_host(scores, labels, 4 / 6, num_classes=2,
                             class_balanced=False)
   np.testing.assert_array_equal(m, [False, True, True, True, True, False])
 
@@ -77,7 +77,7 @@ def test_select_mask_by_hand():
 def test_ties_to_lower_id_including_signed_zero():
   scores = jnp.array([0.0, -0.0, 0.0, -0.0])
   labels = jnp.zeros(4, jnp.int32)
-  m = selection.select_mask(scores, labels, 0.5, num_classes=1)
+  m = selection.select_mask_host(scores, labels, 0.5, num_classes=1)
   np.testing.assert_array_equal(m, [True, True, False, False])
 
 
@@ -85,15 +85,15 @@ def test_candidates_and_priority():
   scores = jnp.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
   labels = jnp.zeros(6, jnp.int32)
   cand = jnp.array([False, True, True, True, True, True])
-  m = selection.select_mask(scores, labels, 0.5, num_classes=1,
+  m = selection.select_mask_host(scores, labels, 0.5, num_classes=1,
                             candidates=cand)
   np.testing.assert_array_equal(m, [False, True, True, True, False, False])
   prio = jnp.array([0, 0, 0, 0, 1, 1], bool)
-  m = selection.select_mask(scores, labels, 0.5, num_classes=1, priority=prio)
+  m = selection.select_mask_host(scores, labels, 0.5, num_classes=1, priority=prio)
   np.testing.assert_array_equal(m, [True, False, False, False, True, True])
   # Fewer candidates than the budget: all candidates, nothing else.
   few = jnp.array([False, False, False, False, True, False])
-  m = selection.select_mask(scores, labels, 0.5, num_classes=1,
+  m = selection.select_mask_host(scores, labels, 0.5, num_classes=1,
                             candidates=few, class_balanced=False)
   np.testing.assert_array_equal(m, few)
 
@@ -103,7 +103,7 @@ def test_select_mask_counts_match_quotas():
   labels = jnp.asarray(rng.integers(0, 7, 500))
   scores = jnp.asarray(rng.normal(size=500), jnp.float32)
   for ratio in (0.1, 0.33, 0.9):
-    m = np.asarray(selection.select_mask(scores, labels, ratio, num_classes=7))
+    m = np.asarray(selection.select_mask_host(scores, labels, ratio, num_classes=7))
     q = selection.class_quotas(np.asarray(labels), 7, ratio)
     np.testing.assert_array_equal(
         np.bincount(np.asarray(labels)[m], minlength=7), q)
@@ -126,7 +126,7 @@ def test_new_ratio_does_not_retrace():
       traced, static_argnames=("num_classes", "class_balanced"))
   try:
     for ratio in (0.1, 0.2, 0.5, 0.77, 1.0):
-      selection.select_mask(scores, labels, ratio, num_classes=5)
+      selection.select_mask_host(scores, labels, ratio, num_classes=5)
   finally:
     selection._select_core = orig
     chex.clear_trace_counter()
@@ -139,7 +139,7 @@ def test_matches_numpy_lexsort_reference():
   scores = np.round(rng.normal(size=n), 1).astype(np.float32)  # many ties
   scores[:10] = [np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 1e-40, -1e-40, 0, 0]
   ratio = 0.37
-  m = np.asarray(selection.select_mask(scores, labels, ratio, num_classes=c))
+  m = np.asarray(selection.select_mask_host(scores, labels, ratio, num_classes=c))
   order = np.lexsort((np.arange(n), -scores.astype(np.float64) + 0.0, labels))
   q = selection.class_quotas(labels, c, ratio)
   ref = np.zeros(n, bool)
@@ -147,7 +147,7 @@ def test_matches_numpy_lexsort_reference():
     members = order[labels[order] == k]
     ref[members[:q[k]]] = True
   np.testing.assert_array_equal(m, ref)
-  g = np.asarray(selection.select_mask(scores, labels, ratio, num_classes=c,
+  g = np.asarray(selection.select_mask_host(scores, labels, ratio, num_classes=c,
                                        class_balanced=False))
   ref = np.zeros(n, bool)
   ref[np.lexsort((np.arange(n), -scores.astype(np.float64) + 0.0))[
@@ -159,9 +159,9 @@ def test_jit_and_no_jit_agree():
   rng = np.random.default_rng(5)
   labels = jnp.asarray(rng.integers(0, 4, 100))
   scores = jnp.asarray(rng.integers(0, 5, 100).astype(np.float32))  # ties
-  jitted = selection.select_mask(scores, labels, 0.3, num_classes=4)
+  jitted = selection.select_mask_host(scores, labels, 0.3, num_classes=4)
   with jax.disable_jit():
-    eager = selection.select_mask(scores, labels, 0.3, num_classes=4)
+    eager = selection.select_mask_host(scores, labels, 0.3, num_classes=4)
   np.testing.assert_array_equal(jitted, eager)
 
 
@@ -178,5 +178,65 @@ def test_bad_input(kwargs, match):
               ratio=0.5)
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    selection.select_mask(args["scores"], args["labels"], args["ratio"],
+    selection.select_mask_host(args["scores"], args["labels"], args["ratio"],
                           num_classes=3)
+
+
+def test_select_mask_inside_a_user_jit_equals_the_host_wrapper():
+  rng = np.random.default_rng(7)
+  n, c = 1000, 7
+  labels = rng.integers(0, c, n)
+  scores = np.round(rng.normal(size=n), 1).astype(np.float32)  # ties
+
+  @jax.jit
+  def user_fn(s, l):
+    # The user's own jitted code: scores computed, then selected, in one jit.
+    return selection.select_mask(s * 2.0, l, 0.3, num_classes=c)
+
+  for cb in (True, False):
+    host = selection.select_mask_host(scores * 2.0, labels, 0.3,
+                                      num_classes=c, class_balanced=cb)
+    inside = jax.jit(lambda s, l, cb=cb: selection.select_mask(
+        s * 2.0, l, 0.3, num_classes=c, class_balanced=cb))(scores, labels)
+    np.testing.assert_array_equal(inside, host)
+  np.testing.assert_array_equal(
+      user_fn(scores, labels),
+      selection.select_mask_host(scores * 2.0, labels, 0.3, num_classes=c))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_quotas_in_jit_equal_class_quotas(seed):
+  rng = np.random.default_rng(seed)
+  c = int(rng.integers(1, 40))
+  n = int(rng.integers(c, 3000))
+  labels = rng.integers(0, c, n)
+  ratio = float(rng.uniform(0.01, 1.0))
+  m = np.asarray(selection.select_mask(jnp.zeros(n), labels, ratio,
+                                       num_classes=c))
+  np.testing.assert_array_equal(np.bincount(labels[m], minlength=c),
+                                selection.class_quotas(labels, c, ratio))
+
+
+def test_traced_quotas_do_not_retrace():
+  rng = np.random.default_rng(8)
+  labels = rng.integers(0, 5, 300)
+  scores = rng.normal(size=300).astype(np.float32)
+  counter = []
+
+  @jax.jit
+  def pick(quotas):
+    counter.append(1)  # runs at trace time only
+    return selection.select_mask(scores, labels, num_classes=5, quotas=quotas)
+
+  for ratio in (0.1, 0.4, 0.9):
+    q = selection.class_quotas(labels, 5, ratio)
+    np.testing.assert_array_equal(
+        pick(jnp.asarray(q, jnp.int32)),
+        selection.select_mask_host(scores, labels, ratio, num_classes=5))
+  assert len(counter) == 1
+
+
+def test_ratio_and_quotas_are_exclusive():
+  with pytest.raises(ValueError, match="either a static ratio"):
+    selection.select_mask(jnp.zeros(4), jnp.zeros(4, jnp.int32), 0.5,
+                          num_classes=1, quotas=jnp.ones(1, jnp.int32))

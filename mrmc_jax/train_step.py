@@ -14,7 +14,7 @@ with zeroed statistics and `mask=False`, which the trajectory buffer skips.
 """
 
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -30,6 +30,8 @@ Batch = dict[str, Array]
 # apply_fn(variables, images, *, train, mask) -> (logits [B, C],
 #                                                 new batch_stats or None)
 ApplyFn = Callable[..., tuple[Array, Optional[PyTree]]]
+# loss_fn(logits [B, C], labels [B]) -> per-example loss [B] (unreduced).
+LossFn = Callable[[Array, Array], Array]
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -65,30 +67,39 @@ def create_train_state(variables: dict[str, PyTree],
       opt_state=tx.init(params))
 
 
-def module_apply_fn(model: nn.Module) -> ApplyFn:
+def module_apply_fn(model: nn.Module,
+                    rng_collections: Sequence[str] = ("dropout",)) -> ApplyFn:
   """Adapts a Linen classifier to the `apply_fn` protocol of this module.
 
   The model is called as `model.apply(variables, x, train=train[, mask=mask])`;
   `mask` is passed only if the model's `__call__` accepts it (so BatchNorm can
   leave padding rows out of its batch statistics). In training mode with a
-  `batch_stats` collection the updated statistics are returned.
+  `batch_stats` collection the updated statistics are returned. With an
+  `rng`, each collection in `rng_collections` gets its own key folded from it
+  (Dropout's `"dropout"` by default; add e.g. `"drop_path"`).
 
   Args:
     model: a Linen module whose `__call__(x, train, ...)` returns logits.
+    rng_collections: the PRNG collections the model draws from in training.
 
   Returns:
-    `apply_fn(variables, images, *, train, mask=None, return_features=False)
-    -> (outputs, new_stats)`, where outputs are `logits` or, with
-    `return_features`, `(logits, features)`.
+    `apply_fn(variables, images, *, train, mask=None, rng=None,
+    return_features=False) -> (outputs, new_stats)`, where outputs are
+    `logits` or, with `return_features`, `(logits, features)`.
   """
   accepts_mask = "mask" in inspect.signature(model.__call__).parameters
+  rng_collections = tuple(rng_collections)
 
-  def apply_fn(variables, images, *, train, mask=None, return_features=False):
+  def apply_fn(variables, images, *, train, mask=None, rng=None,
+               return_features=False):
     kwargs = {"train": train}
     if return_features:
       kwargs["return_features"] = True
     if accepts_mask and mask is not None:
       kwargs["mask"] = mask
+    if rng is not None:
+      kwargs["rngs"] = {c: jax.random.fold_in(rng, i)
+                        for i, c in enumerate(rng_collections)}
     if train and "batch_stats" in variables:
       logits, updates = model.apply(
           variables, images, mutable=["batch_stats"], **kwargs)
@@ -98,58 +109,107 @@ def module_apply_fn(model: nn.Module) -> ApplyFn:
   return apply_fn
 
 
+def _variables(state: Any) -> dict[str, PyTree]:
+  """`{"params", ["batch_stats"]}` of any state with those attributes."""
+  variables = {"params": state.params}
+  batch_stats = getattr(state, "batch_stats", None)
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+  return variables
+
+
+def _optimizer(state: Any, tx: Optional[optax.GradientTransformation]
+               ) -> optax.GradientTransformation:
+  own = getattr(state, "tx", None)
+  if tx is None and own is None:
+    raise ValueError("make_train_step got tx=None and the state has no `tx` "
+                     "field: pass the optax optimiser as tx.")
+  if tx is not None and own is not None and own is not tx:
+    raise ValueError("make_train_step got a tx and the state carries another "
+                     "one in its `tx` field: pass tx=None to use the state's.")
+  return own if tx is None else tx
+
+
 def make_train_step(
     apply_fn: ApplyFn,
-    tx: optax.GradientTransformation,
+    tx: Optional[optax.GradientTransformation] = None,
     *,
+    loss_fn: Optional[LossFn] = None,
     with_stats: bool = True,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, Array]]]:
-  """Returns a pure `step(state, batch) -> (state, stats)`.
+) -> Callable[..., tuple[Any, dict[str, Array]]]:
+  """Returns a pure `step(state, batch, rng=None) -> (state, stats)`.
 
-  Jit it with the state donated: `jax.jit(step, donate_argnums=0)`.
+  Jit it with the state donated: `jax.jit(step, donate_argnums=0)`. To record
+  the statistics into a trajectory in the same jitted call (required when
+  the batch is sharded over several devices), wrap it with
+  `trajectory.make_recording_step`.
+
+  The state is any pytree with `params` and `opt_state` fields and a
+  `replace` method (this module's `TrainState`, or flax's
+  `flax.training.train_state.TrainState` and subclasses). Optional fields:
+  `batch_stats` (BatchNorm; updated when present and non-empty), `step`
+  (incremented), `tx` (the optimiser, used when `tx` is None).
 
   Args:
     apply_fn: see `module_apply_fn`.
-    tx: the optax optimiser (learning-rate schedule, weight decay included).
+    tx: the optax optimiser (learning-rate schedule, weight decay included);
+      None to use `state.tx`. Giving both, different, is an error.
+    loss_fn: per-example loss `loss_fn(logits [B, C], labels [B]) -> [B]`,
+      unreduced as optax's losses (e.g. label-smoothed cross-entropy). The
+      step averages it over valid rows and records it as the `loss`
+      statistic. Default: softmax cross-entropy with integer labels.
     with_stats: if True, `stats` holds the per-example statistics of the
       training forward pass; if False only the scalar metrics (a plain step,
       the reference for measuring what the statistics cost).
 
   Returns:
-    `step(state, batch)`. `stats` always holds the scalars `train_loss` and
+    `step(state, batch, rng=None)`. `rng` (optional key) drives Dropout and
+    other stochastic layers; the step folds in `state.step`, so one key per
+    run suffices. `stats` always holds the scalars `train_loss` and
     `train_accuracy` (means over valid rows); with `with_stats` also `[B]`
     arrays `id`, `mask`, `loss`, `correct`, `p_true`, `el2n` (see
     `losses.per_example_stats`).
   """
 
-  def step(state: TrainState, batch: Batch):
+  def step(state, batch: Batch, rng: Optional[Array] = None):
+    optimizer = _optimizer(state, tx)
     mask = batch["mask"]
+    variables = _variables(state)
+    if rng is not None and hasattr(state, "step"):
+      rng = jax.random.fold_in(rng, state.step)
 
-    def loss_fn(params):
-      variables = {"params": params}
-      if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
+    def objective(params):
+      # rng is passed only when given, so apply_fns without one still work.
       logits, new_stats = apply_fn(
-          variables, batch["image"], train=True, mask=mask)
-      per_ex = losses.per_example_loss(logits, batch["label"], mask)
-      return losses.masked_mean(per_ex, mask), (logits, new_stats)
+          {**variables, "params": params}, batch["image"], train=True,
+          mask=mask, **({} if rng is None else {"rng": rng}))
+      if loss_fn is None:
+        per_ex = losses.per_example_loss(logits, batch["label"], mask)
+      else:
+        per_ex = jnp.where(mask, loss_fn(logits, batch["label"]), 0.0)
+      return losses.masked_mean(per_ex, mask), (logits, per_ex, new_stats)
 
-    grads, (logits, new_bs) = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=new_bs if new_bs is not None else state.batch_stats,
-        opt_state=opt_state)
+    grads, (logits, per_ex, new_bs) = jax.grad(objective, has_aux=True)(
+        state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    changes = {"params": optax.apply_updates(state.params, updates),
+               "opt_state": opt_state}
+    if hasattr(state, "step"):
+      changes["step"] = state.step + 1
+    if new_bs is not None and "batch_stats" in variables:
+      changes["batch_stats"] = new_bs
+    new_state = state.replace(**changes)
     logits = jax.lax.stop_gradient(logits)
-    per_ex = losses.per_example_stats(logits, batch["label"], mask)
+    stats = losses.per_example_stats(
+        logits, batch["label"], mask,
+        loss=None if loss_fn is None else jax.lax.stop_gradient(per_ex))
     out = {
-        "train_loss": losses.masked_mean(per_ex["loss"], mask),
+        "train_loss": losses.masked_mean(stats["loss"], mask),
         "train_accuracy": losses.masked_mean(
-            per_ex["correct"].astype(jnp.float32), mask),
+            stats["correct"].astype(jnp.float32), mask),
     }
     if with_stats:
-      out.update(per_ex)
+      out.update(stats)
       out["id"] = batch["id"]
       out["mask"] = mask
     return new_state, out

@@ -137,7 +137,7 @@ def _warmup(mesh, split, epochs=EPOCHS, corrupt=None):
 
 def _mask(loss: np.ndarray, labels: np.ndarray) -> np.ndarray:
   scores = scoring.mrmc_scores(loss)
-  return np.asarray(selection.select_mask(scores, labels, 0.3,
+  return np.asarray(selection.select_mask_host(scores, labels, 0.3,
                                           num_classes=10))
 
 
