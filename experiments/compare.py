@@ -30,8 +30,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   # Imported here so that --help answers without loading JAX and TensorFlow.
-  from mrmc_jax import cli  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import compare  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import cli  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import compare  # pylint: disable=g-import-not-at-top
   cli.run(compare.run_comparison, FLAGS.config, FLAGS.workdir)
 
 

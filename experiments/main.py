@@ -27,8 +27,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   # Imported here so that --help answers without loading JAX and TensorFlow.
-  from mrmc_jax import cli  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import experiment  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import cli  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import experiment  # pylint: disable=g-import-not-at-top
   cli.run(experiment.train_and_evaluate, FLAGS.config, FLAGS.workdir)
 
 

@@ -26,6 +26,11 @@ from the arrays before the pipeline is built, so an epoch has exactly
 examples such as `datasets.tfds_stream`, filter with `apply_mask` and batch
 with `pad_and_batch`.
 
+TensorFlow only feeds data: hide accelerators from it once, in the program's
+entry point (`tf.config.set_visible_devices([], "GPU")`, as
+`experiments/*.py` and the examples do); importing this module changes no
+process-wide setting.
+
 Multiple hosts: with `process_count` P, the global batch of `batch_size` B is
 built identically on every process, and process p keeps its rows
 [p * B / P, (p + 1) * B / P), with their global ids.
@@ -39,12 +44,6 @@ import numpy as np
 import tensorflow as tf
 
 from mrmc_jax import datasets
-
-try:
-  # TensorFlow only feeds data; accelerator memory belongs to JAX.
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:
-  pass  # TF already initialised its devices; whoever did that chose.
 
 # The `id` of padding rows.
 PAD_ID = -1

@@ -81,7 +81,7 @@ def make_schedule(*,
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule={schedule!r} is not allowed: use one of "
                      f"{SCHEDULES}.")
-  validation.check_positive_int(total_steps, "total_steps")
+  validation.check_int(total_steps, "total_steps")
   if schedule == "cosine":
     return optax.cosine_decay_schedule(
         learning_rate, total_steps,

@@ -472,8 +472,8 @@ def _check_inputs(losses: Any, valid: Any, max_initial_ratio: Any,
       or not math.isfinite(max_initial_ratio) or max_initial_ratio <= 1):
     raise ValueError(f"max_initial_ratio={max_initial_ratio!r} is not "
                      "allowed: it must be a finite number > 1.")
-  validation.check_positive_int(epoch_offset, "epoch_offset", minimum=0)
-  validation.check_positive_int(num_steps, "num_steps", minimum=0)
+  validation.check_int(epoch_offset, "epoch_offset", minimum=0)
+  validation.check_int(num_steps, "num_steps", minimum=0)
   if validation.is_concrete(losses, valid) and losses.size:
     x = np.asarray(losses)
     top = np.finfo(_compute_dtype(dtype)).max

@@ -70,9 +70,12 @@ def check_same_length(**arrays: Any) -> None:
                      "equal.")
 
 
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
+def check_int(value: Any, name: str, minimum: int = 1) -> None:
   """Checks `value` is an int >= minimum."""
   if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
       or value < minimum):
     raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= "
                      f"{minimum}.")
+
+
+check_positive_int = check_int  # TEMP-MERGE: removed once callers move

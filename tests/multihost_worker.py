@@ -34,8 +34,9 @@ sys.path.insert(0, ROOT)
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from mrmc_jax import experiment  # pylint: disable=g-import-not-at-top
-from mrmc_jax import workdir as wd
+from mrmc_jax.runner import context  # pylint: disable=g-import-not-at-top
+from mrmc_jax.runner import loop
+from mrmc_jax.runner import workdir as wd
 
 STOP_STATUS = 3
 
@@ -57,7 +58,7 @@ def main():
 
   fed = collections.defaultdict(list)
   written = []
-  train_batches = experiment.Context.train_batches
+  train_batches = context.Context.train_batches
   atomic = wd._atomic  # pylint: disable=protected-access
 
   def recording_train_batches(self, epoch, ids=None):
@@ -70,14 +71,18 @@ def main():
     written.append(os.path.relpath(path, os.path.abspath(workdir)))
     atomic(path, write)
 
-  def stop_after(stage, epoch):
-    if stage == "warmup" and epoch == args.stop_after_warmup_epoch:
+  save = loop.save_checkpoint
+
+  def stop_after(mngr, epoch, tree):
+    save(mngr, epoch, tree)
+    if (os.path.basename(str(mngr.directory)) == "warmup"
+        and epoch == args.stop_after_warmup_epoch):
       raise SystemExit(STOP_STATUS)
 
-  experiment.Context.train_batches = recording_train_batches
+  context.Context.train_batches = recording_train_batches
   wd._atomic = recording_atomic  # pylint: disable=protected-access
   if args.stop_after_warmup_epoch is not None:
-    experiment._epoch_done = stop_after  # pylint: disable=protected-access
+    loop.save_checkpoint = stop_after
 
   main_flags = argv[split + 1:]
   workdir = next(f.split("=", 1)[1] for f in main_flags

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from mrmc_jax import compare
+from mrmc_jax.runner import compare
 
 
 def tiny(methods="full,random,mrmc,el2n,ccs,d2"):

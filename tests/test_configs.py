@@ -6,7 +6,7 @@ import os
 import pytest
 
 from configs import base
-from mrmc_jax import experiment
+from mrmc_jax.runner import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
@@ -16,7 +16,7 @@ NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
 @pytest.mark.parametrize("name", NAMES)
 def test_config_validates(name):
   config = importlib.import_module(f"configs.{name}").get_config()
-  experiment.validate_config(config)
+  config_lib.validate_config(config)
 
 
 def test_paper_preset_and_overrides():

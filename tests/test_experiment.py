@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from mrmc_jax import experiment
+from mrmc_jax.runner import experiment
+from mrmc_jax.runner import loop
 from mrmc_jax import selection
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,12 +70,15 @@ def test_killed_warmup_resumes_to_identical_mask(tmp_path, monkeypatch):
   class Killed(Exception):
     pass
 
-  def kill_after_two(stage, epoch):
-    if stage == "warmup" and epoch == 2:
+  save = loop.save_checkpoint
+
+  def kill_after_two(mngr, epoch, tree):
+    save(mngr, epoch, tree)
+    if os.path.basename(str(mngr.directory)) == "warmup" and epoch == 2:
       raise Killed()
 
   run = str(tmp_path / "run")
-  monkeypatch.setattr(experiment, "_epoch_done", kill_after_two)
+  monkeypatch.setattr(loop, "save_checkpoint", kill_after_two)
   with pytest.raises(Killed):
     experiment.train_and_evaluate(config, run)
   assert not os.path.exists(os.path.join(run, "coreset", "mask.npy"))

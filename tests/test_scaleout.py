@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import default
 from mrmc_jax import datasets
-from mrmc_jax import experiment
+from mrmc_jax.runner import experiment
 from mrmc_jax import input_pipeline
 from mrmc_jax import models
 from mrmc_jax import scoring
@@ -79,7 +79,7 @@ def count_compiles():
 
 
 def _warmup(mesh, split, epochs=EPOCHS, corrupt=None):
-  """Warm-up epochs as `experiment.run_warmup` runs them, at library level.
+  """Warm-up epochs as `runner.warmup.run_warmup` runs them, at library level.
 
   Args:
     mesh: the device mesh.

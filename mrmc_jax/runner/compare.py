@@ -26,10 +26,13 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 
-from mrmc_jax import experiment
 from mrmc_jax import methods
 from mrmc_jax import validation
-from mrmc_jax import workdir as wd
+from mrmc_jax.runner import config as config_lib
+from mrmc_jax.runner import context as context_lib
+from mrmc_jax.runner import experiment
+from mrmc_jax.runner import warmup
+from mrmc_jax.runner import workdir as wd
 
 FIELDS = ("method", "ratio", "seed", "test_accuracy", "num_selected",
           "num_examples", "selection_seconds", "train_seconds",
@@ -56,7 +59,7 @@ def plan(config: ml_collections.ConfigDict
   if not specs or not ratios or not seeds:
     raise ValueError("compare.methods, compare.ratios and compare.seeds must "
                      "each name at least one value.")
-  opts = experiment.selection_options(config)
+  opts = config_lib.selection_options(config)
   for spec in specs:
     methods.resolve(spec, opts)
   for r in ratios:
@@ -81,10 +84,10 @@ def run_comparison(config: ml_collections.ConfigDict,
   specs, ratios, seeds = plan(config)
   base = ml_collections.ConfigDict(config.to_dict())
   base.selection.method = "mrmc"  # validated per spec above
-  experiment.validate_config(base)
-  wd.claim(workdir, experiment.run_identity(config))
-  ctx0 = experiment.make_context(config, workdir)
-  opts0 = experiment.selection_options(config)
+  config_lib.validate_config(base)
+  wd.claim(workdir, config_lib.run_identity(config))
+  ctx0 = context_lib.make_context(config, workdir)
+  opts0 = config_lib.selection_options(config)
   need = methods.needs(specs, opts0)
   todo = cells(specs, ratios, seeds)
   for seed in seeds:
@@ -92,12 +95,11 @@ def run_comparison(config: ml_collections.ConfigDict,
         _cell_dir(workdir, *c) + "/summary.json")]
     if not pending:
       continue
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.seed = seed
     ctx = dataclasses.replace(
-        ctx0, config=cfg, workdir=os.path.join(workdir, "warmup",
-                                               f"seed_{seed}"))
-    art = experiment.run_warmup(ctx, need) if need else {}
+        ctx0, seed=seed, workdir=os.path.join(workdir, "warmup",
+                                              f"seed_{seed}"))
+    art = (warmup.run_warmup(ctx, need, **config_lib.warmup_settings(config))
+           if need else {})
     opts = dataclasses.replace(opts0, seed=seed)
     cache: dict[str, Any] = {}
     for spec, ratio, _ in pending:
@@ -105,7 +107,9 @@ def run_comparison(config: ml_collections.ConfigDict,
       cctx = dataclasses.replace(ctx, workdir=cdir)
       _, mask, sel_s = experiment.select_coreset(cctx, spec, art, ratio, opts,
                                                  cache=cache, plot=False)
-      result = experiment.train_coreset(cctx, np.flatnonzero(mask))
+      result = experiment.train_coreset(cctx, np.flatnonzero(mask),
+                                        epochs=config.train.epochs,
+                                        budget=config.train.budget)
       row = {"method": spec, "ratio": ratio, "seed": seed,
              "test_accuracy": result["test_accuracy"],
              "num_selected": int(mask.sum()),

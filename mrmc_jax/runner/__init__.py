@@ -1,0 +1,13 @@
+"""The experiment runner: the first client of the `mrmc_jax` library.
+
+Only this package reads configs and workdirs; library modules never import
+it (a test checks the import graph). Modules:
+  config       config checks and what the config means as explicit settings.
+  context      `Context`: data, model, mesh and the explicit settings.
+  loop         the one epoch loop: checkpoint/restore, progress, metrics.
+  warmup       stage 1: R epochs on all data, recording the trajectory.
+  experiment   `train_and_evaluate`: warm-up, selection, core-set training.
+  compare      methods x ratios x seeds from one warm-up per seed.
+  attribution  the loss-reduction attribution measurement.
+  workdir, metrics_io, plots, cli: files, metrics, figures, entry points.
+"""

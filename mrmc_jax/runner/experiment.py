@@ -1,0 +1,245 @@
+"""The main job: warm up, score, select, train on the core-set, evaluate.
+
+`train_and_evaluate(config, workdir)` reads the config (through
+`runner.config`) and passes explicit arguments on. Stages and what each
+leaves in the workdir (every file written atomically, by process 0):
+
+1. Warm-up (methods that need it; `runner.warmup`): `warmup/artefacts.npz`,
+   checkpoints in `checkpoints/warmup`.
+2. Selection: `coreset/scores.npy`, `mask.npy`, `indices.npy`,
+   `selection.json`, and plots in `plots/`.
+3. Core-set training of a fresh model (`checkpoints/train`), evaluated on
+   the test split after each epoch; metrics in `metrics.jsonl` and `tb/`.
+4. `summary.json` and a printed result table.
+
+Rerunning with the same workdir resumes: finished stages are read back, and
+an interrupted stage restarts from its last epoch checkpoint. The data order
+and augmentation of an epoch depend only on (seed, epoch), so a resumed run
+gives the same trajectories and the same mask as an uninterrupted one.
+"""
+
+import functools
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mrmc_jax import input_pipeline
+from mrmc_jax import methods
+from mrmc_jax import scoring
+from mrmc_jax import train_step
+from mrmc_jax.runner import config as config_lib
+from mrmc_jax.runner import context as context_lib
+from mrmc_jax.runner import loop
+from mrmc_jax.runner import plots
+from mrmc_jax.runner import warmup
+from mrmc_jax.runner import workdir as wd
+
+Context = context_lib.Context
+
+
+def evaluate(ctx: Context, eval_fn, variables, split) -> dict[str, float]:
+  """Mean loss and accuracy over a split (padded last batch masked)."""
+  acc = loop.zeros_on(ctx.mesh)
+  for batch in ctx.eval_batches(split):
+    acc = _eval_sums(eval_fn, variables, acc, batch)
+  return loop.means(acc)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _eval_sums(eval_fn, variables, acc, batch):
+  return acc + loop.sums(eval_fn(variables, batch))
+
+
+def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,
+                  budget: str = "epochs") -> dict[str, Any]:
+  """Trains a fresh model on `ids` and evaluates on the test split.
+
+  Args:
+    ctx: the run's context.
+    ids: int `[K]` global ids of the core-set.
+    epochs: training epochs (`budget="epochs"`), or full-data epochs' worth
+      of steps (`budget="steps"`).
+    budget: "epochs" or "steps".
+
+  Returns:
+    `train_seconds, train_steps, train_epochs, test_accuracy, test_loss`.
+  """
+  n_full = ctx.data.train.num_examples
+  spe = input_pipeline.num_batches(len(ids), ctx.batch_size)
+  if budget == "epochs":
+    total_steps = epochs * spe
+  else:
+    total_steps = epochs * input_pipeline.num_batches(n_full, ctx.batch_size)
+  num_epochs = -(-total_steps // spe)
+  tx = ctx.make_tx(total_steps)
+  plain_step = train_step.make_train_step(ctx.apply_fn, tx, with_stats=False)
+
+  def step_fn(state, acc, batch):
+    # Metrics are summed on device: no host sync and no eager op per step.
+    state, m = plain_step(state, batch)
+    return state, acc + jnp.stack([m["train_loss"], m["train_accuracy"],
+                                   1.0])
+
+  step_fn = jax.jit(step_fn, donate_argnums=(0, 1))
+  eval_fn = train_step.make_eval_step(ctx.apply_fn)
+
+  def epoch_fn(tree, epoch, tick):
+    state = tree["state"]
+    acc = loop.zeros_on(ctx.mesh)
+    done = epoch * spe
+    for batch in ctx.train_batches(epoch, ids=ids):
+      if done >= total_steps:
+        break
+      state, acc = step_fn(state, acc, batch)
+      done += 1
+      tick()
+    loss, accuracy, count = (float(x) for x in np.asarray(acc))
+    return {**tree, "state": state}, {
+        "train_loss": loss / max(count, 1),
+        "train_accuracy": accuracy / max(count, 1)}
+
+  test = {}
+
+  def after_epoch(tree, epoch):
+    del epoch
+    if ctx.data.test is None:
+      return {}
+    test.update(evaluate(ctx, eval_fn, tree["state"].variables,
+                         ctx.data.test))
+    return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+  tree = loop.run_epochs(
+      stage="train", workdir=ctx.workdir,
+      checkpoint_dir=os.path.join(ctx.workdir, "checkpoints", "train"),
+      tree={"state": ctx.init_state(tx, seed_offset=1),
+            "seconds": np.zeros((), np.float64)},
+      num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
+      checkpoint_every=ctx.checkpoint_every, total_steps=total_steps,
+      after_epoch=after_epoch)
+  if not test and ctx.data.test is not None:
+    test = evaluate(ctx, eval_fn, tree["state"].variables, ctx.data.test)
+  return {"train_seconds": float(tree["seconds"]), "train_steps": total_steps,
+          "train_epochs": num_epochs,
+          "test_accuracy": test.get("accuracy", float("nan")),
+          "test_loss": test.get("loss", float("nan"))}
+
+
+def _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds,
+                     plot):
+  out = os.path.join(ctx.workdir, "coreset")
+  wd.write_npy(os.path.join(out, "scores.npy"), scores.astype(np.float32))
+  wd.write_npy(os.path.join(out, "indices.npy"),
+               np.flatnonzero(mask).astype(np.int64))
+  if plot:
+    _plot_selection(ctx, spec, ratio, scores, mask, art, opts)
+  # The mask goes last: its presence marks the selection as complete.
+  wd.write_json(os.path.join(out, "selection.json"),
+                {"selection_seconds": seconds})
+  wd.write_npy(os.path.join(out, "mask.npy"), mask.astype(bool))
+
+
+def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
+  labels = ctx.data.train.labels
+  title = f"{spec} ratio={ratio}"
+  plots.score_histogram(scores, mask, os.path.join(ctx.workdir, "plots",
+                                                   "score_histogram.png"),
+                        title)
+  plots.selected_per_class(labels, mask, ctx.data.num_classes,
+                           os.path.join(ctx.workdir, "plots",
+                                        "selected_per_class.png"), title)
+  name, opts = methods.resolve(spec, opts)
+  if name in ("mrmc", "mrmc_r"):
+    # The trajectories of the highest- and lowest-scored examples (by the
+    # method's own scores) with their fitted curves: one fit, for the plot.
+    traj = methods.trajectory_view(art, opts)
+    s = opts.skip_epochs
+    losses_ = traj["loss"][:, s:]
+    q, w = scoring.fit_exponential_decay(
+        losses_, traj["visits"][:, s:] > 0,
+        max_initial_ratio=opts.max_initial_ratio,
+        epoch_offset=opts.epoch_offset + s)
+    epochs = np.arange(losses_.shape[1]) + opts.epoch_offset + s
+    fitted = np.asarray(scoring.fitted_curve(q, w, epochs))
+    plots.trajectories(losses_, scores, fitted,
+                       np.arange(losses_.shape[1]) + 1 + s,
+                       os.path.join(ctx.workdir, "plots", "trajectories.png"))
+
+
+def format_table(summary: dict[str, Any]) -> str:
+  """A short result table."""
+  rows = [("method", summary["method"]), ("ratio", summary["ratio"]),
+          ("selected", f"{summary['num_selected']} / "
+                       f"{summary['num_examples']}"),
+          ("warm-up s", f"{summary['warmup_seconds']:.1f}"),
+          ("selection s", f"{summary['selection_seconds']:.2f}"),
+          ("training s", f"{summary['train_seconds']:.1f}"),
+          ("test accuracy", f"{100 * summary['test_accuracy']:.2f}%")]
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def select_coreset(ctx: Context, spec: str, art: dict[str, np.ndarray],
+                   ratio: float, opts: methods.SelectionOptions,
+                   cache: Optional[dict[str, Any]] = None, plot: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+  """Selects (or reads back a finished selection) in `ctx.workdir/coreset`.
+
+  Returns `(scores, mask, selection_seconds)`.
+  """
+  out = os.path.join(ctx.workdir, "coreset")
+  if os.path.exists(os.path.join(out, "mask.npy")):
+    return (np.load(os.path.join(out, "scores.npy")),
+            np.load(os.path.join(out, "mask.npy")),
+            wd.read_json(os.path.join(out, "selection.json")
+                         )["selection_seconds"])
+  t0 = time.perf_counter()
+  scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
+                                num_classes=ctx.data.num_classes, opts=opts,
+                                cache=cache)
+  seconds = time.perf_counter() - t0
+  if wd.is_writer():
+    _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds, plot)
+  return scores, mask, seconds
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Runs the whole job in `workdir` and returns the summary dict."""
+  config_lib.validate_config(config)
+  wd.claim(workdir, config_lib.run_identity(config))
+  sel = config.selection
+  ctx = context_lib.make_context(config, workdir)
+  opts = config_lib.selection_options(config)
+  labels = ctx.data.train.labels
+  ratio = 1.0 if sel.method == "full" else float(sel.ratio)
+
+  need = methods.needs([sel.method], opts)
+  art = (warmup.run_warmup(ctx, need, **config_lib.warmup_settings(config))
+         if need else {})
+  _, mask, sel_seconds = select_coreset(ctx, sel.method, art, ratio, opts)
+  result = train_coreset(ctx, np.flatnonzero(mask),
+                         epochs=config.train.epochs,
+                         budget=config.train.budget)
+  summary = {
+      "method": sel.method,
+      "ratio": ratio,
+      "dataset": config.dataset.name,
+      "model": config.model.name,
+      "seed": config.seed,
+      "num_examples": int(labels.shape[0]),
+      "num_selected": int(mask.sum()),
+      "selected_per_class": np.bincount(
+          labels[mask], minlength=ctx.data.num_classes).tolist(),
+      "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
+      "selection_seconds": float(sel_seconds),
+      **result,
+  }
+  if wd.is_writer():
+    wd.write_json(os.path.join(workdir, "summary.json"), summary)
+    print(format_table(summary), flush=True)
+  return summary

@@ -1,0 +1,172 @@
+"""Stage 1: R epochs on all data, recording per-example statistics.
+
+The step is the library's public one: `make_train_step` fused with
+`trajectory.make_recording_step(..., mesh=)`, so what users import is what
+runs here. The training-pass trajectory is always recorded (it is free);
+the eval-pass one (`loss_source="eval"`) costs a forward pass over the
+training set per epoch and is recorded only when a method asks for it.
+Features and gradient norms are collected at the end when a method needs
+them. Artefacts go to `<workdir>/warmup/artefacts.npz`.
+"""
+
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from mrmc_jax import input_pipeline
+from mrmc_jax import losses
+from mrmc_jax import sharding
+from mrmc_jax import train_step
+from mrmc_jax import trajectory
+from mrmc_jax.runner import context as context_lib
+from mrmc_jax.runner import loop
+from mrmc_jax.runner import workdir as wd
+
+
+def artefact_keys(need: frozenset[str]) -> list[str]:
+  """The arrays `artefacts.npz` must hold for the needs of some methods."""
+  keys = ["warmup_seconds"]
+  if "trajectory" in need:
+    keys += list(trajectory.KEYS)
+  if "eval_trajectory" in need:
+    keys += [f"eval_{k}" for k in trajectory.KEYS]
+  keys += sorted(need & {"features", "grad_norms"})
+  return keys
+
+
+def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
+               epochs: int, schedule_epochs: int) -> dict[str, np.ndarray]:
+  """Trains `epochs` epochs on all data and returns the warm-up artefacts.
+
+  Args:
+    ctx: the run's context (its workdir holds this warm-up).
+    need: what the methods need (`methods.needs`).
+    epochs: R, the warm-up epochs.
+    schedule_epochs: the length of the learning-rate schedule in epochs
+      (the core-set training's for the "truncated" warm-up schedule).
+
+  Returns:
+    The artefacts (host arrays), as in `artefacts.npz`.
+  """
+  art_path = os.path.join(ctx.workdir, "warmup", "artefacts.npz")
+  if os.path.exists(art_path):
+    art = wd.read_npz(art_path)
+    if all(k in art for k in artefact_keys(need)):
+      return art
+  n = ctx.data.train.num_examples
+  spe = input_pipeline.num_batches(n, ctx.batch_size)
+  tx = ctx.make_tx(max(schedule_epochs, epochs) * spe)
+  record_eval = "eval_trajectory" in need
+  recording = trajectory.make_recording_step(
+      train_step.make_train_step(ctx.apply_fn, tx), mesh=ctx.mesh)
+
+  def warm_step(state, traj, acc, batch, epoch):
+    state, traj, stats = recording(state, traj, batch, epoch)
+    return state, traj, acc + loop.sums(stats)
+
+  warm_step = jax.jit(warm_step, donate_argnums=(0, 1, 2))
+  eval_fn = train_step.make_eval_step(ctx.apply_fn)
+  eval_record = jax.jit(
+      lambda variables, traj, batch, epoch: trajectory.record(
+          traj, eval_fn(variables, batch), epoch, mesh=ctx.mesh),
+      donate_argnums=(1,))
+
+  def empty():
+    return sharding.replicate(trajectory.init_trajectory(n, epochs), ctx.mesh)
+
+  tree = {"state": ctx.init_state(tx, seed_offset=0), "traj": empty(),
+          "seconds": np.zeros((), np.float64)}
+  if record_eval:
+    tree["eval_traj"] = empty()
+
+  def epoch_fn(tree, epoch, tick):
+    state, traj = tree["state"], tree["traj"]
+    acc = loop.zeros_on(ctx.mesh)
+    e = sharding.replicate(np.int32(epoch), ctx.mesh)
+    for batch in ctx.train_batches(epoch):
+      state, traj, acc = warm_step(state, traj, acc, batch, e)
+      tick()
+    tree = {**tree, "state": state, "traj": traj}
+    if record_eval:
+      eval_traj = tree["eval_traj"]
+      for batch in ctx.eval_batches(ctx.data.train):
+        eval_traj = eval_record(state.variables, eval_traj, batch, e)
+      tree["eval_traj"] = eval_traj
+    # One host sync per epoch: every example must be recorded exactly once.
+    for key in ("traj", "eval_traj") if record_eval else ("traj",):
+      visits = sharding.to_host(tree[key]["visits"][:, epoch])
+      try:
+        trajectory.check_visits(visits[:, None])
+      except trajectory.VisitError as e:
+        raise trajectory.VisitError(
+            str(e).replace("epoch 0:", f"warm-up epoch {epoch + 1}:", 1)
+        ) from None
+    m = loop.means(acc)
+    return tree, {"train_loss": m["loss"], "train_accuracy": m["accuracy"]}
+
+  tree = loop.run_epochs(
+      stage="warmup", workdir=ctx.workdir,
+      checkpoint_dir=os.path.join(ctx.workdir, "checkpoints", "warmup"),
+      tree=tree, num_epochs=epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
+      checkpoint_every=ctx.checkpoint_every)
+
+  t0 = time.perf_counter()
+  state = tree["state"]
+  art = dict(sharding.to_host(tree["traj"]))
+  if record_eval:
+    art.update({f"eval_{k}": v
+                for k, v in sharding.to_host(tree["eval_traj"]).items()})
+  if "features" in need:
+    art["features"] = _features(ctx, state)
+  if "grad_norms" in need:
+    art["grad_norms"] = _grad_norms(ctx, state)
+  art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
+                                     time.perf_counter() - t0)
+  if wd.is_writer():
+    wd.write_npz(art_path, **art)
+  return art
+
+
+def _collect_rows(ctx: context_lib.Context, state: Any, rows_fn,
+                  width: tuple[int, ...]) -> np.ndarray:
+  """`[N, *width]` per-example values of every training example, by id.
+
+  `rows_fn(variables, batch) -> [B, *width]` runs inside one jitted call
+  with the scatter into the replicated buffer (the one-field trajectory).
+  """
+  n = ctx.data.train.num_examples
+
+  def collect(variables, buf, batch):
+    stats = {"id": batch["id"], "mask": batch["mask"],
+             "value": rows_fn(variables, batch)}
+    return trajectory.record({"value": buf, "visits": visits}, stats, 0,
+                             mesh=ctx.mesh)["value"]
+
+  visits = sharding.replicate(np.zeros((n, 1), np.int32), ctx.mesh)
+  collect = jax.jit(collect, donate_argnums=(1,))
+  buf = sharding.replicate(np.zeros((n, 1, *width), np.float32), ctx.mesh)
+  for batch in ctx.eval_batches(ctx.data.train):
+    buf = collect(state.variables, buf, batch)
+  return sharding.to_host(buf)[:, 0]
+
+
+def _features(ctx: context_lib.Context, state: Any) -> np.ndarray:
+  """Penultimate features `[N, D]` of every training example (eval mode)."""
+  eval_fn = train_step.make_eval_step(ctx.apply_fn, with_features=True)
+  batch = next(iter(ctx.eval_batches(ctx.data.train)))
+  dim = jax.eval_shape(eval_fn, state.variables, batch)["features"].shape[-1]
+  return _collect_rows(
+      ctx, state, lambda v, b: eval_fn(v, b)["features"], (dim,))
+
+
+def _grad_norms(ctx: context_lib.Context, state: Any) -> np.ndarray:
+  """Per-example gradient norms `[N]` (GraNd) at the end of warm-up."""
+  def apply_eval(variables, x):
+    return ctx.apply_fn(variables, x, train=False)[0]
+
+  return _collect_rows(
+      ctx, state, lambda v, b: losses.per_example_grad_norms(
+          apply_eval, v, b["image"], b["label"], b["mask"]), ())

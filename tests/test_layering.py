@@ -1,0 +1,52 @@
+"""The library never imports the runner: an import-graph check over the AST."""
+
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(ROOT, "mrmc_jax")
+
+
+def _imports(path: str) -> set[str]:
+  """Every module a file imports, absolute names (`from a import b` -> a.b)."""
+  tree = ast.parse(open(path).read(), path)
+  out = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      out.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      out.add(node.module)
+      out.update(f"{node.module}.{a.name}" for a in node.names)
+  return out
+
+
+def _library_files() -> list[str]:
+  files = []
+  for root, dirs, names in os.walk(PKG):
+    dirs[:] = [d for d in dirs if d not in ("runner", "__pycache__")]
+    files += [os.path.join(root, n) for n in names
+              if n.endswith(".py") and not n.endswith("_test.py")]
+  return files
+
+
+def test_no_library_module_imports_the_runner():
+  files = _library_files()
+  assert len(files) > 10  # the walk found the library
+  offenders = {os.path.relpath(f, ROOT): sorted(
+      m for m in _imports(f) if m.startswith("mrmc_jax.runner"))
+               for f in files}
+  assert not {k: v for k, v in offenders.items() if v}, offenders
+
+
+def test_the_check_sees_runner_imports(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("from mrmc_jax.runner import loop\nimport mrmc_jax.runner\n")
+  assert {"mrmc_jax.runner.loop", "mrmc_jax.runner"} <= _imports(str(bad))
+
+
+def test_runner_reads_configs_library_does_not():
+  # Library functions take explicit arguments: no library module imports
+  # ml_collections or the configs package.
+  for f in _library_files():
+    mods = _imports(f)
+    assert not any(m.startswith(("ml_collections", "configs")) for m in mods), f
