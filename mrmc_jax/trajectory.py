@@ -136,15 +136,22 @@ def visit_report(visits: np.ndarray, epochs: Sequence[int] | None = None
   return report
 
 
-def check_visits(visits: np.ndarray, epochs: Sequence[int] | None = None
-                 ) -> None:
-  """Raises `VisitError` unless every example was seen once in each epoch."""
+def check_visits(visits: np.ndarray, epochs: Sequence[int] | None = None,
+                 *, first_epoch: int = 0) -> None:
+  """Raises `VisitError` unless every example was seen once in each epoch.
+
+  Args:
+    visits: int `[N, R']` visit counts.
+    epochs: columns to check (default: all).
+    first_epoch: the epoch of column 0, for the message (e.g. pass `epoch`
+      when checking the single column `visits[:, epoch:epoch + 1]`).
+  """
   report = visit_report(visits, epochs)
   if report:
     r, bad = next(iter(report.items()))
     raise VisitError(
-        f"epoch {r}: {bad['missing'].size} examples never recorded (first ids "
-        f"{bad['missing'][:5].tolist()}), {bad['duplicated'].size} recorded "
-        f"more than once (first ids {bad['duplicated'][:5].tolist()}); "
-        f"{len(report)} faulty epochs in all. Every example must be recorded "
-        "exactly once per epoch.")
+        f"epoch {first_epoch + r} (0-based): {bad['missing'].size} examples "
+        f"never recorded (first ids {bad['missing'][:5].tolist()}), "
+        f"{bad['duplicated'].size} recorded more than once (first ids "
+        f"{bad['duplicated'][:5].tolist()}); {len(report)} faulty epochs in "
+        "all. Every example must be recorded exactly once per epoch.")

@@ -51,3 +51,13 @@ def test_record_traced_epoch_compiles_once():
     traj = rec(traj, _stats([0, 1, 2], [True] * 3, [e, e, e]), jnp.int32(e))
   assert len(traces) == 1
   np.testing.assert_array_equal(traj["loss"][0], [0.0, 1.0, 2.0])
+
+
+def test_visit_error_names_the_epoch_of_a_single_column():
+  visits = np.zeros((3, 5), np.int32)
+  visits[:, :4] = 1
+  visits[1, 3] = 0  # epoch 3 misses example 1
+  trajectory.check_visits(visits[:, 2:3], first_epoch=2)
+  with pytest.raises(trajectory.VisitError,
+                     match=r"^epoch 3 \(0-based\): 1 examples never recorded"):
+    trajectory.check_visits(visits[:, 3:4], first_epoch=3)

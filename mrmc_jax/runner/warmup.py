@@ -98,12 +98,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     # One host sync per epoch: every example must be recorded exactly once.
     for key in ("traj", "eval_traj") if record_eval else ("traj",):
       visits = sharding.to_host(tree[key]["visits"][:, epoch])
-      try:
-        trajectory.check_visits(visits[:, None])
-      except trajectory.VisitError as e:
-        raise trajectory.VisitError(
-            str(e).replace("epoch 0:", f"warm-up epoch {epoch + 1}:", 1)
-        ) from None
+      trajectory.check_visits(visits[:, None], first_epoch=epoch)
     m = loop.means(acc)
     return tree, {"train_loss": m["loss"], "train_accuracy": m["accuracy"]}
 
