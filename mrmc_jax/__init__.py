@@ -9,7 +9,7 @@ from mrmc_jax.losses import make_per_example_loss_fn
 from mrmc_jax.losses import per_example_grad_norms
 from mrmc_jax.losses import per_example_loss
 from mrmc_jax.losses import per_example_stats
-from mrmc_jax.mrmc_r import mrmc_r_select
+from mrmc_jax.methods.mrmc_r import mrmc_r_select
 from mrmc_jax.scoring import fit_exponential_decay
 from mrmc_jax.scoring import fitted_curve
 from mrmc_jax.scoring import mrmc_scores
