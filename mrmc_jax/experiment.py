@@ -52,7 +52,6 @@ from mrmc_jax import trajectory
 from mrmc_jax import validation
 from mrmc_jax import workdir as wd
 
-LOSS_SOURCES = ("train", "eval")
 BUDGETS = ("epochs", "steps")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -92,7 +91,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
   _allowed(config.model.dtype, tuple(DTYPES), "model.dtype")
   check_dataset_name(config.dataset.name)
-  _allowed(sel.loss_source, LOSS_SOURCES, "selection.loss_source")
+  _allowed(sel.loss_source, methods.LOSS_SOURCES, "selection.loss_source")
   _allowed(sel.score, scoring.SCORES, "selection.score")
   _allowed(tr.budget, BUDGETS, "train.budget")
   _allowed(tr.warmup_schedule, ("truncated", "own"), "train.warmup_schedule")
