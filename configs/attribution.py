@@ -8,8 +8,8 @@ Fields on top of configs/fashion_mnist.py:
   attribution.ratios: the core-set ratios compared with full data,
     comma-separated.
   attribution.method: the method spec that selects the core-sets (any
-    selection method, with overrides, see mrmc_jax/methods.py); one warm-up
-    serves every ratio.
+    selection method, with overrides, see mrmc_jax/methods/options.py); one
+    warm-up serves every ratio.
   attribution.epochs: epochs each setting trains (its own training set).
   attribution.seed: seeds the choice of probes.
   attribution.reference_runs: extra full-data runs from the same

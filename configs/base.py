@@ -7,7 +7,7 @@ Fields (the interface users and scripts rely on; see README.md):
   model.name: see `mrmc_jax.models.create_model`; model.dtype: float32|bfloat16.
   selection.method: mrmc, mrmc_r, random, full, el2n, grand, forgetting, ccs,
     moderate, dyn_unc, d2; optionally with option overrides, e.g.
-    "mrmc(loss_source=eval;skip_epochs=2)" (see mrmc_jax/methods.py).
+    "mrmc(loss_source=eval;skip_epochs=2)" (see mrmc_jax/methods/options.py).
   selection.ratio: core-set fraction in (0, 1].
   selection.class_balanced: per-class quotas (True) or global top-k.
   selection.warmup_epochs: R, epochs of warm-up on all data.

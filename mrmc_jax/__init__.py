@@ -9,11 +9,7 @@ from mrmc_jax.losses import make_per_example_loss_fn
 from mrmc_jax.losses import per_example_grad_norms
 from mrmc_jax.losses import per_example_loss
 from mrmc_jax.losses import per_example_stats
-from mrmc_jax.sharding import all_gather
-from mrmc_jax.sharding import make_mesh
-from mrmc_jax.sharding import replicate
-from mrmc_jax.sharding import shard_batch
-from mrmc_jax.mrmc_r import mrmc_r_select
+from mrmc_jax.methods.mrmc_r import mrmc_r_select
 from mrmc_jax.scoring import fit_exponential_decay
 from mrmc_jax.scoring import fitted_curve
 from mrmc_jax.scoring import mrmc_scores
@@ -21,6 +17,10 @@ from mrmc_jax.selection import budget
 from mrmc_jax.selection import class_quotas
 from mrmc_jax.selection import select_mask
 from mrmc_jax.selection import select_mask_host
+from mrmc_jax.sharding import all_gather
+from mrmc_jax.sharding import make_mesh
+from mrmc_jax.sharding import replicate
+from mrmc_jax.sharding import shard_batch
 from mrmc_jax.train_step import create_train_state
 from mrmc_jax.train_step import make_eval_step
 from mrmc_jax.train_step import make_train_step

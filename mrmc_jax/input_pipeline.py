@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrmc_jax import datasets
+from mrmc_jax import validation
 
 # The `id` of padding rows.
 PAD_ID = -1
@@ -73,12 +74,6 @@ def _unique_ids(ids: int | np.ndarray | Sequence[int]) -> np.ndarray:
   return unique
 
 
-def _check_seed(seed: int, epoch: int) -> None:
-  if int(seed) < 0 or int(epoch) < 0:
-    raise ValueError(f"seed and epoch must be non-negative, got {seed}, "
-                     f"{epoch}")
-
-
 def epoch_order(ids: int | np.ndarray | Sequence[int], seed: int,
                 epoch: int) -> np.ndarray:
   """The order in which one training epoch visits its examples.
@@ -92,7 +87,8 @@ def epoch_order(ids: int | np.ndarray | Sequence[int], seed: int,
   Returns:
     int64 [N]: the ids, permuted by `np.random.default_rng([seed, epoch])`.
   """
-  _check_seed(seed, epoch)
+  validation.check_seed(seed)
+  validation.check_int(epoch, "epoch", minimum=0)
   ids = _unique_ids(ids)
   return ids[np.random.default_rng([int(seed), int(epoch)]).permutation(
       len(ids))]
@@ -128,7 +124,8 @@ def augment_params(ids: np.ndarray | Sequence[int], seed: int, epoch: int, *,
     `dy`, `dx`: int32 [K], the crop's top-left corner in the padded image;
     `flip`: bool [K], whether to flip left-right.
   """
-  _check_seed(seed, epoch)
+  validation.check_seed(seed)
+  validation.check_int(epoch, "epoch", minimum=0)
   ids = np.asarray(ids, dtype=np.int64).astype(np.uint64)
   h = _splitmix64(np.full(ids.shape, int(seed) & _MASK64, np.uint64))
   h = _splitmix64(h ^ np.uint64(int(epoch) & _MASK64))

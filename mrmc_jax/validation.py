@@ -78,4 +78,6 @@ def check_int(value: Any, name: str, minimum: int = 1) -> None:
                      f"{minimum}.")
 
 
-check_positive_int = check_int  # TEMP-MERGE: removed once callers move
+def check_seed(seed: Any, name: str = "seed") -> None:
+  """Checks an int seed >= 0 (a `jax.random.key` or numpy seed)."""
+  check_int(seed, name, minimum=0)

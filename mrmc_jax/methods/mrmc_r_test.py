@@ -1,11 +1,14 @@
-"""Tests for mrmc_r.py."""
+"""Tests for mrmc_r.py: the two stages, the proxy, errors, and the row."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mrmc_jax import mrmc_r
 from mrmc_jax import selection
+from mrmc_jax.methods import mrmc
+from mrmc_jax.methods import mrmc_r
+from mrmc_jax.methods import options
+from mrmc_jax.methods import registry_test
 
 
 def _problem(n=240, c=4, d=8, seed=0):
@@ -90,3 +93,16 @@ def test_mismatched_features():
   scores, feats, labels = _problem(n=20)
   with pytest.raises(ValueError, match="mismatched leading dimensions"):
     mrmc_r.mrmc_r_select(scores, feats[:10], labels, 0.5, num_classes=4)
+
+
+def test_row_with_rho_one_selects_the_mrmc_mask():
+  art, labels = registry_test.synthetic_artefacts()
+  opts = options.SelectionOptions(rho=1.0, proxy_epochs=1)
+  phi, mask = mrmc_r.METHOD.select(art, labels, 0.3, num_classes=3,
+                                   opts=opts, cache=None)
+  ref_scores, ref = mrmc.METHOD.select(art, labels, 0.3, num_classes=3,
+                                       opts=opts, cache=None)
+  np.testing.assert_array_equal(mask, ref)
+  # The row returns phi, the MRMC score minus gamma * phi_reg.
+  assert phi.dtype == np.float32
+  assert np.all(phi <= ref_scores) and np.all(phi >= ref_scores - 2.0)

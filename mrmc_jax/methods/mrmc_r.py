@@ -27,6 +27,8 @@ import optax
 from mrmc_jax import losses
 from mrmc_jax import selection
 from mrmc_jax import validation
+from mrmc_jax.methods import common
+from mrmc_jax.methods import mrmc
 
 Array = jax.Array
 
@@ -119,8 +121,8 @@ def mrmc_r_select(scores: Array,
   if score_scale not in SCORE_SCALES:
     raise ValueError(f"score_scale={score_scale!r} is not allowed: use one "
                      f"of {SCORE_SCALES}.")
-  validation.check_positive_int(batch_size, "batch_size")
-  validation.check_positive_int(epochs, "epochs", minimum=0)
+  validation.check_int(batch_size, "batch_size")
+  validation.check_int(epochs, "epochs", minimum=0)
   validation.check_scores(scores)
   if np.ndim(features) != 2:
     raise ValueError(f"features has shape {np.shape(features)}; expected "
@@ -155,3 +157,24 @@ def mrmc_r_select(scores: Array,
                                class_balanced=class_balanced,
                                priority=stage1)
   return mask, {"stage1": stage1, "phi_reg": phi_reg, "phi": phi}
+
+
+def _select(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  mask, info = mrmc_r_select(
+      mrmc.mrmc_from_artefacts(art, opts), art["features"], labels, ratio,
+      num_classes=num_classes, rho=opts.rho, gamma=opts.gamma,
+      learning_rate=opts.proxy_learning_rate,
+      batch_size=opts.proxy_batch_size, epochs=opts.proxy_epochs,
+      seed=opts.seed, class_balanced=opts.class_balanced,
+      score_scale=opts.score_scale)
+  # The scores are the final ranking phi, not the MRMC input.
+  return np.asarray(info["phi"], np.float32), np.asarray(mask)
+
+
+METHOD = common.Method(
+    "mrmc_r", frozenset({"trajectory", "features"}),
+    ("class_balanced",) + mrmc.MRMC_OPTIONS + (
+        "rho", "gamma", "score_scale", "proxy_learning_rate",
+        "proxy_batch_size", "proxy_epochs", "seed"),
+    _select, "MRMC plus a proxy-head diversity regulariser (Algorithm 1)")

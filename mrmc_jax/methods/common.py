@@ -1,0 +1,174 @@
+"""Helpers shared by the method families: rows, trajectory view, checks.
+
+`Method` is one registry row (see `registry`). `trajectory_view` cuts the
+stored warm-up trajectory the options ask for; `select_top` is the last step
+of every score method; the `check_*` functions give the one-line ValueErrors
+of the method functions (as in `validation`).
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from mrmc_jax import selection
+from mrmc_jax import trajectory
+from mrmc_jax import validation
+from mrmc_jax.methods import options as options_lib
+
+Array = jax.Array
+
+# Artefacts a method can need from the warm-up (`registry.needs` adds
+# "eval_trajectory" when a trajectory method reads the evaluation pass).
+ARTEFACTS = frozenset({"trajectory", "features", "grad_norms"})
+# The per-epoch columns of a stored trajectory, `[N, R]` each.
+# The arrays of a trajectory (recorded fields, then visit counts).
+TRAJECTORY_KEYS = trajectory.KEYS
+# The options `trajectory_view` reads.
+TRAJECTORY_OPTIONS = ("loss_source", "epochs")
+
+# fn(art, labels, ratio, *, num_classes, opts, cache) -> (scores, mask).
+SelectFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One registry row: a selection method and what it needs.
+
+  Attributes:
+    name: the spec name (`mrmc`, `d2`, ...).
+    needs: warm-up artefacts it reads, a subset of `ARTEFACTS`.
+    options: the `SelectionOptions` fields it reads.
+    select: `fn(art, labels, ratio, *, num_classes, opts, cache)` returning
+      `(scores float32 [N], mask bool [N])`; `art` holds the warm-up
+      artefacts (`registry` docstring), `labels` int `[N]`, `opts` the
+      resolved `SelectionOptions`, `cache` a dict reused across calls on the
+      same artefacts (or None).
+    summary: one line.
+  """
+  name: str
+  needs: frozenset[str]
+  options: tuple[str, ...]
+  select: SelectFn
+  summary: str
+
+
+def trajectory_view(art: dict[str, np.ndarray],
+                    opts: options_lib.SelectionOptions
+                    ) -> dict[str, np.ndarray]:
+  """The `[N, R']` trajectory the options ask for: source and epochs.
+
+  Args:
+    art: warm-up artefacts with `loss`, ... `visits` (`[N, R]` each), and
+      `eval_loss`, ... when the evaluation pass was recorded.
+    opts: reads `loss_source` ("train" or "eval") and `epochs` (the first
+      R' columns; None: all R).
+
+  Returns:
+    Dict of `TRAJECTORY_KEYS` -> `[N, R']` arrays (views, not copies).
+
+  Raises:
+    ValueError: if the source was not recorded or R' is not in [2, R].
+  """
+  prefix = "eval_" if opts.loss_source == "eval" else ""
+  if prefix + "loss" not in art:
+    raise ValueError(f"loss_source={opts.loss_source!r} needs the "
+                     f"{prefix or 'training-pass '}trajectory, which this "
+                     "warm-up did not record.")
+  r = art[prefix + "loss"].shape[1]
+  used = r if opts.epochs is None else opts.epochs
+  if not 2 <= used <= r:
+    raise ValueError(f"epochs={opts.epochs!r} is not allowed: it must be in "
+                     f"[2, {r}] (the warm-up recorded {r}).")
+  return {k: art[prefix + k][:, :used] for k in TRAJECTORY_KEYS}
+
+
+def select_top(scores: Any, labels: np.ndarray, ratio: float, *,
+               num_classes: int, class_balanced: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """Keeps the highest scores under the quotas (`selection.select_mask`).
+
+  Args:
+    scores: float `[N]`, higher = keep.
+    labels: int `[N]`.
+    ratio: core-set fraction in (0, 1].
+    num_classes: C.
+    class_balanced: per-class quotas, or the global budget.
+
+  Returns:
+    `(scores float32 [N], mask bool [N])` as host numpy arrays.
+  """
+  scores = np.asarray(scores, np.float32)
+  mask = selection.select_mask_host(scores, labels, ratio,
+                                    num_classes=num_classes,
+                                    class_balanced=class_balanced)
+  return scores, np.asarray(mask)
+
+
+def check_ndim(x: Any, ndim: int, name: str, shape_doc: str) -> None:
+  """Checks that `x` has `ndim` dimensions; `shape_doc` names them."""
+  if np.ndim(x) != ndim:
+    raise ValueError(f"{name} has shape {np.shape(x)}; expected a {ndim}-D "
+                     f"{shape_doc} array.")
+
+
+def check_finite(x: Any, name: str, allow_inf: bool = False) -> None:
+  """Rejects NaN (and +-inf unless `allow_inf`) in a concrete array."""
+  if not validation.is_concrete(x):
+    return
+  a = np.asarray(x, dtype=np.float64)
+  bad = np.isnan(a) if allow_inf else ~np.isfinite(a)
+  if bad.any():
+    what = "NaN" if allow_inf else "NaN or infinite"
+    first = np.unravel_index(int(np.argmax(bad)), a.shape)
+    raise ValueError(f"{name} holds {int(bad.sum())} {what} values (first at "
+                     f"index {tuple(int(i) for i in first)}); they must be "
+                     "finite.")
+
+
+def check_number(value: Any, name: str, lo: float, hi: float,
+                  lo_open: bool = False, hi_open: bool = False) -> None:
+  """Checks lo <(=) value <(=) hi for a finite real scalar."""
+  ok = (isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool) and np.isfinite(value))
+  if ok:
+    v = float(value)
+    ok = ((v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
+  if not ok:
+    interval = (("(" if lo_open else "[") + f"{lo}, {hi}"
+                + (")" if hi_open else "]"))
+    raise ValueError(f"{name}={value!r} is not allowed: it must be a number "
+                     f"in {interval}.")
+
+
+def check_bool_matrix(x: Any, name: str) -> None:
+  """Checks a `[N, R]` matrix of bools (or 0/1 ints), R >= 1."""
+  check_ndim(x, 2, name, "[N, R]")
+  if np.shape(x)[1] < 1:
+    raise ValueError(f"{name} has shape {np.shape(x)}; it needs at least one "
+                     "epoch column (R >= 1).")
+  if validation.is_concrete(x):
+    a = np.asarray(x)
+    if a.dtype != np.bool_ and not np.isin(a, (0, 1)).all():
+      raise ValueError(f"{name} holds values other than 0/1 (dtype "
+                       f"{a.dtype}); it must be boolean.")
+
+
+def check_ratio_labels(labels: Any, ratio: float, num_classes: int,
+                       **same_length: Any) -> None:
+  """Checks ratio and labels, and that the named arrays match labels' N."""
+  validation.check_ratio(ratio)
+  validation.check_labels(labels, num_classes)
+  validation.check_same_length(labels=labels, **same_length)
+
+
+def group_quotas(labels: np.ndarray, num_classes: int, ratio: float,
+                 class_balanced: bool) -> tuple[np.ndarray, np.ndarray, int]:
+  """Returns (group labels [N], quotas [G], G): classes, or one global group."""
+  if class_balanced:
+    return (labels, selection.class_quotas(labels, num_classes, ratio),
+            num_classes)
+  n = labels.shape[0]
+  return (np.zeros(n, np.int64),
+          np.array([selection.budget(ratio, n)], np.int64), 1)

@@ -1,0 +1,74 @@
+"""Tests for common.py: the trajectory view, select_top, shared checks."""
+
+import numpy as np
+import pytest
+
+from mrmc_jax import selection
+from mrmc_jax import validation
+from mrmc_jax.methods import common
+from mrmc_jax.methods import options
+
+F, T = False, True
+
+
+def _art(n=5, r=4):
+  loss = np.arange(n * r, dtype=np.float32).reshape(n, r)
+  art = {k: loss + i for i, k in enumerate(common.TRAJECTORY_KEYS)}
+  return art, {"eval_" + k: -v for k, v in art.items()}
+
+
+def test_trajectory_view_source_and_epochs():
+  train, evals = _art()
+  view = common.trajectory_view(train, options.SelectionOptions(epochs=3))
+  assert set(view) == set(common.TRAJECTORY_KEYS)
+  np.testing.assert_array_equal(view["el2n"], train["el2n"][:, :3])
+  view = common.trajectory_view({**train, **evals}, options.SelectionOptions(
+      loss_source="eval"))
+  np.testing.assert_array_equal(view["loss"], evals["eval_loss"])
+  with pytest.raises(ValueError, match="loss_source='eval' needs the eval_"):
+    common.trajectory_view(train, options.SelectionOptions(
+        loss_source="eval"))
+  with pytest.raises(ValueError, match=r"epochs=1 is not allowed.*\[2, 4\]"):
+    common.trajectory_view(train, options.SelectionOptions(epochs=1))
+
+
+def test_select_top_is_select_mask_on_float32():
+  scores = np.array([0.5, 2.0, 1.0, 2.0, -1.0, 0.0], np.float64)
+  labels = np.array([0, 0, 0, 1, 1, 1])
+  got, mask = common.select_top(scores, labels, 0.34, num_classes=2,
+                                class_balanced=True)
+  assert got.dtype == np.float32 and mask.dtype == bool
+  np.testing.assert_array_equal(mask, [F, T, F, T, F, F])
+  _, mask = common.select_top(scores, labels, 0.34, num_classes=2,
+                              class_balanced=False)
+  np.testing.assert_array_equal(mask, selection.select_mask(
+      scores.astype(np.float32), labels, 0.34, num_classes=2,
+      class_balanced=False))
+
+
+def test_group_quotas():
+  labels = np.array([0, 1, 1, 1, 0, 2])
+  groups, quotas, g = common.group_quotas(labels, 3, 0.5, True)
+  np.testing.assert_array_equal(groups, labels)
+  np.testing.assert_array_equal(quotas, selection.class_quotas(labels, 3,
+                                                               0.5))
+  assert g == 3
+  groups, quotas, g = common.group_quotas(labels, 3, 0.5, False)
+  assert g == 1 and quotas.tolist() == [3] and not groups.any()
+
+
+def test_check_messages():
+  with pytest.raises(ValueError, match=r"x has shape \(3,\); expected a 2-D"):
+    common.check_ndim(np.ones(3), 2, "x", "[N, R]")
+  with pytest.raises(ValueError, match=r"x holds 1 NaN values"):
+    common.check_finite(np.array([1.0, np.nan, np.inf]), "x", allow_inf=True)
+  common.check_number(1.0, "b", 0, 1, lo_open=True)
+  with pytest.raises(ValueError, match=r"b=1.0 is not allowed.*\(0, 1\)"):
+    common.check_number(1.0, "b", 0, 1, lo_open=True, hi_open=True)
+  with pytest.raises(ValueError, match=r"seed=True is not allowed"):
+    validation.check_seed(True)
+  with pytest.raises(ValueError, match=r"c has shape \(2, 0\)"):
+    common.check_bool_matrix(np.ones((2, 0), bool), "c")
+  with pytest.raises(ValueError, match=r"mismatched leading dimensions"):
+    common.check_ratio_labels(np.zeros(3, np.int32), 0.5, 1, s=np.ones(4))
+

@@ -1,0 +1,151 @@
+"""The one table of selection methods, and selection by method spec.
+
+`select(spec, art, labels, ratio, ...)` turns stored warm-up artefacts into
+`(scores, mask)` through the method's row, so one warm-up serves every
+method and ratio. Artefacts are host numpy arrays:
+  `loss`, `correct`, `p_true`, `el2n`, `visits`: `[N, R]` training-pass
+    trajectories (always recorded: they cost nothing);
+  `eval_loss`, ... `eval_visits`: the same from a separate evaluation pass
+    after each epoch (recorded only if a method uses `loss_source=eval`);
+  `features`: `[N, D]` penultimate features at the end of warm-up;
+  `grad_norms`: `[N]` per-example gradient norms at the end of warm-up.
+A spec is a name with option overrides (`options` docstring), e.g.
+`mrmc(loss_source=eval;skip_epochs=2)`.
+"""
+
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from mrmc_jax.methods import ccs
+from mrmc_jax.methods import common
+from mrmc_jax.methods import d2
+from mrmc_jax.methods import moderate
+from mrmc_jax.methods import mrmc
+from mrmc_jax.methods import mrmc_r
+from mrmc_jax.methods import options as options_lib
+from mrmc_jax.methods import scores
+
+Method = common.Method
+SelectionOptions = options_lib.SelectionOptions
+
+
+def _select_full(art, labels, ratio, *, num_classes, opts, cache):
+  del art, ratio, num_classes, opts, cache  # Unused.
+  n = labels.shape[0]
+  return np.ones(n, np.float32), np.ones(n, bool)
+
+
+FULL = Method("full", frozenset(), (), _select_full,
+              "all data, the reference (ratio ignored)")
+
+# MRMC's methods, then the peers'. A new method is one module with its row
+# and one entry here.
+METHODS: tuple[Method, ...] = (
+    mrmc.METHOD,
+    mrmc_r.METHOD,
+    FULL,
+    scores.RANDOM,
+    scores.EL2N,
+    scores.GRAND,
+    scores.FORGETTING,
+    ccs.METHOD,
+    moderate.METHOD,
+    scores.DYN_UNC,
+    d2.METHOD,
+)
+
+_BY_NAME = {m.name: m for m in METHODS}
+
+
+def method_names() -> tuple[str, ...]:
+  """All method names, in table order."""
+  return tuple(_BY_NAME)
+
+
+def get_method(name: str) -> Method:
+  """The row of `name`; ValueError listing the allowed names."""
+  if name not in _BY_NAME:
+    raise ValueError(f"method={name!r} is not allowed: it must be one of "
+                     f"{', '.join(_BY_NAME)}.")
+  return _BY_NAME[name]
+
+
+def resolve(spec: str, opts: SelectionOptions
+            ) -> tuple[str, SelectionOptions]:
+  """The method name and its options (defaults, then the spec's overrides).
+
+  `options.resolve` with the name checked against the table.
+
+  Args:
+    spec: a method spec.
+    opts: the default options (e.g. from the config).
+
+  Returns:
+    `(name, options)`.
+
+  Raises:
+    ValueError: (one line) on an unknown name or a bad option.
+  """
+  name = options_lib.parse_spec(spec)[0]
+  if name not in _BY_NAME:
+    raise ValueError(f"selection.method={name!r} is not allowed: use one of "
+                     f"{', '.join(_BY_NAME)}.")
+  return options_lib.resolve(spec, opts)
+
+
+def check_method(spec: str) -> None:
+  """Checks a spec's name and its overrides (on the default options)."""
+  resolve(spec, SelectionOptions())
+
+
+def needs(specs: Iterable[str],
+          opts: SelectionOptions = SelectionOptions()) -> frozenset[str]:
+  """Union of the warm-up artefacts that the given method specs need.
+
+  A method that reads the trajectory with `loss_source="eval"` also needs
+  `eval_trajectory` (the evaluation pass).
+  """
+  out = set()
+  for spec in specs:
+    name, o = resolve(spec, opts)
+    method_needs = _BY_NAME[name].needs
+    out |= method_needs
+    if "trajectory" in method_needs and o.loss_source == "eval":
+      out.add("eval_trajectory")
+  return frozenset(out)
+
+
+def select(spec: str,
+           art: dict[str, Any],
+           labels: np.ndarray,
+           ratio: float,
+           *,
+           num_classes: int,
+           opts: SelectionOptions,
+           cache: Optional[dict[str, Any]] = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """Scores and selects.
+
+  Args:
+    spec: a method spec (module docstring).
+    art: warm-up artefacts (module docstring).
+    labels: int `[N]`.
+    ratio: core-set fraction in (0, 1].
+    num_classes: C.
+    opts: default options; the spec's overrides apply on top.
+    cache: optional dict reused across calls on the same artefacts (D2's
+      kNN graph is built once for every ratio).
+
+  Returns:
+    `(scores float32 [N], mask bool [N])`. For `full`, all ones. For methods
+    that select by a procedure (CCS, D2) the scores are their difficulty
+    input; for MRMC-R its final ranking.
+
+  Raises:
+    ValueError: (one line) on a bad spec or option, before any work.
+  """
+  name, opts = resolve(spec, opts)
+  return _BY_NAME[name].select(art, labels, ratio,
+                               num_classes=num_classes, opts=opts,
+                               cache=cache)

@@ -1,0 +1,137 @@
+"""Tests for registry.py: the table, needs, and every method's mask size."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from configs import base
+from mrmc_jax import selection
+from mrmc_jax.methods import common
+from mrmc_jax.methods import options
+from mrmc_jax.methods import registry
+
+
+def synthetic_artefacts(n=120, r=6, c=3, d=5, seed=0):
+  """Random warm-up artefacts (eval loss = half the training loss), labels."""
+  rng = np.random.default_rng(seed)
+  loss = np.sort(rng.gamma(2.0, 1.0, (n, r)), axis=1)[:, ::-1].copy()
+  art = {"loss": loss.astype(np.float32),
+         "correct": rng.random((n, r)) < 0.7,
+         "p_true": rng.random((n, r)).astype(np.float32),
+         "el2n": rng.random((n, r)).astype(np.float32),
+         "visits": np.ones((n, r), np.int32),
+         "features": rng.normal(size=(n, d)).astype(np.float32),
+         "grad_norms": rng.random(n).astype(np.float32)}
+  art.update({f"eval_{k}": v * 0.5 if k == "loss" else v
+              for k, v in list(art.items()) if k in (
+                  "loss", "correct", "p_true", "el2n", "visits")})
+  return art, rng.integers(0, c, n)
+
+
+def test_registry_lists_methods_and_needs():
+  assert registry.method_names() == (
+      "mrmc", "mrmc_r", "full", "random", "el2n", "grand", "forgetting",
+      "ccs", "moderate", "dyn_unc", "d2")
+  assert registry.get_method("random").needs == frozenset()
+  assert registry.get_method("grand").needs == {"grad_norms"}
+  assert registry.get_method("moderate").needs == {"features"}
+  assert registry.get_method("d2").needs == {"features", "trajectory"}
+  with pytest.raises(ValueError, match=r"method='glister' is not allowed"):
+    registry.get_method("glister")
+
+
+def test_rows_are_well_formed():
+  fields = set(options.field_names())
+  assert len(set(registry.method_names())) == len(registry.METHODS)
+  for m in registry.METHODS:
+    assert m.needs <= common.ARTEFACTS, m.name
+    assert set(m.options) <= fields, (m.name, set(m.options) - fields)
+    assert len(set(m.options)) == len(m.options), m.name
+    assert callable(m.select) and m.summary, m.name
+
+
+def test_option_defaults_equal_the_base_config():
+  config = base.get_base_config().selection
+  defaults = options.SelectionOptions()
+  # `seed` is the run's (config.seed); `epochs` is set only in a spec (the
+  # config's warm-up length is `warmup_epochs`).
+  not_in_config = {"seed", "epochs"}
+  for f in dataclasses.fields(options.SelectionOptions):
+    if f.name in not_in_config:
+      assert f.name not in config, f.name
+      continue
+    assert f.name in config, f.name
+    got, want = getattr(defaults, f.name), config[f.name]
+    assert got == want and type(got) is type(want), (f.name, got, want)
+
+
+def test_check_method_and_resolve_reject_unknown_names():
+  registry.check_method("mrmc(skip_epochs=2)")
+  with pytest.raises(ValueError, match="'nope' is not allowed"):
+    registry.check_method("nope")
+  with pytest.raises(ValueError, match="'nope' is not allowed"):
+    registry.resolve("nope(rho=0.5)", options.SelectionOptions())
+  with pytest.raises(ValueError,
+                     match="skip_epochs='abc' is not allowed in method spec"):
+    registry.check_method("mrmc(skip_epochs=abc)")
+
+
+def test_needs():
+  assert registry.needs(["full", "random"]) == frozenset()
+  assert registry.needs(["mrmc"]) == {"trajectory"}
+  assert registry.needs(["mrmc(loss_source=eval)"]) == {
+      "trajectory", "eval_trajectory"}
+  assert registry.needs(["grand", "moderate", "d2"]) == {
+      "grad_norms", "features", "trajectory"}
+  # The evaluation pass is added for any trajectory method, and only those.
+  assert registry.needs(["ccs(loss_source=eval)"]) == {
+      "trajectory", "eval_trajectory"}
+  assert registry.needs(["grand(loss_source=eval)"]) == {"grad_norms"}
+
+
+@pytest.mark.parametrize("spec", [
+    "random", "el2n", "grand", "forgetting", "ccs", "moderate", "dyn_unc",
+    "d2", "mrmc", "mrmc_r", "mrmc(loss_source=eval)",
+    "mrmc(epochs=3;skip_epochs=1)", "el2n(el2n_epochs=2)",
+    "mrmc(class_balanced=False)"])
+def test_every_method_selects_the_budget(spec):
+  art, labels = synthetic_artefacts()
+  opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)
+  for ratio in (0.1, 0.5):
+    scores, mask = registry.select(spec, art, labels, ratio, num_classes=3,
+                                   opts=opts)
+    assert mask.sum() == selection.budget(ratio, labels.size)
+    assert scores.shape == labels.shape and np.all(np.isfinite(scores))
+    if "class_balanced=False" not in spec:
+      np.testing.assert_array_equal(
+          np.bincount(labels[mask], minlength=3),
+          selection.class_quotas(labels, 3, ratio))
+
+
+@pytest.mark.parametrize("name", registry.method_names())
+def test_every_registered_method_returns_the_budget(name):
+  art, labels = synthetic_artefacts(n=90, r=4)
+  opts = options.SelectionOptions(proxy_epochs=1)
+  n = labels.size
+  for ratio in (0.2, 0.7):
+    scores, mask = registry.select(name, art, labels, ratio, num_classes=3,
+                                   opts=opts)
+    assert scores.dtype == np.float32 and scores.shape == (n,)
+    assert mask.dtype == bool and mask.shape == (n,)
+    # `full` keeps everything whatever the ratio (the runner passes 1).
+    want = n if name == "full" else selection.budget(ratio, n)
+    assert int(mask.sum()) == want
+
+
+def test_select_reuses_the_cache():
+  art, labels = synthetic_artefacts()
+  cache = {}
+  opts = options.SelectionOptions()
+  first = registry.select("d2", art, labels, 0.3, num_classes=3, opts=opts,
+                          cache=cache)
+  assert list(cache) == [("d2_graph", 10, True)]
+  again = registry.select("d2", art, labels, 0.3, num_classes=3, opts=opts,
+                          cache=cache)
+  np.testing.assert_array_equal(first[1], again[1])
+  assert len(cache) == 1

@@ -1,0 +1,240 @@
+"""Score methods: per-example scores, then `selection.select_mask`.
+
+Each function returns float32 `[N]`, higher = keep; the row's `select`
+then applies the per-class quotas (or the global budget) with ties to the
+lower id (`common.select_top`).
+
+| method     | needs      | paper                |
+|------------|------------|----------------------|
+| random     | -          | uniform              |
+| el2n       | trajectory | Paul et al. 2021     |
+| grand      | grad_norms | Paul et al. 2021     |
+| forgetting | trajectory | Toneva et al. 2019   |
+| dyn_unc    | trajectory | He et al. 2023       |
+
+Each function documents where it follows, or departs from, its paper.
+"""
+
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mrmc_jax import validation
+from mrmc_jax.methods import common
+
+Array = jax.Array
+
+
+def random_scores(num_examples: int, seed: int) -> Array:
+  """Uniform random scores; with class quotas this is stratified random.
+
+  Args:
+    num_examples: N.
+    seed: int >= 0, the `jax.random.key` seed.
+
+  Returns:
+    float32 `[N]` i.i.d. uniform in [0, 1).
+  """
+  validation.check_int(num_examples, "num_examples")
+  validation.check_seed(seed)
+  return jax.random.uniform(jax.random.key(seed), (num_examples,),
+                            jnp.float32)
+
+
+def el2n_scores(el2n_traj: Array,
+                epochs: Optional[Sequence[int]] = None) -> Array:
+  """EL2N: mean of the per-epoch EL2N over the chosen epochs; keep highest.
+
+  Paul et al. (2021) average `||softmax(f(x)) - onehot(y)||_2` over several
+  seeds at one early epoch; with one warm-up run we average over the chosen
+  warm-up epochs of the trajectory instead (default: all R recorded epochs).
+
+  Args:
+    el2n_traj: float `[N, R]`, `trajectory["el2n"]`.
+    epochs: optional epoch columns in `[0, R)` (non-empty); default all.
+
+  Returns:
+    float32 `[N]` mean EL2N.
+
+  Raises:
+    ValueError: on a bad shape, NaN, or epochs outside [0, R).
+  """
+  common.check_ndim(el2n_traj, 2, "el2n_traj", "[N, R]")
+  r = np.shape(el2n_traj)[1]
+  if epochs is None:
+    epochs = range(r)
+  epochs = [int(e) for e in epochs]
+  if not epochs or min(epochs) < 0 or max(epochs) >= r:
+    raise ValueError(f"epochs={epochs!r} is not allowed: it must be a "
+                     f"non-empty list of epoch columns in [0, {r}).")
+  common.check_finite(el2n_traj, "el2n_traj")
+  cols = jnp.asarray(el2n_traj, jnp.float32)[:, jnp.asarray(epochs)]
+  return jnp.mean(cols, axis=1)
+
+
+def grand_scores(grad_norms: Array) -> Array:
+  """GraNd: the per-example gradient norm, validated; keep highest.
+
+  The norms come from `losses.per_example_grad_norms` (eval-mode model, loss
+  gradient w.r.t. the parameters) at the end of warm-up. Paul et al. (2021)
+  average them over several initialisations at an early epoch; we use the
+  single warm-up checkpoint.
+
+  Args:
+    grad_norms: float `[N]`, >= 0.
+
+  Returns:
+    float32 `[N]`, the same values.
+
+  Raises:
+    ValueError: on a bad shape, NaN/inf or negative norms.
+  """
+  common.check_ndim(grad_norms, 1, "grad_norms", "[N]")
+  common.check_finite(grad_norms, "grad_norms")
+  if validation.is_concrete(grad_norms) and np.any(np.asarray(grad_norms) < 0):
+    raise ValueError("grad_norms holds negative values; norms must be >= 0.")
+  return jnp.asarray(grad_norms, jnp.float32)
+
+
+@jax.jit
+def _forgetting_core(correct):
+  correct = correct.astype(jnp.bool_)
+  events = jnp.sum(correct[:, :-1] & ~correct[:, 1:], axis=1)
+  learned = jnp.any(correct, axis=1)
+  # Never-learned examples rank above every learned one (Toneva et al. treat
+  # them as forgotten infinitely often); max + 1 keeps the score finite.
+  return jnp.where(learned, events, jnp.max(events) + 1).astype(jnp.float32)
+
+
+def forgetting_scores(correct: Array) -> Array:
+  """Forgetting events (Toneva et al. 2019); keep the most forgotten.
+
+  A forgetting event is a correct -> incorrect transition between
+  consecutive recorded epochs (the paper counts over minibatch presentations;
+  the trajectory holds one presentation per epoch). Examples that are never
+  correct get `max(events) + 1`, so they rank as the most forgotten and are
+  kept first. Counts are integers, so ties are common; `select_mask` breaks
+  them towards the lower example id.
+
+  Args:
+    correct: bool `[N, R]`, `trajectory["correct"]`.
+
+  Returns:
+    float32 `[N]` forgetting counts.
+
+  Raises:
+    ValueError: on a bad shape or non-boolean values.
+  """
+  common.check_bool_matrix(correct, "correct")
+  return _forgetting_core(jnp.asarray(correct))
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def _dyn_unc_core(p_true, window):
+  r = p_true.shape[1]
+  w = min(window, r)
+  nw = r - w + 1
+  p = p_true.astype(jnp.float32)
+  # Column j of the shifted slice p[:, o:o + nw] is epoch j + o, so summing
+  # over offsets o gives every window at once with O(N * R) memory; the
+  # two-pass variance avoids the cancellation of E[p^2] - E[p]^2.
+  mean = sum(p[:, o:o + nw] for o in range(w)) / w
+  var = sum((p[:, o:o + nw] - mean) ** 2 for o in range(w)) / w
+  return jnp.mean(jnp.sqrt(var), axis=1)
+
+
+def dyn_unc_scores(p_true: Array, window: int = 10) -> Array:
+  """Dynamic Uncertainty (He et al. 2023); keep highest.
+
+  For each of the `R - window + 1` sliding windows of consecutive epochs,
+  the population standard deviation (divide by `window`, as in the paper's
+  formula) of the true-class probability; the score is the mean over
+  windows. If `R < window` there is a single window of all R epochs. The
+  paper's J = 10 is the default window.
+
+  Args:
+    p_true: float `[N, R]`, `trajectory["p_true"]`, R >= 2.
+    window: window length, >= 2.
+
+  Returns:
+    float32 `[N]` dynamic uncertainty.
+
+  Raises:
+    ValueError: on a bad shape, R < 2, NaN or window < 2.
+  """
+  common.check_ndim(p_true, 2, "p_true", "[N, R]")
+  validation.check_int(window, "window", minimum=2)
+  if np.shape(p_true)[1] < 2:
+    raise ValueError(f"p_true has shape {np.shape(p_true)}; Dyn-Unc needs at "
+                     "least 2 epochs (R >= 2).")
+  common.check_finite(p_true, "p_true")
+  return _dyn_unc_core(jnp.asarray(p_true), window=int(window))
+
+
+# ----------------------------------------------------------------------------
+# Registry rows.
+# ----------------------------------------------------------------------------
+
+
+def _select_random(art, labels, ratio, *, num_classes, opts, cache):
+  del art, cache  # Unused.
+  return common.select_top(random_scores(labels.shape[0], opts.seed), labels,
+                           ratio, num_classes=num_classes,
+                           class_balanced=opts.class_balanced)
+
+
+def _select_el2n(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  el2n = common.trajectory_view(art, opts)["el2n"]
+  epochs = (None if opts.el2n_epochs is None else
+            list(range(el2n.shape[1] - opts.el2n_epochs, el2n.shape[1])))
+  return common.select_top(el2n_scores(el2n, epochs), labels, ratio,
+                           num_classes=num_classes,
+                           class_balanced=opts.class_balanced)
+
+
+def _select_grand(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  return common.select_top(grand_scores(art["grad_norms"]), labels, ratio,
+                           num_classes=num_classes,
+                           class_balanced=opts.class_balanced)
+
+
+def _select_forgetting(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  correct = common.trajectory_view(art, opts)["correct"]
+  return common.select_top(forgetting_scores(correct), labels, ratio,
+                           num_classes=num_classes,
+                           class_balanced=opts.class_balanced)
+
+
+def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  p = common.trajectory_view(art, opts)["p_true"]
+  scores = dyn_unc_scores(p, window=min(opts.dyn_unc_window, p.shape[1]))
+  return common.select_top(scores, labels, ratio, num_classes=num_classes,
+                           class_balanced=opts.class_balanced)
+
+
+_TRAJ = frozenset({"trajectory"})
+
+RANDOM = common.Method(
+    "random", frozenset(), ("class_balanced", "seed"), _select_random,
+    "uniform scores; class-stratified under quotas")
+EL2N = common.Method(
+    "el2n", _TRAJ,
+    ("class_balanced",) + common.TRAJECTORY_OPTIONS + ("el2n_epochs",),
+    _select_el2n, "mean EL2N over warm-up epochs; keep highest")
+GRAND = common.Method(
+    "grand", frozenset({"grad_norms"}), ("class_balanced",), _select_grand,
+    "per-example gradient norm at end of warm-up; keep highest")
+FORGETTING = common.Method(
+    "forgetting", _TRAJ, ("class_balanced",) + common.TRAJECTORY_OPTIONS,
+    _select_forgetting, "correct->incorrect transitions; never learned first")
+DYN_UNC = common.Method(
+    "dyn_unc", _TRAJ,
+    ("class_balanced",) + common.TRAJECTORY_OPTIONS + ("dyn_unc_window",),
+    _select_dyn_unc, "mean sliding-window std of p_true; keep highest")
