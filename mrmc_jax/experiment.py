@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 from absl import logging
 from clu import periodic_actions
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -47,6 +48,7 @@ from mrmc_jax import optim
 from mrmc_jax import plots
 from mrmc_jax import scoring
 from mrmc_jax import sharding
+from mrmc_jax import streaming
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
 from mrmc_jax import validation
@@ -54,6 +56,7 @@ from mrmc_jax import workdir as wd
 
 LOSS_SOURCES = ("train", "eval")
 BUDGETS = ("epochs", "steps")
+INPUTS = ("memory", "stream")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -92,6 +95,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
   _allowed(config.model.dtype, tuple(DTYPES), "model.dtype")
   check_dataset_name(config.dataset.name)
+  check_input(config)
   _allowed(sel.loss_source, LOSS_SOURCES, "selection.loss_source")
   _allowed(sel.score, scoring.SCORES, "selection.score")
   _allowed(tr.budget, BUDGETS, "train.budget")
@@ -104,6 +108,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
       raise ValueError(f"train.{name}={v!r} is not allowed: it must be an "
                        "int >= 1.")
+  check_lr_warmup(config)
   opts = selection_options(config)
   methods.resolve(sel.method, opts)
   need = methods.needs([sel.method], opts)
@@ -123,6 +128,36 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     sharding.mesh_devices(config.distributed.num_devices)
   except ValueError as e:
     raise ValueError(f"distributed.{e}") from None
+
+
+def check_input(config: ml_collections.ConfigDict) -> None:
+  """`dataset.input`: "memory", or "stream" for tfds data sets only."""
+  _allowed(config.dataset.input, INPUTS, "dataset.input")
+  kind = config.dataset.name.partition(":")[0]
+  if config.dataset.input == "stream" and (
+      config.dataset.name in LOCAL_DATASETS or kind in ("npz", "folder")):
+    raise ValueError(f"dataset.input='stream' is not allowed for "
+                     f"dataset.name={config.dataset.name!r}: streaming reads "
+                     "a tfds data set prepared as ArrayRecord.")
+
+
+def check_lr_warmup(config: ml_collections.ConfigDict) -> None:
+  """`train.lr_warmup_epochs`: in (0, epochs) with "warmup_cosine", else 0."""
+  tr, sel = config.train, config.selection
+  e = tr.lr_warmup_epochs
+  if tr.schedule != "warmup_cosine":
+    if e:
+      raise ValueError(f"train.lr_warmup_epochs={e!r} is not allowed with "
+                       f"train.schedule={tr.schedule!r}: use warmup_cosine.")
+    return
+  limit = tr.epochs
+  if tr.warmup_schedule == "own":
+    limit = min(limit, sel.warmup_epochs)
+  if isinstance(e, bool) or not isinstance(e, (int, float)) or not (
+      0 < e < limit):
+    raise ValueError(f"train.lr_warmup_epochs={e!r} is not allowed: it must "
+                     f"lie in (0, {limit}) with train.schedule="
+                     "'warmup_cosine'.")
 
 
 def selection_options(config: ml_collections.ConfigDict
@@ -233,13 +268,24 @@ class Context:
     state = train_step.create_train_state(variables, tx)
     return sharding.replicate(state, self.mesh)
 
-  def make_tx(self, total_steps: int):
+  def schedule_options(self, total_steps: int,
+                       steps_per_epoch: int) -> dict[str, Any]:
+    """Arguments of `optim.make_schedule` for a stage of this length."""
+    tr = self.config.train
+    warmup_steps = 0
+    if tr.schedule == "warmup_cosine":
+      warmup_steps = max(1, int(tr.lr_warmup_epochs * steps_per_epoch))
+    return dict(learning_rate=tr.learning_rate,
+                total_steps=max(1, total_steps), schedule=tr.schedule,
+                end_learning_rate=tr.end_learning_rate,
+                warmup_steps=warmup_steps)
+
+  def make_tx(self, total_steps: int, steps_per_epoch: int):
     tr = self.config.train
     return optim.make_optimizer(
-        optimizer=tr.optimizer, learning_rate=tr.learning_rate,
-        total_steps=max(1, total_steps), momentum=tr.momentum,
-        nesterov=tr.nesterov, weight_decay=tr.weight_decay,
-        schedule=tr.schedule, end_learning_rate=tr.end_learning_rate)
+        optimizer=tr.optimizer, momentum=tr.momentum, nesterov=tr.nesterov,
+        weight_decay=tr.weight_decay,
+        **self.schedule_options(total_steps, steps_per_epoch))
 
 
 def evaluate(ctx: Context, eval_fn, variables, split) -> dict[str, float]:
@@ -272,7 +318,7 @@ def run_warmup(ctx: Context, need: frozenset[str]) -> dict[str, np.ndarray]:
   r_epochs = sel.warmup_epochs
   spe = input_pipeline.num_batches(n, tr.batch_size)
   sched_epochs = tr.epochs if tr.warmup_schedule == "truncated" else r_epochs
-  tx = ctx.make_tx(max(sched_epochs, r_epochs) * spe)
+  tx = ctx.make_tx(max(sched_epochs, r_epochs) * spe, spe)
   step_fn = train_step.make_train_step(ctx.apply_fn, tx, with_stats=True)
   eval_fn = train_step.make_eval_step(ctx.apply_fn)
   # The training-pass trajectory is always recorded (it is free); the
@@ -434,7 +480,9 @@ def train_coreset(ctx: Context, ids: np.ndarray) -> dict[str, Any]:
   else:
     total_steps = tr.epochs * input_pipeline.num_batches(n_full, tr.batch_size)
   num_epochs = -(-total_steps // spe)
-  tx = ctx.make_tx(total_steps)
+  # An "epoch" of the schedule is a core-set epoch (budget "epochs") or a
+  # full-data epoch (budget "steps"): total_steps / train.epochs either way.
+  tx = ctx.make_tx(total_steps, total_steps // tr.epochs)
   plain_step = train_step.make_train_step(ctx.apply_fn, tx, with_stats=False)
 
   def step_fn(state, acc, batch):
@@ -560,12 +608,28 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return config_json
 
 
+def load_data(config: ml_collections.ConfigDict) -> datasets.Dataset:
+  """The data set: held in memory, or streamed (`dataset.input`).
+
+  Streamed splits are `streaming.StreamSplit`s: every process reads only its
+  rows of each batch, and the statistics pass is split between processes.
+  """
+  image_size = (None if config.dataset.image_size is None else
+                (config.dataset.image_size,) * 2)
+  if config.dataset.input == "stream":
+    name = config.dataset.name
+    return streaming.open_dataset(
+        name[len("tfds:"):] if name.startswith("tfds:") else name,
+        config.dataset.data_dir, image_size=image_size,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        allgather=multihost_utils.process_allgather)
+  return datasets.load_dataset(config.dataset.name, config.dataset.data_dir,
+                               image_size=image_size)
+
+
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
-  data = datasets.load_dataset(
-      config.dataset.name, config.dataset.data_dir,
-      image_size=(None if config.dataset.image_size is None else
-                  (config.dataset.image_size,) * 2))
+  data = load_data(config)
   model = models.create_model(config.model.name, data.num_classes,
                               dtype=DTYPES[config.model.dtype])
   mesh = sharding.make_mesh(
