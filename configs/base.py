@@ -4,6 +4,8 @@ Fields (the interface users and scripts rely on; see README.md):
   seed: seeds model init, data order, augmentation and random selection.
   dataset.name / dataset.data_dir: see `mrmc_jax.datasets.load_dataset`.
   dataset.image_size: resize images to this side (None keeps them).
+  dataset.input: "memory" (decode the splits into host memory) or "stream"
+    (read a tfds set prepared as ArrayRecord by id; see mrmc_jax/streaming.py).
   model.name: see `mrmc_jax.models.create_model`; model.dtype: float32|bfloat16.
   selection.method: mrmc, mrmc_r, random, full, el2n, grand, forgetting, ccs,
     moderate, dyn_unc, d2; optionally with option overrides, e.g.
@@ -18,7 +20,9 @@ Fields (the interface users and scripts rely on; see README.md):
   selection.max_initial_ratio: bound on the fitted epoch-0 loss.
   selection.epoch_offset: 1 fits r = 1..R (paper), 0 fits r = 0..R-1.
   selection.rho / gamma / score_scale / proxy_*: MRMC-R.
-  train.*: optimiser and schedule for warm-up and core-set training.
+  train.*: optimiser and schedule for warm-up and core-set training;
+    train.schedule: cosine, constant or warmup_cosine (with
+    train.lr_warmup_epochs > 0 epochs of linear warm-up).
   compare.methods / ratios / seeds: the grid of experiments/compare.py,
     comma-separated (method specs may carry overrides, see above).
   distributed.initialize / coordinator_address / num_processes / process_id:
@@ -39,6 +43,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
   config.dataset.image_size = ml_collections.FieldReference(None,
                                                             field_type=int)
+  # "memory": decode the splits into host memory; "stream": read a tfds set
+  # prepared as ArrayRecord by id, each process only its rows of each batch.
+  config.dataset.input = "memory"
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "mlp"
@@ -87,6 +94,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.weight_decay = 5e-4
   config.train.schedule = "cosine"
   config.train.end_learning_rate = 1e-4
+  # Linear learning-rate warm-up of train.schedule="warmup_cosine", in
+  # epochs of the stage it schedules (0 for the other schedules).
+  config.train.lr_warmup_epochs = 0.0
   config.train.warmup_schedule = "truncated"
   config.train.augment = True
   config.train.checkpoint_every_epochs = 1

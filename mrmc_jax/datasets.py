@@ -272,9 +272,33 @@ def compute_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = images[i:i + chunk].reshape(-1, c).astype(np.float64)
     total += x.sum(0)
     total_sq += np.square(x).sum(0)
-  count = n * h * w
-  mean = total / count
-  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  return mean_std_from_sums(total, total_sq, n * h * w)
+
+
+def mean_std_from_sums(total: np.ndarray, total_sq: np.ndarray,
+                       count: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation from pixel sums.
+
+  The sums of uint8 pixels and of their squares are integers; held in
+  float64 they are exact below 2**53 (ImageNet's whole train split at 224 px
+  sums its squares to about 4e15), so partial sums over chunks, processes or
+  shards add up to the same numbers in any order, and the statistics of a
+  streamed split equal those of the split held in memory bit for bit.
+
+  Args:
+    total: float64 [C], sum of every pixel value (0..255) per channel.
+    total_sq: float64 [C], sum of the squared values.
+    count: number of pixels per channel (N * H * W), positive.
+
+  Returns:
+    (mean, std): float32 [C] each, in units of pixel / 255; std is at least
+    1 / 255.
+  """
+  if count <= 0:
+    raise ValueError(f"count must be positive, got {count}")
+  mean = np.asarray(total, np.float64) / count
+  std = np.sqrt(np.maximum(np.asarray(total_sq, np.float64) / count -
+                           np.square(mean), 0.0))
   return ((mean / 255.0).astype(np.float32),
           np.maximum(std / 255.0, 1.0 / 255.0).astype(np.float32))
 
@@ -752,11 +776,21 @@ def _pick_test_split(builder) -> str | None:
   return None
 
 
+def _is_array_record(tfds, builder) -> bool:
+  return (builder.info.file_format ==
+          tfds.core.FileFormat.ARRAY_RECORD)
+
+
 def _load_tfds(name, data_dir, image_size):
   tfds, builder = _tfds_builder(name, data_dir)
   tf = _import_tf()
 
   def load(split):
+    if _is_array_record(tfds, builder):
+      # tfds cannot build a tf.data pipeline over ArrayRecord files; read
+      # them by position, which is also the id the stream gives.
+      from mrmc_jax import streaming  # pylint: disable=g-import-not-at-top
+      return streaming.read_arrays(builder, split, image_size=image_size)
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             read_config=_read_config(tfds))
     ds = ds.map(lambda ex: (ex["image"], ex["label"]))

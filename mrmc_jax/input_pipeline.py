@@ -31,6 +31,12 @@ entry point (`tf.config.set_visible_devices([], "GPU")`, as
 `experiments/*.py` and the examples do); importing this module changes no
 process-wide setting.
 
+Streaming: `train_dataset` and `eval_dataset` also take a
+`streaming.StreamSplit` (a tfds ArrayRecord split read by id): the order,
+layout, padding, augmentation and normalisation are the same code, so the
+batches equal those of the split held in memory; each process reads and
+decodes only the records of its own rows.
+
 Multiple hosts: with `process_count` P, the global batch of `batch_size` B is
 built identically on every process, and process p keeps its rows
 [p * B / P, (p + 1) * B / P), with their global ids.
@@ -210,7 +216,7 @@ def _crop_flip(images, dy, dx, flip, padding: int, pad_mode: str):
   return tf.gather(x, cols, axis=2, batch_dims=1)
 
 
-def _batched(split: datasets.ArraySplit, ids: np.ndarray, local_batch: int,
+def _batched(split, ids: np.ndarray, local_batch: int,
              mean, std, aug: dict[str, np.ndarray] | None, padding: int,
              pad_mode: str) -> tf.data.Dataset:
   """Batches of the examples `ids` (PAD_ID = padding), in the order given."""
@@ -218,14 +224,20 @@ def _batched(split: datasets.ArraySplit, ids: np.ndarray, local_batch: int,
   rows = np.zeros(len(ids), np.int64)
   rows[mask] = split.rows(ids[mask])
   labels = np.where(mask, split.labels[rows], 0).astype(np.int32)
-  used = np.unique(rows[mask])
-  if len(used) < len(split):
-    # A core-set: copy only its rows into TensorFlow, not the whole split.
-    images = split.images[used]
-    rows = np.searchsorted(used, rows)
+  if isinstance(split, datasets.ArraySplit):
+    used = np.unique(rows[mask])
+    if len(used) < len(split):
+      # A core-set: copy only its rows into TensorFlow, not the whole split.
+      images = split.images[used]
+      rows = np.searchsorted(used, rows)
+    else:
+      images = split.images
+    images = tf.convert_to_tensor(images)
+    fetch = lambda r: tf.gather(images, r)
   else:
-    images = split.images
-  images = tf.convert_to_tensor(images)
+    # A `streaming.StreamSplit`: this process reads and decodes only the
+    # records of its rows (padding rows read row 0 and are zeroed below).
+    fetch = split.read_images
   scale, shift = _norm_constants(mean, std, split.image_shape[-1])
 
   columns = {"row": rows, "label": labels, "id": ids.astype(np.int32),
@@ -234,7 +246,7 @@ def _batched(split: datasets.ArraySplit, ids: np.ndarray, local_batch: int,
     columns.update(aug)
 
   def build(ex):
-    x = tf.gather(images, ex["row"])
+    x = fetch(ex["row"])
     if aug is not None:
       x = _crop_flip(x, ex["dy"], ex["dx"], ex["flip"], padding, pad_mode)
     return {"image": _normalise(x, ex["mask"], scale, shift),
@@ -272,7 +284,8 @@ def train_dataset(split: datasets.ArraySplit,
   """One shuffled, optionally augmented training epoch.
 
   Args:
-    split: the examples.
+    split: the examples: an `ArraySplit`, or a `streaming.StreamSplit`
+      (read from storage; this process fetches only its own rows).
     batch_size: global batch size B; divisible by `process_count`.
     seed: non-negative int; with `epoch`, fixes order and augmentation.
     epoch: non-negative int.
@@ -325,7 +338,8 @@ def eval_dataset(split: datasets.ArraySplit,
   """All examples (or `ids`) in ascending id order, unaugmented, padded.
 
   Args:
-    split: the examples.
+    split: the examples: an `ArraySplit`, or a `streaming.StreamSplit`
+      (read from storage; this process fetches only its own rows).
     batch_size: global batch size B; divisible by `process_count`.
     mean: float [C] or scalar, per-channel mean in units of pixel / 255.
     std: float [C] or scalar, likewise.

@@ -16,7 +16,10 @@ and `.json`:
   * json `written`: the workdir files this process wrote (only process 0
     may write).
 With `--stop_after_warmup_epoch=K` the process exits with status 3 right
-after warm-up epoch K's checkpoint, like a job killed there.
+after warm-up epoch K's checkpoint, like a job killed there. With
+`--kill_in_warmup_epoch=K` every process meets the others at a barrier just
+before its second training batch of warm-up epoch K, then sends itself
+SIGKILL (no cleanup, no record saved): a job killed mid-epoch.
 """
 
 import argparse
@@ -24,6 +27,7 @@ import collections
 import json
 import os
 import runpy
+import signal
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +36,7 @@ sys.path.insert(0, ROOT)
 # Importing (not initialising) JAX before `jax.distributed.initialize` is
 # allowed; main.py initialises it when it runs below.
 import jax  # pylint: disable=g-import-not-at-top
+from jax.experimental import multihost_utils
 import numpy as np
 
 from mrmc_jax.runner import context  # pylint: disable=g-import-not-at-top
@@ -54,6 +59,7 @@ def main():
   parser.add_argument("--record", required=True)
   parser.add_argument("--tag", default="run")
   parser.add_argument("--stop_after_warmup_epoch", type=int, default=None)
+  parser.add_argument("--kill_in_warmup_epoch", type=int, default=None)
   args = parser.parse_args(argv[:split])
 
   fed = collections.defaultdict(list)
@@ -64,6 +70,12 @@ def main():
   def recording_train_batches(self, epoch, ids=None):
     stage = "warmup" if ids is None else "train"
     for batch in train_batches(self, epoch, ids):
+      if (stage == "warmup" and epoch == args.kill_in_warmup_epoch and
+          len(fed[f"{stage}_{epoch}"]) == 1):
+        # The barrier waits for every step already queued on every process,
+        # so that no process dies inside a collective another still runs.
+        multihost_utils.sync_global_devices("kill")
+        os.kill(os.getpid(), signal.SIGKILL)
       fed[f"{stage}_{epoch}"].append(_local_ids(batch["id"]))
       yield batch
 

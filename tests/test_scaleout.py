@@ -259,6 +259,9 @@ def test_imagenet_tpu_config():
   config = imagenet_tpu.get_config()
   assert config.train.batch_size == 4096 and config.model.dtype == "bfloat16"
   assert config.train.learning_rate == pytest.approx(1.6)
+  assert config.dataset.input == "stream"
+  assert config.train.schedule == "warmup_cosine"
+  assert config.train.lr_warmup_epochs == 5.0
   # TPU pods need no arguments: main.py passes these Nones through.
   assert config.distributed.initialize
   assert config.distributed.coordinator_address is None

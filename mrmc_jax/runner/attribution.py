@@ -288,15 +288,13 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
   if total_steps not in compiled:
     # Settings of equal length (full data and its reference runs) share the
     # compiled step: the schedule is a closure, so a new one recompiles.
-    tx = ctx.make_tx(total_steps)
+    tx = ctx.make_tx(total_steps, spe)
     # The schedule inside tx (Context.make_tx passes these same fields).
-    opt = ctx.optimizer
-    schedule = optim.make_schedule(
-        learning_rate=opt["learning_rate"], total_steps=max(1, total_steps),
-        schedule=opt["schedule"], end_learning_rate=opt["end_learning_rate"])
+    schedule = optim.make_schedule(**ctx.schedule_options(total_steps, spe))
     compiled[total_steps] = (tx, jax.jit(make_attributed_train_step(
         ctx.apply_fn, tx, schedule, probes, probe_images, probe_labels,
-        momentum=float(opt["momentum"] or 0.0)), donate_argnums=(0, 1)))
+        momentum=float(ctx.optimizer["momentum"] or 0.0)),
+                                         donate_argnums=(0, 1)))
   tx, step = compiled[total_steps]
   data_ctx = dataclasses.replace(ctx, seed=order_seed)
 

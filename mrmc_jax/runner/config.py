@@ -19,6 +19,7 @@ from mrmc_jax import sharding
 from mrmc_jax import validation
 
 BUDGETS = ("epochs", "steps")
+INPUTS = ("memory", "stream")
 WARMUP_SCHEDULES = ("truncated", "own")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 LOCAL_DATASETS = ("digits", "mnist5k", "fashion_mnist_idx", "mnist_idx")
@@ -60,6 +61,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
   _allowed(config.model.dtype, tuple(DTYPES), "model.dtype")
   check_dataset_name(config.dataset.name)
+  check_input(config)
   _allowed(sel.loss_source, methods.LOSS_SOURCES, "selection.loss_source")
   _allowed(sel.score, scoring.SCORES, "selection.score")
   _allowed(tr.budget, BUDGETS, "train.budget")
@@ -69,6 +71,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ("epochs", "batch_size", "eval_batch_size",
                "checkpoint_every_epochs"):
     validation.check_int(tr[name], f"train.{name}", minimum=1)
+  check_lr_warmup(config)
   opts = selection_options(config)
   methods.resolve(sel.method, opts)
   need = methods.needs([sel.method], opts)
@@ -88,6 +91,36 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"distributed.{e}") from None
 
 
+def check_input(config: ml_collections.ConfigDict) -> None:
+  """`dataset.input`: "memory", or "stream" for tfds data sets only."""
+  _allowed(config.dataset.input, INPUTS, "dataset.input")
+  kind = config.dataset.name.partition(":")[0]
+  if config.dataset.input == "stream" and (
+      config.dataset.name in LOCAL_DATASETS or kind in ("npz", "folder")):
+    raise ValueError(f"dataset.input='stream' is not allowed for "
+                     f"dataset.name={config.dataset.name!r}: streaming reads "
+                     "a tfds data set prepared as ArrayRecord.")
+
+
+def check_lr_warmup(config: ml_collections.ConfigDict) -> None:
+  """`train.lr_warmup_epochs`: in (0, epochs) with "warmup_cosine", else 0."""
+  tr, sel = config.train, config.selection
+  e = tr.lr_warmup_epochs
+  if tr.schedule != "warmup_cosine":
+    if e:
+      raise ValueError(f"train.lr_warmup_epochs={e!r} is not allowed with "
+                       f"train.schedule={tr.schedule!r}: use warmup_cosine.")
+    return
+  limit = tr.epochs
+  if tr.warmup_schedule == "own":
+    limit = min(limit, sel.warmup_epochs)
+  if isinstance(e, bool) or not isinstance(e, (int, float)) or not (
+      0 < e < limit):
+    raise ValueError(f"train.lr_warmup_epochs={e!r} is not allowed: it must "
+                     f"lie in (0, {limit}) with train.schedule="
+                     "'warmup_cosine'.")
+
+
 def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as stored in `config.json` and checked on resume.
 
@@ -101,12 +134,18 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def optimizer_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Keyword arguments of `optim.make_optimizer`, less `total_steps`."""
+  """`optim.make_optimizer` keyword arguments other than the schedule's."""
   tr = config.train
-  return dict(optimizer=tr.optimizer, learning_rate=tr.learning_rate,
-              momentum=tr.momentum, nesterov=tr.nesterov,
-              weight_decay=tr.weight_decay, schedule=tr.schedule,
-              end_learning_rate=tr.end_learning_rate)
+  return dict(optimizer=tr.optimizer, momentum=tr.momentum,
+              nesterov=tr.nesterov, weight_decay=tr.weight_decay)
+
+
+def schedule_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The learning-rate schedule, with its warm-up in epochs."""
+  tr = config.train
+  return dict(learning_rate=tr.learning_rate, schedule=tr.schedule,
+              end_learning_rate=tr.end_learning_rate,
+              lr_warmup_epochs=tr.lr_warmup_epochs)
 
 
 def warmup_settings(config: ml_collections.ConfigDict) -> dict[str, int]:

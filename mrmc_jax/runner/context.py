@@ -5,6 +5,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 import ml_collections
 import numpy as np
@@ -15,6 +16,7 @@ from mrmc_jax import input_pipeline
 from mrmc_jax import models
 from mrmc_jax import optim
 from mrmc_jax import sharding
+from mrmc_jax import streaming
 from mrmc_jax import train_step
 from mrmc_jax.runner import config as config_lib
 
@@ -35,7 +37,10 @@ class Context:
     seed: model init, data order, augmentation.
     batch_size, eval_batch_size: global batch sizes.
     augment: random crop and flip in training batches.
-    optimizer: `optim.make_optimizer` keyword arguments less `total_steps`.
+    optimizer: `optim.make_optimizer` keyword arguments other than the
+      schedule's (`config.optimizer_settings`).
+    schedule: `learning_rate`, `schedule`, `end_learning_rate` and
+      `lr_warmup_epochs` (`config.schedule_settings`).
     checkpoint_every: epochs between checkpoints.
   """
   data: datasets.Dataset
@@ -48,6 +53,7 @@ class Context:
   eval_batch_size: int
   augment: bool
   optimizer: dict[str, Any]
+  schedule: dict[str, Any]
   checkpoint_every: int
 
   @property
@@ -83,17 +89,48 @@ class Context:
     state = train_step.create_train_state(variables, tx)
     return sharding.replicate(state, self.mesh)
 
-  def make_tx(self, total_steps: int) -> optax.GradientTransformation:
-    return optim.make_optimizer(total_steps=max(1, total_steps),
-                                **self.optimizer)
+  def schedule_options(self, total_steps: int,
+                       steps_per_epoch: int) -> dict[str, Any]:
+    """Arguments of `optim.make_schedule` for a stage of this length."""
+    sched = self.schedule
+    warmup_steps = 0
+    if sched["schedule"] == "warmup_cosine":
+      warmup_steps = max(1, int(sched["lr_warmup_epochs"] * steps_per_epoch))
+    return dict(learning_rate=sched["learning_rate"],
+                total_steps=max(1, total_steps), schedule=sched["schedule"],
+                end_learning_rate=sched["end_learning_rate"],
+                warmup_steps=warmup_steps)
+
+  def make_tx(self, total_steps: int, steps_per_epoch: int
+              ) -> optax.GradientTransformation:
+    """The optimiser of a stage of `total_steps` updates."""
+    return optim.make_optimizer(
+        **self.optimizer, **self.schedule_options(total_steps,
+                                                  steps_per_epoch))
+
+
+def load_data(config: ml_collections.ConfigDict) -> datasets.Dataset:
+  """The data set: held in memory, or streamed (`dataset.input`).
+
+  Streamed splits are `streaming.StreamSplit`s: every process reads only its
+  rows of each batch, and the statistics pass is split between processes.
+  """
+  image_size = (None if config.dataset.image_size is None else
+                (config.dataset.image_size,) * 2)
+  if config.dataset.input == "stream":
+    name = config.dataset.name
+    return streaming.open_dataset(
+        name[len("tfds:"):] if name.startswith("tfds:") else name,
+        config.dataset.data_dir, image_size=image_size,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        allgather=multihost_utils.process_allgather)
+  return datasets.load_dataset(config.dataset.name, config.dataset.data_dir,
+                               image_size=image_size)
 
 
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
-  data = datasets.load_dataset(
-      config.dataset.name, config.dataset.data_dir,
-      image_size=(None if config.dataset.image_size is None else
-                  (config.dataset.image_size,) * 2))
+  data = load_data(config)
   model = models.create_model(config.model.name, data.num_classes,
                               dtype=config_lib.DTYPES[config.model.dtype])
   mesh = sharding.make_mesh(
@@ -106,4 +143,5 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  workdir=workdir, seed=config.seed, batch_size=tr.batch_size,
                  eval_batch_size=tr.eval_batch_size, augment=tr.augment,
                  optimizer=config_lib.optimizer_settings(config),
+                 schedule=config_lib.schedule_settings(config),
                  checkpoint_every=tr.checkpoint_every_epochs)

@@ -76,7 +76,9 @@ def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,
   else:
     total_steps = epochs * input_pipeline.num_batches(n_full, ctx.batch_size)
   num_epochs = -(-total_steps // spe)
-  tx = ctx.make_tx(total_steps)
+  # An "epoch" of the schedule is a core-set epoch (budget "epochs") or a
+  # full-data epoch (budget "steps"): total_steps / epochs either way.
+  tx = ctx.make_tx(total_steps, total_steps // epochs)
   plain_step = train_step.make_train_step(ctx.apply_fn, tx, with_stats=False)
 
   def step_fn(state, acc, batch):

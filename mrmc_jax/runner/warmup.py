@@ -58,7 +58,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       return art
   n = ctx.data.train.num_examples
   spe = input_pipeline.num_batches(n, ctx.batch_size)
-  tx = ctx.make_tx(max(schedule_epochs, epochs) * spe)
+  tx = ctx.make_tx(max(schedule_epochs, epochs) * spe, spe)
   record_eval = "eval_trajectory" in need
   recording = trajectory.make_recording_step(
       train_step.make_train_step(ctx.apply_fn, tx), mesh=ctx.mesh)

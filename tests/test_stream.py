@@ -1,0 +1,157 @@
+"""The runner with `dataset.input="stream"` on a tiny ArrayRecord tfds set.
+
+On one process the stream feeds the very batches of the in-memory path, so
+the warm-up trajectory, the mask and the test accuracy are identical. On two
+processes (jax.distributed on CPU, every process under `timeout`), killed
+with SIGKILL in the middle of a warm-up epoch and relaunched, every id is
+visited once per epoch and the mask is the one-process mask.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import default
+from mrmc_jax.runner import experiment
+from mrmc_jax import input_pipeline
+from mrmc_jax import streaming_test
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
+N = streaming_test.N_TRAIN
+JOB = {"dataset.name": "tfds:digits32", "model.name": "mlp", "train.augment": True,
+       "selection.warmup_epochs": 3, "train.epochs": 1,
+       "train.batch_size": 32, "train.eval_batch_size": 32}
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def _config(**overrides):
+  config = default.get_config()
+  for key, value in {**JOB, **overrides}.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tfds")
+  streaming_test.write_digits32(path)
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def memory_run(tmp_path_factory, data_dir):
+  workdir = str(tmp_path_factory.mktemp("memory") / "run")
+  summary = experiment.train_and_evaluate(
+      _config(**{"dataset.data_dir": data_dir}), workdir)
+  return workdir, summary
+
+
+def _load(workdir):
+  with np.load(os.path.join(workdir, "warmup", "artefacts.npz")) as art:
+    art = dict(art)
+  return art, np.load(os.path.join(workdir, "coreset", "mask.npy"))
+
+
+def test_stream_equals_memory(tmp_path, data_dir, memory_run):
+  workdir = str(tmp_path / "stream")
+  summary = experiment.train_and_evaluate(
+      _config(**{"dataset.data_dir": data_dir, "dataset.input": "stream"}),
+      workdir)
+  art, mask = _load(workdir)
+  want_art, want_mask = _load(memory_run[0])
+  np.testing.assert_array_equal(mask, want_mask)
+  np.testing.assert_array_equal(art["visits"], np.ones((N, 3), np.int32))
+  for key in ("loss", "visits"):
+    np.testing.assert_array_equal(art[key], want_art[key], err_msg=key)
+  assert summary["test_accuracy"] == memory_run[1]["test_accuracy"]
+  assert summary["num_selected"] == memory_run[1]["num_selected"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"dataset.input": "disk"}, r"dataset.input='disk' is not allowed"),
+    ({"dataset.input": "stream", "dataset.name": "digits"},
+     r"dataset.input='stream' is not allowed for dataset.name='digits'"),
+])
+def test_bad_input_fails_before_work(tmp_path, overrides, match):
+  with pytest.raises(ValueError, match=match):
+    experiment.train_and_evaluate(_config(**overrides), str(tmp_path / "b"))
+  assert not os.path.exists(tmp_path / "b")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(workdir, record, tag, data_dir, *worker_flags):
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  job = [f"--config.{k}={v}" for k, v in JOB.items()]
+  procs = [subprocess.Popen(
+      ["timeout", "-k", "10", "240", sys.executable, WORKER,
+       f"--record={record}", f"--tag={tag}", *worker_flags, "--",
+       "--config=" + os.path.join(ROOT, "configs", "default.py"),
+       f"--workdir={workdir}", *job, f"--config.dataset.data_dir={data_dir}",
+       "--config.dataset.input=stream",
+       "--config.distributed.initialize=True",
+       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+       "--config.distributed.num_processes=2",
+       f"--config.distributed.process_id={i}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=270)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  return [p.returncode for p in procs], outputs
+
+
+def test_two_processes_killed_mid_warmup_resume_to_the_one_process_mask(
+    tmp_path, data_dir, memory_run):
+  workdir, record = str(tmp_path / "run"), str(tmp_path / "record")
+  codes, out = _launch(workdir, record, "a", data_dir,
+                       "--kill_in_warmup_epoch=1")
+  assert codes == [-signal.SIGKILL] * 2, out[0][-3000:] + out[1][-3000:]
+  assert not os.path.exists(os.path.join(workdir, "coreset", "mask.npy"))
+  codes, out = _launch(workdir, record, "b", data_dir)
+  assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
+
+  art, mask = _load(workdir)
+  want_art, want_mask = _load(memory_run[0])
+  np.testing.assert_array_equal(mask, want_mask)
+  np.testing.assert_array_equal(art["visits"], np.ones((N, 3), np.int32))
+  np.testing.assert_allclose(art["loss"], want_art["loss"], **TOL)
+
+  # The relaunch restarted epoch 1 from the checkpoint of epoch 0: in each
+  # epoch it ran, the two processes together fed every id exactly once,
+  # each its own half of every global batch, in the order of (seed, epoch).
+  fed = [dict(np.load(os.path.join(record, f"process_{p}_b.npz")))
+         for p in range(2)]
+  assert sorted(k for k in fed[0] if k.startswith("warmup")) == [
+      "warmup_1", "warmup_2"]
+  batch = JOB["train.batch_size"]
+  for epoch in (1, 2):
+    both = np.concatenate([fed[0][f"warmup_{epoch}"],
+                           fed[1][f"warmup_{epoch}"]], axis=1)
+    steps = input_pipeline.num_batches(N, batch)
+    want = np.full(steps * batch, input_pipeline.PAD_ID)
+    want[:N] = input_pipeline.epoch_order(N, 0, epoch)
+    np.testing.assert_array_equal(both, want.reshape(steps, batch))
+  # Core-set epoch: the selected ids, each once.
+  both = np.concatenate([fed[0]["train_0"], fed[1]["train_0"]], axis=1)
+  np.testing.assert_array_equal(np.sort(both[both >= 0]),
+                                np.flatnonzero(mask))
