@@ -16,9 +16,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -28,7 +25,6 @@ from jax.sharding import PartitionSpec as P
 
 from configs import default
 from mrmc_jax import datasets
-from mrmc_jax.runner import experiment
 from mrmc_jax import input_pipeline
 from mrmc_jax import models
 from mrmc_jax import scoring
@@ -36,9 +32,10 @@ from mrmc_jax import selection
 from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
+from mrmc_jax.runner import experiment
+import multihost  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
 
 # 203 = 6 * 32 + 11: the last batch is mostly padding, and 5 of the 8
 # devices get only padding rows in it.
@@ -272,38 +269,11 @@ def test_imagenet_tpu_config():
                                  ).train.learning_rate == pytest.approx(0.4)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _launch(workdir, record, tag, *worker_flags, processes=2,
             local_devices=2):
-  """Runs the job on `processes` local processes; returns (codes, outputs)."""
-  port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count="
-                       f"{local_devices}")
-  job = [f"--config.{k}={v}" for k, v in JOB.items()]
-  procs = [subprocess.Popen(
-      ["timeout", "-k", "10", "240", sys.executable, WORKER,
-       f"--record={record}", f"--tag={tag}", *worker_flags, "--",
-       "--config=" + os.path.join(ROOT, "configs", "default.py"),
-       f"--workdir={workdir}", *job,
-       "--config.distributed.initialize=True",
-       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-       f"--config.distributed.num_processes={processes}",
-       f"--config.distributed.process_id={i}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i in range(processes)]
-  try:
-    outputs = [p.communicate(timeout=270)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  return [p.returncode for p in procs], outputs
+  return multihost.launch(
+      workdir, record, tag, [f"--config.{k}={v}" for k, v in JOB.items()],
+      *worker_flags, processes=processes, local_devices=local_devices)
 
 
 def test_two_processes_resume_and_select_the_one_device_mask(

@@ -9,20 +9,17 @@ visited once per epoch and the mask is the one-process mask.
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from configs import default
-from mrmc_jax.runner import experiment
 from mrmc_jax import input_pipeline
 from mrmc_jax import streaming_test
+from mrmc_jax.runner import experiment
+import multihost  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
 N = streaming_test.N_TRAIN
 JOB = {"dataset.name": "tfds:digits32", "model.name": "mlp", "train.augment": True,
        "selection.warmup_epochs": 3, "train.epochs": 1,
@@ -88,36 +85,12 @@ def test_bad_input_fails_before_work(tmp_path, overrides, match):
   assert not os.path.exists(tmp_path / "b")
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _launch(workdir, record, tag, data_dir, *worker_flags):
-  port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  job = [f"--config.{k}={v}" for k, v in JOB.items()]
-  procs = [subprocess.Popen(
-      ["timeout", "-k", "10", "240", sys.executable, WORKER,
-       f"--record={record}", f"--tag={tag}", *worker_flags, "--",
-       "--config=" + os.path.join(ROOT, "configs", "default.py"),
-       f"--workdir={workdir}", *job, f"--config.dataset.data_dir={data_dir}",
-       "--config.dataset.input=stream",
-       "--config.distributed.initialize=True",
-       f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-       "--config.distributed.num_processes=2",
-       f"--config.distributed.process_id={i}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i in range(2)]
-  try:
-    outputs = [p.communicate(timeout=270)[0] for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  return [p.returncode for p in procs], outputs
+  return multihost.launch(
+      workdir, record, tag,
+      [f"--config.{k}={v}" for k, v in JOB.items()] +
+      [f"--config.dataset.data_dir={data_dir}", "--config.dataset.input=stream"],
+      *worker_flags)
 
 
 def test_two_processes_killed_mid_warmup_resume_to_the_one_process_mask(
