@@ -35,7 +35,6 @@ from mrmc_jax import trajectory
 from mrmc_jax.runner import experiment
 import multihost  # pylint: disable=g-bad-import-order
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # 203 = 6 * 32 + 11: the last batch is mostly padding, and 5 of the 8
 # devices get only padding rows in it.

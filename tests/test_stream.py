@@ -19,7 +19,6 @@ from mrmc_jax import streaming_test
 from mrmc_jax.runner import experiment
 import multihost  # pylint: disable=g-bad-import-order
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = streaming_test.N_TRAIN
 JOB = {"dataset.name": "tfds:digits32", "model.name": "mlp", "train.augment": True,
        "selection.warmup_epochs": 3, "train.epochs": 1,
