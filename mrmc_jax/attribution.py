@@ -101,7 +101,7 @@ core-sets, matrices, heatmaps, report.json) is `runner.attribution`; this
 module holds the jitted accumulator and the metrics only.
 """
 
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import flax
 import jax

@@ -1,7 +1,5 @@
 """Tests for attribution.py: closed forms, skipped steps, metrics, a run."""
 
-import json
-import os
 
 import jax
 import jax.numpy as jnp

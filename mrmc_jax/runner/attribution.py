@@ -20,7 +20,6 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 
-from mrmc_jax import attribution as attr_lib
 from mrmc_jax import input_pipeline
 from mrmc_jax import methods
 from mrmc_jax import optim
