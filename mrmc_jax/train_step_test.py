@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from mrmc_jax import losses
 from mrmc_jax import train_step
@@ -96,3 +97,76 @@ def test_step_compiles_once_and_eval_step():
   assert len(traces) == 1
   out = jax.jit(train_step.make_eval_step(apply_fn))(state.variables, batch)
   assert out["loss"].shape == (4,) and out["loss"][3] == 0.0
+
+
+class _Dropout(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    x = nn.Dense(8)(x.reshape(x.shape[0], -1))
+    x = nn.Dropout(0.5, deterministic=not train)(x)
+    return nn.Dense(3)(x)
+
+
+def _flax_state(model, tx, cls=None):
+  from flax.training import train_state  # pylint: disable=g-import-not-at-top
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)
+  cls = cls or train_state.TrainState
+  return cls.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+
+
+def test_flax_train_state_without_batch_stats_and_its_own_tx():
+  model, tx = _Tiny(), optax.sgd(0.1)
+  state = _flax_state(model, tx)
+  apply_fn = train_step.module_apply_fn(model)
+  x, y = np.random.default_rng(2).normal(size=(4, 4)), np.array([0, 1, 2, 0])
+  batch = _batch(x, y, [0, 1, 2, 3], [True] * 4)
+  # tx=None: the state's own optimiser; the same update as passing it.
+  new, stats = jax.jit(train_step.make_train_step(apply_fn))(state, batch)
+  ref, _ = train_step.make_train_step(apply_fn, tx)(state, batch)
+  assert int(new.step) == 1 and stats["loss"].shape == (4,)
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(ref.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  # A different optimiser given as well is refused, not silently used.
+  with pytest.raises(ValueError, match="carries another one"):
+    train_step.make_train_step(apply_fn, optax.adam(1e-3))(state, batch)
+  own = train_step.create_train_state({"params": state.params}, tx)
+  with pytest.raises(ValueError, match="has no `tx` field"):
+    train_step.make_train_step(apply_fn)(own, batch)
+
+
+def test_dropout_rng_is_folded_with_the_step():
+  model = _Dropout()
+  state = _flax_state(model, optax.sgd(0.0))  # lr 0: only the rng moves
+  step = jax.jit(train_step.make_train_step(train_step.module_apply_fn(model)))
+  x, y = np.random.default_rng(3).normal(size=(6, 4)), np.zeros(6, int)
+  batch = _batch(x, y, range(6), [True] * 6)
+  rng = jax.random.key(7)
+  s1, a = step(state, batch, rng)
+  _, b = step(s1, batch, rng)          # next step: another dropout mask
+  _, again = step(state, batch, rng)   # same step and key: the same mask
+  assert not np.allclose(a["loss"], b["loss"])
+  np.testing.assert_array_equal(a["loss"], again["loss"])
+  with pytest.raises(Exception, match="dropout"):
+    step(state, batch)  # a Dropout model needs a key in training
+
+
+def test_user_loss_is_trained_and_recorded():
+  apply_fn, state, tx = _setup()
+  x, y = np.random.default_rng(4).normal(size=(5, 4)), np.array([0, 1, 2, 0, 1])
+  batch = _batch(x, y, [0, 1, 2, 3, 4], [True] * 4 + [False])
+
+  def smoothed(logits, labels):
+    return optax.softmax_cross_entropy(
+        logits, optax.smooth_labels(jax.nn.one_hot(labels, 3), 0.2))
+
+  _, stats = jax.jit(train_step.make_train_step(apply_fn, tx,
+                                                loss_fn=smoothed))(state, batch)
+  logits = apply_fn(state.variables, batch["image"], train=True)[0]
+  want = np.asarray(smoothed(logits, batch["label"]))
+  np.testing.assert_allclose(stats["loss"][:4], want[:4], rtol=1e-5)
+  assert stats["loss"][4] == 0.0  # padding
+  np.testing.assert_allclose(stats["train_loss"], want[:4].mean(), rtol=1e-5)
+  # Other statistics still come from the logits.
+  ref = losses.per_example_stats(logits, batch["label"], batch["mask"])
+  np.testing.assert_allclose(stats["p_true"], ref["p_true"], rtol=1e-5)

@@ -61,3 +61,41 @@ def test_visit_error_names_the_epoch_of_a_single_column():
   with pytest.raises(trajectory.VisitError,
                      match=r"^epoch 3 \(0-based\): 1 examples never recorded"):
     trajectory.check_visits(visits[:, 3:4], first_epoch=3)
+
+
+def test_recording_step_on_8_devices_equals_1_device():
+  import optax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import sharding  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import train_step  # pylint: disable=g-import-not-at-top
+
+  model = nn.Dense(3)
+  apply_fn = lambda v, x, train, mask=None: (model.apply(v, x), None)
+  tx = optax.sgd(0.1)
+  rng = np.random.default_rng(0)
+  n, b = 40, 16
+  x, y = rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n)
+  out = {}
+  for devices in (1, 8):
+    mesh = sharding.make_mesh(jax.devices()[:devices])
+    step = jax.jit(trajectory.make_recording_step(
+        train_step.make_train_step(apply_fn, tx), mesh=mesh),
+                   donate_argnums=(0, 1))
+    # A fresh init per run: the step donates the state's buffers.
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+    state = sharding.replicate(train_step.create_train_state(variables, tx),
+                               mesh)
+    traj = sharding.replicate(trajectory.init_trajectory(n, 2), mesh)
+    for epoch in range(2):
+      for start in range(0, 48, b):  # 3 batches, the last padded
+        ids = np.arange(start, start + b)
+        valid = ids < n
+        ids = np.where(valid, ids, 0)
+        batch = {"image": x[ids], "label": y[ids].astype(np.int32),
+                 "id": ids.astype(np.int32), "mask": valid}
+        state, traj, _ = step(state, traj, sharding.shard_batch(batch, mesh),
+                              epoch)
+    out[devices] = jax.tree.map(np.asarray, traj)
+  trajectory.check_visits(out[8]["visits"])
+  np.testing.assert_array_equal(out[8]["correct"], out[1]["correct"])
+  np.testing.assert_allclose(out[8]["loss"], out[1]["loss"], rtol=1e-5)
