@@ -87,6 +87,13 @@ class Context:
     return optim.make_optimizer(total_steps=max(1, total_steps),
                                 **self.optimizer)
 
+  def make_schedule(self, total_steps: int) -> optax.Schedule:
+    """The learning-rate schedule inside `make_tx(total_steps)`."""
+    opt = self.optimizer
+    return optim.make_schedule(
+        learning_rate=opt["learning_rate"], total_steps=max(1, total_steps),
+        schedule=opt["schedule"], end_learning_rate=opt["end_learning_rate"])
+
 
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
