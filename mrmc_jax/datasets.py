@@ -506,6 +506,11 @@ def _load_npz(path) -> tuple[_Arrays, _Arrays | None, int]:
     raise DataNotFoundError(
         f"npz file {path} not found; save one with np.savez(path, "
         f"x_train=..., y_train=...[, x_test=..., y_test=...])")
+  with open(path, "rb") as f:
+    if f.read(4) != b"PK\x03\x04":
+      # np.load would take any other bytes for a pickle and say so.
+      raise ValueError(f"{path}: not a readable npz file (not a zip "
+                       "archive; write it with np.savez)")
   try:
     with np.load(path, allow_pickle=False) as f:
       keys = set(f.files)

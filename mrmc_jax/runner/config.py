@@ -80,24 +80,32 @@ def check_spec(spec: str, opts: methods.SelectionOptions,
   need = methods.needs([spec], opts)
   if not need:
     return
-  where = f" (in {name}={spec!r})" if "(" in spec else ""
+  # A value from the spec is named with the spec, one from the config by its
+  # config field.
+  overrides = methods.parse_spec(spec)[1]
+
+  def label(key):
+    if key in overrides:
+      return f"{key}={getattr(o, key)!r} in {name}={spec!r}"
+    return f"selection.{key}={getattr(o, key)!r}"
+
+  def check_int(key, minimum, maximum):
+    value = getattr(o, key)
+    if (isinstance(value, bool) or not isinstance(value, int) or
+        not minimum <= value <= maximum):
+      raise ValueError(f"{label(key)} is not allowed: it must be an int in "
+                       f"[{minimum}, {maximum}] with warmup_epochs="
+                       f"{warmup_epochs}.")
+
   min_r = 2 if "trajectory" in need else 1
   validation.check_int(warmup_epochs, "selection.warmup_epochs",
                        minimum=min_r)
   r = warmup_epochs
   if o.epochs is not None:
-    validation.check_int(o.epochs, f"epochs{where}", minimum=min_r)
-    if o.epochs > warmup_epochs:
-      raise ValueError(f"epochs={o.epochs!r}{where} is not allowed: at most "
-                       f"warmup_epochs={warmup_epochs}.")
+    check_int("epochs", min_r, warmup_epochs)
     r = o.epochs
   if "trajectory" in need and method in ("mrmc", "mrmc_r"):
-    validation.check_int(o.skip_epochs, f"selection.skip_epochs{where}",
-                         minimum=0)
-    if o.skip_epochs > r - 2:
-      raise ValueError(f"selection.skip_epochs={o.skip_epochs!r}{where} is "
-                       f"not allowed: it must be in [0, {r - 2}] with "
-                       f"warmup_epochs={r}.")
+    check_int("skip_epochs", 0, r - 2)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -181,26 +181,29 @@ def run_epochs(*,
     metrics_io.drop_rows_after(metrics_path, stage, start)
   progress = Progress(total, stage, writer,
                       initial=min(start * steps_per_epoch, total))
-  for epoch in range(start, num_epochs):
-    t0 = time.perf_counter()
-    tree, scalars = epoch_fn(tree, epoch, progress.update)
-    elapsed = time.perf_counter() - t0
-    tree = {**tree, "seconds": np.float64(float(tree["seconds"]) + elapsed)}
-    step = min((epoch + 1) * steps_per_epoch, total)
-    scalars = {**scalars, "epoch_seconds": elapsed}
-    if learning_rate is not None:
-      scalars["learning_rate"] = float(learning_rate(max(step - 1, 0)))
-    if after_epoch is not None:
-      scalars.update(after_epoch(tree, epoch))
-    writer.write_scalars(step, scalars)
-    jsonl.write_scalars(step, {"epoch": epoch + 1, **scalars})
-    if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs:
-      # Rows first: a kill between the two leaves rows past the checkpoint,
-      # which the resume drops; the other order would lose them.
-      if wd.is_writer():
-        jsonl.commit()
-      save_checkpoint(mngr, epoch + 1, tree)
-  progress.close()
+  try:
+    for epoch in range(start, num_epochs):
+      t0 = time.perf_counter()
+      tree, scalars = epoch_fn(tree, epoch, progress.update)
+      elapsed = time.perf_counter() - t0
+      tree = {**tree, "seconds": np.float64(float(tree["seconds"]) + elapsed)}
+      step = min((epoch + 1) * steps_per_epoch, total)
+      scalars = {**scalars, "epoch_seconds": elapsed}
+      if learning_rate is not None:
+        scalars["learning_rate"] = float(learning_rate(max(step - 1, 0)))
+      if after_epoch is not None:
+        scalars.update(after_epoch(tree, epoch))
+      writer.write_scalars(step, scalars)
+      jsonl.write_scalars(step, {"epoch": epoch + 1, **scalars})
+      if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs:
+        # Rows first: a kill between the two leaves rows past the checkpoint,
+        # which the resume drops; the other order would lose them.
+        if wd.is_writer():
+          jsonl.commit()
+        save_checkpoint(mngr, epoch + 1, tree)
+  finally:
+    # Before an error's message, which would otherwise land mid-bar.
+    progress.close()
   writer.flush()
   mngr.close()
   return tree
