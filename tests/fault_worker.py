@@ -33,7 +33,10 @@ def main():
 
   def fire():
     sys.stdout.flush()
-    os.kill(os.getpid(), signum)
+    # raise_signal signals this thread and runs Python's handler before it
+    # returns, so SIGINT/SIGTERM take effect exactly here. (os.kill may be
+    # handled a few bytecodes later, where a finalizer can swallow it.)
+    signal.raise_signal(signum)
 
   from mrmc_jax.runner import loop  # pylint: disable=g-import-not-at-top
   from mrmc_jax.runner import workdir as wd  # pylint: disable=g-import-not-at-top
