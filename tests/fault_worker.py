@@ -30,6 +30,10 @@ def main():
   assert sep == "--", sys.argv
   sig, where, *args = point.split(":")
   signum = SIGNALS[sig]
+  # A process started in the background by a non-interactive shell (as CI
+  # may start pytest) inherits SIGINT ignored, and Python then keeps it
+  # ignored; a terminal's Ctrl-C reaches Python's default handler.
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def fire():
     sys.stdout.flush()
