@@ -40,4 +40,4 @@ def get_config(arg: str | None = None):
   config.attribution.epochs = 10
   config.attribution.seed = 0
   config.attribution.reference_runs = 1
-  return base.apply_overrides(config, arg)
+  return base.apply_overrides(config, arg, known=("tfds",))

@@ -124,18 +124,28 @@ def get_base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def apply_overrides(config: ml_collections.ConfigDict, arg: str | None
+def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
+                    known: tuple[str, ...] = ()
                     ) -> ml_collections.ConfigDict:
   """Applies `key=value,...` from a config string argument.
 
   `--config=configs/cifar10.py:quick,selection.ratio=0.1` gives arg
   `"quick,selection.ratio=0.1"`; bare words are presets (`paper` is handled
-  here, others by the config file), `a.b=v` pairs set fields (values parsed
-  as Python literals).
+  here, others by the config file, which names them in `known`), `a.b=v`
+  pairs set fields (values parsed as Python literals).
+
+  Raises:
+    ValueError: a bare word that is neither `paper` nor in `known` (a
+      typo would otherwise silently run the config without its preset).
   """
   import ast
   if not arg:
     return config
+  unknown = sorted(presets(arg) - {"paper", *known})
+  if unknown:
+    raise ValueError(f"unknown preset {unknown[0]!r}: this config knows "
+                     f"{', '.join(sorted({'paper', *known}))} (and "
+                     "field=value overrides).")
   if "paper" in presets(arg):
     paper_preset(config)
   for item in arg.split(","):
@@ -156,7 +166,14 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None
 
 def presets(arg: str | None) -> set[str]:
   """Bare words of a config string argument, e.g. {"quick"}."""
-  return {w.strip() for w in (arg or "").split(",") if w and "=" not in w}
+  return {w.strip() for w in (arg or "").split(",")
+          if w.strip() and "=" not in w}
+
+
+def without_presets(arg: str | None, words) -> str:
+  """`arg` less the given bare words (for a config that handles them)."""
+  return ",".join(w for w in (arg or "").split(",")
+                  if w.strip() and w.strip() not in words)
 
 
 def paper_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -23,4 +23,4 @@ def get_config(arg: str | None = None):
   if "quick" in base.presets(arg):
     config.selection.warmup_epochs = 2
     config.train.epochs = 5
-  return base.apply_overrides(config, arg)
+  return base.apply_overrides(config, arg, known=("quick",))

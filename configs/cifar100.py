@@ -11,4 +11,4 @@ def get_config(arg: str | None = None):
   config = cifar10.get_config(arg)
   config.dataset.name = "cifar100"
   # Again, so that an explicit field in `arg` wins over the line above.
-  return base.apply_overrides(config, arg)
+  return base.apply_overrides(config, arg, known=("quick",))

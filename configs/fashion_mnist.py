@@ -20,4 +20,4 @@ def get_config(arg: str | None = None):
   config.train.batch_size = 256
   config.train.learning_rate = 0.1
   config.train.augment = False
-  return base.apply_overrides(config, arg)
+  return base.apply_overrides(config, arg, known=("tfds",))

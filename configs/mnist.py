@@ -11,7 +11,7 @@ from configs import fashion_mnist
 
 
 def get_config(arg: str | None = None):
-  config = fashion_mnist.get_config(arg)
+  config = fashion_mnist.get_config(base.without_presets(arg, ("small",)))
   words = base.presets(arg)
   config.dataset.name = "mnist_idx"
   if "small" in words:
@@ -19,4 +19,4 @@ def get_config(arg: str | None = None):
   if "tfds" in words:
     config.dataset.name = "mnist"
   # Again, so that an explicit field in `arg` wins over the lines above.
-  return base.apply_overrides(config, arg)
+  return base.apply_overrides(config, arg, known=("small", "tfds"))

@@ -530,25 +530,64 @@ def _load_npz(path) -> tuple[_Arrays, _Arrays | None, int]:
     raise DataNotFoundError(
         f"npz file {path} not found; save one with np.savez(path, "
         f"x_train=..., y_train=...[, x_test=..., y_test=...])")
-  with np.load(path, allow_pickle=False) as f:
-    keys = set(f.files)
-    if {"x_train", "y_train"} <= keys:
-      train = (f["x_train"], f["y_train"])
-      test = None
-      if {"x_test", "y_test"} <= keys:
-        test = (f["x_test"], f["y_test"])
-    elif {"images", "labels"} <= keys:
-      train, test = (f["images"], f["labels"]), None
-    else:
-      raise ValueError(f"{path}: expected keys x_train, y_train[, x_test, "
-                       f"y_test] or images, labels; found {sorted(keys)}")
-    num_classes = int(f["num_classes"]) if "num_classes" in keys else None
-  train = (_as_uint8_images(train[0], "x_train"), train[1].reshape(-1))
-  if test is not None:
-    test = (_as_uint8_images(test[0], "x_test"), test[1].reshape(-1))
+  with open(path, "rb") as f:
+    if f.read(4) != b"PK\x03\x04":
+      # np.load would take any other bytes for a pickle and say so.
+      raise ValueError(f"{path}: not a readable npz file (not a zip "
+                       "archive; write it with np.savez)")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      keys = set(f.files)
+      if {"x_train", "y_train"} <= keys:
+        names = [("x_train", "y_train")]
+        if {"x_test", "y_test"} <= keys:
+          names.append(("x_test", "y_test"))
+      elif {"images", "labels"} <= keys:
+        names = [("images", "labels")]
+      else:
+        raise ValueError(f"{path}: expected keys x_train, y_train[, x_test, "
+                         f"y_test] or images, labels; found {sorted(keys)}")
+      splits = [(f[x], f[y], x, y) for x, y in names]
+      num_classes = f["num_classes"] if "num_classes" in keys else None
+  except ValueError as e:
+    if str(e).startswith(path):
+      raise
+    raise ValueError(f"{path}: cannot read the npz ({e})") from None
+  except Exception as e:  # A truncated or garbage file: zip, EOF, OS errors.
+    raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: "
+                     f"{e})") from None
+  arrays = []
+  for images, labels, x, y in splits:
+    labels = labels.reshape(-1)
+    if len(images) != len(labels):
+      raise ValueError(f"{path}: {x} has {len(images)} images but {y} has "
+                       f"{len(labels)} labels; they must be equal.")
+    if not len(labels):
+      raise ValueError(f"{path}: {y} is empty.")
+    if not np.issubdtype(labels.dtype, np.integer):
+      if not (np.issubdtype(labels.dtype, np.floating) and
+              np.all(np.isfinite(labels)) and
+              np.all(labels == np.round(labels))):
+        raise ValueError(f"{path}: {y} must hold integer class ids, got "
+                         f"{labels.dtype} values (NaN, fractions or text).")
+      labels = labels.astype(np.int64)
+    if labels.min() < 0:
+      raise ValueError(f"{path}: {y} holds negative class ids "
+                       f"({int(labels.min())}).")
+    arrays.append((_as_uint8_images(images, x), labels))
+  train, test = arrays[0], (arrays[1] if len(arrays) > 1 else None)
+  largest = max(int(s[1].max()) for s in arrays)
   if num_classes is None:
-    num_classes = 1 + max(int(s[1].max()) for s in (train, test)
-                          if s is not None and s[1].size)
+    num_classes = 1 + largest
+  else:
+    if num_classes.ndim or not np.issubdtype(num_classes.dtype, np.integer):
+      raise ValueError(f"{path}: num_classes must be one integer, got "
+                       f"{num_classes!r}.")
+    num_classes = int(num_classes)
+    if num_classes <= largest:
+      raise ValueError(f"{path}: num_classes={num_classes} but the labels go "
+                       f"up to {largest}; num_classes must exceed every "
+                       "label.")
   return train, test, num_classes
 
 
@@ -645,7 +684,17 @@ def _decode_images(files: Sequence[pathlib.Path],
   # deterministic=True: parallel decoding must not reorder, the ids depend on
   # the order.
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  images = list(ds.as_numpy_iterator())
+  try:
+    images = list(ds.as_numpy_iterator())
+  except tf.errors.OpError:
+    # Find the file that failed to decode, to name it.
+    for path in files:
+      try:
+        decode(os.fspath(path))
+      except tf.errors.OpError as e:
+        raise ValueError(f"{path}: cannot decode the image "
+                         f"({e.message.splitlines()[0][:120]})") from None
+    raise
   # Files may mix grayscale, RGB and alpha (Tiny-ImageNet has grayscale
   # JPEGs): drop alpha and make everything RGB unless all are grayscale.
   channels = 3 if any(x.shape[-1] >= 3 for x in images) else 1

@@ -22,7 +22,6 @@ import numpy as np
 
 from mrmc_jax import input_pipeline
 from mrmc_jax import methods
-from mrmc_jax import optim
 from mrmc_jax import scoring
 from mrmc_jax import sharding
 from mrmc_jax import train_step
@@ -194,21 +193,33 @@ def run_attribution(config, workdir: str) -> dict[str, Any]:
   # How a job is launched is not part of what it computes (as in
   # experiment.train_and_evaluate).
   config_json.pop("distributed", None)
-  wd.claim(workdir, config_json)
+  wd.check_workdir(workdir, "attribution", config_json)
+  with wd.lock(workdir):
+    return _run_attribution(config, workdir, config_json)
+
+
+def _run_attribution(config, workdir, config_json):
   att = config.attribution
   ratios = parse_ratios(att.ratios)
   ctx = context_lib.make_context(config, workdir)
   labels = ctx.data.train.labels
+  for r in ratios:
+    config_lib.check_coreset_size(r, len(labels), name="attribution.ratios")
+  data = experiment.data_fingerprint(ctx)
+  wd.claim(workdir, config_json, data, job="attribution")
   opts = config_lib.selection_options(config)
   need = methods.needs([att.method], opts)
-  art = (warmup.run_warmup(ctx, need, **config_lib.warmup_settings(config))
+  warm_stamp = wd.stamp(config_lib.warmup_identity(config, config.seed), data)
+  art = (warmup.run_warmup(ctx, need, stamp=warm_stamp,
+                           **config_lib.warmup_settings(config))
          if need else {})
   masks, cache = {}, {}
   for r in ratios:
     cctx = dataclasses.replace(
         ctx, workdir=os.path.join(workdir, "coresets", f"ratio_{r:g}"))
-    _, masks[r], _ = experiment.select_coreset(cctx, att.method, art, r, opts,
-                                               cache=cache, plot=False)
+    _, masks[r], _ = experiment.select_coreset(
+        cctx, att.method, art, r, opts, cache=cache, plot=False,
+        stamp=wd.stamp(warm_stamp, att.method, r, dataclasses.asdict(opts)))
   everywhere = np.logical_and.reduce(list(masks.values()))
   probes = choose_probes(labels, att.num_probes, att.seed,
                          np.flatnonzero(everywhere))
@@ -289,7 +300,7 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
     # compiled step: the schedule is a closure, so a new one recompiles.
     tx = ctx.make_tx(total_steps, spe)
     # The schedule inside tx (Context.make_tx passes these same fields).
-    schedule = optim.make_schedule(**ctx.schedule_options(total_steps, spe))
+    schedule = ctx.make_schedule(total_steps, spe)
     compiled[total_steps] = (tx, jax.jit(make_attributed_train_step(
         ctx.apply_fn, tx, schedule, probes, probe_images, probe_labels,
         momentum=float(ctx.optimizer["momentum"] or 0.0)),

@@ -4,7 +4,14 @@ One warm-up per seed serves every method and ratio (`warmup/seed_<s>/`).
 Each cell (method spec, ratio, seed) selects from that warm-up, trains a
 fresh model on its core-set and writes `cells/<method>/ratio_<r>/seed_<s>/
 summary.json`; a cell with a summary is never redone, so a killed harness
-resumes where it stopped. After every cell the harness rewrites:
+resumes where it stopped, and a finished cell keeps no checkpoints.
+
+The workdir's identity is `grid.json` (`config.grid_identity`): the config
+less the grid's methods, ratios and seeds. A grid extended by a method, a
+ratio, a seed or `full` therefore reuses the warm-ups and finished cells of
+the workdir; each warm-up and cell carries a stamp of what it was computed
+from. A workdir of `experiments/main.py` is refused. After every cell the
+harness rewrites:
   `results.csv`    one row per finished cell;
   `results.md`     test accuracy mean +- std over seeds per method and ratio,
                    with the full-data reference, and selection times;
@@ -18,6 +25,8 @@ import os
 import re
 import shutil
 from typing import Any, Sequence
+
+from absl import logging
 
 import matplotlib
 
@@ -35,8 +44,8 @@ from mrmc_jax.runner import warmup
 from mrmc_jax.runner import workdir as wd
 
 FIELDS = ("method", "ratio", "seed", "test_accuracy", "num_selected",
-          "num_examples", "selection_seconds", "train_seconds",
-          "warmup_seconds")
+          "num_examples", "selection_seconds", "selection_compile_seconds",
+          "train_seconds", "warmup_seconds")
 
 
 def slug(spec: str) -> str:
@@ -54,16 +63,24 @@ def plan(config: ml_collections.ConfigDict
          ) -> tuple[list[str], list[float], list[int]]:
   """The method specs, ratios and seeds of `config.compare`, validated."""
   specs = _as_list(config.compare.methods)
-  ratios = [float(r) for r in _as_list(config.compare.ratios)]
-  seeds = [int(s) for s in _as_list(config.compare.seeds)]
+  try:
+    ratios = [float(r) for r in _as_list(config.compare.ratios)]
+    seeds = [int(s) for s in _as_list(config.compare.seeds)]
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"compare.ratios={config.compare.ratios!r} and "
+                     f"compare.seeds={config.compare.seeds!r}: {e}; use "
+                     "comma-separated numbers.") from None
   if not specs or not ratios or not seeds:
     raise ValueError("compare.methods, compare.ratios and compare.seeds must "
                      "each name at least one value.")
   opts = config_lib.selection_options(config)
   for spec in specs:
-    methods.resolve(spec, opts)
+    config_lib.check_spec(spec, opts, config.selection.warmup_epochs,
+                          name="compare.methods entry")
   for r in ratios:
     validation.check_ratio(r, "compare.ratios entry")
+  for s in seeds:
+    validation.check_int(s, "compare.seeds entry", minimum=0)
   return specs, ratios, seeds
 
 
@@ -80,55 +97,106 @@ def cells(specs: Sequence[str], ratios: Sequence[float],
 
 def run_comparison(config: ml_collections.ConfigDict,
                    workdir: str) -> list[dict[str, Any]]:
-  """Runs (or resumes) every cell and returns the result rows."""
+  """Runs (or resumes, or extends) every cell and returns the result rows.
+
+  Every cell's spec, ratio and seed is checked before the first warm-up.
+  """
   specs, ratios, seeds = plan(config)
   base = ml_collections.ConfigDict(config.to_dict())
   base.selection.method = "mrmc"  # validated per spec above
   config_lib.validate_config(base)
-  wd.claim(workdir, config_lib.run_identity(config))
+  identity = config_lib.grid_identity(config)
+  wd.check_workdir(workdir, "compare", identity)
+  with wd.lock(workdir):
+    return _run_comparison(config, workdir, identity, specs, ratios, seeds)
+
+
+def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   ctx0 = context_lib.make_context(config, workdir)
+  n = ctx0.data.train.num_examples
+  for r in ratios:
+    config_lib.check_coreset_size(r, n, name="compare.ratios entry")
+  data = experiment.data_fingerprint(ctx0)
+  wd.claim(workdir, identity, data, job="compare")
   opts0 = config_lib.selection_options(config)
   need = methods.needs(specs, opts0)
   todo = cells(specs, ratios, seeds)
+  stamps = {}
   for seed in seeds:
-    pending = [c for c in todo if c[2] == seed and not os.path.exists(
-        _cell_dir(workdir, *c) + "/summary.json")]
+    warm = wd.stamp(config_lib.warmup_identity(config, seed), data)
+    opts = dataclasses.replace(opts0, seed=seed)
+    for spec, ratio, s in todo:
+      if s == seed:
+        stamps[(spec, ratio, seed)] = (warm, wd.stamp(
+            warm, spec, ratio, dataclasses.asdict(opts), identity))
+  for seed in seeds:
+    pending = [c for c in todo if c[2] == seed and
+               _finished(workdir, c, stamps[c][1]) is None]
     if not pending:
       continue
     ctx = dataclasses.replace(
         ctx0, seed=seed, workdir=os.path.join(workdir, "warmup",
                                               f"seed_{seed}"))
-    art = (warmup.run_warmup(ctx, need, **config_lib.warmup_settings(config))
+    art = (warmup.run_warmup(ctx, need, stamp=stamps[pending[0]][0],
+                             **config_lib.warmup_settings(config))
            if need else {})
     opts = dataclasses.replace(opts0, seed=seed)
     cache: dict[str, Any] = {}
     for spec, ratio, _ in pending:
+      cell_stamp = stamps[(spec, ratio, seed)][1]
       cdir = _cell_dir(workdir, spec, ratio, seed)
       cctx = dataclasses.replace(ctx, workdir=cdir)
-      _, mask, sel_s = experiment.select_coreset(cctx, spec, art, ratio, opts,
-                                                 cache=cache, plot=False)
+      _, mask, timing = experiment.select_coreset(
+          cctx, spec, art, ratio, opts, cache=cache, plot=False,
+          stamp=cell_stamp)
       result = experiment.train_coreset(cctx, np.flatnonzero(mask),
                                         epochs=config.train.epochs,
-                                        budget=config.train.budget)
+                                        budget=config.train.budget,
+                                        stamp=cell_stamp)
       row = {"method": spec, "ratio": ratio, "seed": seed,
              "test_accuracy": result["test_accuracy"],
              "num_selected": int(mask.sum()),
              "num_examples": int(mask.size),
-             "selection_seconds": float(sel_s),
+             "selection_seconds": float(timing["selection_seconds"]),
+             "selection_compile_seconds": float(
+                 timing.get("compile_seconds", 0.0)),
              "train_seconds": result["train_seconds"],
-             "warmup_seconds": float(art.get("warmup_seconds", 0.0))}
+             "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
+             "stamp": cell_stamp}
       if wd.is_writer():
         wd.write_json(os.path.join(cdir, "summary.json"), row)
-        # The model checkpoints of a finished cell are not needed again.
-        shutil.rmtree(os.path.join(cdir, "checkpoints"), ignore_errors=True)
-        write_reports(workdir, collect(workdir, todo), specs, ratios)
+        _finished(workdir, (spec, ratio, seed), cell_stamp)
+        write_reports(workdir, collect(workdir, todo, stamps), specs,
+                      ratios)
       print(f"{spec} ratio={ratio} seed={seed}: test accuracy "
             f"{100 * row['test_accuracy']:.2f}%", flush=True)
-  rows = collect(workdir, todo)
+  rows = collect(workdir, todo, stamps)
   if wd.is_writer():
     write_reports(workdir, rows, specs, ratios)
     print(open(os.path.join(workdir, "results.md")).read(), flush=True)
   return rows
+
+
+def _finished(workdir, cell, stamp):
+  """The cell's summary if it is finished (its checkpoints removed), or None.
+
+  Raises `ConfigMismatchError` if the cell was computed from something else.
+  """
+  cdir = _cell_dir(workdir, *cell)
+  path = os.path.join(cdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    row = wd.read_json(path)
+  except wd.CorruptFileError as e:
+    logging.warning("%s; running the cell again.", e)
+    return None
+  wd.check_stamp(path, row.get("stamp"), stamp)
+  if wd.is_writer():
+    # Not needed again; also removes those of a cell killed just after its
+    # summary was written.
+    shutil.rmtree(os.path.join(cdir, "checkpoints"), ignore_errors=True)
+  return row
 
 
 def _cell_dir(workdir, spec, ratio, seed) -> str:
@@ -136,13 +204,13 @@ def _cell_dir(workdir, spec, ratio, seed) -> str:
                       f"seed_{seed}")
 
 
-def collect(workdir: str, todo) -> list[dict[str, Any]]:
+def collect(workdir: str, todo, stamps) -> list[dict[str, Any]]:
   """The summaries of the finished cells, in plan order."""
   rows = []
-  for spec, ratio, seed in todo:
-    path = os.path.join(_cell_dir(workdir, spec, ratio, seed), "summary.json")
-    if os.path.exists(path):
-      rows.append(wd.read_json(path))
+  for cell in todo:
+    row = _finished(workdir, cell, stamps[cell][1])
+    if row is not None:
+      rows.append(row)
   return rows
 
 
@@ -161,7 +229,7 @@ def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
            "|---|" + "---|" * len(ratios)]
   if ("full", 1.0) in by:
     m, s, n = _stats([r["test_accuracy"] for r in by[("full", 1.0)]])
-    lines.append(f"| full (all data) | " + " | ".join(
+    lines.append("| full (all data) | " + " | ".join(
         [f"{100 * m:.2f} ± {100 * s:.2f} (n={n})"] * len(ratios)) + " |")
   for spec in specs:
     if spec == "full":
@@ -176,14 +244,18 @@ def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
       cells_.append(f"{100 * m:.2f} ± {100 * s:.2f} (n={n})")
     lines.append(f"| {spec} | " + " | ".join(cells_) + " |")
   lines += ["", "Selection time per method (seconds, median over ratios and "
-            "seeds; excludes the warm-up):", "",
-            "| method | selection s | core-set training s (median) |",
-            "|---|---|---|"]
+            "seeds; excludes the warm-up and JAX compilation, whose total "
+            "per method is listed apart):", "",
+            "| method | selection s | compile s (total) | core-set training "
+            "s (median) |",
+            "|---|---|---|---|"]
   for spec in specs:
     got = [r for r in rows if r["method"] == spec]
     if got:
+      compiled = sum(r.get("selection_compile_seconds", 0.0) for r in got)
       lines.append(
           f"| {spec} | {np.median([r['selection_seconds'] for r in got]):.3f}"
+          f" | {compiled:.2f}"
           f" | {np.median([r['train_seconds'] for r in got]):.1f} |")
   warm = sorted({r["warmup_seconds"] for r in rows if r["warmup_seconds"]})
   if warm:

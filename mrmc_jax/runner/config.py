@@ -4,8 +4,10 @@ The only module that turns a config into explicit arguments: the rest of the
 runner, and the library, take those arguments.
 """
 
+import copy
 import dataclasses
 import json
+import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -15,6 +17,7 @@ from mrmc_jax import methods
 from mrmc_jax import models
 from mrmc_jax import optim
 from mrmc_jax import scoring
+from mrmc_jax import selection
 from mrmc_jax import sharding
 from mrmc_jax import validation
 
@@ -52,10 +55,66 @@ def selection_options(config: ml_collections.ConfigDict
   return methods.SelectionOptions(**kw, seed=config.seed)
 
 
+def _check_float(value, name: str, minimum: float = 0.0,
+                 positive: bool = False) -> None:
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and
+        math.isfinite(value) and value >= minimum and
+        (value > minimum or not positive))
+  if not ok:
+    bound = f"> {minimum}" if positive else f">= {minimum}"
+    raise ValueError(f"{name}={value!r} is not allowed: it must be a finite "
+                     f"number {bound}.")
+
+
+def check_spec(spec: str, opts: methods.SelectionOptions,
+               warmup_epochs: Any, name: str = "selection.method") -> None:
+  """Checks a method spec and the options it resolves to, before any work.
+
+  The options the warm-up length bounds (`skip_epochs`, `epochs`) are
+  checked here, so that a spec override such as `mrmc(skip_epochs=9)` is
+  refused before the warm-up rather than after it.
+  """
+  try:
+    method, o = methods.resolve(spec, opts)
+  except TypeError as e:
+    raise ValueError(f"{name}={spec!r} is not allowed: {e}") from None
+  need = methods.needs([spec], opts)
+  if not need:
+    return
+  # A value from the spec is named with the spec, one from the config by its
+  # config field.
+  overrides = methods.parse_spec(spec)[1]
+
+  def label(key):
+    if key in overrides:
+      return f"{key}={getattr(o, key)!r} in {name}={spec!r}"
+    return f"selection.{key}={getattr(o, key)!r}"
+
+  def check_int(key, minimum, maximum):
+    value = getattr(o, key)
+    if (isinstance(value, bool) or not isinstance(value, int) or
+        not minimum <= value <= maximum):
+      raise ValueError(f"{label(key)} is not allowed: it must be an int in "
+                       f"[{minimum}, {maximum}] with warmup_epochs="
+                       f"{warmup_epochs}.")
+
+  min_r = 2 if "trajectory" in need else 1
+  validation.check_int(warmup_epochs, "selection.warmup_epochs",
+                       minimum=min_r)
+  r = warmup_epochs
+  if o.epochs is not None:
+    check_int("epochs", min_r, warmup_epochs)
+    r = o.epochs
+  if ("trajectory" in need
+      and "skip_epochs" in methods.get_method(method).options):
+    check_int("skip_epochs", 0, r - 2)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ValueError` (one line) on any bad field, before loading data."""
   sel, tr = config.selection, config.train
   methods.check_method(sel.method)
+  validation.check_seed(config.seed)
   if sel.method != "full":
     validation.check_ratio(sel.ratio, "selection.ratio")
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
@@ -72,19 +131,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                "checkpoint_every_epochs"):
     validation.check_int(tr[name], f"train.{name}", minimum=1)
   check_lr_warmup(config)
-  opts = selection_options(config)
-  methods.resolve(sel.method, opts)
-  need = methods.needs([sel.method], opts)
-  if "trajectory" in need:
-    r = sel.warmup_epochs
-    validation.check_int(r, "selection.warmup_epochs", minimum=2)
-    if not 0 <= sel.skip_epochs <= r - 2:
-      raise ValueError(f"selection.skip_epochs={sel.skip_epochs!r} is not "
-                       f"allowed: it must be in [0, {r - 2}] with "
-                       f"warmup_epochs={r}.")
-  elif need:
-    validation.check_int(sel.warmup_epochs, "selection.warmup_epochs",
-                         minimum=1)
+  _check_float(tr.learning_rate, "train.learning_rate", positive=True)
+  _check_float(tr.end_learning_rate, "train.end_learning_rate")
+  _check_float(tr.weight_decay, "train.weight_decay")
+  _check_float(tr.momentum, "train.momentum")
+  check_spec(sel.method, selection_options(config), sel.warmup_epochs)
   try:
     sharding.mesh_devices(config.distributed.num_devices)
   except ValueError as e:
@@ -131,6 +182,53 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   config_json = json.loads(config.to_json_best_effort())
   config_json.pop("distributed", None)
   return config_json
+
+
+def check_coreset_size(ratio: float, num_examples: int,
+                       name: str = "selection.ratio") -> None:
+  """Refuses a ratio whose core-set is empty, once the data size is known."""
+  if selection.budget(ratio, num_examples) < 1:
+    raise ValueError(f"{name}={ratio!r} is not allowed for {num_examples} "
+                     f"training examples: the core-set would be empty (use "
+                     f"a ratio >= {1 / num_examples:.3g}).")
+
+
+# Fields that do not change what the warm-up computes.
+_NOT_WARMUP = ("selection", "compare", "attribution")
+
+
+def warmup_identity(config: ml_collections.ConfigDict,
+                    seed: int) -> dict[str, Any]:
+  """What a warm-up of seed `seed` computes from: its stamp's input.
+
+  The data set, model, optimiser and schedule (train.*, less the checkpoint
+  interval), the warm-up length and the seed; not the method, ratio or
+  selection options, so one warm-up serves them all.
+  """
+  ident = run_identity(config)
+  for key in _NOT_WARMUP:
+    ident.pop(key, None)
+  ident["train"] = {k: v for k, v in ident["train"].items()
+                    if k not in ("checkpoint_every_epochs", "budget")}
+  ident["seed"] = int(seed)
+  ident["warmup_epochs"] = config.selection.warmup_epochs
+  return ident
+
+
+def grid_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A comparison's `grid.json`: the config less what a grid may extend.
+
+  The grid's methods, ratios and seeds (`compare.*`), and the single-run
+  fields it does not use (`seed`, `selection.method`, `selection.ratio`),
+  are left out, so a grid extended by a method, a ratio, a seed or `full`
+  reuses the workdir's warm-ups and finished cells.
+  """
+  ident = copy.deepcopy(run_identity(config))
+  ident.pop("compare", None)
+  ident.pop("seed", None)
+  ident["selection"].pop("method", None)
+  ident["selection"].pop("ratio", None)
+  return ident
 
 
 def optimizer_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -108,6 +108,12 @@ class Context:
         **self.optimizer, **self.schedule_options(total_steps,
                                                   steps_per_epoch))
 
+  def make_schedule(self, total_steps: int,
+                    steps_per_epoch: int) -> optax.Schedule:
+    """The learning-rate schedule inside `make_tx` (same arguments)."""
+    return optim.make_schedule(**self.schedule_options(total_steps,
+                                                       steps_per_epoch))
+
 
 def load_data(config: ml_collections.ConfigDict) -> datasets.Dataset:
   """The data set: held in memory, or streamed (`dataset.input`).

@@ -15,22 +15,29 @@ leaves in the workdir (every file written atomically, by process 0):
 Rerunning with the same workdir resumes: finished stages are read back, and
 an interrupted stage restarts from its last epoch checkpoint. The data order
 and augmentation of an epoch depend only on (seed, epoch), so a resumed run
-gives the same trajectories and the same mask as an uninterrupted one.
+gives the same trajectories and the same mask as an uninterrupted one. The
+run holds the workdir's lock throughout; every stage output carries a stamp
+of the config and data it was computed from (docs/reliability.md).
 """
 
+import contextlib
+import dataclasses
 import functools
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow as tf
 
 from mrmc_jax import input_pipeline
 from mrmc_jax import methods
 from mrmc_jax import scoring
+from mrmc_jax import streaming
 from mrmc_jax import train_step
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import context as context_lib
@@ -55,8 +62,21 @@ def _eval_sums(eval_fn, variables, acc, batch):
   return acc + loop.sums(eval_fn(variables, batch))
 
 
+def data_fingerprint(ctx: Context) -> dict[str, Any]:
+  """`workdir.data_fingerprint` of the context's loaded data."""
+  data = ctx.data
+  rows = wd.sample_rows(data.train.num_examples)
+  if isinstance(data.train, streaming.StreamSplit):
+    sample = data.train.read_images(tf.constant(rows, tf.int64)).numpy()
+  else:
+    sample = data.train.images[rows]
+  return wd.data_fingerprint(
+      data.train.labels, sample,
+      None if data.test is None else data.test.labels, data.num_classes)
+
+
 def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,
-                  budget: str = "epochs") -> dict[str, Any]:
+                  budget: str = "epochs", stamp: str = "") -> dict[str, Any]:
   """Trains a fresh model on `ids` and evaluates on the test split.
 
   Args:
@@ -65,6 +85,7 @@ def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,
     epochs: training epochs (`budget="epochs"`), or full-data epochs' worth
       of steps (`budget="steps"`).
     budget: "epochs" or "steps".
+    stamp: what the training is computed from, kept in its checkpoints.
 
   Returns:
     `train_seconds, train_steps, train_epochs, test_accuracy, test_loss`.
@@ -122,7 +143,8 @@ def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,
             "seconds": np.zeros((), np.float64)},
       num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
       checkpoint_every=ctx.checkpoint_every, total_steps=total_steps,
-      after_epoch=after_epoch)
+      after_epoch=after_epoch, learning_rate=ctx.make_schedule(total_steps, total_steps // epochs),
+      stamp=stamp)
   if not test and ctx.data.test is not None:
     test = evaluate(ctx, eval_fn, tree["state"].variables, ctx.data.test)
   return {"train_seconds": float(tree["seconds"]), "train_steps": total_steps,
@@ -131,7 +153,7 @@ def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,
           "test_loss": test.get("loss", float("nan"))}
 
 
-def _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds,
+def _write_selection(ctx, spec, ratio, scores, mask, art, opts, timing,
                      plot):
   out = os.path.join(ctx.workdir, "coreset")
   wd.write_npy(os.path.join(out, "scores.npy"), scores.astype(np.float32))
@@ -140,8 +162,7 @@ def _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds,
   if plot:
     _plot_selection(ctx, spec, ratio, scores, mask, art, opts)
   # The mask goes last: its presence marks the selection as complete.
-  wd.write_json(os.path.join(out, "selection.json"),
-                {"selection_seconds": seconds})
+  wd.write_json(os.path.join(out, "selection.json"), timing)
   wd.write_npy(os.path.join(out, "mask.npy"), mask.astype(bool))
 
 
@@ -178,55 +199,144 @@ def format_table(summary: dict[str, Any]) -> str:
           ("selected", f"{summary['num_selected']} / "
                        f"{summary['num_examples']}"),
           ("warm-up s", f"{summary['warmup_seconds']:.1f}"),
-          ("selection s", f"{summary['selection_seconds']:.2f}"),
+          ("selection s", f"{summary['selection_seconds']:.2f} (+ "
+                          f"{summary['selection_compile_seconds']:.2f} "
+                          "compiling)"),
           ("training s", f"{summary['train_seconds']:.1f}"),
           ("test accuracy", f"{100 * summary['test_accuracy']:.2f}%")]
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+@contextlib.contextmanager
+def compile_seconds() -> Iterator[list[float]]:
+  """Sums JAX's tracing, lowering and compilation time while inside.
+
+  Yields a one-element list holding the running total in seconds.
+  """
+  total = [0.0]
+
+  def listener(event, duration, **kwargs):
+    del kwargs
+    if event in _COMPILE_EVENTS:
+      total[0] += duration
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield total
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _read_selection(out: str, stamp: str):
+  """A finished selection's (scores, mask, timing), or None to redo it."""
+  timing_path = os.path.join(out, "selection.json")
+  try:
+    timing = wd.read_json(timing_path)
+    wd.check_stamp(timing_path, timing.get("stamp", ""), stamp)
+    scores = wd.read_npy(os.path.join(out, "scores.npy"))
+    mask = wd.read_npy(os.path.join(out, "mask.npy"))
+  except (wd.CorruptFileError, FileNotFoundError, AttributeError) as e:
+    # Selection is deterministic given the artefacts: recompute it.
+    logging.warning("%s; selecting again from the warm-up artefacts.", e)
+    return None
+  if mask.dtype != bool or scores.shape != mask.shape:
+    logging.warning("%s is damaged (%s %s, scores %s); selecting again from "
+                    "the warm-up artefacts.", os.path.join(out, "mask.npy"),
+                    mask.dtype, mask.shape, scores.shape)
+    return None
+  return scores, mask, timing
+
+
 def select_coreset(ctx: Context, spec: str, art: dict[str, np.ndarray],
                    ratio: float, opts: methods.SelectionOptions,
-                   cache: Optional[dict[str, Any]] = None, plot: bool = True
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
+                   cache: Optional[dict[str, Any]] = None, plot: bool = True,
+                   stamp: str = "") -> tuple[np.ndarray, np.ndarray,
+                                             dict[str, float]]:
   """Selects (or reads back a finished selection) in `ctx.workdir/coreset`.
 
-  Returns `(scores, mask, selection_seconds)`.
+  Returns `(scores, mask, timing)`; timing holds `selection_seconds` (wall
+  time less JAX compilation) and `compile_seconds`: the first selection of
+  a method compiles, later ones reuse the compiled functions, and mixing
+  the two would make the first cell of a method look slow.
   """
   out = os.path.join(ctx.workdir, "coreset")
   if os.path.exists(os.path.join(out, "mask.npy")):
-    return (np.load(os.path.join(out, "scores.npy")),
-            np.load(os.path.join(out, "mask.npy")),
-            wd.read_json(os.path.join(out, "selection.json")
-                         )["selection_seconds"])
-  t0 = time.perf_counter()
-  scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
-                                num_classes=ctx.data.num_classes, opts=opts,
-                                cache=cache)
-  seconds = time.perf_counter() - t0
+    got = _read_selection(out, stamp)
+    if got is not None:
+      return got
+  with compile_seconds() as compiling:
+    t0 = time.perf_counter()
+    scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
+                                  num_classes=ctx.data.num_classes, opts=opts,
+                                  cache=cache)
+    wall = time.perf_counter() - t0
+  timing = {"selection_seconds": max(wall - compiling[0], 0.0),
+            "compile_seconds": compiling[0], "stamp": stamp}
   if wd.is_writer():
-    _write_selection(ctx, spec, ratio, scores, mask, art, opts, seconds, plot)
-  return scores, mask, seconds
+    _write_selection(ctx, spec, ratio, scores, mask, art, opts, timing, plot)
+  return scores, mask, timing
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
-  """Runs the whole job in `workdir` and returns the summary dict."""
+  """Runs the whole job in `workdir` and returns the summary dict.
+
+  Everything that can be checked before loading the data is (the config,
+  the workdir and its identity); the rest (the data, the core-set size) is
+  checked before the warm-up, and the identity is written only then.
+
+  Raises:
+    ValueError: bad config, data or workdir (one line, nothing written).
+  """
   config_lib.validate_config(config)
-  wd.claim(workdir, config_lib.run_identity(config))
+  identity = config_lib.run_identity(config)
+  wd.check_workdir(workdir, "main", identity)
+  with wd.lock(workdir):
+    return _train_and_evaluate(config, workdir, identity)
+
+
+def _train_and_evaluate(config, workdir, identity):
   sel = config.selection
   ctx = context_lib.make_context(config, workdir)
-  opts = config_lib.selection_options(config)
   labels = ctx.data.train.labels
   ratio = 1.0 if sel.method == "full" else float(sel.ratio)
+  if sel.method != "full":
+    config_lib.check_coreset_size(ratio, int(labels.shape[0]))
+  data = data_fingerprint(ctx)
+  wd.claim(workdir, identity, data)
+  opts = config_lib.selection_options(config)
+  warm_stamp = wd.stamp(config_lib.warmup_identity(config, config.seed), data)
+  sel_stamp = wd.stamp(warm_stamp, sel.method, ratio,
+                       dataclasses.asdict(opts))
+  run_stamp = wd.stamp(identity, data)
+  summary_path = os.path.join(workdir, "summary.json")
+  if os.path.exists(summary_path):
+    # A finished run is read back: no stage (and no checkpoint) is needed.
+    try:
+      summary = wd.read_json(summary_path)
+    except wd.CorruptFileError as e:
+      logging.warning("%s; finishing the run again.", e)
+    else:
+      wd.check_stamp(summary_path, summary.get("stamp"), run_stamp)
+      if wd.is_writer():
+        print(format_table(summary), flush=True)
+      return summary
 
   need = methods.needs([sel.method], opts)
-  art = (warmup.run_warmup(ctx, need, **config_lib.warmup_settings(config))
+  art = (warmup.run_warmup(ctx, need, stamp=warm_stamp,
+                           **config_lib.warmup_settings(config))
          if need else {})
-  _, mask, sel_seconds = select_coreset(ctx, sel.method, art, ratio, opts)
+  _, mask, timing = select_coreset(ctx, sel.method, art, ratio, opts,
+                                   stamp=sel_stamp)
   result = train_coreset(ctx, np.flatnonzero(mask),
                          epochs=config.train.epochs,
-                         budget=config.train.budget)
+                         budget=config.train.budget, stamp=run_stamp)
   summary = {
       "method": sel.method,
       "ratio": ratio,
@@ -238,10 +348,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "selected_per_class": np.bincount(
           labels[mask], minlength=ctx.data.num_classes).tolist(),
       "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
-      "selection_seconds": float(sel_seconds),
+      "selection_seconds": float(timing["selection_seconds"]),
+      "selection_compile_seconds": float(timing.get("compile_seconds", 0.0)),
       **result,
+      "stamp": run_stamp,
   }
   if wd.is_writer():
-    wd.write_json(os.path.join(workdir, "summary.json"), summary)
+    wd.write_json(summary_path, summary)
     print(format_table(summary), flush=True)
   return summary

@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -38,7 +39,8 @@ def artefact_keys(need: frozenset[str]) -> list[str]:
 
 
 def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
-               epochs: int, schedule_epochs: int) -> dict[str, np.ndarray]:
+               epochs: int, schedule_epochs: int,
+               stamp: str = "") -> dict[str, np.ndarray]:
   """Trains `epochs` epochs on all data and returns the warm-up artefacts.
 
   Args:
@@ -47,15 +49,29 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     epochs: R, the warm-up epochs.
     schedule_epochs: the length of the learning-rate schedule in epochs
       (the core-set training's for the "truncated" warm-up schedule).
+    stamp: what the warm-up is computed from (`workdir.stamp`), kept in
+      `artefacts.npz` and the checkpoints and checked when they are read.
 
   Returns:
-    The artefacts (host arrays), as in `artefacts.npz`.
+    The artefacts (host arrays), as in `artefacts.npz` (less the stamp).
+
+  Raises:
+    workdir.ConfigMismatchError: the artefacts or checkpoints are of
+      another stamp.
   """
   art_path = os.path.join(ctx.workdir, "warmup", "artefacts.npz")
   if os.path.exists(art_path):
-    art = wd.read_npz(art_path)
-    if all(k in art for k in artefact_keys(need)):
-      return art
+    try:
+      art = wd.read_npz(art_path)
+    except wd.CorruptFileError as e:
+      # Recomputed from the last warm-up checkpoint (or from scratch): the
+      # warm-up is deterministic, so the artefacts come out the same.
+      logging.warning("%s; recomputing it.", e)
+      art = None
+    if art is not None:
+      wd.check_stamp(art_path, str(art.pop("stamp", "")), stamp)
+      if all(k in art for k in artefact_keys(need)):
+        return art
   n = ctx.data.train.num_examples
   spe = input_pipeline.num_batches(n, ctx.batch_size)
   tx = ctx.make_tx(max(schedule_epochs, epochs) * spe, spe)
@@ -106,7 +122,9 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       stage="warmup", workdir=ctx.workdir,
       checkpoint_dir=os.path.join(ctx.workdir, "checkpoints", "warmup"),
       tree=tree, num_epochs=epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
-      checkpoint_every=ctx.checkpoint_every)
+      checkpoint_every=ctx.checkpoint_every,
+      learning_rate=ctx.make_schedule(max(schedule_epochs, epochs) * spe, spe),
+      stamp=stamp)
 
   t0 = time.perf_counter()
   state = tree["state"]
@@ -121,7 +139,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
   art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
                                      time.perf_counter() - t0)
   if wd.is_writer():
-    wd.write_npz(art_path, **art)
+    wd.write_npz(art_path, **art, stamp=np.array(stamp))
   return art
 
 

@@ -1,14 +1,25 @@
-"""Crash-safe files in a run's workdir.
+"""Crash-safe files in a run's workdir, its lock and its identity.
 
 Every file is written to a temporary name in the same folder and renamed into
 place, so a crash or a kill leaves either the old file or the new one, never
 a torn one. Only process 0 writes.
+
+A run holds an exclusive lock on its workdir (`lock`) for its whole life, so
+two runs never write one workdir. The workdir's `config.json` (the run
+identity) and `data.json` (a fingerprint of the loaded data) are written by
+`claim` once the inputs are validated and loaded; every stage output
+records a `stamp` of what it was computed from, checked when it is read back.
+See docs/reliability.md.
 """
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
@@ -46,9 +57,18 @@ def write_json(path: str, obj: Any) -> None:
   _atomic(path, lambda f: f.write(data + b"\n"))
 
 
+class CorruptFileError(ValueError):
+  """A workdir file exists but cannot be read (torn, garbled, wrong format)."""
+
+
 def read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  """Reads a JSON file; `CorruptFileError` naming the file if it is garbled."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptFileError(f"{path} is not valid JSON ({e}); delete it or "
+                           "use a new --workdir.") from None
 
 
 def write_npy(path: str, array: np.ndarray) -> None:
@@ -63,8 +83,26 @@ def write_npz(path: str, **arrays: np.ndarray) -> None:
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
-  with np.load(path) as z:
-    return {k: z[k] for k in z.files}
+  """Reads an `.npz`; `CorruptFileError` naming the file if it is damaged."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # zipfile, EOF, pickle and format errors alike.
+    raise CorruptFileError(f"{path} is damaged ({type(e).__name__}: {e})"
+                           ) from None
+
+
+def read_npy(path: str) -> np.ndarray:
+  """Reads an `.npy`; `CorruptFileError` naming the file if it is damaged."""
+  try:
+    return np.load(path, allow_pickle=False)
+  except FileNotFoundError:
+    raise
+  except Exception as e:
+    raise CorruptFileError(f"{path} is damaged ({type(e).__name__}: {e})"
+                           ) from None
 
 
 def _jsonable(x):
@@ -78,28 +116,188 @@ def _jsonable(x):
 
 
 class ConfigMismatchError(ValueError):
-  """The workdir holds a run of a different config."""
+  """The workdir holds a run of a different config, data or job."""
 
 
-def claim(workdir: str, config_json: dict[str, Any]) -> bool:
-  """Checks that `workdir` is empty or holds a run of this same config.
+class WorkdirBusyError(ValueError):
+  """Another process holds the workdir's lock."""
 
-  Writes `config.json` on first use. Returns True if the workdir already held
-  this run (a resume). Raises `ConfigMismatchError` naming the first
-  differing field otherwise; nothing is overwritten.
+
+# What each job writes as its identity; a workdir holds one job's outputs.
+IDENTITY_FILES = {"main": "config.json", "compare": "grid.json",
+                  "attribution": "config.json"}
+# Outputs of a run: their presence without an identity file means the
+# identity was deleted, and the outputs cannot be trusted.
+_OUTPUTS = ("summary.json", "coreset", "warmup", "checkpoints", "cells",
+            "metrics.jsonl", "results.csv", "report.json", "matrices")
+
+
+def check_workdir(workdir: str, job: str, identity: dict[str, Any]) -> None:
+  """Cheap checks before any work: usable folder, same job, same config.
+
+  Raises:
+    ValueError: `workdir` is a file or not writable, holds another job's
+      run, outputs without an identity, or a run of another config (the
+      first differing field is named). Nothing is written.
   """
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    old = read_json(path)
-    if old != config_json:
-      diff = _first_difference(old, config_json)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file, not a folder.")
+  parent = workdir
+  while not os.path.exists(parent):
+    parent = os.path.dirname(os.path.abspath(parent))
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir={workdir} is not writable ({parent} is "
+                     "read-only for this user).")
+  if not os.path.isdir(workdir):
+    return
+  mine = IDENTITY_FILES[job]
+  for other_job, name in IDENTITY_FILES.items():
+    if name != mine and os.path.exists(os.path.join(workdir, name)):
       raise ConfigMismatchError(
-          f"workdir {workdir} holds a run of a different config ({diff}); "
-          "use a new --workdir or the same config to resume.")
-    return True
+          f"workdir {workdir} holds a {other_job} run ({name}), not a {job} "
+          "run; use a new --workdir.")
+  path = os.path.join(workdir, mine)
+  if not os.path.exists(path):
+    found = [n for n in _OUTPUTS if os.path.exists(os.path.join(workdir, n))]
+    if found:
+      raise ConfigMismatchError(
+          f"workdir {workdir} holds run outputs ({', '.join(found)}) but no "
+          f"{mine}, so what they were computed from is unknown; use a new "
+          "--workdir.")
+    return
+  old = read_json(path)
+  if old != identity:
+    diff = _first_difference(old, identity)
+    raise ConfigMismatchError(
+        f"workdir {workdir} holds a run of a different config ({diff}); "
+        "use a new --workdir or the same config to resume.")
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[None]:
+  """Holds an exclusive lock on `workdir` (created if missing) while inside.
+
+  The lock is `flock` on the folder itself: no lock file to leave behind,
+  and the kernel drops it when the process dies (kill -9 included), so a
+  killed run never leaves a stale lock. Only process 0 locks: on a
+  multi-host job the other processes write nothing to the workdir. A
+  workdir this call created and that is still empty on exit (the run
+  failed before writing anything) is removed again.
+
+  Raises:
+    WorkdirBusyError: another process holds the lock.
+  """
+  if not is_writer():
+    yield
+    return
+  created = not os.path.isdir(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+        raise WorkdirBusyError(
+            f"workdir {workdir} is in use by another run; wait for it to "
+            "finish or use a new --workdir.") from None
+      raise
+    try:
+      yield
+    finally:
+      if created and not os.listdir(workdir):
+        os.rmdir(workdir)
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
+def claim(workdir: str, identity: dict[str, Any],
+          data: Optional[dict[str, Any]] = None, job: str = "main") -> bool:
+  """Records (or checks) the run identity and data fingerprint of `workdir`.
+
+  Call under `lock`, after the inputs are validated and the data loaded, so
+  that a failed first run leaves no identity behind. `data.json` is written
+  before the identity file, whose presence marks the workdir as claimed.
+
+  Args:
+    workdir: the run's folder.
+    identity: what the run computes (`config.json` or `grid.json`).
+    data: `data_fingerprint` of the loaded data, or None.
+    job: a key of `IDENTITY_FILES`.
+
+  Returns:
+    True if the workdir already held this run (a resume).
+
+  Raises:
+    ConfigMismatchError: naming the first differing field of the config or
+      of the data fingerprint; nothing is overwritten.
+  """
+  check_workdir(workdir, job, identity)
+  path = os.path.join(workdir, IDENTITY_FILES[job])
+  data_path = os.path.join(workdir, "data.json")
+  resumed = os.path.exists(path)
+  if data is not None and os.path.exists(data_path):
+    old = read_json(data_path)
+    if old != data:
+      raise ConfigMismatchError(
+          f"the data differ from the data of the run in {workdir} "
+          f"({_first_difference(old, data)}); use a new --workdir.")
   if is_writer():
-    write_json(path, config_json)
-  return False
+    if data is not None and not os.path.exists(data_path):
+      write_json(data_path, data)
+    if not resumed:
+      write_json(path, identity)
+  return resumed
+
+
+def sample_rows(num_examples: int, count: int = 256) -> np.ndarray:
+  """`count` evenly spaced row indices of a split (all rows if fewer)."""
+  return np.unique(np.linspace(0, max(num_examples - 1, 0),
+                               num=min(count, num_examples)).astype(int))
+
+
+def data_fingerprint(train_labels: np.ndarray, image_sample: np.ndarray,
+                     test_labels: Optional[np.ndarray],
+                     num_classes: int) -> dict[str, Any]:
+  """Counts, shapes and content hashes of the loaded data.
+
+  Args:
+    train_labels: int `[N]`.
+    image_sample: uint8 `[K, H, W, C]`, the training images of
+      `sample_rows(N)` (cheap even for ImageNet, and any re-encoded or
+      reordered source changes them).
+    test_labels: int `[M]` or None.
+    num_classes: C.
+
+  Returns:
+    A JSON-able dict; the labels are hashed whole.
+  """
+  def digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+  out = {"num_train": int(len(train_labels)),
+         "image_shape": list(image_sample.shape[1:]),
+         "num_classes": int(num_classes),
+         "train_labels_sha256": digest(train_labels.astype(np.int32)),
+         "train_images_sample_sha256": digest(image_sample)}
+  if test_labels is not None:
+    out["num_test"] = int(len(test_labels))
+    out["test_labels_sha256"] = digest(test_labels.astype(np.int32))
+  return out
+
+
+def stamp(*parts: Any) -> str:
+  """A short hash of JSON-able parts: what a stage output was computed from."""
+  data = json.dumps(parts, sort_keys=True, default=_jsonable).encode()
+  return hashlib.sha256(data).hexdigest()[:16]
+
+
+def check_stamp(path: str, stored: Optional[str], expected: str) -> None:
+  """Refuses a stage output computed from another config or other data."""
+  if stored != expected:
+    raise ConfigMismatchError(
+        f"{path} was computed from another config or other data (stamp "
+        f"{stored}, expected {expected}); delete it or use a new --workdir.")
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:

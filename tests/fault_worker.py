@@ -1,0 +1,85 @@
+r"""Runs `experiments/main.py` and signals itself at one chosen point, for tests.
+
+  python tests/fault_worker.py POINT -- --config=... --workdir=W
+
+POINT is `<signal>:<where>`, the signal one of `kill` (SIGKILL), `int`
+(SIGINT) or `term` (SIGTERM), and `where` one of:
+  * `inside_checkpoint:<stage>:<epoch>`: after orbax has started writing the
+    checkpoint of that epoch of `warmup` or `train`, before it is finished;
+  * `after_checkpoint:<stage>:<epoch>`: once that checkpoint is on disk;
+  * `inside_write:<name>`: inside the atomic write of the workdir file
+    `<name>` (e.g. `mask.npy`), once its temporary file holds the data and
+    before it is renamed into place.
+main.py itself runs unchanged; only the signal is injected.
+"""
+
+import os
+import runpy
+import signal
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT,
+           "term": signal.SIGTERM}
+
+
+def main():
+  point, sep, *rest = sys.argv[1:]
+  assert sep == "--", sys.argv
+  sig, where, *args = point.split(":")
+  signum = SIGNALS[sig]
+  # A process started in the background by a non-interactive shell (as CI
+  # may start pytest) inherits SIGINT ignored, and Python then keeps it
+  # ignored; a terminal's Ctrl-C reaches Python's default handler.
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  def fire():
+    sys.stdout.flush()
+    # raise_signal signals this thread and runs Python's handler before it
+    # returns, so SIGINT/SIGTERM take effect exactly here. (os.kill may be
+    # handled a few bytecodes later, where a finalizer can swallow it.)
+    signal.raise_signal(signum)
+
+  from mrmc_jax.runner import loop  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import workdir as wd  # pylint: disable=g-import-not-at-top
+
+  if where in ("inside_checkpoint", "after_checkpoint"):
+    stage, epoch = args[0], int(args[1])
+    save = loop.save_checkpoint
+
+    def save_checkpoint(mngr, e, tree):
+      here = os.path.basename(str(mngr.directory)) == stage and e == epoch
+      if here and where == "inside_checkpoint":
+        import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+        mngr.save(e, args=ocp.args.StandardSave(tree))  # Asynchronous.
+        fire()
+      save(mngr, e, tree)
+      if here:
+        fire()
+
+    loop.save_checkpoint = save_checkpoint
+  elif where == "inside_write":
+    name = args[0]
+    atomic = wd._atomic  # pylint: disable=protected-access
+
+    def _atomic(path, write):
+      if os.path.basename(path) != name:
+        return atomic(path, write)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(os.path.join(os.path.dirname(path),
+                             ".tmp-" + name + "-killed"), "wb") as f:
+        write(f)
+      fire()
+      return atomic(path, write)
+
+    wd._atomic = _atomic  # pylint: disable=protected-access
+  else:
+    raise SystemExit(f"unknown point {point!r}")
+  sys.argv = [os.path.join(ROOT, "experiments", "main.py"), *rest]
+  runpy.run_path(sys.argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,410 @@
+"""Fault injection: kills, concurrent runs, damaged files and bad input.
+
+What docs/reliability.md promises, tested on the tiny digits config:
+  * kill -9 (and SIGINT, SIGTERM) at stage boundaries and inside checkpoint
+    and file writes: the resumed run selects the same mask and reaches the
+    same accuracy as an uninterrupted one, with exactly one metrics row per
+    epoch; a truncated checkpoint is skipped for the one before it;
+  * two runs started together on one workdir: one is refused, the other's
+    outputs are intact;
+  * bad input of every kind: one line, exit status 2, and a workdir that
+    existed is byte-for-byte untouched (one that did not is not created).
+Subprocesses run `experiments/main.py` (through tests/fault_worker.py when a
+signal is injected); the rest runs in this process.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import default
+from mrmc_jax.runner import cli
+from mrmc_jax.runner import compare
+from mrmc_jax.runner import experiment
+from mrmc_jax.runner import workdir as wd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(ROOT, "experiments", "main.py")
+# The tiny config of tests/test_experiment.py, as a config string argument.
+TINY = {"selection.warmup_epochs": 3, "train.epochs": 3,
+        "train.batch_size": 128}
+
+
+def tiny_config(**overrides):
+  config = default.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def config_flag(**overrides):
+  items = {**TINY, **overrides}
+  return ("--config=" + os.path.join(ROOT, "configs", "default.py") + ":" +
+          ",".join(f"{k}={v!r}" for k, v in items.items()))
+
+
+def run_cli(args, worker_point=None, timeout=300):
+  cmd = [sys.executable]
+  if worker_point:
+    cmd += [os.path.join(ROOT, "tests", "fault_worker.py"), worker_point,
+            "--"]
+  else:
+    cmd += [MAIN]
+  return subprocess.run(cmd + args, capture_output=True, text=True,
+                        timeout=timeout, cwd=ROOT)
+
+
+def snapshot(path):
+  """{relative path: sha256} of every file under `path` (or of the file)."""
+  if os.path.isfile(path):
+    return {"": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+  out = {}
+  for dirpath, _, files in os.walk(path):
+    for f in files:
+      full = os.path.join(dirpath, f)
+      out[os.path.relpath(full, path)] = hashlib.sha256(
+          open(full, "rb").read()).hexdigest()
+  return out
+
+
+def metric_epochs(workdir, stage):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [r for r in rows if r["stage"] == stage]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """An uninterrupted tiny run: the reference and a pre-existing workdir."""
+  workdir = str(tmp_path_factory.mktemp("finished") / "run")
+  summary = experiment.train_and_evaluate(tiny_config(), workdir)
+  return workdir, summary
+
+
+def test_kills_resume_to_the_same_mask_and_one_row_per_epoch(tmp_path,
+                                                             finished,
+                                                             caplog):
+  ref, ref_summary = finished
+  run = str(tmp_path / "run")
+  args = [config_flag(), f"--workdir={run}"]
+  # Each entry: the injected signal and where, the exit status it gives.
+  for point, status in [
+      ("int:after_checkpoint:warmup:1", 130),
+      ("kill:inside_checkpoint:warmup:2", -9),
+      ("kill:inside_write:scores.npy", -9),  # warm-up -> selection
+      ("kill:inside_write:mask.npy", -9),
+      ("term:after_checkpoint:train:1", 143),
+      ("kill:after_checkpoint:train:2", -9)]:
+    proc = run_cli(args, worker_point=point)
+    assert proc.returncode == status, (point, proc.stderr[-3000:])
+    if status > 0:
+      # SIGINT and SIGTERM: one line, no traceback.
+      assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+      lines = [l for l in proc.stderr.splitlines() if "error: " in l]
+      assert len(lines) == 1 and lines[0].startswith("error: "), (
+          proc.stderr[-3000:])
+  assert not os.path.exists(os.path.join(run, "summary.json"))
+  # Truncate the newest core-set training checkpoint (epoch 2): the resume
+  # falls back to epoch 1's.
+  step_dir = os.path.join(run, "checkpoints", "train", "2")
+  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir) for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, "r+b") as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+  with caplog.at_level("WARNING"):
+    summary = experiment.train_and_evaluate(tiny_config(), run)
+  fallback = [r.getMessage() for r in caplog.records
+              if "cannot be restored" in r.getMessage()]
+  assert len(fallback) == 1 and "train/2" in fallback[0], fallback
+
+  for name in ("mask.npy", "scores.npy"):
+    np.testing.assert_array_equal(
+        np.load(os.path.join(run, "coreset", name)),
+        np.load(os.path.join(ref, "coreset", name)))
+  assert summary["test_accuracy"] == ref_summary["test_accuracy"]
+  for stage, epochs in (("warmup", 3), ("train", 3)):
+    rows = metric_epochs(run, stage)
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1)), rows
+    ref_rows = metric_epochs(ref, stage)
+    # Same step counting and learning rate as the uninterrupted run.
+    assert [(r["step"], r["learning_rate"]) for r in rows] == [
+        (r["step"], r["learning_rate"]) for r in ref_rows]
+    assert [r["train_loss"] for r in rows] == [
+        r["train_loss"] for r in ref_rows]
+  # No temporary checkpoint folders are left behind, two checkpoints kept.
+  assert sorted(os.listdir(os.path.join(run, "checkpoints", "warmup"))) == [
+      "2", "3"]
+
+
+def test_concurrent_start_refuses_one(tmp_path):
+  workdir = str(tmp_path / "w")
+  configs = {"random": config_flag(**{"selection.method": "random",
+                                      "selection.ratio": 0.1,
+                                      "train.epochs": 1}),
+             "mrmc": config_flag(**{"train.epochs": 1})}
+  procs = {k: subprocess.Popen([sys.executable, MAIN, v,
+                                f"--workdir={workdir}"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+           for k, v in configs.items()}
+  out = {k: (p.wait(timeout=300), p.stderr.read()) for k, p in procs.items()}
+  winners = [k for k, (rc, _) in out.items() if rc == 0]
+  losers = [k for k, (rc, _) in out.items() if rc != 0]
+  assert len(winners) == 1 and len(losers) == 1, out
+  rc, err = out[losers[0]]
+  assert rc == 2 and "Traceback" not in err, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and ("in use" in lines[0] or
+                              "different config" in lines[0]), err[-3000:]
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["method"] == winners[0]
+  n = summary["num_examples"]
+  assert summary["num_selected"] == int((0.1 if winners[0] == "random"
+                                         else 0.3) * n + 1e-9)
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows if r["stage"] == "train"] == [1]
+
+
+def _npz(tmp_path, name, **arrays):
+  path = str(tmp_path / f"{name}.npz")
+  np.savez(path, **arrays)
+  return path
+
+
+def _bad_data(tmp_path):
+  """{case: dataset.name} for data that must be refused after loading."""
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+  y = np.arange(40) % 4
+  good = _npz(tmp_path, "good", x_train=x, y_train=y)
+  truncated = str(tmp_path / "truncated.npz")
+  with open(good, "rb") as f:
+    data = f.read()
+  with open(truncated, "wb") as f:
+    f.write(data[: len(data) // 2])
+  garbage = str(tmp_path / "garbage.npz")
+  with open(garbage, "wb") as f:
+    f.write(b"not an npz at all\n" * 10)
+  empty = str(tmp_path / "empty.npz")
+  open(empty, "wb").close()
+  pickled = str(tmp_path / "pickled.npz")
+  np.savez(pickled, x_train=x, y_train=np.array([object()] * 40))
+  folder = tmp_path / "folder" / "train"
+  for c in ("a", "b"):
+    (folder / c).mkdir(parents=True)
+    for i in range(3):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      png = tf.io.encode_png(x[i][..., None]).numpy()
+      (folder / c / f"{i}.png").write_bytes(png)
+  (folder / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  return {
+      "more_images_than_labels": (
+          "npz:" + _npz(tmp_path, "long", x_train=x, y_train=y[:30]),
+          "40 images but y_train has 30 labels"),
+      "more_labels_than_images": (
+          "npz:" + _npz(tmp_path, "short", x_train=x[:30], y_train=y),
+          "30 images but y_train has 40 labels"),
+      "test_split_mismatch": (
+          "npz:" + _npz(tmp_path, "test", x_train=x, y_train=y,
+                        x_test=x[:5], y_test=y[:4]),
+          "x_test has 5 images but y_test has 4"),
+      "nan_labels": (
+          "npz:" + _npz(tmp_path, "nan", x_train=x,
+                        y_train=np.where(y == 1, np.nan, y)),
+          "integer class ids"),
+      "empty_labels": (
+          "npz:" + _npz(tmp_path, "none", x_train=x[:0], y_train=y[:0]),
+          "y_train is empty"),
+      "num_classes_too_small": (
+          "npz:" + _npz(tmp_path, "classes", x_train=x, y_train=y,
+                        num_classes=2),
+          "num_classes=2 but the labels go up to 3"),
+      "truncated_npz": ("npz:" + truncated, "not a readable npz"),
+      "garbage_npz": ("npz:" + garbage, "not a readable npz"),
+      "empty_npz": ("npz:" + empty, "not a readable npz"),
+      "pickled_npz": ("npz:" + pickled, "pickled.npz: cannot read"),
+      "three_examples": (
+          "npz:" + _npz(tmp_path, "three", x_train=x[:3], y_train=y[:3]),
+          "core-set would be empty"),
+      "corrupt_image": ("folder:" + str(tmp_path / "folder"),
+                        "broken.png: cannot decode"),
+  }
+
+
+def _refused(capsys, job, config, workdir, match):
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    cli.run(job, config, workdir)
+  err = capsys.readouterr().err
+  assert e.value.code == cli.USAGE_ERROR, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), err
+  assert match in lines[0], lines[0]
+
+
+# (case, config overrides, expected part of the one line): each refused
+# before any work, a finished workdir byte-for-byte untouched.
+CONFIG_CASES = [
+    ("spec_option_not_int", {"selection.method": "mrmc(skip_epochs=abc)"},
+     "skip_epochs='abc'"),
+    ("spec_option_out_of_range", {"selection.method": "mrmc(skip_epochs=9)"},
+     "skip_epochs=9"),
+    ("negative_seed", {"seed": -1}, "seed=-1 is not allowed"),
+    ("nan_learning_rate", {"train.learning_rate": float("nan")},
+     "train.learning_rate=nan is not allowed"),
+    ("unknown_method", {"selection.method": "magic"}, "'magic' is not"),
+    ("other_config", {"selection.ratio": 0.2}, "different config"),
+]
+
+
+@pytest.mark.parametrize("case,overrides,match", CONFIG_CASES,
+                         ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_refused_and_workdir_untouched(capsys, finished, case,
+                                                  overrides, match):
+  del case
+  workdir = finished[0]
+  before = snapshot(workdir)
+  _refused(capsys, experiment.train_and_evaluate, tiny_config(**overrides),
+           workdir, match)
+  assert snapshot(workdir) == before
+
+
+def test_bad_data_refused_and_nothing_written(capsys, tmp_path):
+  cases = _bad_data(tmp_path)
+  for case, (name, match) in cases.items():
+    workdir = str(tmp_path / "w" / case)
+    _refused(capsys, experiment.train_and_evaluate,
+             tiny_config(**{"dataset.name": name,
+                            "train.eval_batch_size": 128}), workdir, match)
+    # A failed first run leaves nothing (no config.json to refuse the
+    # corrected command).
+    assert not os.path.exists(workdir), case
+  # The ratio whose core-set is empty on the embedded digits set.
+  _refused(capsys, experiment.train_and_evaluate,
+           tiny_config(**{"selection.ratio": 0.0001}),
+           str(tmp_path / "w" / "tiny_ratio"), "core-set would be empty")
+  assert not os.path.exists(tmp_path / "w" / "tiny_ratio")
+
+
+def _copy(finished, tmp_path, name):
+  dst = str(tmp_path / name)
+  shutil.copytree(finished[0], dst)
+  return dst
+
+
+def test_bad_workdirs_refused_and_untouched(capsys, tmp_path, finished):
+  config = tiny_config()
+  job = experiment.train_and_evaluate
+  # A file.
+  path = tmp_path / "file"
+  path.write_text("keep")
+  _refused(capsys, job, config, str(path), "is a file")
+  assert path.read_text() == "keep"
+  # Garbled config.json, named.
+  w = _copy(finished, tmp_path, "garbled")
+  with open(os.path.join(w, "config.json"), "w") as f:
+    f.write("{not json")
+  before = snapshot(w)
+  _refused(capsys, job, config, w, "config.json is not valid JSON")
+  assert snapshot(w) == before
+  # Outputs whose config.json was deleted.
+  w = _copy(finished, tmp_path, "anonymous")
+  os.remove(os.path.join(w, "config.json"))
+  before = snapshot(w)
+  _refused(capsys, job, tiny_config(**{"selection.ratio": 0.2}), w,
+           "but no config.json")
+  assert snapshot(w) == before
+  # Data that changed under a finished run (its stored fingerprint differs).
+  w = _copy(finished, tmp_path, "data")
+  stored = wd.read_json(os.path.join(w, "data.json"))
+  stored["train_labels_sha256"] = "0" * 16
+  wd.write_json(os.path.join(w, "data.json"), stored)
+  before = snapshot(w)
+  _refused(capsys, job, config, w, "train_labels_sha256")
+  assert snapshot(w) == before
+  # A workdir in use by another run.
+  w = _copy(finished, tmp_path, "busy")
+  before = snapshot(w)
+  with wd.lock(w):
+    _refused(capsys, job, config, w, "in use by another run")
+  assert snapshot(w) == before
+  # A comparison's workdir; and a comparison refuses a main.py run.
+  w = str(tmp_path / "grid")
+  os.makedirs(w)
+  wd.write_json(os.path.join(w, "grid.json"), {"seed": 0})
+  before = snapshot(w)
+  _refused(capsys, job, config, w, "holds a compare run")
+  assert snapshot(w) == before
+  before = snapshot(finished[0])
+  _refused(capsys, compare.run_comparison, config, finished[0],
+           "holds a main run")
+  assert snapshot(finished[0]) == before
+  # Read-only (root ignores permissions, so only checked as a user).
+  if os.geteuid() != 0:
+    w = _copy(finished, tmp_path, "readonly")
+    os.chmod(w, 0o555)
+    try:
+      _refused(capsys, job, config, os.path.join(w, "sub"), "not writable")
+    finally:
+      os.chmod(w, 0o755)
+
+
+def test_compare_checks_every_cell_first(capsys, tmp_path):
+  config = tiny_config()
+  config.compare.methods = "random,mrmc(skip_epochs=9)"
+  _refused(capsys, compare.run_comparison, config, str(tmp_path / "c"),
+           "skip_epochs=9")
+  assert not os.path.exists(tmp_path / "c")
+
+
+@pytest.mark.parametrize("script,args,match", [
+    ("main.py", ["--workdir=W"], "--config"),
+    ("compare.py", ["--workdir=W"], "--config"),
+    ("main.py", ["--config=configs/nonexistent.py", "--workdir=W"],
+     "nonexistent.py"),
+    ("main.py", ["--config=configs/cifar10.py:quik", "--workdir=W"],
+     "unknown preset 'quik'"),
+])
+def test_usage_errors_are_one_line(tmp_path, script, args, match):
+  args = [a.replace("W", str(tmp_path / "w")) for a in args]
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", script), *args],
+      capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert proc.returncode == cli.USAGE_ERROR, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+  assert match in lines[0], lines[0]
+  assert not os.path.exists(tmp_path / "w")
+
+
+def test_compare_grid_extends_and_reuses(tmp_path, monkeypatch):
+  workdir = str(tmp_path / "grid")
+  config = tiny_config(**{"train.epochs": 1})
+  config.compare.methods, config.compare.ratios = "random", "0.5"
+  config.compare.seeds = "0"
+  first = compare.run_comparison(config, workdir)
+  cell = os.path.join(workdir, "cells", "random", "ratio_0.5", "seed_0")
+  before = snapshot(cell)
+  assert "checkpoints" not in os.listdir(cell)
+  # Extended by a method, a ratio and full: the finished cell is reused.
+  config.compare.methods, config.compare.ratios = "random,mrmc,full", "0.5,0.2"
+  trained = []
+  train = experiment.train_coreset
+  monkeypatch.setattr(compare.experiment, "train_coreset",
+                      lambda ctx, *a, **k: trained.append(ctx.workdir) or
+                      train(ctx, *a, **k))
+  rows = compare.run_comparison(config, workdir)
+  assert snapshot(cell) == before and cell not in trained
+  assert len(trained) == 4 and rows[0] == first[0]
+  assert len(rows) == 5
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert "compile s" in md
