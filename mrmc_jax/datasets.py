@@ -251,6 +251,42 @@ def stratified_holdout(labels: np.ndarray, test_fraction: float,
   return np.flatnonzero(~is_test), test_rows.astype(np.int64)
 
 
+def validation_split(data: "Dataset", fraction: float,
+                     seed: int) -> "Dataset":
+  """Carves a stratified validation split out of the train split.
+
+  `stratified_holdout(train labels, fraction, seed)` picks the rows; the
+  returned data set trains on the rest (ids renumbered 0..N'-1, mean and
+  std recomputed on them) and evaluates on the held-out rows in place of
+  the test split, so that choices can be made without the test split.
+
+  Args:
+    data: a loaded data set.
+    fraction: the held-out fraction of every class, in (0, 1).
+    seed: int >= 0 for the holdout.
+
+  Returns:
+    A `Dataset` whose `test` is the validation split.
+
+  Raises:
+    ValueError: on a fraction outside (0, 1) or a bad seed.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"validation fraction={fraction!r} is not allowed: it "
+                     "must lie in (0, 1).")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or (
+      seed < 0):
+    raise ValueError(f"validation seed={seed!r} is not allowed: it must be "
+                     "an int >= 0.")
+  tr = data.train
+  keep, held = stratified_holdout(tr.labels, fraction, int(seed))
+  train = ArraySplit(tr.images[keep], tr.labels[keep])
+  mean, std = compute_mean_std(train.images)
+  return dataclasses.replace(
+      data, train=train, test=ArraySplit(tr.images[held], tr.labels[held]),
+      mean=mean, std=std)
+
+
 def compute_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and standard deviation, in units of pixel / 255.
 

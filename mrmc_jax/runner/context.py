@@ -94,6 +94,12 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
       config.dataset.name, config.dataset.data_dir,
       image_size=(None if config.dataset.image_size is None else
                   (config.dataset.image_size,) * 2))
+  fraction = config.dataset.get("validation_fraction", 0.0)
+  if fraction:
+    # Model choices are made on a split of the training data; the test
+    # split is not loaded into the run.
+    data = datasets.validation_split(data, fraction,
+                                     config.dataset.get("validation_seed", 0))
   model = models.create_model(config.model.name, data.num_classes,
                               dtype=config_lib.DTYPES[config.model.dtype])
   mesh = sharding.make_mesh(

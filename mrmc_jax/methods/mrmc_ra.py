@@ -1,0 +1,137 @@
+"""Ratio-aware MRMC: the paper's score, sampled by a ratio-dependent rule.
+
+MRMC keeps the top of its score, which loses to Random at small ratios on
+Fashion-MNIST (docs/results). The peers that win there (CCS, BOSS, DUAL;
+Sorscher et al. 2022) keep the score but change how it is used as the
+budget shrinks: cut the hardest tail, keep coverage of the score range, and
+move toward easier examples. `mrmc_ra_select` does that on MRMC's per-class
+score rank u (0 = the class's lowest MRMC score, 1 = its highest):
+
+1. Cut: drop the top `cut(ratio) = ra_cut * (1 - ratio)` of each class
+   (never more than leaves the quota). The cut grows as the ratio shrinks.
+2. Cover: among the rest, with u' their rank rescaled to [0, 1], sample the
+   quota without replacement with probability proportional to a Beta
+   density over u' whose mode is `m(ratio) = 1 - (1 - ratio) ** ra_shape`
+   and whose concentration is a + b = 16 (DUAL's):
+   `a = 1 + 14 m`, `b = 1 + 14 (1 - m)`. At ratio 0.7 the mode sits near
+   the top of what is left (m = 0.91 with ra_shape = 2); at 0.1 near its
+   lower quarter (m = 0.19): easier examples as the budget shrinks.
+   `ra_form="uniform"` samples the rest uniformly instead (pure coverage,
+   CCS-like with rank strata) and `ra_form="top"` takes its top (the cut
+   alone).
+
+The two knobs `ra_cut` and `ra_shape` are set once (chosen on a validation
+split carved from the training data, docs/results) and the ratio sets the
+rest; nothing is tuned per data set. The paper has no such rule: with
+`ra_cut=0` and `ra_form="top"` this is plain MRMC.
+"""
+
+import numpy as np
+
+from mrmc_jax import validation
+from mrmc_jax.methods import common
+from mrmc_jax.methods import mrmc
+
+FORMS = ("beta", "uniform", "top")  # = options.CHOICES["ra_form"]
+_CONCENTRATION = 16.0
+
+
+def cut_fraction(ratio: float, ra_cut: float) -> float:
+  """The fraction of each class dropped from the top: `ra_cut * (1 - ratio)`."""
+  validation.check_ratio(ratio)
+  common.check_number(ra_cut, "ra_cut", 0.0, 1.0)
+  return float(ra_cut) * (1.0 - float(ratio))
+
+
+def beta_mode(ratio: float, ra_shape: float) -> float:
+  """The mode of the rank density: `1 - (1 - ratio) ** ra_shape`."""
+  validation.check_ratio(ratio)
+  common.check_number(ra_shape, "ra_shape", 0.0, np.inf, lo_open=True,
+                      hi_open=True)
+  return 1.0 - (1.0 - float(ratio)) ** float(ra_shape)
+
+
+def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
+                   class_balanced: bool = True, ra_cut: float = 0.2,
+                   ra_shape: float = 2.0, ra_form: str = "beta",
+                   seed: int = 0) -> np.ndarray:
+  """Cut the top tail, then sample the rest by a ratio-dependent density.
+
+  See the module docstring for the rule. The rank u is within class when
+  `class_balanced`, else over all examples; ties in the score get a seeded
+  random rank.
+
+  Args:
+    scores: float `[N]` MRMC scores, higher = larger loss reduction.
+    labels: int `[N]`.
+    ratio: kept fraction in (0, 1].
+    num_classes: C.
+    class_balanced: per-class quotas (default) or one global budget.
+    ra_cut: in [0, 1]; the cut is `ra_cut * (1 - ratio)` of each class.
+    ra_shape: > 0; the density's mode is `1 - (1 - ratio) ** ra_shape`.
+    ra_form: "beta", "uniform" or "top".
+    seed: int >= 0 (ranks of ties, sampling).
+
+  Returns:
+    bool `[N]` mask with exactly the per-class quotas (or the budget).
+
+  Raises:
+    ValueError: on bad shapes, NaN scores, ratio or knobs.
+  """
+  common.check_ndim(scores, 1, "scores", "[N]")
+  common.check_ratio_labels(labels, ratio, num_classes, scores=scores)
+  common.check_finite(scores, "scores", allow_inf=True)
+  if ra_form not in FORMS:
+    raise ValueError(f"ra_form={ra_form!r} is not allowed: use one of "
+                     f"{', '.join(FORMS)}.")
+  validation.check_seed(seed)
+  cut = cut_fraction(ratio, ra_cut)
+  mode = beta_mode(ratio, ra_shape)
+  labels = np.asarray(labels, np.int64)
+  groups, quotas, _ = common.group_quotas(labels, num_classes, ratio,
+                                          class_balanced)
+  pos = common.within_group_position(scores, groups, seed)
+  sizes = np.bincount(groups, minlength=quotas.shape[0])
+  # Drop the top floor(cut * n) of each group, but leave at least its quota.
+  n_drop = np.minimum(np.floor(cut * sizes + 1e-9).astype(np.int64),
+                      sizes - quotas)
+  kept_n = sizes[groups] - n_drop[groups]
+  kept = pos < kept_n
+  u_kept = pos / np.maximum(kept_n - 1, 1)
+  if ra_form == "top":
+    keys = np.where(kept, u_kept, -np.inf)
+    _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
+                                class_balanced=class_balanced, seed=seed)
+    return mask
+  if ra_form == "uniform":
+    log_w = np.where(kept, 0.0, -np.inf)
+  else:
+    a = 1.0 + (_CONCENTRATION - 2.0) * mode
+    b = 1.0 + (_CONCENTRATION - 2.0) * (1.0 - mode)
+    # The Beta log-density up to its constant; u' in [0, 1] is moved half a
+    # rank inwards so that both ends stay finite.
+    half = 0.5 / np.maximum(kept_n, 1)
+    x = np.clip(u_kept, half, 1.0 - half)
+    log_w = np.where(kept, (a - 1.0) * np.log(x) + (b - 1.0) * np.log1p(-x),
+                     -np.inf)
+  _, mask = common.sample_by_weight(log_w, labels, ratio,
+                                    num_classes=num_classes,
+                                    class_balanced=class_balanced, seed=seed)
+  return mask
+
+
+def _select(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  scores = mrmc.mrmc_from_artefacts(art, opts)
+  mask = mrmc_ra_select(scores, labels, ratio, num_classes=num_classes,
+                        class_balanced=opts.class_balanced, ra_cut=opts.ra_cut,
+                        ra_shape=opts.ra_shape, ra_form=opts.ra_form,
+                        seed=opts.seed)
+  return np.asarray(scores, np.float32), np.asarray(mask)
+
+
+METHOD = common.Method(
+    "mrmc_ra", frozenset({"trajectory"}),
+    ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form")
+    + mrmc.MRMC_OPTIONS, _select,
+    "MRMC score; ratio-dependent top cut, then Beta sampling over its rank")

@@ -1,0 +1,78 @@
+"""Tests for mrmc_ra.py: the ratio rule, the cut, exact budgets, ties."""
+
+import numpy as np
+import pytest
+
+from mrmc_jax import selection
+from mrmc_jax.methods import mrmc_ra
+
+
+def test_rule_by_hand():
+  assert mrmc_ra.cut_fraction(0.1, 0.2) == pytest.approx(0.18)
+  assert mrmc_ra.cut_fraction(0.7, 0.2) == pytest.approx(0.06)
+  assert mrmc_ra.beta_mode(0.1, 2.0) == pytest.approx(0.19)
+  assert mrmc_ra.beta_mode(0.7, 2.0) == pytest.approx(0.91)
+
+
+def test_top_form_is_the_cut_then_the_top():
+  # One class of 20, scores 0..19; ratio 0.25 keeps 5; cut 0.4 * 0.75 = 0.3
+  # drops the top 6 (ids 14..19), so the top of the rest is ids 9..13.
+  scores = np.arange(20, dtype=np.float32)
+  labels = np.zeros(20, int)
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.25, num_classes=1,
+                                ra_cut=0.4, ra_form="top")
+  np.testing.assert_array_equal(np.flatnonzero(mask), [9, 10, 11, 12, 13])
+  # ra_cut = 0 with "top" is plain top-k.
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.25, num_classes=1,
+                                ra_cut=0.0, ra_form="top")
+  np.testing.assert_array_equal(np.flatnonzero(mask), [15, 16, 17, 18, 19])
+  # The cut never leaves less than the quota: at ratio 0.9 with cut 1.0
+  # (0.1 of 20 = 2 dropped) the 18 kept are ids 0..17.
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.9, num_classes=1,
+                                ra_cut=1.0, ra_form="top")
+  np.testing.assert_array_equal(np.flatnonzero(mask), np.arange(18))
+
+
+@pytest.mark.parametrize("form", ["beta", "uniform"])
+def test_sampling_forms_exact_quotas_cut_and_seeded(form):
+  rng = np.random.default_rng(0)
+  n = 600
+  labels = rng.integers(0, 3, n)
+  scores = np.round(rng.random(n) * 4)  # Many ties.
+  for ratio in (0.1, 0.3, 0.7):
+    mask = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=3,
+                                  ra_cut=0.5, ra_form=form, seed=3)
+    np.testing.assert_array_equal(np.bincount(labels[mask], minlength=3),
+                                  selection.class_quotas(labels, 3, ratio))
+    again = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=3,
+                                   ra_cut=0.5, ra_form=form, seed=3)
+    np.testing.assert_array_equal(mask, again)
+  # At ratio 0.1 the cut (45% of each class) removes the top scores.
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.1, num_classes=3,
+                                ra_cut=0.5, ra_form=form, seed=3)
+  assert scores[mask].max() < 4
+  other = mrmc_ra.mrmc_ra_select(scores, labels, 0.1, num_classes=3,
+                                 ra_cut=0.5, ra_form=form, seed=4)
+  assert (other != mask).any()
+
+
+def test_beta_form_moves_toward_low_scores_as_ratio_shrinks():
+  n = 2000
+  scores = np.arange(n, dtype=np.float64)
+  labels = np.zeros(n, int)
+  med = {}
+  for ratio in (0.1, 0.3):
+    mask = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=1,
+                                  ra_cut=0.0, ra_shape=2.0, seed=0)
+    med[ratio] = np.median(scores[mask]) / n
+  # Modes 0.19 and 0.51 of the rank.
+  assert med[0.1] < 0.3 < med[0.3] < 0.65
+
+
+def test_errors():
+  with pytest.raises(ValueError, match="ra_form='x' is not allowed"):
+    mrmc_ra.mrmc_ra_select(np.ones(4), np.zeros(4, int), 0.5, num_classes=1,
+                           ra_form="x")
+  with pytest.raises(ValueError, match="ra_cut=2 is not allowed"):
+    mrmc_ra.mrmc_ra_select(np.ones(4), np.zeros(4, int), 0.5, num_classes=1,
+                           ra_cut=2)
