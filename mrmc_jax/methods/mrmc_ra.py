@@ -19,6 +19,15 @@ score rank u (0 = the class's lowest MRMC score, 1 = its highest):
    `ra_form="uniform"` samples the rest uniformly instead (pure coverage,
    CCS-like with rank strata) and `ra_form="top"` takes its top (the cut
    alone).
+   `ra_form="conf"` moves along another axis: MRMC's low ranks hold both
+   the examples learned before epoch 1 and those never learned, so "lower
+   rank" is not "easier". It samples with probability proportional to
+   `BetaPdf(conf; a, b) * (pos + 1) / n_kept`, conf the mean true-class
+   probability over the fitted warm-up epochs, pos the MRMC rank among the
+   kept, and `(a, b) = dual.beta_shape(ratio, anchor, c_d = ra_shape)`
+   (DUAL's rule, anchor the mean conf of the 10 highest MRMC scores): the
+   density moves toward confident (easy) examples as the ratio shrinks,
+   and within it the larger loss reductions are preferred.
 
 The two knobs `ra_cut` and `ra_shape` are set once (chosen on a validation
 split carved from the training data, docs/results) and the ratio sets the
@@ -30,9 +39,10 @@ import numpy as np
 
 from mrmc_jax import validation
 from mrmc_jax.methods import common
+from mrmc_jax.methods import dual
 from mrmc_jax.methods import mrmc
 
-FORMS = ("beta", "uniform", "top")  # = options.CHOICES["ra_form"]
+FORMS = ("beta", "uniform", "top", "conf")  # = options.CHOICES["ra_form"]
 _CONCENTRATION = 16.0
 
 
@@ -54,7 +64,7 @@ def beta_mode(ratio: float, ra_shape: float) -> float:
 def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
                    class_balanced: bool = True, ra_cut: float = 0.2,
                    ra_shape: float = 2.0, ra_form: str = "beta",
-                   seed: int = 0) -> np.ndarray:
+                   confidence=None, seed: int = 0) -> np.ndarray:
   """Cut the top tail, then sample the rest by a ratio-dependent density.
 
   See the module docstring for the rule. The rank u is within class when
@@ -69,7 +79,9 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     class_balanced: per-class quotas (default) or one global budget.
     ra_cut: in [0, 1]; the cut is `ra_cut * (1 - ratio)` of each class.
     ra_shape: > 0; the density's mode is `1 - (1 - ratio) ** ra_shape`.
-    ra_form: "beta", "uniform" or "top".
+    ra_form: "beta", "uniform", "top" or "conf".
+    confidence: float `[N]` in [0, 1], the mean true-class probability;
+      needed by `ra_form="conf"` only.
     seed: int >= 0 (ranks of ties, sampling).
 
   Returns:
@@ -105,6 +117,16 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     return mask
   if ra_form == "uniform":
     log_w = np.where(kept, 0.0, -np.inf)
+  elif ra_form == "conf":
+    if confidence is None or np.shape(confidence) != np.shape(scores):
+      raise ValueError("ra_form='conf' needs confidence, a float [N] array "
+                       "like scores.")
+    conf = np.clip(np.asarray(confidence, np.float64), 1e-6, 1.0 - 1e-6)
+    s = np.asarray(scores, np.float64)
+    top = np.argsort(-s, kind="stable")[:10]
+    a, b = dual.beta_shape(ratio, float(conf[top].mean()), ra_shape)
+    log_pdf = (a - 1.0) * np.log(conf) + (b - 1.0) * np.log1p(-conf)
+    log_w = np.where(kept, log_pdf + np.log((pos + 1.0) / kept_n), -np.inf)
   else:
     a = 1.0 + (_CONCENTRATION - 2.0) * mode
     b = 1.0 + (_CONCENTRATION - 2.0) * (1.0 - mode)
@@ -123,9 +145,11 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   scores = mrmc.mrmc_from_artefacts(art, opts)
+  p_true = common.trajectory_view(art, opts)["p_true"]
   mask = mrmc_ra_select(scores, labels, ratio, num_classes=num_classes,
                         class_balanced=opts.class_balanced, ra_cut=opts.ra_cut,
                         ra_shape=opts.ra_shape, ra_form=opts.ra_form,
+                        confidence=p_true[:, opts.skip_epochs:].mean(axis=1),
                         seed=opts.seed)
   return np.asarray(scores, np.float32), np.asarray(mask)
 

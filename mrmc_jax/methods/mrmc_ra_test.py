@@ -33,26 +33,31 @@ def test_top_form_is_the_cut_then_the_top():
   np.testing.assert_array_equal(np.flatnonzero(mask), np.arange(18))
 
 
-@pytest.mark.parametrize("form", ["beta", "uniform"])
+@pytest.mark.parametrize("form", ["beta", "uniform", "conf"])
 def test_sampling_forms_exact_quotas_cut_and_seeded(form):
   rng = np.random.default_rng(0)
   n = 600
   labels = rng.integers(0, 3, n)
   scores = np.round(rng.random(n) * 4)  # Many ties.
+  conf = rng.random(n)
   for ratio in (0.1, 0.3, 0.7):
     mask = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=3,
-                                  ra_cut=0.5, ra_form=form, seed=3)
+                                  ra_cut=0.5, ra_form=form, seed=3,
+                                  confidence=conf)
     np.testing.assert_array_equal(np.bincount(labels[mask], minlength=3),
                                   selection.class_quotas(labels, 3, ratio))
     again = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=3,
-                                   ra_cut=0.5, ra_form=form, seed=3)
+                                   ra_cut=0.5, ra_form=form, seed=3,
+                                   confidence=conf)
     np.testing.assert_array_equal(mask, again)
   # At ratio 0.1 the cut (45% of each class) removes the top scores.
   mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.1, num_classes=3,
-                                ra_cut=0.5, ra_form=form, seed=3)
+                                ra_cut=0.5, ra_form=form, seed=3,
+                                confidence=conf)
   assert scores[mask].max() < 4
   other = mrmc_ra.mrmc_ra_select(scores, labels, 0.1, num_classes=3,
-                                 ra_cut=0.5, ra_form=form, seed=4)
+                                 ra_cut=0.5, ra_form=form, seed=4,
+                                 confidence=conf)
   assert (other != mask).any()
 
 
@@ -67,6 +72,24 @@ def test_beta_form_moves_toward_low_scores_as_ratio_shrinks():
     med[ratio] = np.median(scores[mask]) / n
   # Modes 0.19 and 0.51 of the rank.
   assert med[0.1] < 0.3 < med[0.3] < 0.65
+
+
+def test_conf_form_moves_toward_confident_as_ratio_shrinks():
+  rng = np.random.default_rng(1)
+  n = 3000
+  conf = rng.random(n)
+  scores = rng.random(n)
+  labels = np.zeros(n, int)
+  mean_conf = {}
+  for ratio in (0.1, 0.7):
+    mask = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=1,
+                                  ra_cut=0.0, ra_shape=4.0, ra_form="conf",
+                                  confidence=conf, seed=0)
+    mean_conf[ratio] = conf[mask].mean()
+  assert mean_conf[0.1] > mean_conf[0.7] + 0.1
+  with pytest.raises(ValueError, match="needs confidence"):
+    mrmc_ra.mrmc_ra_select(scores, labels, 0.5, num_classes=1,
+                           ra_form="conf")
 
 
 def test_errors():
