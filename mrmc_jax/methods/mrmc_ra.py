@@ -28,6 +28,10 @@ score rank u (0 = the class's lowest MRMC score, 1 = its highest):
    (DUAL's rule, anchor the mean conf of the 10 highest MRMC scores): the
    density moves toward confident (easy) examples as the ratio shrinks,
    and within it the larger loss reductions are preferred.
+   `ra_form="mix"` takes the share `m(ratio)` (the mode above) of each
+   quota from the top of MRMC's ranking (after the cut) and the rest
+   uniformly at random from the remaining kept examples: all top at ratio
+   1, mostly coverage at small ratios.
 
 The two knobs `ra_cut` and `ra_shape` are set once (chosen on a validation
 split carved from the training data, docs/results) and the ratio sets the
@@ -42,7 +46,7 @@ from mrmc_jax.methods import common
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import mrmc
 
-FORMS = ("beta", "uniform", "top", "conf")  # = options.CHOICES["ra_form"]
+FORMS = ("beta", "uniform", "top", "conf", "mix")  # = options.CHOICES["ra_form"]
 _CONCENTRATION = 16.0
 
 
@@ -79,7 +83,7 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     class_balanced: per-class quotas (default) or one global budget.
     ra_cut: in [0, 1]; the cut is `ra_cut * (1 - ratio)` of each class.
     ra_shape: > 0; the density's mode is `1 - (1 - ratio) ** ra_shape`.
-    ra_form: "beta", "uniform", "top" or "conf".
+    ra_form: "beta", "uniform", "top", "conf" or "mix".
     confidence: float `[N]` in [0, 1], the mean true-class probability;
       needed by `ra_form="conf"` only.
     seed: int >= 0 (ranks of ties, sampling).
@@ -112,6 +116,16 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
   u_kept = pos / np.maximum(kept_n - 1, 1)
   if ra_form == "top":
     keys = np.where(kept, u_kept, -np.inf)
+    _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
+                                class_balanced=class_balanced, seed=seed)
+    return mask
+  if ra_form == "mix":
+    # The top n_top of each group's kept ranking come first, then a uniform
+    # draw: keys 2 (top), U(0, 1) (rest), -inf (cut).
+    n_top = np.floor(mode * quotas + 1e-9).astype(np.int64)
+    top = pos >= kept_n - n_top[groups]
+    rand = np.random.default_rng(seed).random(pos.shape[0])
+    keys = np.where(kept, np.where(top, 2.0, rand), -np.inf)
     _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
                                 class_balanced=class_balanced, seed=seed)
     return mask

@@ -92,6 +92,20 @@ def test_conf_form_moves_toward_confident_as_ratio_shrinks():
                            ra_form="conf")
 
 
+def test_mix_form_top_share_then_uniform():
+  # One class of 100, scores 0..99, ratio 0.2 keeps 20; ra_shape 2 gives the
+  # top share 1 - 0.8^2 = 0.36: 7 of the 20 are ids 93..99, the other 13
+  # are drawn from ids 0..92.
+  scores = np.arange(100, dtype=np.float64)
+  labels = np.zeros(100, int)
+  masks = [mrmc_ra.mrmc_ra_select(scores, labels, 0.2, num_classes=1,
+                                  ra_cut=0.0, ra_shape=2.0, ra_form="mix",
+                                  seed=s) for s in range(3)]
+  for m in masks:
+    assert m.sum() == 20 and m[93:].all() and m[:93].sum() == 13
+  assert masks[0].tobytes() != masks[1].tobytes()
+
+
 def test_errors():
   with pytest.raises(ValueError, match="ra_form='x' is not allowed"):
     mrmc_ra.mrmc_ra_select(np.ones(4), np.zeros(4, int), 0.5, num_classes=1,

@@ -67,7 +67,7 @@ CHOICES = {
     "score": scoring.SCORES,
     "ccs_score": DIFFICULTY_SCORES,
     "d2_score": DIFFICULTY_SCORES,
-    "ra_form": ("beta", "uniform", "top", "conf"),
+    "ra_form": ("beta", "uniform", "top", "conf", "mix"),
 }
 
 
