@@ -83,9 +83,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.d2_mis_ratio = 0.1
   config.selection.dual_window = 10
   config.selection.dual_c_d = 4.0
-  config.selection.ra_cut = 0.2
-  config.selection.ra_shape = 2.0
-  config.selection.ra_form = "beta"
+  # mrmc_ra's knobs, chosen on a validation split (docs/results/).
+  config.selection.ra_cut = 0.0
+  config.selection.ra_shape = 4.0
+  config.selection.ra_form = "conf"
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20

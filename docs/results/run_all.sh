@@ -36,3 +36,43 @@ chain() {
 chain fashion_mnist > $OUT-fashion_mnist.log 2>&1 &
 chain mnist > $OUT-mnist.log 2>&1 &
 wait
+
+# --- Seeded ties, DUAL, faithful D2, ratio-aware MRMC (mrmc_ra) ----------
+# 1) Knobs chosen on a validation split: 10% of each class of the training
+# split held out (dataset.validation_fraction), seeds 0 and 1, ratios
+# 0.5/0.3/0.1. The test split is not loaded. Round 1: the Beta-over-rank
+# form and the cut; round 2: the conf and mix forms.
+VAL1="random,mrmc,dual,mrmc_ra,mrmc_ra(ra_shape=1.0),mrmc_ra(ra_shape=4.0),\
+mrmc_ra(ra_cut=0.5),mrmc_ra(ra_cut=0.0),mrmc_ra(ra_form=uniform),\
+mrmc_ra(ra_form=top)"
+VAL2="random,mrmc,dual,mrmc_ra(ra_form=conf;ra_cut=0.0;ra_shape=4.0),\
+mrmc_ra(ra_form=conf;ra_cut=0.0;ra_shape=2.0),\
+mrmc_ra(ra_form=mix;ra_cut=0.0;ra_shape=4.0),\
+mrmc_ra(ra_form=mix;ra_cut=0.0;ra_shape=2.0)"
+val() {
+  local ds=$1 round=$2 methods=$3
+  $PY experiments/compare.py --config=configs/$ds.py \
+    --workdir=runs/$round/$ds --config.dataset.validation_fraction=0.1 \
+    --config.compare.ratios=0.5,0.3,0.1 --config.compare.seeds=0,1 \
+    "--config.compare.methods=$methods"
+}
+# 2) The test-split grid (the defaults: R = 5, seeds 0-2, 0.7/0.5/0.3/0.1)
+# for the methods whose core-sets changed (forgetting: ties; d2: fixed;
+# dual: new) plus random as a bitwise check, then mrmc_ra with the knobs of
+# step 1. docs/results/tie_check.py lists which core-sets the tie rule
+# changed; docs/results/merge_rerun.py merges these rows into results.csv.
+final() {
+  local ds=$1
+  $PY experiments/compare.py --config=configs/$ds.py \
+    --workdir=runs/final/$ds "--config.compare.methods=random,forgetting,d2,dual"
+  $PY experiments/compare.py --config=configs/$ds.py \
+    --workdir=runs/final/${ds}_ra "--config.compare.methods=$RA"
+}
+if [[ "${ROUND:-}" == issue12 ]]; then
+  for ds in fashion_mnist mnist; do
+    (val $ds val "$VAL1"; val $ds val2 "$VAL2"; final $ds) \
+      > runs/issue12-$ds.log 2>&1 &
+  done
+  wait
+  PYTHONPATH=. $PY docs/results/merge_rerun.py runs
+fi

@@ -68,7 +68,8 @@ def test_beta_form_moves_toward_low_scores_as_ratio_shrinks():
   med = {}
   for ratio in (0.1, 0.3):
     mask = mrmc_ra.mrmc_ra_select(scores, labels, ratio, num_classes=1,
-                                  ra_cut=0.0, ra_shape=2.0, seed=0)
+                                  ra_cut=0.0, ra_shape=2.0, ra_form="beta",
+                                  seed=0)
     med[ratio] = np.median(scores[mask]) / n
   # Modes 0.19 and 0.51 of the rank.
   assert med[0.1] < 0.3 < med[0.3] < 0.65

@@ -55,9 +55,9 @@ class SelectionOptions:
   d2_mis_ratio: float = 0.1
   dual_window: int = 10
   dual_c_d: float = 4.0
-  ra_cut: float = 0.2
-  ra_shape: float = 2.0
-  ra_form: str = "beta"
+  ra_cut: float = 0.0
+  ra_shape: float = 4.0
+  ra_form: str = "conf"
   seed: int = 0
 
 
