@@ -7,7 +7,7 @@ script replaces those methods' rows of `<ds>/results.csv`, keeps the
 others, and rewrites `<ds>/results.md`. It also writes `<ds>/validation.md`
 from the validation-split ablation workdirs.
 
-  python docs/results/merge_rerun.py [runs]
+  python docs/results/merge_rerun.py [runs] [--validation-only]
 """
 
 import csv
@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RUNS = sys.argv[1] if len(sys.argv) > 1 else "runs"
+RUNS = "runs"
 RATIOS = (0.7, 0.5, 0.3, 0.1)
 ORDER = ("random", "el2n", "grand", "forgetting", "ccs", "moderate",
          "dyn_unc", "d2", "dual", "mrmc", "mrmc_r", "mrmc_ra")
@@ -104,12 +104,27 @@ def merge(ds):
   print(text)
 
 
+def round1_name(spec):
+  """Round 1 ran under the first defaults (beta form, cut 0.2, shape 2)."""
+  if not spec.startswith("mrmc_ra"):
+    return spec
+  knobs = {"ra_form": "beta", "ra_cut": "0.2", "ra_shape": "2.0"}
+  inner = spec[len("mrmc_ra("):-1] if "(" in spec else ""
+  for item in filter(None, inner.split(";")):
+    k, _, v = item.partition("=")
+    knobs[k] = v
+  return ("mrmc_ra(" + ";".join(f"{k}={knobs[k]}" for k in
+                                ("ra_form", "ra_cut", "ra_shape")) + ")")
+
+
 def validation(ds):
   rs = []
-  for part in ("val", "val2"):
+  for part in ("val", "val2", "val3"):
     for r in rows(os.path.join(RUNS, part, ds, "results.csv")):
-      # Seed-0 cells of random, mrmc and dual were run in both rounds on
-      # bitwise the same warm-up; keep the first.
+      if part == "val":
+        r = dict(r, method=round1_name(r["method"]))
+      # Random, mrmc and dual ran in rounds 1 and 2 on bitwise the same
+      # warm-up (same values where both finished); keep the first.
       if not any(q["method"] == r["method"] and q["ratio"] == r["ratio"]
                  and q["seed"] == r["seed"] for q in rs):
         rs.append(r)
@@ -130,6 +145,10 @@ def validation(ds):
   print(text)
 
 
-for name in ("fashion_mnist", "mnist"):
-  validation(name)
-  merge(name)
+if __name__ == "__main__":
+  args = [a for a in sys.argv[1:] if not a.startswith("--")]
+  RUNS = args[0] if args else RUNS
+  for name in ("fashion_mnist", "mnist"):
+    validation(name)
+    if "--validation-only" not in sys.argv:
+      merge(name)

@@ -6,7 +6,8 @@ with ties to the lower id (the earlier rule, `tie_seed=None`), and prints
 how many selected examples differ. A method whose core-sets are identical
 trains bitwise the same model, so its earlier numbers stand.
 
-  python docs/results/tie_check.py fashion_mnist_idx runs/final/fashion_mnist 0,1,2
+  python docs/results/tie_check.py fashion_mnist_idx \
+      runs/final/fashion_mnist 0,1,2
 
 Methods whose artefacts the warm-up did not store (GraNd's gradient norms
 when no method of that grid needed them) are reported as not checked.

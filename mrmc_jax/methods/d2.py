@@ -12,8 +12,10 @@ The registry row follows the reference code (adymaharana/d2pruning,
 `core/data/sampling.py:GraphDensitySampler`, `core/data/Coreset.py`) in
 what it feeds the procedure: a pre-step drops the hardest `d2_mis_ratio`
 of each class (the reference's `mislabel_mask`; it ranks by AUM, the
-accumulated margin, which the trajectory does not record: we rank by the
-mean true-class probability, its closest recorded stand-in), the
+true-class probability minus the largest other one, summed over training,
+which the trajectory does not record: we rank by the mean true-class
+probability, its closest recorded stand-in; the reference's README runs
+`--mis-ratio 0.4` at ratio 0.1, our default `d2_mis_ratio` is 0.1), the
 forgetting score counts never-learned examples as 0 forgetting events (as
 the reference's score file does), and the graph is built on the examples
 that are left. Departure: the reference then splits the scores into

@@ -53,7 +53,8 @@ from mrmc_jax.methods import common
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import mrmc
 
-FORMS = ("beta", "uniform", "top", "conf", "mix")  # = options.CHOICES["ra_form"]
+# The same tuple as options.CHOICES["ra_form"].
+FORMS = ("beta", "uniform", "top", "conf", "mix")
 _CONCENTRATION = 16.0
 
 

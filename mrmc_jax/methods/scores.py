@@ -120,8 +120,9 @@ def forgetting_scores(correct: Array, never_learned_first: bool = True
   the trajectory holds one presentation per epoch). Examples that are never
   correct get `max(events) + 1`, so they rank as the most forgotten and are
   kept first; with `never_learned_first=False` they keep their count, 0
-  (as the D2-pruning and CCS reference code count them). Counts are integers, so ties are common; `select_mask` breaks
-  them in a seeded random order.
+  (as D2-pruning's `generate_importance_score.py` counts them). Counts are
+  integers, so ties are common; `select_mask` breaks them in a seeded
+  random order.
 
   Args:
     correct: bool `[N, R]`, `trajectory["correct"]`.
