@@ -87,6 +87,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ra_cut = 0.0
   config.selection.ra_shape = 4.0
   config.selection.ra_form = "conf"
+  config.selection.ra_anchor = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20

@@ -25,7 +25,8 @@ score rank u (0 = the class's lowest MRMC score, 1 = its highest):
    `BetaPdf(conf; a, b) * (pos + 1) / n_kept`, conf the mean true-class
    probability over the fitted warm-up epochs, pos the MRMC rank among the
    kept, and `(a, b) = dual.beta_shape(ratio, anchor, c_d = ra_shape)`
-   (DUAL's rule, anchor the mean conf of the 10 highest MRMC scores): the
+   (DUAL's rule, anchor the mean conf of the 10 highest MRMC scores, or of
+   the top `ra_anchor` fraction when `ra_anchor > 0`): the
    density moves toward confident (easy) examples as the ratio shrinks,
    and within it the larger loss reductions are preferred.
    `ra_form="mix"` takes the share `m(ratio)` (the mode above) of each
@@ -76,7 +77,8 @@ def beta_mode(ratio: float, ra_shape: float) -> float:
 def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
                    class_balanced: bool = True, ra_cut: float = 0.0,
                    ra_shape: float = 4.0, ra_form: str = "conf",
-                   confidence=None, seed: int = 0) -> np.ndarray:
+                   confidence=None, ra_anchor: float = 0.0,
+                   seed: int = 0) -> np.ndarray:
   """Cut the top tail, then sample the rest by a ratio-dependent density.
 
   See the module docstring for the rule. The rank u is within class when
@@ -94,6 +96,9 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     ra_form: "beta", "uniform", "top", "conf" or "mix".
     confidence: float `[N]` in [0, 1], the mean true-class probability;
       needed by `ra_form="conf"` only.
+    ra_anchor: in [0, 1); `conf` only: the anchor is the mean confidence of
+      the top `ra_anchor` fraction by score (at least 10 examples); 0 keeps
+      DUAL's 10 examples, a noisy statistic (docs/results).
     seed: int >= 0 (ranks of ties, sampling).
 
   Returns:
@@ -145,7 +150,9 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
                        "like scores.")
     conf = np.clip(np.asarray(confidence, np.float64), 1e-6, 1.0 - 1e-6)
     s = np.asarray(scores, np.float64)
-    top = np.argsort(-s, kind="stable")[:10]
+    common.check_number(ra_anchor, "ra_anchor", 0.0, 1.0, hi_open=True)
+    num_anchors = max(10, int(np.ceil(ra_anchor * s.shape[0])))
+    top = np.argsort(-s, kind="stable")[:num_anchors]
     a, b = dual.beta_shape(ratio, float(conf[top].mean()), ra_shape)
     log_pdf = (a - 1.0) * np.log(conf) + (b - 1.0) * np.log1p(-conf)
     log_w = np.where(kept, log_pdf + np.log((pos + 1.0) / kept_n), -np.inf)
@@ -172,12 +179,12 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
                         class_balanced=opts.class_balanced, ra_cut=opts.ra_cut,
                         ra_shape=opts.ra_shape, ra_form=opts.ra_form,
                         confidence=p_true[:, opts.skip_epochs:].mean(axis=1),
-                        seed=opts.seed)
+                        ra_anchor=opts.ra_anchor, seed=opts.seed)
   return np.asarray(scores, np.float32), np.asarray(mask)
 
 
 METHOD = common.Method(
     "mrmc_ra", frozenset({"trajectory"}),
-    ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form")
+    ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form", "ra_anchor")
     + mrmc.MRMC_OPTIONS, _select,
     "MRMC score; ratio-dependent top cut, then Beta sampling over its rank")

@@ -58,6 +58,7 @@ class SelectionOptions:
   ra_cut: float = 0.0
   ra_shape: float = 4.0
   ra_form: str = "conf"
+  ra_anchor: float = 0.0
   seed: int = 0
 
 
