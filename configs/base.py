@@ -85,9 +85,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.dual_c_d = 4.0
   # mrmc_ra's knobs, chosen on a validation split (docs/results/).
   config.selection.ra_cut = 0.0
-  config.selection.ra_shape = 4.0
+  config.selection.ra_shape = 8.0
   config.selection.ra_form = "conf"
-  config.selection.ra_anchor = 0.0
+  config.selection.ra_anchor = 0.01
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20

@@ -100,6 +100,12 @@ def merge(ds):
           "identical.\n\n" + table(merged, specs, RATIOS))
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(text)
+  # The plot of the merged grid (the runner's own plot function).
+  from mrmc_jax.runner import compare  # pylint: disable=g-import-not-at-top
+  plot_rows = [dict(r, ratio=float(r["ratio"]),
+                    test_accuracy=float(r["test_accuracy"])) for r in merged]
+  compare.plot(plot_rows, ["full"] + specs, list(RATIOS),
+               os.path.join(out, "accuracy.png"))
   print(ds)
   print(text)
 
@@ -119,7 +125,7 @@ def round1_name(spec):
 
 def validation(ds):
   rs = []
-  for part in ("val", "val2", "val3"):
+  for part in ("val", "val2", "val3", "val4"):
     for r in rows(os.path.join(RUNS, part, ds, "results.csv")):
       if part == "val":
         r = dict(r, method=round1_name(r["method"]))

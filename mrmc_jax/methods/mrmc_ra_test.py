@@ -93,6 +93,26 @@ def test_conf_form_moves_toward_confident_as_ratio_shrinks():
                            ra_form="conf")
 
 
+def test_conf_anchor_fraction():
+  # 100 examples; the 10 highest scores have conf 0.1, the next 10 conf
+  # 0.9. Anchor over 10 (DUAL): 0.1; over 20% of N: 0.5. A higher anchor
+  # gives a smaller b, so the density leans further toward conf = 1.
+  scores = np.arange(100, dtype=np.float64)[::-1].copy()
+  conf = np.full(100, 0.5)
+  conf[:10], conf[10:20] = 0.1, 0.9
+  labels = np.zeros(100, int)
+  kept = {}
+  for anchor in (0.0, 0.2):
+    m = [mrmc_ra.mrmc_ra_select(scores, labels, 0.3, num_classes=1,
+                                ra_form="conf", confidence=conf,
+                                ra_anchor=anchor, seed=s) for s in range(20)]
+    kept[anchor] = np.mean([conf[x].mean() for x in m])
+  assert kept[0.2] > kept[0.0]
+  with pytest.raises(ValueError, match="ra_anchor=1.0 is not allowed"):
+    mrmc_ra.mrmc_ra_select(scores, labels, 0.3, num_classes=1,
+                           ra_form="conf", confidence=conf, ra_anchor=1.0)
+
+
 def test_mix_form_top_share_then_uniform():
   # One class of 100, scores 0..99, ratio 0.2 keeps 20; ra_shape 2 gives the
   # top share 1 - 0.8^2 = 0.36: 7 of the 20 are ids 93..99, the other 13

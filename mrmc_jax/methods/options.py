@@ -56,9 +56,9 @@ class SelectionOptions:
   dual_window: int = 10
   dual_c_d: float = 4.0
   ra_cut: float = 0.0
-  ra_shape: float = 4.0
+  ra_shape: float = 8.0
   ra_form: str = "conf"
-  ra_anchor: float = 0.0
+  ra_anchor: float = 0.01
   seed: int = 0
 
 
