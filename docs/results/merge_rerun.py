@@ -19,8 +19,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = "runs"
 RATIOS = (0.7, 0.5, 0.3, 0.1)
+# The first validated choice of mrmc_ra (workdir final/<ds>_ra, run under
+# the defaults of that time), tested before the second validation round.
+FIRST_RA = "mrmc_ra(ra_shape=4.0;ra_anchor=0.0)"
 ORDER = ("random", "el2n", "grand", "forgetting", "ccs", "moderate",
-         "dyn_unc", "d2", "dual", "mrmc", "mrmc_r", "mrmc_ra")
+         "dyn_unc", "d2", "dual", "mrmc", "mrmc_r", "mrmc_ra", FIRST_RA)
 
 
 def rows(path):
@@ -71,8 +74,9 @@ def merge(ds):
   out = os.path.join(HERE, ds)
   old = rows(os.path.join(out, "results.csv"))
   new = []
-  for sub in ("", "_ra"):
-    new += rows(os.path.join(RUNS, "final", ds + sub, "results.csv"))
+  for sub in ("", "_ra", "_ra2"):
+    for r in rows(os.path.join(RUNS, "final", ds + sub, "results.csv")):
+      new.append(dict(r, method=FIRST_RA) if sub == "_ra" else r)
   if not new:
     return
   rerun = {r["method"] for r in new} - {"random"}
