@@ -2,37 +2,30 @@
 
 MRMC keeps the top of its score, which loses to Random at small ratios on
 Fashion-MNIST (docs/results). The peers that win there (CCS, BOSS, DUAL;
-Sorscher et al. 2022) keep the score but change how it is used as the
-budget shrinks: cut the hardest tail, keep coverage of the score range, and
-move toward easier examples. `mrmc_ra_select` does that on MRMC's per-class
-score rank u (0 = the class's lowest MRMC score, 1 = its highest):
+Sorscher et al. 2022) keep a score but change how it is used as the budget
+shrinks: cut the hardest tail, keep coverage, move toward easier examples.
+`mrmc_ra_select` works on MRMC's per-class score rank (pos 0 = the class's
+lowest MRMC score) in two steps:
 
-1. Cut: drop the top `cut(ratio) = ra_cut * (1 - ratio)` of each class
-   (never more than leaves the quota). The cut grows as the ratio shrinks.
-2. Cover: among the rest, with u' their rank rescaled to [0, 1], sample the
-   quota without replacement with probability proportional to a Beta
-   density over u' whose mode is `m(ratio) = 1 - (1 - ratio) ** ra_shape`
-   and whose concentration is a + b = 16 (DUAL's):
-   `a = 1 + 14 m`, `b = 1 + 14 (1 - m)`. At ratio 0.7 the mode sits near
-   the top of what is left (m = 0.91 with ra_shape = 2); at 0.1 near its
-   lower quarter (m = 0.19): easier examples as the budget shrinks.
-   `ra_form="uniform"` samples the rest uniformly instead (pure coverage,
-   CCS-like with rank strata) and `ra_form="top"` takes its top (the cut
-   alone).
-   `ra_form="conf"` moves along another axis: MRMC's low ranks hold both
-   the examples learned before epoch 1 and those never learned, so "lower
-   rank" is not "easier". It samples with probability proportional to
-   `BetaPdf(conf; a, b) * (pos + 1) / n_kept`, conf the mean true-class
-   probability over the fitted warm-up epochs, pos the MRMC rank among the
-   kept, and `(a, b) = dual.beta_shape(ratio, anchor, c_d = ra_shape)`
-   (DUAL's rule, anchor the mean conf of the 10 highest MRMC scores, or of
-   the top `ra_anchor` fraction when `ra_anchor > 0`): the
-   density moves toward confident (easy) examples as the ratio shrinks,
-   and within it the larger loss reductions are preferred.
-   `ra_form="mix"` takes the share `m(ratio)` (the mode above) of each
-   quota from the top of MRMC's ranking (after the cut) and the rest
-   uniformly at random from the remaining kept examples: all top at ratio
-   1, mostly coverage at small ratios.
+1. Cut: drop the top `ra_cut * (1 - ratio)` of each class (never more than
+   leaves the quota); the cut grows as the ratio shrinks.
+2. Sample the quota from the rest, by `ra_form`:
+   - `"conf"` (the default): without replacement, with probability
+     proportional to `BetaPdf(conf; a, b) * (pos + 1) / n_kept`, conf the
+     mean true-class probability over the fitted warm-up epochs and
+     `(a, b) = dual.beta_shape(ratio, anchor, c_d=ra_shape)` (DUAL's rule,
+     a + b = 16; the anchor is the mean conf of the top `ra_anchor`
+     fraction by MRMC score, at least 10 examples; DUAL uses 10). The
+     density moves toward confident (easier) examples as the ratio
+     shrinks; within it, larger loss reductions are preferred. Easiness is
+     read from confidence, not from MRMC's rank: MRMC's low ranks hold both
+     the examples learned before epoch 1 ends and those never learned.
+   - `"beta"`: a Beta density over the rank itself, mode
+     `m(ratio) = 1 - (1 - ratio) ** ra_shape`, `a = 1 + 14 m`,
+     `b = 1 + 14 (1 - m)`: toward low MRMC scores as the ratio shrinks.
+   - `"uniform"`: uniform (coverage only); `"top"`: the top (the cut
+     alone); `"mix"`: the share `m(ratio)` of each quota from the top, the
+     rest uniform.
 
 The knobs were set once, on a validation split carved from the training
 data of Fashion-MNIST and MNIST (docs/results, seeds 0-1, ratios 0.5, 0.3,
