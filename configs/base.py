@@ -6,9 +6,12 @@ Fields (the interface users and scripts rely on; see README.md):
   dataset.image_size: resize images to this side (None keeps them).
   dataset.input: "memory" (decode the splits into host memory) or "stream"
     (read a tfds set prepared as ArrayRecord by id; see mrmc_jax/streaming.py).
+  dataset.validation_fraction: if > 0, hold out this stratified fraction of
+    the train split (seed dataset.validation_seed) and evaluate on it instead
+    of the test split (for choosing knobs without touching test).
   model.name: see `mrmc_jax.models.create_model`; model.dtype: float32|bfloat16.
   selection.method: mrmc, mrmc_r, random, full, el2n, grand, forgetting, ccs,
-    moderate, dyn_unc, d2; optionally with option overrides, e.g.
+    moderate, dyn_unc, d2, dual, mrmc_ra; optionally with option overrides, e.g.
     "mrmc(loss_source=eval;skip_epochs=2)" (see mrmc_jax/methods/options.py).
   selection.ratio: core-set fraction in (0, 1].
   selection.class_balanced: per-class quotas (True) or global top-k.
@@ -20,6 +23,9 @@ Fields (the interface users and scripts rely on; see README.md):
   selection.max_initial_ratio: bound on the fitted epoch-0 loss.
   selection.epoch_offset: 1 fits r = 1..R (paper), 0 fits r = 0..R-1.
   selection.rho / gamma / score_scale / proxy_*: MRMC-R.
+  selection.ra_cut / ra_shape / ra_form: ratio-aware MRMC (mrmc_ra).
+  selection.dual_window / dual_c_d: DUAL; selection.d2_mis_ratio: D2's
+    pre-step that drops the hardest examples (lowest mean p_true).
   train.*: optimiser and schedule for warm-up and core-set training;
     train.schedule: cosine, constant or warmup_cosine (with
     train.lr_warmup_epochs > 0 epochs of linear warm-up).
@@ -46,6 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # "memory": decode the splits into host memory; "stream": read a tfds set
   # prepared as ArrayRecord by id, each process only its rows of each batch.
   config.dataset.input = "memory"
+  config.dataset.validation_fraction = 0.0
+  config.dataset.validation_seed = 0
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "mlp"
@@ -79,6 +87,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.d2_gamma = 1.0
   config.selection.d2_gamma_reverse = 0.1
   config.selection.d2_score = "forgetting"
+  config.selection.d2_mis_ratio = 0.1
+  config.selection.dual_window = 10
+  config.selection.dual_c_d = 4.0
+  # mrmc_ra's knobs, chosen on a validation split (docs/results/).
+  config.selection.ra_cut = 0.0
+  config.selection.ra_shape = 8.0
+  config.selection.ra_form = "conf"
+  config.selection.ra_anchor = 0.01
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20

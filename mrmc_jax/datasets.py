@@ -41,6 +41,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mrmc_jax import validation
+
 # The names `load_dataset` accepts, for messages and docs.
 DATASET_NAMES = (
     "digits", "mnist5k", "fashion_mnist_idx", "mnist_idx", "npz:<path>",
@@ -249,6 +251,39 @@ def stratified_holdout(labels: np.ndarray, test_fraction: float,
   is_test = np.zeros(len(labels), bool)
   is_test[test_rows] = True
   return np.flatnonzero(~is_test), test_rows.astype(np.int64)
+
+
+def validation_split(data: "Dataset", fraction: float,
+                     seed: int) -> "Dataset":
+  """Carves a stratified validation split out of the train split.
+
+  `stratified_holdout(train labels, fraction, seed)` picks the rows; the
+  returned data set trains on the rest (ids renumbered 0..N'-1, mean and
+  std recomputed on them) and evaluates on the held-out rows in place of
+  the test split, so that choices can be made without the test split.
+
+  Args:
+    data: a loaded data set.
+    fraction: the held-out fraction of every class, in (0, 1).
+    seed: int >= 0 for the holdout.
+
+  Returns:
+    A `Dataset` whose `test` is the validation split.
+
+  Raises:
+    ValueError: on a fraction outside (0, 1) or a bad seed.
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"validation fraction={fraction!r} is not allowed: it "
+                     "must lie in (0, 1).")
+  validation.check_seed(seed, "validation seed")
+  tr = data.train
+  keep, held = stratified_holdout(tr.labels, fraction, int(seed))
+  train = ArraySplit(tr.images[keep], tr.labels[keep])
+  mean, std = compute_mean_std(train.images)
+  return dataclasses.replace(
+      data, train=train, test=ArraySplit(tr.images[held], tr.labels[held]),
+      mean=mean, std=std)
 
 
 def compute_mean_std(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

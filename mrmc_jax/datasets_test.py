@@ -349,3 +349,27 @@ def test_compute_mean_std():
                              rtol=1e-5)
   _, std = datasets.compute_mean_std(np.zeros((2, 2, 2, 1), np.uint8))
   assert std[0] == pytest.approx(1 / 255)
+
+
+def test_validation_split_is_stratified_and_replaces_test():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (100, 2, 2, 1), dtype=np.uint8)
+  labels = np.repeat(np.arange(4), 25)
+  split = datasets.ArraySplit(images, labels)
+  mean, std = datasets.compute_mean_std(images)
+  data = datasets.Dataset(name="t", train=split,
+                          test=datasets.ArraySplit(images[:3], labels[:3]),
+                          num_classes=4, mean=mean, std=std)
+  out = datasets.validation_split(data, 0.2, seed=1)
+  assert len(out.train.labels) == 80 and len(out.test.labels) == 20
+  np.testing.assert_array_equal(np.bincount(out.test.labels), [5] * 4)
+  # Disjoint rows that together are the train split.
+  rows = {im.tobytes() for im in out.train.images} | {
+      im.tobytes() for im in out.test.images}
+  assert len(rows) == len({im.tobytes() for im in images})
+  np.testing.assert_allclose(out.mean,
+                             datasets.compute_mean_std(out.train.images)[0])
+  again = datasets.validation_split(data, 0.2, seed=1)
+  np.testing.assert_array_equal(again.test.images, out.test.images)
+  with pytest.raises(ValueError, match="fraction=0.0 is not allowed"):
+    datasets.validation_split(data, 0.0, seed=1)

@@ -5,7 +5,15 @@ quotas (each class keeps about `ratio` of its own examples) or globally (the
 paper's top-k). It is jitted with static shapes and can be called inside the
 user's own `jax.jit`: with a static ratio, or with traced quotas so that a new
 ratio does not recompile. `select_mask_host` is the checked host wrapper
-(one-line errors on bad input, candidate sets). Ties go to the lower id.
+(one-line errors on bad input, candidate sets).
+
+Ties: with `tie_seed` (an int; every method passes its run's seed) equal
+scores are ordered by a seeded random permutation of the ids, the same for a
+given seed and N; with `tie_seed=None` they go to the lower id (the earlier
+behaviour, kept for callers that need a fixed order). Either way the packed
+sort key stays unique, so the sort is stable by construction. Random ties
+matter for integer scores: forgetting counts are ~50% zeros, and lowest-id
+ties would take most of them from the first ids of the file.
 
 The budget is `floor(ratio * N)`, computed as `floor(ratio * N + 1e-9)` so a
 decimal ratio such as 0.29 is not undercut by its binary rounding
@@ -117,15 +125,33 @@ def _argsort_packed(high: Array, low: Array) -> Array:
   return (jnp.sort(key) & jnp.uint64(0xFFFFFFFF)).astype(jnp.int32)
 
 
+def tie_ranks(num_examples: int, tie_seed: Optional[Array]) -> Array:
+  """The tie-break key of each id: unique int32 `[N]` in `[0, N)`.
+
+  `tie_seed=None`: the id itself (ties to the lower id). Otherwise the
+  position of each id in `jax.random.permutation(key(tie_seed), N)`, a
+  seeded random order; `tie_seed` may be traced.
+  """
+  idx = jnp.arange(num_examples, dtype=jnp.int32)
+  if tie_seed is None:
+    return idx
+  perm = jax.random.permutation(jax.random.key(tie_seed), num_examples)
+  return jnp.zeros(num_examples, jnp.int32).at[perm].set(idx)
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "class_balanced"))
-def _select_core(scores, labels, quotas, total, eligible, priority, *,
-                 num_classes, class_balanced):
+def _select_core(scores, labels, quotas, total, eligible, priority, tie_seed,
+                 *, num_classes, class_balanced):
   n = scores.shape[0]
   idx = jnp.arange(n, dtype=jnp.int32)
-  # 1) Global rank by descending score, ties to the lower id. -0.0 becomes
-  # 0.0 so that the two zeros tie (their bit patterns differ).
+  # 1) Global rank by descending score, ties by the tie key (a seeded random
+  # rank, or the id). -0.0 becomes 0.0 so that the two zeros tie (their bit
+  # patterns differ). The low 32 bits carry the tie key, unique, and map
+  # back to the id through its inverse.
   neg = jnp.where(scores == 0, 0.0, -scores.astype(jnp.float32))
-  order = _argsort_packed(sortable_u32(neg), idx)
+  tie = tie_ranks(n, tie_seed)
+  id_of_tie = jnp.zeros(n, jnp.int32).at[tie].set(idx)
+  order = id_of_tie[_argsort_packed(sortable_u32(neg), tie)]
   rank = jnp.zeros(n, jnp.int32).at[order].set(idx)
   # 2) Regroup: priority before the rest before ineligible; and, when
   # class-balanced, by class first. The rank keeps score order and ties.
@@ -179,13 +205,15 @@ def select_mask(scores: Array,
                 quotas: Optional[Array] = None,
                 total: Optional[Array] = None,
                 eligible: Optional[Array] = None,
-                priority: Optional[Array] = None) -> Array:
+                priority: Optional[Array] = None,
+                tie_seed: Optional[Array] = None) -> Array:
   """Keeps the highest-scored examples; jitted, and callable inside `jax.jit`.
 
   The budget comes either from a static `ratio` (`floor(ratio * N)` in all,
   split over classes by `class_quotas`; each new ratio compiles once) or from
   traced `quotas [C]` (class-balanced) / `total` (global), which never
-  recompile. Ties go to the lower id. Two single-key sorts of uint64 keys
+  recompile. Ties follow `tie_ranks(N, tie_seed)`. Two single-key sorts
+  of uint64 keys
   (64-bit types are enabled inside this function only): one ranks by score,
   the second groups by class and priority while keeping that rank.
 
@@ -205,6 +233,8 @@ def select_mask(scores: Array,
     eligible: optional bool `[N]`; only these may be selected.
     priority: optional bool `[N]`; taken before all others of their class (or
       globally), whatever the scores (MRMC-R keeps its first stage so).
+    tie_seed: optional int scalar (may be traced): ties in a seeded random
+      order; None: ties to the lower id.
 
   Returns:
     bool `[N]` mask.
@@ -226,7 +256,7 @@ def select_mask(scores: Array,
       total = jnp.sum(quotas)
     return _select_core(scores, labels, quotas, total,
                         eligible.astype(jnp.bool_), priority.astype(jnp.bool_),
-                        num_classes=num_classes,
+                        tie_seed, num_classes=num_classes,
                         class_balanced=class_balanced)
 
 
@@ -237,10 +267,12 @@ def select_mask_host(scores: Array,
                      num_classes: int,
                      class_balanced: bool = True,
                      candidates: Optional[Array] = None,
-                     priority: Optional[Array] = None) -> Array:
+                     priority: Optional[Array] = None,
+                     tie_seed: Optional[int] = None) -> Array:
   """Host convenience wrapper of `select_mask`: checks input, caps quotas.
 
-  Keeps the top `floor(ratio * N)` examples by score, ties to the lower id.
+  Keeps the top `floor(ratio * N)` examples by score; ties in a seeded
+  random order (`tie_seed`), or to the lower id with `tie_seed=None`.
   With `class_balanced` each class keeps its quota from `class_quotas`
   (about `ratio` of the class); otherwise the top scores are taken
   globally. `candidates` restricts eligibility (two-stage selection): quotas
@@ -258,6 +290,7 @@ def select_mask_host(scores: Array,
     candidates: optional bool `[N]` of eligible examples.
     priority: optional bool `[N]`; these are taken before all others of their
       class, whatever the scores (MRMC-R keeps its first-stage picks so).
+    tie_seed: optional int >= 0; None breaks ties to the lower id.
 
   Returns:
     bool `[N]` mask with exactly `floor(ratio * N)` True entries (fewer only
@@ -275,6 +308,8 @@ def select_mask_host(scores: Array,
   if priority is not None:
     arrays["priority"] = priority
   validation.check_same_length(**arrays)
+  if tie_seed is not None:
+    validation.check_seed(tie_seed)
   n = np.shape(scores)[0]
   labels_np = np.asarray(labels)
   if candidates is None:
@@ -291,4 +326,5 @@ def select_mask_host(scores: Array,
       jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32),
       num_classes=num_classes, class_balanced=class_balanced,
       quotas=jnp.asarray(quotas, jnp.int32), total=jnp.int32(budget(ratio, n)),
-      eligible=eligible, priority=priority)
+      eligible=eligible, priority=priority,
+      tie_seed=None if tie_seed is None else jnp.int32(tie_seed))

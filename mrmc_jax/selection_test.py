@@ -240,3 +240,40 @@ def test_ratio_and_quotas_are_exclusive():
   with pytest.raises(ValueError, match="either a static ratio"):
     selection.select_mask(jnp.zeros(4), jnp.zeros(4, jnp.int32), 0.5,
                           num_classes=1, quotas=jnp.ones(1, jnp.int32))
+
+
+def test_seeded_ties_reproducible_unique_and_unbiased():
+  # 200 tied zeros and 4 larger scores; keep 54 of 204 (one class).
+  scores = np.zeros(204, np.float32)
+  scores[[7, 50, 120, 199]] = 1.0
+  labels = np.zeros(204, np.int32)
+  masks = [np.asarray(selection.select_mask_host(
+      scores, labels, 54 / 204, num_classes=1, tie_seed=s)) for s in range(8)]
+  for m in masks:
+    assert m.sum() == 54 and m[[7, 50, 120, 199]].all()
+  # The same seed gives the same mask, jitted or on the host.
+  np.testing.assert_array_equal(masks[0], np.asarray(
+      selection.select_mask_host(scores, labels, 54 / 204, num_classes=1,
+                                 tie_seed=0)))
+  np.testing.assert_array_equal(masks[0], np.asarray(selection.select_mask(
+      jnp.asarray(scores), jnp.asarray(labels), 54 / 204, num_classes=1,
+      tie_seed=jnp.int32(0))))
+  # Another seed, another choice among the ties; and not the lowest ids.
+  assert len({m.tobytes() for m in masks}) == 8
+  low = np.zeros(204, bool)
+  low[np.flatnonzero(scores == 0)[:50]] = True
+  assert not any((m & (scores == 0) == low).all() for m in masks)
+  # The tied picks are spread over the ids: about half below id 102.
+  tied = np.concatenate([np.flatnonzero(m & (scores == 0)) for m in masks])
+  assert 0.35 < np.mean(tied < 102) < 0.65
+  # tie_seed=None keeps the lowest-id rule.
+  m = np.asarray(selection.select_mask_host(scores, labels, 54 / 204,
+                                            num_classes=1))
+  np.testing.assert_array_equal(m & (scores == 0), low)
+
+
+def test_tie_ranks_is_a_permutation():
+  r = np.asarray(selection.tie_ranks(50, jnp.int32(4)))
+  np.testing.assert_array_equal(np.sort(r), np.arange(50))
+  np.testing.assert_array_equal(np.asarray(selection.tie_ranks(5, None)),
+                                np.arange(5))

@@ -164,3 +164,15 @@ def test_cli_refuses_workdir_of_other_config(tmp_path):
   assert len(err) == 1 and "different config" in err[0], proc.stderr[-2000:]
   assert json.loads((workdir / "config.json").read_text()) == {"seed": 123}
   assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+def test_validation_fraction_evaluates_a_split_of_train():
+  from mrmc_jax.runner import context  # pylint: disable=g-import-not-at-top
+  full = context.make_context(tiny_config(), "unused")
+  held = context.make_context(
+      tiny_config(**{"dataset.validation_fraction": 0.2}), "unused")
+  n, m = full.data.train.num_examples, held.data.train.num_examples
+  # The held-out rows leave train and become the evaluated split.
+  assert m + held.data.test.num_examples == n
+  assert abs(held.data.test.num_examples - 0.2 * n) <= full.data.num_classes
+  assert held.data.test.num_examples != full.data.test.num_examples

@@ -5,8 +5,9 @@ Layout:
   `registry`: the one table of `Method` rows, and `select`, `needs`.
   `common`: the row type, the trajectory view, shared input checks.
   One module per family, each with its pure functions and its row(s):
-  `mrmc`, `mrmc_r`, `scores` (random, el2n, grand, forgetting, dyn_unc),
-  `moderate`, `ccs`, `d2`; `difficulty` gives CCS and D2 their input.
+  `mrmc`, `mrmc_r`, `mrmc_ra` (ratio-aware sampling of MRMC's score),
+  `scores` (random, el2n, grand, forgetting, dyn_unc), `moderate`, `ccs`,
+  `d2`, `dual`; `difficulty` gives CCS and D2 their input.
 
 Adding a method is one module plus one row in `registry.METHODS`: the
 module holds the pure functions and a `common.Method` row (name, the

@@ -7,7 +7,7 @@ of the method functions (as in `validation`).
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -85,9 +85,12 @@ def trajectory_view(art: dict[str, np.ndarray],
 
 
 def select_top(scores: Any, labels: np.ndarray, ratio: float, *,
-               num_classes: int, class_balanced: bool
+               num_classes: int, class_balanced: bool, seed: Optional[int]
                ) -> tuple[np.ndarray, np.ndarray]:
   """Keeps the highest scores under the quotas (`selection.select_mask`).
+
+  Ties go in a random order seeded by `seed` (the run's `opts.seed`), or to
+  the lower id with `seed=None`.
 
   Args:
     scores: float `[N]`, higher = keep.
@@ -95,6 +98,7 @@ def select_top(scores: Any, labels: np.ndarray, ratio: float, *,
     ratio: core-set fraction in (0, 1].
     num_classes: C.
     class_balanced: per-class quotas, or the global budget.
+    seed: the tie-break seed (int >= 0), or None.
 
   Returns:
     `(scores float32 [N], mask bool [N])` as host numpy arrays.
@@ -102,7 +106,8 @@ def select_top(scores: Any, labels: np.ndarray, ratio: float, *,
   scores = np.asarray(scores, np.float32)
   mask = selection.select_mask_host(scores, labels, ratio,
                                     num_classes=num_classes,
-                                    class_balanced=class_balanced)
+                                    class_balanced=class_balanced,
+                                    tie_seed=seed)
   return scores, np.asarray(mask)
 
 
@@ -172,3 +177,63 @@ def group_quotas(labels: np.ndarray, num_classes: int, ratio: float,
   n = labels.shape[0]
   return (np.zeros(n, np.int64),
           np.array([selection.budget(ratio, n)], np.int64), 1)
+
+
+def within_group_position(scores: Any, groups: np.ndarray, seed: int
+                          ) -> np.ndarray:
+  """Position of each score within its group, ascending: 0 .. n_g - 1.
+
+  0 is the group's lowest score and n_g - 1 its highest. Ties are ordered
+  by a random permutation seeded by `seed`, so equal scores get distinct,
+  reproducible positions.
+
+  Args:
+    scores: float `[N]`, finite or +-inf, no NaN.
+    groups: int `[N]` group ids >= 0.
+    seed: int >= 0.
+
+  Returns:
+    int64 `[N]`.
+  """
+  s = np.asarray(scores, np.float64)
+  g = np.asarray(groups, np.int64)
+  tie = np.random.default_rng(seed).permutation(s.shape[0])
+  order = np.lexsort((tie, s, g))
+  sizes = np.bincount(g)
+  starts = np.cumsum(sizes) - sizes
+  pos = np.empty(s.shape[0], np.int64)
+  pos[order] = np.arange(s.shape[0]) - starts[g[order]]
+  return pos
+
+
+def sample_by_weight(log_weights: Any, labels: np.ndarray, ratio: float, *,
+                     num_classes: int, class_balanced: bool, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """Weighted sampling without replacement, with the exact quotas.
+
+  Gumbel-top-k: the keys `log w_i + G_i` (G i.i.d. standard Gumbel, seeded)
+  kept top-k under the quotas (`select_top`) are a sample without
+  replacement in which each next pick is drawn with probability
+  proportional to `w_i` among the remaining examples (the law of numpy's
+  `choice(p=w / sum(w), replace=False)`). Examples with `w = 0` (log -inf)
+  are taken only when a class has too few others, in a seeded random order.
+
+  Args:
+    log_weights: float `[N]` log-weights, -inf allowed, no NaN or +inf.
+    labels: int `[N]`.
+    ratio: core-set fraction in (0, 1].
+    num_classes: C.
+    class_balanced: per-class quotas, or the global budget.
+    seed: int >= 0 (the Gumbel noise and the ties).
+
+  Returns:
+    `(keys float32 [N], mask bool [N])`.
+  """
+  lw = np.asarray(log_weights, np.float64)
+  if np.isnan(lw).any() or np.isposinf(lw).any():
+    raise ValueError("log_weights holds NaN or +inf; weights must be finite "
+                     "and >= 0.")
+  gumbel = np.random.default_rng(seed).gumbel(size=lw.shape[0])
+  keys = np.where(np.isfinite(lw), lw + gumbel, -np.inf).astype(np.float32)
+  return select_top(keys, labels, ratio, num_classes=num_classes,
+                    class_balanced=class_balanced, seed=seed)

@@ -36,11 +36,11 @@ def test_select_top_is_select_mask_on_float32():
   scores = np.array([0.5, 2.0, 1.0, 2.0, -1.0, 0.0], np.float64)
   labels = np.array([0, 0, 0, 1, 1, 1])
   got, mask = common.select_top(scores, labels, 0.34, num_classes=2,
-                                class_balanced=True)
+                                class_balanced=True, seed=None)
   assert got.dtype == np.float32 and mask.dtype == bool
   np.testing.assert_array_equal(mask, [F, T, F, T, F, F])
   _, mask = common.select_top(scores, labels, 0.34, num_classes=2,
-                              class_balanced=False)
+                              class_balanced=False, seed=None)
   np.testing.assert_array_equal(mask, selection.select_mask(
       scores.astype(np.float32), labels, 0.34, num_classes=2,
       class_balanced=False))
@@ -72,3 +72,38 @@ def test_check_messages():
   with pytest.raises(ValueError, match=r"mismatched leading dimensions"):
     common.check_ratio_labels(np.zeros(3, np.int32), 0.5, 1, s=np.ones(4))
 
+
+
+def test_within_group_position_ties_seeded():
+  scores = np.array([1.0, 0.0, 1.0, 1.0, 5.0, 2.0])
+  groups = np.array([0, 0, 0, 0, 1, 1])
+  pos = common.within_group_position(scores, groups, seed=3)
+  # Group 0: 0.0 is lowest (0); the three 1.0 share positions 1..3.
+  assert pos[1] == 0 and sorted(pos[[0, 2, 3]]) == [1, 2, 3]
+  np.testing.assert_array_equal(pos[4:], [1, 0])
+  np.testing.assert_array_equal(
+      pos, common.within_group_position(scores, groups, seed=3))
+  orders = {tuple(common.within_group_position(scores, groups, seed=s)[[0, 2,
+                                                                       3]])
+            for s in range(20)}
+  assert len(orders) > 1  # Another seed, another order of the ties.
+
+
+def test_sample_by_weight_exact_quotas_and_law():
+  labels = np.repeat([0, 1], 4)
+  # Weight 0 (log -inf) is never drawn while others remain.
+  with np.errstate(divide="ignore"):
+    log_w = np.log(np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
+    for seed in range(5):
+      _, mask = common.sample_by_weight(log_w, labels, 0.5, num_classes=2,
+                                        class_balanced=True, seed=seed)
+      assert mask[[0, 1, 4]].all() and mask.sum() == 4
+  # One draw of one from weights 1:3: frequency of the heavy one ~ 3/4.
+  log_w = np.log(np.array([1.0, 3.0]))
+  hits = sum(common.sample_by_weight(log_w, np.zeros(2, int), 0.5,
+                                     num_classes=1, class_balanced=True,
+                                     seed=s)[1][1] for s in range(400))
+  assert 0.68 < hits / 400 < 0.82
+  with pytest.raises(ValueError, match="NaN or \\+inf"):
+    common.sample_by_weight(np.array([np.nan, 0.0]), np.zeros(2, int), 0.5,
+                            num_classes=1, class_balanced=True, seed=0)

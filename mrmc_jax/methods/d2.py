@@ -1,11 +1,26 @@
 """D2-pruning (Maharana et al. 2024): message passing on a kNN graph.
 
 A selection procedure on difficulty scores (`difficulty.difficulty`, by
-`d2_score`): an exact kNN graph on the features (`knn_graph`), forward
-message passing (`d2_forward_scores`), then greedy picks with reverse
-message passing (`d2_greedy_order`). The mask keeps exactly the per-class
-quotas (`selection.class_quotas`) when `class_balanced`, or the global
-budget `selection.budget(ratio, N)`.
+`d2_score`): an exact kNN graph on the features (`knn_graph`) made
+undirected (`undirected_graph`), forward message passing
+(`d2_forward_scores`), then greedy picks with reverse message passing
+(`d2_greedy_order`). The mask keeps exactly the per-class quotas
+(`selection.class_quotas`) when `class_balanced`, or the global budget
+`selection.budget(ratio, N)`.
+
+The registry row follows the reference code (adymaharana/d2pruning,
+`core/data/sampling.py:GraphDensitySampler`, `core/data/Coreset.py`) in
+what it feeds the procedure: a pre-step drops the hardest `d2_mis_ratio`
+of each class (the reference's `mislabel_mask`; it ranks by AUM, the
+true-class probability minus the largest other one, summed over training,
+which the trajectory does not record: we rank by the mean true-class
+probability, its closest recorded stand-in; the reference's README runs
+`--mis-ratio 0.4` at ratio 0.1, our default `d2_mis_ratio` is 0.1), the
+forgetting score counts never-learned examples as 0 forgetting events (as
+the reference's score file does), and the graph is built on the examples
+that are left. Departure: the reference then splits the scores into
+strata and runs the greedy within each stratum's CCS budget; we run it
+once per class.
 """
 
 import functools
@@ -19,6 +34,7 @@ import numpy as np
 from mrmc_jax import validation
 from mrmc_jax.methods import common
 from mrmc_jax.methods import difficulty as difficulty_lib
+from mrmc_jax.methods import scores as scores_lib
 
 Array = jax.Array
 Graph = tuple[Array, Array]
@@ -198,18 +214,61 @@ def knn_graph(features: Array,
                    k=int(k), chunk_size=int(chunk_size))
 
 
-def _edge_weights(dist: Array, gamma: float) -> Array:
-  """`exp(-gamma * d / mean(d))` over the finite kNN distances; inf -> 0.
+def undirected_graph(graph: Graph) -> Graph:
+  """The kNN graph made undirected: j is a neighbour of i if either lists it.
 
-  `d` is the squared Euclidean distance (the reference's faiss L2 index
-  returns squared distances). Dividing by the mean kNN distance makes gamma
-  scale-free: a typical edge has weight exp(-gamma).
+  The reference (`GraphDensitySampler.compute_graph_density`) writes each
+  kNN edge into a dense matrix in both directions, so an edge listed by
+  both ends counts once. Here the union of both directions is deduplicated
+  and each row padded to the largest degree with `(idx = i, dist = inf)`
+  (a missing edge). Rows are sorted by distance, ties to the lower id.
+
+  Args:
+    graph: `(nbr_idx [N, k], nbr_dist [N, k])` from `knn_graph`.
+
+  Returns:
+    `(nbr_idx int32 [N, K], nbr_dist float32 [N, K])` with K >= k the
+    largest undirected degree.
+  """
+  idx, dist = (np.asarray(a) for a in graph)
+  _check_graph((idx, dist), idx.shape[0])
+  n, k = idx.shape
+  rows = np.repeat(np.arange(n), k)
+  cols = idx.reshape(-1)
+  d = dist.reshape(-1).astype(np.float32)
+  real = np.isfinite(d) & (rows != cols)
+  src = np.concatenate([rows[real], cols[real]])
+  dst = np.concatenate([cols[real], rows[real]])
+  dd = np.concatenate([d[real], d[real]])
+  # Deduplicate (src, dst) pairs; both directions carry the same distance.
+  order = np.lexsort((dst, src))
+  src, dst, dd = src[order], dst[order], dd[order]
+  first = np.ones(src.size, bool)
+  first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+  src, dst, dd = src[first], dst[first], dd[first]
+  order = np.lexsort((dst, dd, src))
+  src, dst, dd = src[order], dst[order], dd[order]
+  deg = np.bincount(src, minlength=n)
+  width = max(int(deg.max()) if deg.size else 0, 1)
+  starts = np.cumsum(deg) - deg
+  slot = np.arange(src.size) - starts[src]
+  out_i = np.repeat(np.arange(n, dtype=np.int32)[:, None], width, axis=1)
+  out_d = np.full((n, width), np.inf, np.float32)
+  out_i[src, slot] = dst
+  out_d[src, slot] = dd
+  return out_i, out_d
+
+
+def _edge_weights(dist: Array, gamma: float) -> Array:
+  """`exp(-gamma * sqrt(d))` over the finite kNN distances; inf -> 0.
+
+  `d` is the squared Euclidean distance of `knn_graph`; the weight uses the
+  plain Euclidean distance, as the reference's CIFAR recipe
+  (`sklearn.pairwise_distances`, not normalised).
   """
   finite = jnp.isfinite(dist)
-  total = jnp.sum(jnp.where(finite, dist, 0.0))
-  mean = total / jnp.maximum(jnp.sum(finite), 1)
-  scale = jnp.where(mean > 0, mean, 1.0)
-  return jnp.where(finite, jnp.exp(-gamma * dist / scale), 0.0)
+  euclid = jnp.sqrt(jnp.where(finite, dist, 0.0))
+  return jnp.where(finite, jnp.exp(-gamma * euclid), 0.0)
 
 
 @jax.jit
@@ -222,9 +281,10 @@ def d2_forward_scores(difficulty: Array, graph: Graph, *,
                       gamma_forward: float = 1.0) -> Array:
   """D2 forward message passing: `s_i' = s_i + sum_j w_ij s_j`.
 
-  `j` runs over the k nearest neighbours of i and `w_ij = exp(-gamma_forward
-  * d_ij / mean(d))` with `d` the squared distance (`_edge_weights`); this
-  is the reference's "sum" graph mode. Missing edges (inf) weigh 0.
+  `j` runs over the neighbours of i in `graph` and `w_ij = exp(-gamma_forward
+  * ||x_i - x_j||)` (`_edge_weights`); this is the reference's "sum" graph
+  mode, whose forward weight is `exp(-distance)` (gamma_forward = 1).
+  Missing edges (inf) weigh 0. `d2_select` passes the undirected graph.
 
   Args:
     difficulty: float `[N]` difficulty scores s.
@@ -316,7 +376,7 @@ def d2_greedy_order(scores: Array,
 
   Repeatedly pick the highest current score among groups whose quota is not
   yet met (ties to the lowest id), then for each neighbour j of the picked i:
-  `s_j -= exp(-gamma_reverse * d_ij / mean(d)) * s_i`, with `s_i` the picked
+  `s_j -= exp(-gamma_reverse * ||x_i - x_j||) * s_i`, with `s_i` the picked
   node's current score (the reference's "weighted" sampling mode, its rule
   from the paper). Picked nodes and nodes of a closed group are set to -inf.
 
@@ -370,18 +430,21 @@ def d2_select(features: Array,
               gamma_forward: float = 1.0,
               gamma_reverse: float = 0.1,
               chunk_size: int = 4096,
-              graph: Optional[Graph] = None) -> Array:
+              graph: Optional[Graph] = None,
+              quotas: Optional[np.ndarray] = None) -> Array:
   """D2-pruning (Maharana et al. 2024): message passing, then greedy picks.
 
-  1. kNN graph on `features` (`knn_graph`, exact, squared Euclidean). With
-     `class_balanced` the graph is within-class (`labels=labels`), as the
-     reference builds one graph per class; otherwise over all examples.
+  1. kNN graph on `features` (`knn_graph`, exact), made undirected
+     (`undirected_graph`). With `class_balanced` the graph is within-class
+     (`labels=labels`), as the reference builds one graph per class;
+     otherwise over all examples.
   2. Forward message passing (`d2_forward_scores`).
   3. Greedy selection with reverse message passing (`d2_greedy_order`),
      within each class's quota, or up to the global budget.
   Defaults follow the reference's CIFAR recipe (forward `exp(-d)`, reverse
-  gamma 0.1), on mean-normalised distances; its extra hard-example pruning
-  and score stratification are not applied here. The graph depends only on
+  gamma 0.1, d the Euclidean distance); its hard-example pre-step is the
+  registry row's (module docstring), its score strata are not applied
+  here. The graph depends only on
   the features (and labels), so compute it once with
   `knn_graph(features, k, chunk_size, labels if class_balanced else None)`
   and pass it as `graph` for every ratio.
@@ -398,6 +461,9 @@ def d2_select(features: Array,
     gamma_reverse: reverse edge-weight decay, >= 0.
     chunk_size: tile side for `knn_graph`.
     graph: optional precomputed `(nbr_idx [N, k], nbr_dist [N, k])`.
+    quotas: optional int `[C]` (or `[1]` without `class_balanced`) in place
+      of the ratio's quotas, e.g. those of a larger set this one was cut
+      from; each at most its group's size here.
 
   Returns:
     bool `[N]` mask with exactly the per-class quotas (or the global budget).
@@ -419,8 +485,10 @@ def d2_select(features: Array,
     graph = knn_graph(features, k, chunk_size,
                       labels if class_balanced else None)
   _check_graph(graph, n)
-  groups, quotas, _ = common.group_quotas(
+  graph = undirected_graph(graph)
+  groups, ratio_quotas, _ = common.group_quotas(
       np.asarray(labels, np.int64), num_classes, ratio, class_balanced)
+  quotas = ratio_quotas if quotas is None else np.asarray(quotas, np.int64)
   forward = d2_forward_scores(difficulty, graph, gamma_forward=gamma_forward)
   order = d2_greedy_order(forward, groups, quotas, graph,
                           gamma_reverse=gamma_reverse)
@@ -428,26 +496,77 @@ def d2_select(features: Array,
   return jnp.zeros(n, jnp.bool_).at[picked].set(True)
 
 
+def drop_hardest(hardness: Array, labels: Array, ratio: float, *,
+                 num_classes: int, class_balanced: bool,
+                 mis_ratio: float, seed: int) -> np.ndarray:
+  """The reference's pre-step: drop the hardest `mis_ratio` of each class.
+
+  Per class (or globally) the `floor(mis_ratio * n)` examples with the
+  highest `hardness` are dropped, ties in a seeded random order, but never
+  so many that the class could not fill its quota.
+
+  Args:
+    hardness: float `[N]`, higher = harder.
+    labels: int `[N]`.
+    ratio: the kept fraction in (0, 1] (for the quotas).
+    num_classes: C.
+    class_balanced: per class, or over all examples.
+    mis_ratio: in [0, 1).
+    seed: int >= 0.
+
+  Returns:
+    bool `[N]`: True for the examples that stay.
+  """
+  common.check_ndim(hardness, 1, "hardness", "[N]")
+  common.check_ratio_labels(labels, ratio, num_classes, hardness=hardness)
+  common.check_finite(hardness, "hardness")
+  common.check_number(mis_ratio, "mis_ratio", 0.0, 1.0, hi_open=True)
+  validation.check_seed(seed)
+  groups, quotas, num_groups = common.group_quotas(
+      np.asarray(labels, np.int64), num_classes, ratio, class_balanced)
+  sizes = np.bincount(groups, minlength=num_groups)
+  n_drop = np.minimum(np.floor(mis_ratio * sizes + 1e-9).astype(np.int64),
+                      sizes - quotas)
+  pos = common.within_group_position(hardness, groups, seed)
+  return pos < sizes[groups] - n_drop[groups]
+
+
 def _select(art, labels, ratio, *, num_classes, opts, cache):
-  scores = difficulty_lib.difficulty(opts.d2_score, art, opts)
+  traj = common.trajectory_view(art, opts)
+  if opts.d2_score == "forgetting":
+    # The reference's forgetting score: never-learned examples have 0 events.
+    scores = np.asarray(scores_lib.forgetting_scores(
+        traj["correct"], never_learned_first=False))
+  else:
+    scores = difficulty_lib.difficulty(opts.d2_score, art, opts)
   cb = opts.class_balanced
-  # The graph depends on the features, k and the class split only: it is
-  # built once for every ratio.
+  labels = np.asarray(labels)
+  keep = drop_hardest(-np.asarray(traj["p_true"], np.float64).mean(axis=1),
+                      labels, ratio, num_classes=num_classes,
+                      class_balanced=cb, mis_ratio=opts.d2_mis_ratio,
+                      seed=opts.seed)
+  kept = np.flatnonzero(keep)
+  # The graph depends on the features, k, the class split and the examples
+  # left by the pre-step only: built once for every ratio that keeps them.
   cache = {} if cache is None else cache
-  key = ("d2_graph", opts.d2_k, cb)
+  key = ("d2_graph", opts.d2_k, cb, hash(kept.tobytes()))
   if key not in cache:
-    cache[key] = knn_graph(art["features"], k=opts.d2_k,
-                           labels=labels if cb else None)
-  mask = d2_select(
-      None, scores, labels, ratio, num_classes=num_classes,
+    cache[key] = knn_graph(art["features"][kept], k=opts.d2_k,
+                           labels=labels[kept] if cb else None)
+  # The quotas are those of all N examples, filled from the ones left.
+  sub = d2_select(
+      None, scores[kept], labels[kept], ratio, num_classes=num_classes,
       class_balanced=cb, k=opts.d2_k, gamma_forward=opts.d2_gamma,
-      gamma_reverse=opts.d2_gamma_reverse, graph=cache[key])
+      gamma_reverse=opts.d2_gamma_reverse, graph=cache[key],
+      quotas=common.group_quotas(labels, num_classes, ratio, cb)[1])
+  mask = np.zeros(labels.shape[0], bool)
+  mask[kept[np.asarray(sub)]] = True
   # The scores are the difficulty input.
-  return np.asarray(scores, np.float32), np.asarray(mask)
+  return np.asarray(scores, np.float32), mask
 
 
 METHOD = common.Method(
     "d2", frozenset({"features", "trajectory"}),
-    ("class_balanced", "d2_score", "d2_k", "d2_gamma", "d2_gamma_reverse")
-    + difficulty_lib.OPTIONS, _select,
+    ("class_balanced", "seed", "d2_score", "d2_k", "d2_gamma",
+     "d2_gamma_reverse", "d2_mis_ratio") + difficulty_lib.OPTIONS, _select,
     "kNN message passing on difficulty, greedy reverse passing")

@@ -13,12 +13,11 @@ T, F = True, False
 #   0 (x=0):  1 (1),  2 (9)        3 (x=7):  2 (16), 4 (25)
 #   1 (x=1):  0 (1),  2 (4)        4 (x=12): 5 (1),  3 (25)
 #   2 (x=3):  1 (4),  0 (9)        5 (x=13): 4 (1),  3 (36)
-# Mean kNN distance (1+9+1+4+4+9+16+25+1+25+1+36) / 12 = 132 / 12 = 11.
+# Edge weights use the Euclidean distance, the square root of these.
 _LINE = np.array([0, 1, 3, 7, 12, 13], np.float32)[:, None]
 _LINE_IDX = np.array([[1, 2], [0, 2], [1, 0], [2, 4], [5, 3], [4, 3]])
 _LINE_DIST = np.array([[1, 9], [1, 4], [4, 9], [16, 25], [1, 25], [1, 36]],
                       np.float32)
-_MEAN = 11.0
 
 
 def test_knn_graph_line_by_hand():
@@ -60,7 +59,7 @@ def test_knn_graph_small_class_gets_missing_edges():
 
 def test_d2_forward_message_passing_by_hand():
   s = np.array([1, 2, 3, 4, 5, 6], np.float32)
-  w = lambda d: np.exp(-d / _MEAN)  # gamma_forward = 1.
+  w = lambda d: np.exp(-np.sqrt(d))  # gamma_forward = 1.
   expected = [
       1 + w(1) * 2 + w(9) * 3,
       2 + w(1) * 1 + w(4) * 3,
@@ -79,14 +78,15 @@ def test_d2_forward_message_passing_by_hand():
 
 def test_d2_greedy_reverse_passing_by_hand():
   # Forward scores (gamma 0): 6, 6, 6, 12, 15, 15. Reverse weights
-  # exp(-gamma_r * d / 11) = 2^-d with gamma_r = 11 ln 2.
+  # exp(-gamma_r * sqrt(d)) = 2^-sqrt(d) with gamma_r = ln 2 (directed
+  # graph as given).
   #  1. pick 4 (15; tie with 5 -> lower id): s5 = 15 - 15/2 = 7.5,
-  #     s3 = 12 - 15 * 2^-25 ~ 12.
-  #  2. pick 3 (~12): s2 = 6 - 12 * 2^-16 ~ 5.9998.
+  #     s3 = 12 - 15/32 = 11.53.
+  #  2. pick 3 (11.53): s2 = 6 - 11.53/16 = 5.28.
   #  3. pick 5 (7.5): its neighbours 4, 3 are already picked.
   #  4. pick 0 (6; tie with 1 -> lower id): s1 = 6 - 6/2 = 3,
-  #     s2 = 5.9998 - 6/512 ~ 5.988.
-  #  5. pick 2 (5.988): s1 = 3 - 5.988/16 ~ 2.63.
+  #     s2 = 5.28 - 6/8 = 4.53.
+  #  5. pick 2 (4.53): s1 = 3 - 4.53/4 = 1.87.
   #  6. pick 1.
   # The near-duplicate 5 drops below 3 once 4 is picked: that is the
   # diversity the reverse pass buys.
@@ -95,19 +95,22 @@ def test_d2_greedy_reverse_passing_by_hand():
       np.arange(1, 7, dtype=np.float32), graph, gamma_forward=0.0)
   order = d2.d2_greedy_order(forward, np.zeros(6, np.int32),
                                     np.array([6]), graph,
-                                    gamma_reverse=_MEAN * np.log(2))
+                                    gamma_reverse=np.log(2))
   np.testing.assert_array_equal(order, [4, 3, 5, 0, 2, 1])
-  # A smaller budget is a prefix of that order: ratio 0.5 keeps {4, 3, 5}.
+  # d2_select uses the undirected graph: 2 also neighbours 3 (3 lists 2).
+  # Forward (gamma 0): 6, 6, 3+2+1+4 = 10, 4+3+5+6 = 18, 15, 15. Picks:
+  # 3 (18): s2 = 10 - 18/16 = 8.875, s4 = 15 - 18/32, s5 = 15 - 18/64;
+  # then 5 (14.72) over 4 (14.44), and 2 (8.875): ratio 0.5 keeps {2, 3, 5}.
   mask = d2.d2_select(
       _LINE, np.arange(1, 7, dtype=np.float32), np.zeros(6, np.int32), 0.5,
       num_classes=1, class_balanced=False, k=2, gamma_forward=0.0,
-      gamma_reverse=_MEAN * np.log(2))
-  np.testing.assert_array_equal(mask, [F, F, F, T, T, T])
+      gamma_reverse=np.log(2))
+  np.testing.assert_array_equal(mask, [F, F, T, T, F, T])
   # Quota per group: group 0 = {0, 1, 2} takes 1, group 1 = {3, 4, 5}
   # takes 2. Picks 4, then 3; group 1 closes, so 5 is skipped; then 0.
   order = d2.d2_greedy_order(forward, np.array([0, 0, 0, 1, 1, 1]),
                                     np.array([1, 2]), graph,
-                                    gamma_reverse=_MEAN * np.log(2))
+                                    gamma_reverse=np.log(2))
   np.testing.assert_array_equal(order, [4, 3, 0, -1, -1, -1])
 
 
@@ -182,3 +185,32 @@ def test_error_messages():
   with pytest.raises(ValueError, match=r"gamma_reverse=-1.0 is not allowed"):
     d2.d2_select(ok2, np.ones(4), labels, 0.5, num_classes=1, k=1,
                         gamma_reverse=-1.0)
+
+
+def test_undirected_graph_by_hand():
+  idx, dist = d2.undirected_graph((_LINE_IDX, _LINE_DIST))
+  # 2's kNN are {1, 0}; 3 lists 2, so 2 gains 3 (16). Degree 3 at most.
+  assert idx.shape == (6, 3)
+  np.testing.assert_array_equal(idx[2], [1, 0, 3])
+  np.testing.assert_allclose(dist[2], [4, 9, 16])
+  np.testing.assert_array_equal(idx[3], [2, 4, 5])
+  # 0 has two neighbours: the third slot is a missing edge to itself.
+  np.testing.assert_array_equal(idx[0], [1, 2, 0])
+  assert np.isinf(dist[0, 2])
+  # Symmetric: j in N(i) iff i in N(j).
+  edges = {(i, j) for i in range(6) for j, d in zip(idx[i], dist[i])
+           if np.isfinite(d)}
+  assert edges == {(j, i) for i, j in edges}
+
+
+def test_drop_hardest_per_class_capped_at_quota():
+  hardness = np.array([5.0, 1.0, 3.0, 3.0, 0.0, 9.0, 2.0, 1.0])
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+  keep = d2.drop_hardest(hardness, labels, 0.5, num_classes=2,
+                         class_balanced=True, mis_ratio=0.25, seed=0)
+  np.testing.assert_array_equal(keep, [F, T, T, T, T, F, T, T])
+  # mis_ratio 0.75 would drop 3 of 4, but ratio 0.5 needs 2 per class.
+  keep = d2.drop_hardest(hardness, labels, 0.5, num_classes=2,
+                         class_balanced=True, mis_ratio=0.75, seed=0)
+  assert keep[:4].sum() == 2 and keep[4:].sum() == 2
+  assert keep[1] and keep[4] and keep[7]  # the easiest stay.

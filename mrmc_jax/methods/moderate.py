@@ -1,13 +1,15 @@
 """Moderate-DS (Xia et al. 2023): keep the examples of moderate difficulty.
 
 The score is closeness to the class's median distance to its median
-feature; the row keeps the highest scores under the quotas.
+feature; the row keeps the highest scores under the quotas. Without quotas
+it keeps the reference's pooled middle band (`moderate_pooled_scores`).
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mrmc_jax import selection
 from mrmc_jax import validation
@@ -51,7 +53,7 @@ def _moderate_core(features, labels, num_classes):
   centre = _group_median(features, labels, num_classes)        # [C, D]
   dist = jnp.linalg.norm(features - centre[labels], axis=1)    # [N]
   med_dist = _group_median(dist[:, None], labels, num_classes)[:, 0]
-  return -jnp.abs(dist - med_dist[labels]).astype(jnp.float32)
+  return -jnp.abs(dist - med_dist[labels]).astype(jnp.float32), dist
 
 
 def moderate_scores(features: Array, labels: Array, *,
@@ -64,8 +66,8 @@ def moderate_scores(features: Array, labels: Array, *,
   distances around the class's median distance. The paper keeps a band of
   ranks `[0.5 - r/2, 0.5 + r/2]` of the sorted distances; ours is a band of
   distance values, the same band when the distances are symmetric about
-  their median. With `class_balanced=False` the band is still centred per
-  class, only its half-width is shared across classes.
+  their median. The registry row with `class_balanced=False` uses
+  `moderate_pooled_scores` instead, the reference's pooled band.
 
   Args:
     features: float `[N, D]` (e.g. penultimate-layer features).
@@ -85,17 +87,57 @@ def moderate_scores(features: Array, labels: Array, *,
   with jax.enable_x64(True):
     return _moderate_core(jnp.asarray(features, jnp.float32),
                           jnp.asarray(labels, jnp.int32),
-                          num_classes=num_classes)
+                          num_classes=num_classes)[0]
+
+
+def moderate_pooled_scores(features: Array, labels: Array, *,
+                           num_classes: int, seed: int = 0) -> np.ndarray:
+  """The reference's Moderate-DS without class quotas: one pooled band.
+
+  As `get_prune_idx` in the reference (tmllab/Moderate-DS, and its copy in
+  D2-pruning's `Coreset.moderate_selection`): each example's distance to
+  its own class's median feature, then all classes pooled and sorted; the
+  kept examples are the middle band of that one ranking. The score is
+  `-|pos - (N - 1) / 2|` with pos the pooled ascending rank (ties in a
+  seeded random order), so the global top-k is that middle band.
+
+  Args:
+    features: float `[N, D]`.
+    labels: int `[N]` in `[0, num_classes)`.
+    num_classes: C.
+    seed: int >= 0 (ties).
+
+  Returns:
+    float32 `[N]` scores <= 0.
+  """
+  common.check_ndim(features, 2, "features", "[N, D]")
+  validation.check_labels(labels, num_classes)
+  validation.check_same_length(features=features, labels=labels)
+  common.check_finite(features, "features")
+  with jax.enable_x64(True):
+    dist = _moderate_core(jnp.asarray(features, jnp.float32),
+                          jnp.asarray(labels, jnp.int32),
+                          num_classes=num_classes)[1]
+  n = np.shape(features)[0]
+  pos = common.within_group_position(np.asarray(dist), np.zeros(n, np.int64),
+                                     seed)
+  return (-np.abs(pos - (n - 1) / 2.0)).astype(np.float32)
 
 
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
+  if opts.class_balanced:
+    scores = moderate_scores(art["features"], labels, num_classes=num_classes)
+  else:
+    scores = moderate_pooled_scores(art["features"], labels,
+                                    num_classes=num_classes, seed=opts.seed)
   return common.select_top(
-      moderate_scores(art["features"], labels, num_classes=num_classes),
-      labels, ratio, num_classes=num_classes,
-      class_balanced=opts.class_balanced)
+      scores, labels, ratio, num_classes=num_classes,
+      class_balanced=opts.class_balanced,
+      seed=opts.seed)
 
 
 METHOD = common.Method(
-    "moderate", frozenset({"features"}), ("class_balanced",), _select,
+    "moderate", frozenset({"features"}), ("class_balanced", "seed"),
+    _select,
     "closest to the class's median distance to its median")

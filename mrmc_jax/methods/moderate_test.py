@@ -43,3 +43,19 @@ def test_error_messages():
   labels = np.zeros(4, np.int32)
   with pytest.raises(ValueError, match=r"features has shape \(4,\)"):
     moderate.moderate_scores(np.ones(4), labels, num_classes=1)
+
+
+def test_moderate_pooled_band_like_the_reference():
+  # Distances to the class median (1-D): class 0 x = 0, 1, 2, 4, 10 ->
+  # 2, 1, 0, 2, 8; class 1 x = 5, 6 -> 0.5, 0.5. Pooled ascending:
+  # 0 (id 3), 0.5, 0.5 (ids 1, 4), 1 (id 2), 2, 2 (ids 0, 5), 8 (id 6).
+  x = np.array([0, 5, 1, 2, 6, 4, 10], np.float32)[:, None]
+  labels = np.array([0, 1, 0, 0, 1, 0, 0])
+  scores = moderate.moderate_pooled_scores(x, labels, num_classes=2, seed=0)
+  # The middle (position 3 of 0..6) is id 2; the ends ids 3 and 6.
+  assert scores[2] == 0 and scores[3] == -3 and scores[6] == -3
+  # The reference keeps sorted[round(N * low):round(N * high)]: with
+  # ratio 3/7 that is positions 2..4, the three middle distances.
+  mask = np.asarray(selection.select_mask_host(
+      scores, labels, 3 / 7, num_classes=2, class_balanced=False))
+  assert mask[2] and mask.sum() == 3 and not mask[[3, 6]].any()

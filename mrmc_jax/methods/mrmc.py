@@ -52,9 +52,11 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   return common.select_top(mrmc_from_artefacts(art, opts), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced)
+                           class_balanced=opts.class_balanced,
+                           seed=opts.seed)
 
 
 METHOD = common.Method(
-    "mrmc", frozenset({"trajectory"}), ("class_balanced",) + MRMC_OPTIONS,
+    "mrmc", frozenset({"trajectory"}),
+    ("class_balanced", "seed") + MRMC_OPTIONS,
     _select, "maximum reduction as maximum contribution; keep highest")

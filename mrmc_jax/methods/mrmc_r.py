@@ -17,7 +17,6 @@ loss units; `"max"` divides `phi_mrmc` by its largest value first, so gamma
 weighs two quantities on the same [0, 1] scale.
 """
 
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -138,7 +137,7 @@ def mrmc_r_select(scores: Array,
   if k_stage1 > 0:
     stage1 = selection.select_mask_host(
         scores, labels, k_stage1 / n, num_classes=num_classes,
-        class_balanced=class_balanced)
+        class_balanced=class_balanced, tie_seed=seed)
   else:
     stage1 = jnp.zeros(n, jnp.bool_)
   train_idx = np.flatnonzero(np.asarray(stage1))
@@ -155,7 +154,7 @@ def mrmc_r_select(scores: Array,
   phi = phi_mrmc - gamma * phi_reg
   mask = selection.select_mask_host(phi, labels, ratio, num_classes=num_classes,
                                class_balanced=class_balanced,
-                               priority=stage1)
+                               priority=stage1, tie_seed=seed)
   return mask, {"stage1": stage1, "phi_reg": phi_reg, "phi": phi}
 
 

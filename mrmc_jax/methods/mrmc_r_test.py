@@ -1,6 +1,5 @@
 """Tests for mrmc_r.py: the two stages, the proxy, errors, and the row."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -52,6 +52,13 @@ class SelectionOptions:
   d2_gamma: float = 1.0
   d2_gamma_reverse: float = 0.1
   d2_score: str = "forgetting"
+  d2_mis_ratio: float = 0.1
+  dual_window: int = 10
+  dual_c_d: float = 4.0
+  ra_cut: float = 0.0
+  ra_shape: float = 8.0
+  ra_form: str = "conf"
+  ra_anchor: float = 0.01
   seed: int = 0
 
 
@@ -61,6 +68,7 @@ CHOICES = {
     "score": scoring.SCORES,
     "ccs_score": DIFFICULTY_SCORES,
     "d2_score": DIFFICULTY_SCORES,
+    "ra_form": ("beta", "uniform", "top", "conf", "mix"),
 }
 
 

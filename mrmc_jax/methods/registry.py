@@ -20,9 +20,11 @@ import numpy as np
 from mrmc_jax.methods import ccs
 from mrmc_jax.methods import common
 from mrmc_jax.methods import d2
+from mrmc_jax.methods import dual
 from mrmc_jax.methods import moderate
 from mrmc_jax.methods import mrmc
 from mrmc_jax.methods import mrmc_r
+from mrmc_jax.methods import mrmc_ra
 from mrmc_jax.methods import options as options_lib
 from mrmc_jax.methods import scores
 
@@ -44,6 +46,7 @@ FULL = Method("full", frozenset(), (), _select_full,
 METHODS: tuple[Method, ...] = (
     mrmc.METHOD,
     mrmc_r.METHOD,
+    mrmc_ra.METHOD,
     FULL,
     scores.RANDOM,
     scores.EL2N,
@@ -53,6 +56,7 @@ METHODS: tuple[Method, ...] = (
     moderate.METHOD,
     scores.DYN_UNC,
     d2.METHOD,
+    dual.METHOD,
 )
 
 _BY_NAME = {m.name: m for m in METHODS}

@@ -1,8 +1,8 @@
 """Score methods: per-example scores, then `selection.select_mask`.
 
 Each function returns float32 `[N]`, higher = keep; the row's `select`
-then applies the per-class quotas (or the global budget) with ties to the
-lower id (`common.select_top`).
+then applies the per-class quotas (or the global budget) with ties in a
+random order seeded by the run's seed (`common.select_top`).
 
 | method     | needs      | paper                |
 |------------|------------|----------------------|
@@ -99,28 +99,34 @@ def grand_scores(grad_norms: Array) -> Array:
   return jnp.asarray(grad_norms, jnp.float32)
 
 
-@jax.jit
-def _forgetting_core(correct):
+@functools.partial(jax.jit, static_argnames=("never_learned_first",))
+def _forgetting_core(correct, never_learned_first):
   correct = correct.astype(jnp.bool_)
   events = jnp.sum(correct[:, :-1] & ~correct[:, 1:], axis=1)
+  if not never_learned_first:
+    return events.astype(jnp.float32)
   learned = jnp.any(correct, axis=1)
   # Never-learned examples rank above every learned one (Toneva et al. treat
   # them as forgotten infinitely often); max + 1 keeps the score finite.
   return jnp.where(learned, events, jnp.max(events) + 1).astype(jnp.float32)
 
 
-def forgetting_scores(correct: Array) -> Array:
+def forgetting_scores(correct: Array, never_learned_first: bool = True
+                      ) -> Array:
   """Forgetting events (Toneva et al. 2019); keep the most forgotten.
 
   A forgetting event is a correct -> incorrect transition between
   consecutive recorded epochs (the paper counts over minibatch presentations;
   the trajectory holds one presentation per epoch). Examples that are never
   correct get `max(events) + 1`, so they rank as the most forgotten and are
-  kept first. Counts are integers, so ties are common; `select_mask` breaks
-  them towards the lower example id.
+  kept first; with `never_learned_first=False` they keep their count, 0
+  (as D2-pruning's `generate_importance_score.py` counts them). Counts are
+  integers, so ties are common; `select_mask` breaks them in a seeded
+  random order.
 
   Args:
     correct: bool `[N, R]`, `trajectory["correct"]`.
+    never_learned_first: rank never-correct examples first (default).
 
   Returns:
     float32 `[N]` forgetting counts.
@@ -129,7 +135,8 @@ def forgetting_scores(correct: Array) -> Array:
     ValueError: on a bad shape or non-boolean values.
   """
   common.check_bool_matrix(correct, "correct")
-  return _forgetting_core(jnp.asarray(correct))
+  return _forgetting_core(jnp.asarray(correct),
+                          never_learned_first=bool(never_learned_first))
 
 
 @functools.partial(jax.jit, static_argnames=("window",))
@@ -183,7 +190,8 @@ def _select_random(art, labels, ratio, *, num_classes, opts, cache):
   del art, cache  # Unused.
   return common.select_top(random_scores(labels.shape[0], opts.seed), labels,
                            ratio, num_classes=num_classes,
-                           class_balanced=opts.class_balanced)
+                           class_balanced=opts.class_balanced,
+                           seed=opts.seed)
 
 
 def _select_el2n(art, labels, ratio, *, num_classes, opts, cache):
@@ -193,14 +201,16 @@ def _select_el2n(art, labels, ratio, *, num_classes, opts, cache):
             list(range(el2n.shape[1] - opts.el2n_epochs, el2n.shape[1])))
   return common.select_top(el2n_scores(el2n, epochs), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced)
+                           class_balanced=opts.class_balanced,
+                           seed=opts.seed)
 
 
 def _select_grand(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   return common.select_top(grand_scores(art["grad_norms"]), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced)
+                           class_balanced=opts.class_balanced,
+                           seed=opts.seed)
 
 
 def _select_forgetting(art, labels, ratio, *, num_classes, opts, cache):
@@ -208,7 +218,8 @@ def _select_forgetting(art, labels, ratio, *, num_classes, opts, cache):
   correct = common.trajectory_view(art, opts)["correct"]
   return common.select_top(forgetting_scores(correct), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced)
+                           class_balanced=opts.class_balanced,
+                           seed=opts.seed)
 
 
 def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
@@ -216,7 +227,8 @@ def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
   p = common.trajectory_view(art, opts)["p_true"]
   scores = dyn_unc_scores(p, window=min(opts.dyn_unc_window, p.shape[1]))
   return common.select_top(scores, labels, ratio, num_classes=num_classes,
-                           class_balanced=opts.class_balanced)
+                           class_balanced=opts.class_balanced,
+                           seed=opts.seed)
 
 
 _TRAJ = frozenset({"trajectory"})
@@ -226,15 +238,19 @@ RANDOM = common.Method(
     "uniform scores; class-stratified under quotas")
 EL2N = common.Method(
     "el2n", _TRAJ,
-    ("class_balanced",) + common.TRAJECTORY_OPTIONS + ("el2n_epochs",),
+    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS
+    + ("el2n_epochs",),
     _select_el2n, "mean EL2N over warm-up epochs; keep highest")
 GRAND = common.Method(
-    "grand", frozenset({"grad_norms"}), ("class_balanced",), _select_grand,
+    "grand", frozenset({"grad_norms"}), ("class_balanced", "seed"),
+    _select_grand,
     "per-example gradient norm at end of warm-up; keep highest")
 FORGETTING = common.Method(
-    "forgetting", _TRAJ, ("class_balanced",) + common.TRAJECTORY_OPTIONS,
+    "forgetting", _TRAJ,
+    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS,
     _select_forgetting, "correct->incorrect transitions; never learned first")
 DYN_UNC = common.Method(
     "dyn_unc", _TRAJ,
-    ("class_balanced",) + common.TRAJECTORY_OPTIONS + ("dyn_unc_window",),
+    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS
+    + ("dyn_unc_window",),
     _select_dyn_unc, "mean sliding-window std of p_true; keep highest")

@@ -22,6 +22,10 @@ def test_forgetting_counts_by_hand():
   # One epoch: no transitions; the never-learned row still ranks first.
   np.testing.assert_array_equal(
       scores.forgetting_scores(np.array([[T], [F]])), [0, 1])
+  # As the D2 and CCS reference code count them: never learned = 0 events.
+  np.testing.assert_array_equal(
+      scores.forgetting_scores(correct, never_learned_first=False),
+      [2, 0, 0, 1, 0])
 
 
 def test_el2n_mean_over_chosen_epochs():

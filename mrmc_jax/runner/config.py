@@ -143,8 +143,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def check_input(config: ml_collections.ConfigDict) -> None:
-  """`dataset.input`: "memory", or "stream" for tfds data sets only."""
+  """`dataset.input` and the validation split it can be cut from."""
   _allowed(config.dataset.input, INPUTS, "dataset.input")
+  fraction = config.dataset.validation_fraction
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or (
+      not 0.0 <= fraction < 1.0):
+    raise ValueError(f"dataset.validation_fraction={fraction!r} is not "
+                     "allowed: it must lie in [0, 1) (0: no validation "
+                     "split).")
+  validation.check_seed(config.dataset.validation_seed,
+                        "dataset.validation_seed")
+  if fraction and config.dataset.input == "stream":
+    raise ValueError(f"dataset.validation_fraction={fraction!r} is not "
+                     "allowed with dataset.input='stream': carve the "
+                     "validation split from an in-memory data set.")
   kind = config.dataset.name.partition(":")[0]
   if config.dataset.input == "stream" and (
       config.dataset.name in LOCAL_DATASETS or kind in ("npz", "folder")):

@@ -137,6 +137,11 @@ def load_data(config: ml_collections.ConfigDict) -> datasets.Dataset:
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
   data = load_data(config)
+  if config.dataset.validation_fraction:
+    # Model choices are made on a split of the training data; the test
+    # split is not used by the run.
+    data = datasets.validation_split(data, config.dataset.validation_fraction,
+                                     config.dataset.validation_seed)
   model = models.create_model(config.model.name, data.num_classes,
                               dtype=config_lib.DTYPES[config.model.dtype])
   mesh = sharding.make_mesh(

@@ -1,0 +1,69 @@
+"""Tests for dual.py: the score by hand, the Beta shape, exact budgets."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mrmc_jax import selection
+from mrmc_jax.methods import dual
+
+
+def test_dual_score_by_hand():
+  # R = 3, window 2: windows (e0, e1) and (e1, e2).
+  p = np.array([[0.2, 0.6, 0.6],    # std .2 x (1-.4) = .12; 0 x .4 = 0
+                [1.0, 1.0, 1.0],    # never uncertain: 0
+                [0.0, 0.5, 1.0]],   # .25 x .75 and .25 x .25
+               np.float32)
+  got = np.asarray(dual.dual_scores(p, window=2))
+  np.testing.assert_allclose(got, [0.06, 0.0, (0.1875 + 0.0625) / 2],
+                             rtol=1e-6)
+  # Window longer than R: one window of all R epochs.
+  np.testing.assert_allclose(dual.dual_scores(p[:, :2], window=10),
+                             dual.dual_scores(p[:, :2], window=2))
+
+
+def test_beta_shape_moves_toward_easy_as_ratio_shrinks():
+  # b = 15 (1 - anchor) (1 - (1 - ratio)^c_d), a = 16 - b.
+  a, b = dual.beta_shape(0.5, 0.2, 4.0)
+  assert b == pytest.approx(15 * 0.8 * (1 - 0.5 ** 4)) and a + b == 16
+  modes = [(a - 1) / (a + b - 2) for a, b in
+           (dual.beta_shape(r, 0.2, 4.0) for r in (0.9, 0.7, 0.5, 0.3, 0.1))]
+  assert all(x < y for x, y in zip(modes, modes[1:]))
+
+
+def test_dual_select_exact_quotas_seeded_and_weighted():
+  rng = np.random.default_rng(0)
+  n = 400
+  labels = rng.integers(0, 3, n)
+  scores = rng.random(n)
+  scores[:40] = 0.0  # Zero weight: never drawn while others remain.
+  p1 = rng.random(n)
+  for ratio in (0.1, 0.3, 0.7):
+    mask = dual.dual_select(scores, p1, labels, ratio, num_classes=3,
+                            seed=1)
+    np.testing.assert_array_equal(np.bincount(labels[mask], minlength=3),
+                                  selection.class_quotas(labels, 3, ratio))
+    assert not mask[:40].any()
+  again = dual.dual_select(scores, p1, labels, 0.3, num_classes=3, seed=1)
+  np.testing.assert_array_equal(
+      again, dual.dual_select(scores, p1, labels, 0.3, num_classes=3,
+                              seed=1))
+  other = dual.dual_select(scores, p1, labels, 0.3, num_classes=3, seed=2)
+  assert (other != again).any()
+  # Global mode, budget exact; the draw follows the density: at ratio 0.1
+  # the kept p1 sit where the Beta density is high.
+  mask = dual.dual_select(scores, p1, labels, 0.1, num_classes=3,
+                          class_balanced=False, seed=0)
+  assert mask.sum() == selection.budget(0.1, n)
+  top = np.argsort(-scores, kind="stable")[:10]
+  a, b = dual.beta_shape(0.1, p1[top].mean(), 4.0)
+  pdf = stats.beta.pdf(p1, a, b)
+  assert pdf[mask].mean() > 1.5 * pdf[scores > 0].mean()
+
+
+def test_dual_errors():
+  with pytest.raises(ValueError, match="negative"):
+    dual.dual_select(np.array([-1.0, 1.0]), np.array([0.5, 0.5]),
+                     np.zeros(2, int), 0.5, num_classes=1)
+  with pytest.raises(ValueError, match="window=1 is not allowed"):
+    dual.dual_scores(np.ones((2, 3)), window=1)
