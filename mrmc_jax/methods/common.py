@@ -237,3 +237,13 @@ def sample_by_weight(log_weights: Any, labels: np.ndarray, ratio: float, *,
   keys = np.where(np.isfinite(lw), lw + gumbel, -np.inf).astype(np.float32)
   return select_top(keys, labels, ratio, num_classes=num_classes,
                     class_balanced=class_balanced, seed=seed)
+
+
+def check_p_true_windows(p_true: Any, window: Any, method: str) -> None:
+  """Checks `p_true [N, R]` (R >= 2, finite) and a window >= 2."""
+  check_ndim(p_true, 2, "p_true", "[N, R]")
+  validation.check_int(window, "window", minimum=2)
+  if np.shape(p_true)[1] < 2:
+    raise ValueError(f"p_true has shape {np.shape(p_true)}; {method} needs "
+                     "at least 2 epochs (R >= 2).")
+  check_finite(p_true, "p_true")

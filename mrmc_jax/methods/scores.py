@@ -172,12 +172,7 @@ def dyn_unc_scores(p_true: Array, window: int = 10) -> Array:
   Raises:
     ValueError: on a bad shape, R < 2, NaN or window < 2.
   """
-  common.check_ndim(p_true, 2, "p_true", "[N, R]")
-  validation.check_int(window, "window", minimum=2)
-  if np.shape(p_true)[1] < 2:
-    raise ValueError(f"p_true has shape {np.shape(p_true)}; Dyn-Unc needs at "
-                     "least 2 epochs (R >= 2).")
-  common.check_finite(p_true, "p_true")
+  common.check_p_true_windows(p_true, window, "Dyn-Unc")
   return _dyn_unc_core(jnp.asarray(p_true), window=int(window))
 
 
