@@ -172,8 +172,16 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
       value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       pass
+    set_fields(config, {key.strip(): value})
+  return config
+
+
+def set_fields(config: ml_collections.ConfigDict, fields: dict
+               ) -> ml_collections.ConfigDict:
+  """Sets dotted fields, e.g. `{"train.epochs": 1}`; returns the config."""
+  for key, value in fields.items():
     node = config
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = key.split(".")
     for p in parents:
       node = node[p]
     node[leaf] = value

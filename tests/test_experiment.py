@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import base
 from configs import default
 from mrmc_jax.runner import experiment
 from mrmc_jax.runner import loop
@@ -21,13 +22,7 @@ def tiny_config(**overrides):
   config.selection.warmup_epochs = 3
   config.train.epochs = 2
   config.train.batch_size = 128
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return base.set_fields(config, overrides)
 
 
 def test_digits_end_to_end(tmp_path):

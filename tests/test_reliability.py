@@ -23,6 +23,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import base
 from configs import default
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import compare
@@ -37,14 +38,7 @@ TINY = {"selection.warmup_epochs": 3, "train.epochs": 3,
 
 
 def tiny_config(**overrides):
-  config = default.get_config()
-  for key, value in {**TINY, **overrides}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return base.set_fields(default.get_config(), {**TINY, **overrides})
 
 
 def config_flag(**overrides):

@@ -23,6 +23,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from configs import base
 from configs import default
 from mrmc_jax import datasets
 from mrmc_jax import input_pipeline
@@ -200,14 +201,7 @@ def test_experiment_stops_on_a_duplicated_example(tmp_path, monkeypatch):
 
 
 def _config(**overrides):
-  config = default.get_config()
-  for key, value in {**JOB, **overrides}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return base.set_fields(default.get_config(), {**JOB, **overrides})
 
 
 @pytest.mark.parametrize("value", [0, 9])

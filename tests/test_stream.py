@@ -13,6 +13,7 @@ import signal
 import numpy as np
 import pytest
 
+from configs import base
 from configs import default
 from mrmc_jax import input_pipeline
 from mrmc_jax import streaming_test
@@ -27,14 +28,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def _config(**overrides):
-  config = default.get_config()
-  for key, value in {**JOB, **overrides}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return base.set_fields(default.get_config(), {**JOB, **overrides})
 
 
 @pytest.fixture(scope="module")
