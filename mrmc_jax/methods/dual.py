@@ -21,6 +21,7 @@ import numpy as np
 
 from mrmc_jax import validation
 from mrmc_jax.methods import common
+from mrmc_jax.methods import scores as scores_lib
 
 Array = jax.Array
 
@@ -34,14 +35,8 @@ _NUM_ANCHORS = 10
 
 @functools.partial(jax.jit, static_argnames=("window",))
 def _dual_core(p_true, window):
-  r = p_true.shape[1]
-  w = min(window, r)
-  nw = r - w + 1
-  p = p_true.astype(jnp.float32)
-  # As in `scores._dyn_unc_core`: column j of p[:, o:o + nw] is epoch j + o.
-  mean = sum(p[:, o:o + nw] for o in range(w)) / w
-  var = sum((p[:, o:o + nw] - mean) ** 2 for o in range(w)) / w
-  return jnp.mean(jnp.sqrt(var) * (1.0 - mean), axis=1)
+  mean, std = scores_lib.window_mean_std(p_true, window)
+  return jnp.mean(std * (1.0 - mean), axis=1)
 
 
 def dual_scores(p_true: Array, window: int = 10) -> Array:

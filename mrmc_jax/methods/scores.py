@@ -139,18 +139,32 @@ def forgetting_scores(correct: Array, never_learned_first: bool = True
                           never_learned_first=bool(never_learned_first))
 
 
-@functools.partial(jax.jit, static_argnames=("window",))
-def _dyn_unc_core(p_true, window):
+def window_mean_std(p_true: Array, window: int) -> tuple[Array, Array]:
+  """Mean and population std of every sliding window of `min(window, R)`.
+
+  Column j of the shifted slice p[:, o:o + nw] is epoch j + o, so summing
+  over offsets o gives every window at once with O(N * R) memory; the
+  two-pass variance avoids the cancellation of E[p^2] - E[p]^2.
+
+  Args:
+    p_true: float `[N, R]`.
+    window: the window length (static); R if shorter.
+
+  Returns:
+    float32 `(mean, std)`, each `[N, R - w + 1]`.
+  """
   r = p_true.shape[1]
   w = min(window, r)
   nw = r - w + 1
   p = p_true.astype(jnp.float32)
-  # Column j of the shifted slice p[:, o:o + nw] is epoch j + o, so summing
-  # over offsets o gives every window at once with O(N * R) memory; the
-  # two-pass variance avoids the cancellation of E[p^2] - E[p]^2.
   mean = sum(p[:, o:o + nw] for o in range(w)) / w
   var = sum((p[:, o:o + nw] - mean) ** 2 for o in range(w)) / w
-  return jnp.mean(jnp.sqrt(var), axis=1)
+  return mean, jnp.sqrt(var)
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def _dyn_unc_core(p_true, window):
+  return jnp.mean(window_mean_std(p_true, window)[1], axis=1)
 
 
 def dyn_unc_scores(p_true: Array, window: int = 10) -> Array:
