@@ -12,7 +12,7 @@ no model: the input pipeline alone. Each process reports its peak RSS
 images/s over the epoch. Two processes run `jax.distributed` on CPU and
 combine the streamed statistics with `process_allgather`.
 
-Run: python benchmarks/streaming.py --data_dir /tmp/fmnist64 \
+Run: python benchmarks/streaming.py --data_dir runs/fmnist64 \
        [--sizes 10000,60000 --processes 1,2]
 """
 
