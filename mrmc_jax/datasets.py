@@ -81,8 +81,56 @@ def _read_only(array: np.ndarray) -> np.ndarray:
   return view
 
 
+class IdSplit:
+  """Global ids of a split's rows: row i is the example `id_offset + i`.
+
+  Shared by the in-memory `ArraySplit` and `streaming.StreamSplit`, which
+  provide `labels` (int32 [N]) and `id_offset`.
+  """
+
+  labels: np.ndarray
+  id_offset: int
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.labels)
+
+  @property
+  def ids(self) -> np.ndarray:
+    """int64 [N]: the global id of every row."""
+    return np.arange(self.id_offset, self.id_offset + len(self), dtype=np.int64)
+
+  def rows(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Converts global ids to row indices of this split.
+
+    Args:
+      ids: integer [K], global ids held by this split.
+
+    Returns:
+      int64 [K] row indices, in the order given.
+
+    Raises:
+      ValueError: if `ids` is not a 1-D integer array or holds an id outside
+        [id_offset, id_offset + N).
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype,
+                                                            np.integer)):
+      raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype} "
+                       f"{ids.shape}")
+    rows = ids.astype(np.int64) - self.id_offset
+    if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+      raise ValueError(
+          f"ids must lie in [{self.id_offset}, {self.id_offset + len(self)}), "
+          f"got values in [{ids.min()}, {ids.max()}]")
+    return rows
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class ArraySplit:
+class ArraySplit(IdSplit):
   """One split held in memory; row i is the example with id `id_offset + i`.
 
   Attributes:
@@ -115,47 +163,10 @@ class ArraySplit:
                        _read_only(labels.astype(np.int32, copy=False)))
     object.__setattr__(self, "id_offset", int(self.id_offset))
 
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  @property
-  def num_examples(self) -> int:
-    return len(self.labels)
-
   @property
   def image_shape(self) -> tuple[int, int, int]:
     """(H, W, C) of every image."""
     return tuple(self.images.shape[1:])
-
-  @property
-  def ids(self) -> np.ndarray:
-    """int64 [N]: the global id of every row."""
-    return np.arange(self.id_offset, self.id_offset + len(self), dtype=np.int64)
-
-  def rows(self, ids: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Converts global ids to row indices of this split.
-
-    Args:
-      ids: integer [K], global ids held by this split.
-
-    Returns:
-      int64 [K] row indices, in the order given.
-
-    Raises:
-      ValueError: if `ids` is not a 1-D integer array or holds an id outside
-        [id_offset, id_offset + N).
-    """
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype,
-                                                            np.integer)):
-      raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype} "
-                       f"{ids.shape}")
-    rows = ids.astype(np.int64) - self.id_offset
-    if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-      raise ValueError(
-          f"ids must lie in [{self.id_offset}, {self.id_offset + len(self)}), "
-          f"got values in [{ids.min()}, {ids.max()}]")
-    return rows
 
   def slice(self, start: int, stop: int) -> ArraySplit:
     """Rows [start, stop) as a split that keeps their global ids (no copy)."""

@@ -159,12 +159,12 @@ def read_arrays(builder, split: str, *,
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class StreamSplit:
+class StreamSplit(datasets.IdSplit):
   """A split read from storage on demand; id i is the record at position i.
 
   Quacks like `datasets.ArraySplit` for `input_pipeline` and the runner
-  (`labels`, `ids`, `rows`, `image_shape`, `num_examples`), but holds no
-  images: `read_images` fetches and decodes them inside tf.data.
+  (`labels`, `image_shape`, and `ids`, `rows`, `num_examples` from their
+  shared `datasets.IdSplit`), but holds no images: `read_images` fetches and decodes them inside tf.data.
 
   Attributes:
     source: raw records by position (`open_source`).
@@ -189,22 +189,6 @@ class StreamSplit:
     labels = labels.astype(np.int32).view()
     labels.flags.writeable = False
     object.__setattr__(self, "labels", labels)
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  @property
-  def num_examples(self) -> int:
-    return len(self.labels)
-
-  @property
-  def ids(self) -> np.ndarray:
-    """int64 [N]: 0..N-1."""
-    return np.arange(len(self), dtype=np.int64)
-
-  def rows(self, ids) -> np.ndarray:
-    """Checks ids (int [K] in [0, N)) and returns them as int64 positions."""
-    return datasets.ArraySplit.rows(self, ids)
 
   def read_images(self, rows: tf.Tensor) -> tf.Tensor:
     """Reads and decodes records inside a tf.data map.
