@@ -1,18 +1,45 @@
-"""Data parallelism with `jax.jit` over a one-axis `Mesh`.
+"""Data parallelism with `jax.jit` over a `Mesh`: yours or a one-axis one.
 
-The batch is split on the `data` axis; parameters, optimiser state and the
-trajectory buffer are replicated. Each process feeds its local rows, and
-`jax.make_array_from_process_local_data` assembles the global batch, so the
-same code runs on one CPU, eight simulated devices or a multi-host pod.
+The batch is split on one mesh axis (`data` by default; any name, e.g. the
+`batch` of `Mesh(devices, ("batch",))`, via `axis=`), or on the axes of a
+`NamedSharding` you pass instead of the mesh; other axes of a 2-D mesh
+(`("data", "model")`) hold the batch replicated. Parameters, optimiser state
+and the trajectory buffer are replicated (or sharded by you). Each process
+feeds its local rows, and `jax.make_array_from_process_local_data` assembles
+the global batch, so the same code runs on one CPU, eight simulated devices
+or a multi-host pod.
 """
 
-from typing import Any
+from typing import Any, Union
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+
+# A mesh axis name, or several (the batch split over their product).
+Axis = Union[str, tuple[str, ...]]
+# What the functions below accept as "where the batch lives".
+MeshLike = Union[Mesh, NamedSharding]
+
+
+def _mesh(mesh: MeshLike) -> Mesh:
+  """The `Mesh` of a mesh or of a `NamedSharding`."""
+  if isinstance(mesh, NamedSharding):
+    return mesh.mesh
+  if isinstance(mesh, Mesh):
+    return mesh
+  raise ValueError(f"mesh={mesh!r} is not allowed: pass a jax.sharding.Mesh "
+                   "or a NamedSharding.")
+
+
+def _axis_names(axis: Axis) -> tuple[str, ...]:
+  names = (axis,) if isinstance(axis, str) else tuple(axis)
+  if not names or not all(isinstance(a, str) for a in names):
+    raise ValueError(f"axis={axis!r} is not allowed: pass a mesh axis name "
+                     "or a tuple of them.")
+  return names
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -52,34 +79,85 @@ def mesh_devices(num_devices: int | None = None) -> list[jax.Device]:
   return devices[:num_devices]
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Splits the leading (batch) axis over `data`."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh: MeshLike, axis: Axis = DATA_AXIS) -> NamedSharding:
+  """Splits the leading (batch) axis over the mesh axis (or axes) `axis`.
+
+  Args:
+    mesh: a `Mesh`, or a `NamedSharding`, which is returned as it is (then
+      `axis` must be left at its default).
+    axis: the mesh axis name the batch is split over, or a tuple of names
+      (split over their product). Other mesh axes (e.g. `model` of a
+      `("data", "model")` mesh) hold the batch replicated.
+
+  Returns:
+    The `NamedSharding` of a `[B, ...]` batch array.
+
+  Raises:
+    ValueError: `axis` names no axis of the mesh.
+  """
+  if isinstance(mesh, NamedSharding):
+    if axis != DATA_AXIS:
+      raise ValueError(f"axis={axis!r} is not allowed with a NamedSharding: "
+                       "the sharding already says how the batch is split.")
+    return mesh
+  mesh = _mesh(mesh)
+  names = _axis_names(axis)
+  missing = [a for a in names if a not in mesh.axis_names]
+  if missing:
+    raise ValueError(
+        f"axis={axis!r} is not allowed: the mesh has axes "
+        f"{tuple(mesh.axis_names)}; pass axis= one of them (the batch axis) "
+        "or a NamedSharding.")
+  return NamedSharding(mesh, P(names[0] if len(names) == 1 else names))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
-  """Every device holds the whole array."""
-  return NamedSharding(mesh, P())
+def replicated(mesh: MeshLike) -> NamedSharding:
+  """Every device of the mesh holds the whole array."""
+  return NamedSharding(_mesh(mesh), P())
 
 
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  """The global batch must split evenly over the devices and processes."""
-  n = mesh.devices.size
+def _batch_devices(sharding: NamedSharding) -> int:
+  """How many ways the leading axis is split (1 if it is replicated)."""
+  spec = tuple(sharding.spec)
+  first = spec[0] if spec else None
+  names = () if first is None else ((first,) if isinstance(first, str)
+                                    else tuple(first))
+  return int(np.prod([sharding.mesh.shape[a] for a in names], dtype=np.int64))
+
+
+def check_batch_size(batch_size: int, mesh: MeshLike,
+                     axis: Axis = DATA_AXIS) -> None:
+  """The global batch must split evenly over the batch axis and processes."""
+  n = _batch_devices(batch_sharding(mesh, axis))
   if batch_size % n or batch_size % jax.process_count():
     raise ValueError(
         f"batch_size={batch_size} is not allowed: it must be a multiple of "
-        f"the device count {n} and the process count {jax.process_count()}.")
+        f"the device count {n} of the batch axis and the process count "
+        f"{jax.process_count()}.")
 
 
-def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh
-                ) -> dict[str, jax.Array]:
-  """Turns this process's rows into global arrays sharded over `data`."""
-  sharding = batch_sharding(mesh)
+def shard_batch(local_batch: dict[str, np.ndarray], mesh: MeshLike,
+                axis: Axis = DATA_AXIS) -> dict[str, jax.Array]:
+  """Turns this process's rows into global arrays split on the batch axis.
+
+  Args:
+    local_batch: this process's `[B_local, ...]` arrays.
+    mesh: the `Mesh` (the batch is split over `axis`), or a `NamedSharding`
+      of the batch (e.g. `NamedSharding(mesh, P(("replica", "data")))`).
+    axis: the mesh axis name(s) of the batch; default `data`.
+
+  Returns:
+    Global `[B, ...]` arrays, `B = B_local * process count`.
+
+  Raises:
+    ValueError: `axis` is not an axis of the mesh.
+  """
+  sharding = batch_sharding(mesh, axis)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
+def replicate(tree: Any, mesh: MeshLike) -> Any:
   """Places a pytree of host or device arrays replicated on the mesh."""
   sharding = replicated(mesh)
   return jax.tree_util.tree_map(
@@ -87,8 +165,12 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
       if jax.process_count() > 1 else jax.device_put(x, sharding), tree)
 
 
-def all_gather(tree: Any, mesh: Mesh) -> Any:
+def all_gather(tree: Any, mesh: MeshLike) -> Any:
   """Inside jit: makes batch-sharded arrays replicated (an all-gather).
+
+  The target is replicated on every axis of the mesh (or of the
+  `NamedSharding`'s mesh), so it works whatever the axis names and on 2-D
+  (data x model) meshes.
 
   Use it on the `[B]` statistics before scattering them into a replicated
   `[N, ...]` buffer: with the updates still split over `data`, XLA

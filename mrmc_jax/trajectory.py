@@ -38,7 +38,7 @@ def init_trajectory(num_examples: int,
 
 
 def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
-           mesh: Optional[jax.sharding.Mesh] = None) -> Trajectory:
+           mesh: Optional[sharding.MeshLike] = None) -> Trajectory:
   """Scatters one batch's statistics into column `epoch`, by global id.
 
   Pure and jit-able; donate `traj` to update it in place. Padding rows
@@ -56,7 +56,10 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
     traj: the trajectory, arrays `[N, R]` (replicated when sharded).
     stats: `[B]` arrays `id`, `mask` and one per field of `traj`.
     epoch: int scalar in `[0, R)` (may be traced).
-    mesh: the data-parallel mesh the batch is sharded over, if any.
+    mesh: the mesh the batch is sharded over, if any: any `Mesh` (whatever
+      its axis names, 1-D or e.g. `("data", "model")`) or the batch's
+      `NamedSharding`. The rows are gathered to every device of that mesh,
+      so no axis name is needed here.
 
   Returns:
     The updated trajectory.
@@ -80,7 +83,7 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
 def make_recording_step(
     train_step: Callable[..., tuple[Any, dict[str, Array]]],
     *,
-    mesh: Optional[jax.sharding.Mesh] = None,
+    mesh: Optional[sharding.MeshLike] = None,
 ) -> Callable[..., tuple[Any, Trajectory, dict[str, Array]]]:
   """Fuses a train step and `record` into one function to jit.
 
@@ -93,7 +96,8 @@ def make_recording_step(
     train_step: `step(state, batch, rng=None) -> (state, stats)` returning
       per-example `stats` (`train_step.make_train_step(..., with_stats=True)`
       or the user's own step with the same outputs).
-    mesh: the data-parallel mesh, if the batch is sharded.
+    mesh: the mesh (or the batch's `NamedSharding`) if the batch is
+      sharded; see `record`.
 
   Returns:
     `step(state, traj, batch, epoch, rng=None) -> (state, traj, stats)`.

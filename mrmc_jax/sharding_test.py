@@ -1,0 +1,137 @@
+"""The user's mesh: any batch axis name, a NamedSharding, 2-D meshes.
+
+pytest sees 8 simulated CPU devices (conftest.py).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mrmc_jax import sharding
+from mrmc_jax import train_step
+from mrmc_jax import trajectory
+
+N, B, EPOCHS = 40, 16, 2
+
+
+def _batch(start, x, y):
+  ids = np.arange(start, start + B)
+  valid = ids < N
+  ids = np.where(valid, ids, 0)
+  return {"image": x[ids], "label": y[ids].astype(np.int32),
+          "id": ids.astype(np.int32), "mask": valid}
+
+
+def _data():
+  rng = np.random.default_rng(0)
+  return (rng.normal(size=(N, 4)).astype(np.float32),
+          rng.integers(0, 3, N))
+
+
+def test_shard_batch_on_a_batch_axis_of_another_name():
+  mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+  x, y = _data()
+  out = sharding.shard_batch(_batch(0, x, y), mesh, axis="batch")
+  assert out["image"].sharding.spec == P("batch")
+  assert out["image"].addressable_shards[0].data.shape == (B // 8, 4)
+  np.testing.assert_array_equal(np.asarray(out["label"]), y[:B])
+  # The default axis is named in the error, with the mesh's own axes.
+  with pytest.raises(ValueError, match=r"axis='data' is not allowed: the "
+                     r"mesh has axes \('batch',\)"):
+    sharding.shard_batch(_batch(0, x, y), mesh)
+
+
+def test_shard_batch_takes_a_named_sharding():
+  mesh = Mesh(np.asarray(jax.devices()).reshape(2, 4), ("replica", "data"))
+  spec = NamedSharding(mesh, P(("replica", "data")))
+  x, y = _data()
+  out = sharding.shard_batch(_batch(0, x, y), spec)
+  assert out["id"].sharding == spec
+  assert out["id"].addressable_shards[0].data.shape == (B // 8,)
+  # The same split by axis names.
+  same = sharding.shard_batch(_batch(0, x, y), mesh, axis=("replica", "data"))
+  assert same["id"].sharding == spec
+  with pytest.raises(ValueError, match="not allowed with a NamedSharding"):
+    sharding.shard_batch(_batch(0, x, y), spec, axis="replica")
+  with pytest.raises(ValueError, match=r"mesh='data' is not allowed"):
+    sharding.replicate({"a": np.zeros(2)}, "data")
+
+
+def test_two_d_mesh_splits_the_batch_on_data_only():
+  mesh = Mesh(np.asarray(jax.devices()).reshape(4, 2), ("data", "model"))
+  x, y = _data()
+  out = sharding.shard_batch(_batch(0, x, y), mesh)
+  assert out["image"].sharding.spec == P("data")
+  # 4 ways on `data`, each slice held by the 2 devices of `model`.
+  assert out["image"].addressable_shards[0].data.shape == (B // 4, 4)
+  sharding.check_batch_size(12, mesh)  # a multiple of 4, not of 8
+  with pytest.raises(ValueError, match="device count 4 of the batch axis"):
+    sharding.check_batch_size(10, mesh)
+  with pytest.raises(ValueError, match="device count 8 of the batch axis"):
+    sharding.check_batch_size(12, sharding.make_mesh())
+
+
+class _Mlp(nn.Module):
+
+  @nn.compact
+  def __call__(self, x):
+    hidden = nn.relu(nn.Dense(8, name="hidden")(x))
+    return nn.Dense(3, name="out")(hidden)
+
+
+def _warmup(mesh, axis, shard_params=False):
+  """Two epochs of the fused train-and-record step; returns the trajectory."""
+  model = _Mlp()
+  apply_fn = lambda v, x, train, mask=None: (model.apply(v, x), None)
+  tx = optax.sgd(0.1)
+  x, y = _data()
+  record_on = None if mesh is None else mesh
+  step = jax.jit(trajectory.make_recording_step(
+      train_step.make_train_step(apply_fn, tx), mesh=record_on),
+                 donate_argnums=(0, 1))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+  state = train_step.create_train_state(variables, tx)
+  traj = trajectory.init_trajectory(N, EPOCHS)
+  if mesh is not None:
+    state = sharding.replicate(state, mesh)
+    traj = sharding.replicate(traj, mesh)
+    if shard_params:  # model parallel: the hidden layer split on `model`
+      kernel = NamedSharding(mesh, P(None, "model"))
+      params = state.params
+      params["hidden"]["kernel"] = jax.device_put(
+          params["hidden"]["kernel"], kernel)
+      state = state.replace(params=params)
+  for epoch in range(EPOCHS):
+    for start in range(0, 48, B):  # 3 batches, the last padded
+      batch = _batch(start, x, y)
+      if mesh is not None:
+        batch = sharding.shard_batch(batch, mesh, axis)
+      state, traj, _ = step(state, traj, batch, epoch)
+  assert mesh is None or traj["loss"].sharding.is_fully_replicated
+  return jax.tree.map(np.asarray, traj), state
+
+
+@pytest.mark.parametrize("layout", ["batch_axis", "named_sharding",
+                                    "data_x_model"])
+def test_recording_on_the_users_mesh_equals_one_device(layout):
+  devices = np.asarray(jax.devices())
+  if layout == "batch_axis":
+    mesh, axis, shard_params = Mesh(devices, ("batch",)), "batch", False
+  elif layout == "named_sharding":
+    mesh = NamedSharding(Mesh(devices, ("batch",)), P("batch"))
+    axis, shard_params = sharding.DATA_AXIS, False
+  else:
+    mesh = Mesh(devices.reshape(4, 2), ("data", "model"))
+    axis, shard_params = sharding.DATA_AXIS, True
+  want, _ = _warmup(None, None)
+  got, state = _warmup(mesh, axis, shard_params)
+  trajectory.check_visits(got["visits"])
+  np.testing.assert_array_equal(got["visits"], want["visits"])
+  np.testing.assert_array_equal(got["correct"], want["correct"])
+  np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5, atol=1e-6)
+  if shard_params:  # the step kept the user's model-parallel layout
+    assert state.params["hidden"]["kernel"].sharding.spec == P(None, "model")
