@@ -296,8 +296,8 @@ def make_attributed_train_step(
     probe_labels: Any,
     *,
     momentum: float = 0.0,
-) -> Callable[[train_step.TrainState, AttributionState, Batch],
-              tuple[train_step.TrainState, AttributionState,
+) -> Callable[[train_step.BatchStatsTrainState, AttributionState, Batch],
+              tuple[train_step.BatchStatsTrainState, AttributionState,
                     dict[str, Array]]]:
   """A training step that also accumulates the probes' attribution.
 

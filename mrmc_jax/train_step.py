@@ -15,9 +15,10 @@ with zeroed statistics and `mask=False`, which the trajectory buffer skips.
 
 import inspect
 from typing import Any, Callable, Optional, Sequence
+import warnings
 
-import flax
 import flax.linen as nn
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
 import optax
@@ -34,19 +35,14 @@ ApplyFn = Callable[..., tuple[Array, Optional[PyTree]]]
 LossFn = Callable[[Array, Array], Array]
 
 
-class TrainState(flax.struct.PyTreeNode):
-  """The whole training state as one pytree (donatable, checkpointable).
+class BatchStatsTrainState(train_state.TrainState):
+  """flax's own `TrainState` plus BatchNorm statistics (flax's recipe).
 
-  Attributes:
-    step: int32 scalar, the number of updates applied.
-    params: the trainable parameters.
+  Attributes (besides flax's `step`, `apply_fn`, `params`, `tx`,
+  `opt_state`):
     batch_stats: BatchNorm running statistics; `{}` for models without them.
-    opt_state: the optax optimiser state.
   """
-  step: Array
-  params: PyTree
   batch_stats: PyTree
-  opt_state: optax.OptState
 
   @property
   def variables(self) -> dict[str, PyTree]:
@@ -56,15 +52,43 @@ class TrainState(flax.struct.PyTreeNode):
     return v
 
 
+def __getattr__(name: str) -> Any:
+  """`train_step.TrainState`: deprecated alias (0.2.0), removed in 0.3.0."""
+  if name == "TrainState":
+    warnings.warn(
+        "mrmc_jax.train_step.TrainState is deprecated and will be removed "
+        "in 0.3.0: use flax.training.train_state.TrainState (any state with "
+        "params, opt_state and replace works), or "
+        "train_step.BatchStatsTrainState for BatchNorm models.",
+        DeprecationWarning, stacklevel=2)
+    return BatchStatsTrainState
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def create_train_state(variables: dict[str, PyTree],
-                       tx: optax.GradientTransformation) -> TrainState:
-  """Builds a `TrainState` from initialised model variables."""
+                       tx: optax.GradientTransformation
+                       ) -> BatchStatsTrainState:
+  """Builds flax's `TrainState` (with `batch_stats`) from model variables.
+
+  Args:
+    variables: `{"params": ..., ["batch_stats": ...]}` from `model.init`.
+    tx: the optax optimiser; its state is initialised here.
+
+  Returns:
+    A `BatchStatsTrainState` with `step` an int32 0, `apply_fn=None` and
+    `tx=None`: pass the apply function and `tx` to `make_train_step`. (A
+    `tx` kept in the state is static pytree data, so a new optimiser object
+    would mean a new jit signature; use flax's `TrainState.create` when you
+    want it there.)
+  """
   params = variables["params"]
-  return TrainState(
+  return BatchStatsTrainState(
       step=jnp.zeros((), jnp.int32),
+      apply_fn=None,
       params=params,
-      batch_stats=variables.get("batch_stats", {}),
-      opt_state=tx.init(params))
+      tx=None,
+      opt_state=tx.init(params),
+      batch_stats=variables.get("batch_stats", {}))
 
 
 def module_apply_fn(model: nn.Module,
@@ -145,10 +169,11 @@ def make_train_step(
   `trajectory.make_recording_step`.
 
   The state is any pytree with `params` and `opt_state` fields and a
-  `replace` method (this module's `TrainState`, or flax's
-  `flax.training.train_state.TrainState` and subclasses). Optional fields:
-  `batch_stats` (BatchNorm; updated when present and non-empty), `step`
-  (incremented), `tx` (the optimiser, used when `tx` is None).
+  `replace` method (flax's `flax.training.train_state.TrainState` and its
+  subclasses, e.g. `BatchStatsTrainState`, or a pytree of your own).
+  Optional fields: `batch_stats` (BatchNorm; updated when present and
+  non-empty), `step` (incremented), `tx` (the optimiser, used when `tx` is
+  None).
 
   Args:
     apply_fn: see `module_apply_fn`.

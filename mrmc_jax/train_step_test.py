@@ -116,6 +116,7 @@ def _flax_state(model, tx, cls=None):
 
 
 def test_flax_train_state_without_batch_stats_and_its_own_tx():
+  from flax.training import train_state  # pylint: disable=g-import-not-at-top
   model, tx = _Tiny(), optax.sgd(0.1)
   state = _flax_state(model, tx)
   apply_fn = train_step.module_apply_fn(model)
@@ -131,6 +132,7 @@ def test_flax_train_state_without_batch_stats_and_its_own_tx():
   with pytest.raises(ValueError, match="carries another one"):
     train_step.make_train_step(apply_fn, optax.adam(1e-3))(state, batch)
   own = train_step.create_train_state({"params": state.params}, tx)
+  assert isinstance(own, train_state.TrainState)  # flax's own class
   with pytest.raises(ValueError, match="has no `tx` field"):
     train_step.make_train_step(apply_fn)(own, batch)
 

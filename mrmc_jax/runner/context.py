@@ -82,7 +82,7 @@ class Context:
       yield sharding.shard_batch(b, self.mesh)
 
   def init_state(self, tx: optax.GradientTransformation,
-                 seed_offset: int) -> train_step.TrainState:
+                 seed_offset: int) -> train_step.BatchStatsTrainState:
     """A fresh replicated state (init from `fold_in(seed, seed_offset)`)."""
     rng = jax.random.fold_in(jax.random.key(self.seed), seed_offset)
     variables = models.init_variables(self.model, rng, self.image_shape)
