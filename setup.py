@@ -27,7 +27,7 @@ INSTALL_REQUIRES = [
 
 setuptools.setup(
     name="mrmc_jax",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "Core-set selection by Maximum Reduction as Maximum Contribution "
         "(MRMC) in JAX/Flax, with peer methods and an experiment runner."

@@ -86,7 +86,7 @@ def main() -> dict:
   traj = mj.init_trajectory(n, WARMUP_EPOCHS)   # [N, R] per field, filled by id
   for epoch in range(WARMUP_EPOCHS):
     for batch in batches(train_ds, epoch):
-      traj = warm_step(model, optimizer, traj, batch, epoch)  # nnx.jit, in place
+      traj = warm_step(model, optimizer, traj, batch, epoch)  # updates in place
   mj.check_visits(np.asarray(traj["visits"]))   # every id once per epoch
   scores = mj.mrmc_scores(traj["loss"])         # [N], bounded fit
   mask = mj.select_mask(scores, y_train, RATIO, num_classes=NUM_CLASSES)

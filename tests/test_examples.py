@@ -44,7 +44,8 @@ def test_user_nnx_loop_selects_the_same_kind_of_core_set(linen_run):
   out = nnx_loop.main()
   n = out["num_examples"]
   assert out["num_selected"] == linen_run["num_selected"]
-  assert out["warmup_steps"] == nnx_loop.WARMUP_EPOCHS * -(-n // 64)
+  assert out["warmup_steps"] == (nnx_loop.WARMUP_EPOCHS
+                                 * -(-n // flax_loop.BATCH_SIZE))
   # The same per-class quotas as the Linen loop, and mostly the same
   # examples (another model and init: not all of them).
   _, y = flax_loop.load_digits()[0]
