@@ -35,11 +35,12 @@ def _mesh(mesh: MeshLike) -> Mesh:
 
 
 def _axis_names(axis: Axis) -> tuple[str, ...]:
-  names = (axis,) if isinstance(axis, str) else tuple(axis)
-  if not names or not all(isinstance(a, str) for a in names):
+  names = (axis,) if isinstance(axis, str) else axis
+  if (not isinstance(names, (tuple, list)) or not names
+      or not all(isinstance(a, str) for a in names)):
     raise ValueError(f"axis={axis!r} is not allowed: pass a mesh axis name "
                      "or a tuple of them.")
-  return names
+  return tuple(names)
 
 
 def make_mesh(devices=None) -> Mesh:

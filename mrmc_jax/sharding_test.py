@@ -57,6 +57,9 @@ def test_shard_batch_takes_a_named_sharding():
   assert same["id"].sharding == spec
   with pytest.raises(ValueError, match="not allowed with a NamedSharding"):
     sharding.shard_batch(_batch(0, x, y), spec, axis="replica")
+  with pytest.raises(ValueError, match=r"axis=0 is not allowed: pass a mesh "
+                     "axis name"):
+    sharding.shard_batch(_batch(0, x, y), mesh, axis=0)
   with pytest.raises(ValueError, match=r"mesh='data' is not allowed"):
     sharding.replicate({"a": np.zeros(2)}, "data")
 
