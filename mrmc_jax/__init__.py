@@ -8,10 +8,11 @@ not part of the top-level API: Python binds `mrmc_jax.losses` and the like
 as attributes once they are imported, so `mrmc_jax.losses.x` still works,
 but `dir()`, `from mrmc_jax import *` and tab completion show only the
 functions. Modules that need TensorFlow (`input_pipeline`, `ids`) or the
-runner are imported explicitly (`from mrmc_jax import ids`), so `import
-mrmc_jax` stays light.
+runner are imported explicitly (`from mrmc_jax import ids`), and the NNX
+functions load `flax.nnx` on first use, so `import mrmc_jax` stays light.
 """
 
+import importlib
 import warnings
 
 from mrmc_jax.losses import make_per_example_loss_fn
@@ -19,9 +20,6 @@ from mrmc_jax.losses import per_example_grad_norms
 from mrmc_jax.losses import per_example_loss
 from mrmc_jax.losses import per_example_stats
 from mrmc_jax.methods.mrmc_r import mrmc_r_select
-from mrmc_jax.nnx_adapter import make_nnx_eval_step
-from mrmc_jax.nnx_adapter import make_nnx_train_step
-from mrmc_jax.nnx_adapter import nnx_train_step
 from mrmc_jax.scoring import fit_exponential_decay
 from mrmc_jax.scoring import fitted_curve
 from mrmc_jax.scoring import mrmc_scores
@@ -97,7 +95,19 @@ _MOVED = {
 }
 
 
+# Public names loaded on first access: {name: module}.
+_LAZY = {
+    "nnx_train_step": "mrmc_jax.nnx_adapter",
+    "make_nnx_train_step": "mrmc_jax.nnx_adapter",
+    "make_nnx_eval_step": "mrmc_jax.nnx_adapter",
+}
+
+
 def __getattr__(name: str):
+  if name in _LAZY:
+    obj = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = obj
+    return obj
   if name in _MOVED:
     obj, message = _MOVED[name]
     warnings.warn(message, DeprecationWarning, stacklevel=2)

@@ -5,6 +5,8 @@ import importlib
 import inspect
 import os
 import re
+import subprocess
+import sys
 import types
 import warnings
 
@@ -167,3 +169,13 @@ def test_flax_train_state_through_the_recording_step():
   mj.check_visits(np.asarray(traj["visits"]))
   assert int(state.step) == 3
   assert np.all(np.isfinite(mj.mrmc_scores(traj["loss"])))
+
+
+def test_import_stays_light():
+  """`import mrmc_jax` loads neither TensorFlow nor flax.nnx."""
+  code = ("import sys, mrmc_jax as mj; "
+          "assert 'tensorflow' not in sys.modules; "
+          "assert 'flax.nnx' not in sys.modules; "
+          "mj.make_nnx_train_step; assert 'flax.nnx' in sys.modules")
+  subprocess.run([sys.executable, "-c", code], check=True,
+                 env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
