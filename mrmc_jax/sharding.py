@@ -158,11 +158,25 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: MeshLike,
           for k, v in local_batch.items()}
 
 
+def _from_every_process(sharding: NamedSharding, x: Any) -> jax.Array:
+  """The same value given by every process, as one global array.
+
+  Typed PRNG keys (e.g. the `nnx.Rngs` streams of an NNX state) travel as
+  their raw key data and are wrapped again.
+  """
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key):
+    data = jax.make_array_from_process_local_data(
+        sharding, np.asarray(jax.random.key_data(x)))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+
 def replicate(tree: Any, mesh: MeshLike) -> Any:
   """Places a pytree of host or device arrays replicated on the mesh."""
   sharding = replicated(mesh)
   return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x))
+      lambda x: _from_every_process(sharding, x)
       if jax.process_count() > 1 else jax.device_put(x, sharding), tree)
 
 

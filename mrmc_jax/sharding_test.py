@@ -138,3 +138,18 @@ def test_recording_on_the_users_mesh_equals_one_device(layout):
   np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5, atol=1e-6)
   if shard_params:  # the step kept the user's model-parallel layout
     assert state.params["hidden"]["kernel"].sharding.spec == P(None, "model")
+
+
+def test_typed_prng_keys_cross_processes_as_key_data():
+  """The multi-process path of `replicate` (NNX states hold typed keys)."""
+  mesh = sharding.make_mesh()
+  key = jax.random.key(3)
+  tree = {"key": key, "w": np.arange(3.0)}
+  out = jax.tree.map(
+      lambda x: sharding._from_every_process(sharding.replicated(mesh), x),
+      tree)
+  assert out["key"].dtype == key.dtype
+  assert out["key"].sharding.is_fully_replicated
+  np.testing.assert_array_equal(jax.random.key_data(out["key"]),
+                                jax.random.key_data(key))
+  np.testing.assert_array_equal(out["w"], tree["w"])
