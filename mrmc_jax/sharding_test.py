@@ -92,9 +92,8 @@ def _warmup(mesh, axis, shard_params=False):
   apply_fn = lambda v, x, train, mask=None: (model.apply(v, x), None)
   tx = optax.sgd(0.1)
   x, y = _data()
-  record_on = None if mesh is None else mesh
   step = jax.jit(trajectory.make_recording_step(
-      train_step.make_train_step(apply_fn, tx), mesh=record_on),
+      train_step.make_train_step(apply_fn, tx), mesh=mesh),
                  donate_argnums=(0, 1))
   variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
   state = train_step.create_train_state(variables, tx)
