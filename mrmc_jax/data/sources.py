@@ -277,9 +277,11 @@ def _load_idx_pair(directory, prefix: str, how: str) -> _Arrays:
 
 def _npz_images(x: np.ndarray, path: str, key: str) -> np.ndarray:
   """An npz array as uint8 [N, H, W, C], or one line naming file, key, shape."""
+  dtype, shape = x.dtype, x.shape
+
   def refuse(why: str):
-    raise ValueError(f"{path}: {key} has dtype {x.dtype} and shape "
-                     f"{x.shape}; {why}")
+    raise ValueError(f"{path}: {key} has dtype {dtype} and shape {shape}; "
+                     f"{why}")
 
   if x.ndim not in (3, 4):
     refuse("images must be [N, H, W] or [N, H, W, C].")
@@ -352,8 +354,8 @@ def _load_npz(path) -> tuple[_Arrays, _Arrays | None, int | None]:
                      f"{e})") from None
   arrays = []
   for images, labels, x, y in stored:
-    labels = _npz_labels(labels, path, y)
     images = _npz_images(images, path, x)
+    labels = _npz_labels(labels, path, y)
     if len(images) != len(labels):
       raise ValueError(f"{path}: {x} has {len(images)} images but {y} has "
                        f"{len(labels)} labels; they must be equal.")

@@ -167,3 +167,49 @@ def test_npz_images_labels_get_holdout_and_channel(tmp_path):
   np.savez(path, images=np.zeros((4, 5, 5), np.float32), labels=np.arange(4))
   with pytest.raises(ValueError, match="uint8"):
     sources.load_dataset(f"npz:{path}")
+
+
+@pytest.mark.parametrize("arrays,match", [
+    ({"x_train": np.uint8(3), "y_train": np.int64(1)},
+     r"x_train has dtype uint8 and shape \(\); images must be"),
+    ({"x_train": np.zeros((4, 0, 0), np.uint8), "y_train": np.zeros(4, int)},
+     r"x_train has dtype uint8 and shape \(4, 0, 0\); every image needs"),
+    ({"x_train": np.zeros((4, 2, 2), np.float32),
+      "y_train": np.zeros(4, int)},
+     r"x_train has dtype float32 and shape \(4, 2, 2\); images must hold "
+     "uint8"),
+    ({"x_train": np.zeros((4, 2, 2), np.uint8),
+      "y_train": np.array(["a", "b", "c", "d"])},
+     r"y_train has dtype <U1 and shape \(4,\); labels must be integer"),
+    ({"x_train": np.zeros((4, 2, 2), np.uint8),
+      "y_train": np.zeros((4, 2), int)},
+     r"y_train has dtype int64 and shape \(4, 2\); labels must be \[N\]"),
+])
+def test_npz_bad_arrays_name_file_key_and_shape(tmp_path, arrays, match):
+  path = tmp_path / "d.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(ValueError, match=match) as info:
+    sources.load_dataset(f"npz:{path}")
+  assert str(info.value).startswith(str(path)) and "\n" not in str(
+      info.value)
+
+
+def test_npz_absurd_label_and_absent_test_classes(tmp_path):
+  images = np.zeros((41, 2, 2), np.uint8)
+  labels = np.r_[np.arange(10).repeat(4), 100_000]
+  path = tmp_path / "big.npz"
+  np.savez(path, x_train=images, y_train=labels)
+  with pytest.raises(ValueError, match=r"100001 classes .* 11 distinct"):
+    sources.load_dataset(f"npz:{path}")
+  path = tmp_path / "absent.npz"
+  np.savez(path, x_train=images[:8], y_train=np.arange(8) % 2,
+           x_test=images[:3], y_test=np.array([5, 5, 0]))
+  with pytest.raises(ValueError, match="2 of 3 test examples have classes "
+                     "absent from the train split"):
+    sources.load_dataset(f"npz:{path}")
+
+
+@pytest.mark.parametrize("size", [0, -3, (8, 0), (8,), 2.5, True])
+def test_bad_image_size_is_refused_before_reading(size):
+  with pytest.raises(ValueError, match="image_size=.* is not allowed"):
+    sources.load_dataset("no_such_file_is_read", image_size=size)
