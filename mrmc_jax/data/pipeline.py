@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrmc_jax import validation
+from mrmc_jax.data import augment as crops
 from mrmc_jax.data import splits
 
 # The `id` of padding rows.
@@ -133,18 +134,41 @@ def augment_params(ids: np.ndarray | Sequence[int], seed: int, epoch: int, *,
     `dy`, `dx`: int32 [K], the crop's top-left corner in the padded image;
     `flip`: bool [K], whether to flip left-right.
   """
-  validation.check_seed(seed)
-  validation.check_int(epoch, "epoch", minimum=0)
-  ids = np.asarray(ids, dtype=np.int64).astype(np.uint64)
-  h = _splitmix64(np.full(ids.shape, int(seed) & _MASK64, np.uint64))
-  h = _splitmix64(h ^ np.uint64(int(epoch) & _MASK64))
-  h = _splitmix64(h ^ ids)
+  h = _example_hash(ids, seed, epoch)
   span = np.uint64(2 * padding + 1)
   return {
       "dy": ((h >> np.uint64(8)) % span).astype(np.int32),
       "dx": ((h >> np.uint64(32)) % span).astype(np.int32),
       "flip": (h & np.uint64(1)).astype(bool),
   }
+
+
+def _example_hash(ids, seed: int, epoch: int) -> np.ndarray:
+  """uint64 [K]: SplitMix64 of (seed, epoch, id), the key of augmentation."""
+  validation.check_seed(seed)
+  validation.check_int(epoch, "epoch", minimum=0)
+  ids = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+  h = _splitmix64(np.full(ids.shape, int(seed) & _MASK64, np.uint64))
+  h = _splitmix64(h ^ np.uint64(int(epoch) & _MASK64))
+  return _splitmix64(h ^ ids)
+
+
+def crop_params(ids: np.ndarray | Sequence[int], seed: int,
+                epoch: int) -> dict[str, np.ndarray]:
+  """Random-resized-crop seeds and flips of examples, a function of the id.
+
+  Args:
+    ids: integer [K] global ids.
+    seed: non-negative int.
+    epoch: non-negative int.
+
+  Returns:
+    `crop_seed`: int32 [K, 2], the seed of `augment`'s window sampler;
+    `flip`: bool [K], the same flips as `augment_params`.
+  """
+  h = _example_hash(ids, seed, epoch)
+  return {"crop_seed": crops.crop_seeds(h),
+          "flip": (h & np.uint64(1)).astype(bool)}
 
 
 def _check_processes(batch_size: int, process_index: int,
@@ -220,13 +244,19 @@ def _crop_flip(images, dy, dx, flip, padding: int, pad_mode: str):
 
 
 def _batched(split, ids: np.ndarray, local_batch: int,
-             mean, std, aug: dict[str, np.ndarray] | None, padding: int,
-             pad_mode: str) -> tf.data.Dataset:
-  """Batches of the examples `ids` (PAD_ID = padding), in the order given."""
+             mean, std, aug: dict[str, np.ndarray] | None, crop: str | None,
+             padding: int = 0, pad_mode: str = "CONSTANT") -> tf.data.Dataset:
+  """Batches of the examples `ids` (PAD_ID = padding), in the order given.
+
+  `crop`: None, "pad" (pad-and-crop at `aug`'s offsets), "inception"
+  (random-resized crops at `aug`'s seeds) or "center"; `aug` holds the
+  per-example columns the crop reads.
+  """
   mask = ids != PAD_ID
   rows = np.zeros(len(ids), np.int64)
   rows[mask] = split.rows(ids[mask])
   labels = np.where(mask, split.labels[rows], 0).astype(np.int32)
+  encoded = None
   if isinstance(split, splits.ArraySplit):
     used = np.unique(rows[mask])
     if len(used) < len(split):
@@ -241,17 +271,30 @@ def _batched(split, ids: np.ndarray, local_batch: int,
     # A `stream.StreamSplit`: this process reads and decodes only the
     # records of its rows (padding rows read row 0 and are zeroed below).
     fetch = split.read_images
+    encoded = split.read_encoded
   scale, shift = _norm_constants(mean, std, split.image_shape[-1])
 
   columns = {"row": rows, "label": labels, "id": ids.astype(np.int32),
              "mask": mask}
+  if crop == "center":
+    aug = {"crop_seed": np.zeros((len(ids), 2), np.int32),
+           "flip": np.zeros(len(ids), bool)}
   if aug is not None:
     columns.update(aug)
 
   def build(ex):
-    x = fetch(ex["row"])
-    if aug is not None:
-      x = _crop_flip(x, ex["dy"], ex["dx"], ex["flip"], padding, pad_mode)
+    if crop in ("inception", "center") and encoded is not None:
+      # Only the crop window of a JPEG record is decoded.
+      x = crops.crop_encoded(encoded(ex["row"]), ex["crop_seed"],
+                               ex["flip"], out_shape=split.image_shape,
+                               train=crop == "inception")
+    else:
+      x = fetch(ex["row"])
+      if crop == "pad":
+        x = _crop_flip(x, ex["dy"], ex["dx"], ex["flip"], padding, pad_mode)
+      elif crop in ("inception", "center"):
+        x = crops.crop_arrays(x, ex["crop_seed"], ex["flip"],
+                                train=crop == "inception")
     return {"image": _normalise(x, ex["mask"], scale, shift),
             "label": ex["label"], "id": ex["id"], "mask": ex["mask"]}
 
@@ -283,7 +326,8 @@ def train_dataset(split: splits.IdSplit,
                   process_count: int = 1,
                   crop_padding: int = 4,
                   pad_mode: str = "constant",
-                  min_augment_size: int = 32) -> tf.data.Dataset:
+                  min_augment_size: int = 32,
+                  crop: str = "auto") -> tf.data.Dataset:
   """One shuffled, optionally augmented training epoch.
 
   Args:
@@ -292,10 +336,9 @@ def train_dataset(split: splits.IdSplit,
     batch_size: global batch size B; divisible by `process_count`.
     seed: non-negative int; with `epoch`, fixes order and augmentation.
     epoch: non-negative int.
-    augment: random crop (pad `crop_padding`, crop back) and left-right flip.
-      Applied only to images at least `min_augment_size` on both sides: small
-      grayscale sets (digits, MNIST) would have their classes changed by a
-      flip.
+    augment: a random crop (see `crop`) and left-right flip. Applied only
+      to images at least `min_augment_size` on both sides: small grayscale
+      sets (digits, MNIST) would have their classes changed by a flip.
     mean: float [C] or scalar, per-channel mean in units of pixel / 255
       (`Dataset.mean`).
     std: float [C] or scalar, likewise (`Dataset.std`).
@@ -309,10 +352,17 @@ def train_dataset(split: splits.IdSplit,
     crop_padding: pixels added on each side before cropping.
     pad_mode: "constant" (zeros) or "reflect".
     min_augment_size: smallest height and width that get augmented.
+    crop: "pad" (pad `crop_padding`, crop back: CIFAR's), "inception"
+      (random-resized crop, `augment`; on JPEG records only the window is
+      decoded) or "auto": "inception" for images of at least
+      `augment.MIN_INCEPTION_SIZE` (128) px on both sides, else "pad".
 
   Returns:
     tf.data.Dataset of batch dicts (module docstring) with B / P rows each.
   """
+  if crop not in ("auto", "pad", "inception"):
+    raise ValueError(f"crop={crop!r} is not allowed: use 'auto', 'pad' or "
+                     "'inception'.")
   pad_mode = pad_mode.upper()
   if pad_mode not in ("CONSTANT", "REFLECT"):
     raise ValueError(f"pad_mode must be 'constant' or 'reflect', got "
@@ -322,12 +372,18 @@ def train_dataset(split: splits.IdSplit,
                   drop_remainder=drop_remainder, process_index=process_index,
                   process_count=process_count)
   h, w, _ = split.image_shape
-  aug = None
+  aug = kind = None
   if augment and min(h, w) >= min_augment_size:
-    aug = augment_params(np.maximum(local, 0), seed, epoch,
-                         padding=crop_padding)
+    kind = crop
+    if crop == "auto":
+      kind = "inception" if min(h, w) >= crops.MIN_INCEPTION_SIZE else "pad"
+    if kind == "pad":
+      aug = augment_params(np.maximum(local, 0), seed, epoch,
+                           padding=crop_padding)
+    else:
+      aug = crop_params(np.maximum(local, 0), seed, epoch)
   return _batched(split, local, batch_size // process_count, mean, std, aug,
-                  crop_padding, pad_mode)
+                  kind, crop_padding, pad_mode)
 
 
 def eval_dataset(split: splits.IdSplit,
@@ -337,7 +393,8 @@ def eval_dataset(split: splits.IdSplit,
                  std: _ArrayLike,
                  ids: np.ndarray | Sequence[int] | None = None,
                  process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
+                 process_count: int = 1,
+                 crop: str = "auto") -> tf.data.Dataset:
   """All examples (or `ids`) in ascending id order, unaugmented, padded.
 
   Args:
@@ -349,15 +406,26 @@ def eval_dataset(split: splits.IdSplit,
     ids: restrict to these global ids; default all.
     process_index: this process.
     process_count: number of processes; each gets B / P rows per batch.
+    crop: "none" (the stored images), "center" (the center
+      `augment.CENTER_FRACTION` of the shorter side, resized back: the
+      ImageNet evaluation; on JPEG records only that window is decoded) or
+      "auto": "center" for images of at least `augment.MIN_INCEPTION_SIZE`
+      px on both sides, else "none".
 
   Returns:
     tf.data.Dataset of `num_batches(n, B)` batch dicts with B / P rows each.
   """
+  if crop not in ("auto", "none", "center"):
+    raise ValueError(f"crop={crop!r} is not allowed: use 'auto', 'none' or "
+                     "'center'.")
+  if crop == "auto":
+    crop = ("center" if min(split.image_shape[:2]) >= crops.MIN_INCEPTION_SIZE
+            else "none")
   order = split.ids if ids is None else _unique_ids(ids)
   local = _layout(order, batch_size, pad=True, drop_remainder=False,
                   process_index=process_index, process_count=process_count)
   return _batched(split, local, batch_size // process_count, mean, std, None,
-                  0, "CONSTANT")
+                  None if crop == "none" else crop)
 
 
 def as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:

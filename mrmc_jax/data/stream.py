@@ -99,6 +99,24 @@ class StreamSplit(splits_lib.IdSplit):
                                                        tf.uint8))
 
 
+  def read_encoded(self, rows: tf.Tensor) -> tf.Tensor:
+    """Reads records' encoded images (JPEG, PNG) inside a tf.data map.
+
+    Args:
+      rows: int tensor [K] of positions in [0, N).
+
+    Returns:
+      string tensor [K], each image as stored (any size).
+    """
+    decode = tfds_lib.encoded_image(self.features)
+    serialized = tf.numpy_function(tfds_lib.reader(self.source),
+                                   [tf.cast(rows, tf.int64)], tf.string,
+                                   stateful=False)
+    serialized = tf.ensure_shape(serialized, rows.shape)
+    return tf.map_fn(decode, serialized,
+                     fn_output_signature=tf.TensorSpec([], tf.string))
+
+
 def scan(source, features, start: int, stop: int, *,
          image_size: tuple[int, int] | None = None,
          pixel_sums: bool = True) -> dict:
@@ -226,11 +244,13 @@ def write_arrays(name: str, data_dir: str | os.PathLike,
                  image_shape: tuple[int, int, int],
                  num_classes: int,
                  class_names: Sequence[str] | None = None,
-                 version: str = "1.0.0"):
+                 version: str = "1.0.0",
+                 encoding_format: str = "png"):
   """Prepares a tfds data set in the ArrayRecord format from images.
 
   Record i of a split is the i-th example given (tfds's shuffling is off), so
-  ids are the rows of the source files. Images are stored as PNG (lossless).
+  ids are the rows of the source files. Images are stored as PNG (lossless)
+  or JPEG (`encoding_format`).
 
   Args:
     name: tfds name of the new data set (snake_case).
@@ -238,10 +258,12 @@ def write_arrays(name: str, data_dir: str | os.PathLike,
     splits: split name -> (uint8 [N, H, W, C] images, int [N] labels), or a
       function returning an iterable of (image uint8 [H, W, C], label) pairs
       (for sets built on the fly, e.g. resized chunk by chunk).
-    image_shape: (H, W, C) of every image.
+    image_shape: (H, W, C) of every image; H and W may be None (sizes
+      vary, e.g. JPEG photos).
     num_classes: number of classes.
     class_names: optional names, in label order.
     version: the data set's version.
+    encoding_format: "png" or "jpeg" (tfds's encoder).
 
   Returns:
     The prepared tfds builder.
@@ -255,7 +277,8 @@ def write_arrays(name: str, data_dir: str | os.PathLike,
   label = (tfds.features.ClassLabel(names=list(class_names)) if class_names
            else tfds.features.ClassLabel(num_classes=num_classes))
   features = tfds.features.FeaturesDict({
-      "image": tfds.features.Image(shape=tuple(image_shape)),
+      "image": tfds.features.Image(shape=tuple(image_shape),
+                                   encoding_format=encoding_format),
       "label": label})
 
   def examples(data):
