@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mrmc_jax.data import pipeline as ip
 from mrmc_jax.data import splits
