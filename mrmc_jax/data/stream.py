@@ -11,8 +11,10 @@ they hold the labels (int32 [N]) and a reader, not the images. The functions
 of `pipeline` take a `StreamSplit` where they take an `ArraySplit`, so
 the epoch order (`epoch_order(ids, seed, epoch)`), the per-process layout of
 the global batches, the padding and masking, the augmentation
-(`augment_params`) and the normalisation are the very functions of the
-in-memory path; only the fetch of a batch's images differs. A process reads
+(`augment_params`, `crop_params`) and the normalisation are the very
+functions of the in-memory path; only the fetch of a batch's images differs
+(and at 128 px and above the ImageNet crops are cut from the stored JPEG, not
+from a resized copy: `augment`). A process reads
 and decodes only the records of its own rows of each global batch, in
 tf.data (parallel map, prefetch), so its memory is the tf.data buffers plus
 O(N) integer ids and labels. A core-set passes its ids to `train_dataset`,
@@ -23,8 +25,7 @@ Statistics: the per-channel mean and std come from one streaming pass over
 the train split, split between the processes (each decodes N / P images) and
 summed exactly as integers (`stats`), so they equal those of
 `sources.load_dataset` bit for bit whatever the process count; the train and
-test labels are read in the
-same pass. The pass runs at every launch (a cached copy would need every
+test labels are read in the same pass. The pass runs at every launch (a cached copy would need every
 process to agree on whether it exists before the collective that combines the
 partial sums).
 """
