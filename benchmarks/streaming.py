@@ -4,9 +4,9 @@ Builds tfds data sets in the ArrayRecord format from the Fashion-MNIST idx
 files (`make data-fashion-mnist`), resized to 64x64 (bilinear, antialiased),
 at two sizes (the first N train images; the test split is the first 1,000
 t10k images), then for each size, input and process count runs fresh
-processes that each open the data set (memory: `datasets.load_dataset`;
-stream: `streaming.open_dataset`) and iterate one augmented training epoch of
-`input_pipeline.train_dataset` (global batch 256, this process's rows), with
+processes that each open the data set (memory: `data.load_dataset`;
+stream: `data.stream.open_dataset`) and iterate one augmented training epoch
+of `data.pipeline.train_dataset` (global batch 256, this process's rows), with
 no model: the input pipeline alone. Each process reports its peak RSS
 (`resource.getrusage`), its RSS after the imports (the baseline), and its
 images/s over the epoch. Two processes run `jax.distributed` on CPU and
@@ -42,9 +42,9 @@ def _name(n: int) -> str:
 def prepare(data_dir: str, sizes, image_size: int = 64) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import datasets  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import streaming  # pylint: disable=g-import-not-at-top
-  full = datasets.load_dataset("fashion_mnist_idx")
+  from mrmc_jax import data  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import stream as streaming  # pylint: disable=g-import-not-at-top
+  full = data.load_dataset("fashion_mnist_idx")
 
   def resized(split, n):
     def pairs():
@@ -77,9 +77,9 @@ def worker(args) -> None:
                                num_processes=args.process_count,
                                process_id=args.process_index)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import datasets  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from mrmc_jax import streaming  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import data as datasets  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import stream as streaming  # pylint: disable=g-import-not-at-top
   base = _rss_mb()
   t0 = time.perf_counter()
   name = _name(args.size)

@@ -1,9 +1,10 @@
 r"""mrmc_jax inside a plain Flax + optax loop of your own.
 
 Your model (Dropout + BatchNorm), your flax `TrainState`, your loss (label
-smoothing), your tf.data pipeline: mrmc_jax adds per-example statistics to
-the train step, records them by global id, scores, selects a core-set and
-restricts the pipeline to it. Runs on the UCI digits set that ships with
+smoothing), your arrays: mrmc_jax feeds them with its tf.data pipeline (the
+runner's: shuffled by (seed, epoch), padded and masked, each row carrying its
+global id), adds per-example statistics to the train step, records them by
+id, scores, selects a core-set and restricts the pipeline to its ids. Runs on the UCI digits set that ships with
 scikit-learn, in well under a minute on 2 CPU cores:
 
   python examples/flax_loop.py
@@ -24,7 +25,8 @@ from sklearn import datasets as sk_datasets
 import tensorflow as tf
 
 import mrmc_jax as mj
-from mrmc_jax import input_pipeline
+from mrmc_jax import data
+from mrmc_jax.data import pipeline
 
 NUM_CLASSES = 10
 BATCH_SIZE = 64
@@ -66,19 +68,25 @@ def load_digits():
   return (images[train], d.target[train]), (images[test], d.target[test])
 
 
-def examples_ds(images, labels):
-  """Unbatched examples; each carries its global id (its row)."""
-  return tf.data.Dataset.from_tensor_slices({
-      "image": images, "label": labels.astype(np.int32),
-      "id": np.arange(len(labels), dtype=np.int32)})
+def as_split(images, labels):
+  """Your arrays as a split: row i is the example with global id i."""
+  return data.ArraySplit(images, labels)
 
 
-def batches(ds, epoch, shuffle=True):
-  """Shuffled by epoch, padded and masked: every example is scored."""
+def batches(split, epoch, ids=None, shuffle=True):
+  """Padded, masked batches of `ids` (default all): every example is scored.
+
+  Training batches are shuffled by (seed, epoch); evaluation batches come in
+  id order. A core-set passes its ids: its epoch never reads the rest.
+  """
   if shuffle:
-    ds = ds.shuffle(10_000, seed=epoch)
-  return input_pipeline.pad_and_batch(ds, BATCH_SIZE, mean=0.5, std=0.5
-                                      ).as_numpy_iterator()
+    ds = pipeline.train_dataset(split, batch_size=BATCH_SIZE, seed=0,
+                                epoch=epoch, augment=False, mean=0.5, std=0.5,
+                                ids=ids)
+  else:
+    ds = pipeline.eval_dataset(split, batch_size=BATCH_SIZE, mean=0.5,
+                               std=0.5, ids=ids)
+  return ds.as_numpy_iterator()
 
 
 def new_state(model, tx, seed):
@@ -88,10 +96,10 @@ def new_state(model, tx, seed):
                       batch_stats=variables["batch_stats"], tx=tx)
 
 
-def accuracy(apply_fn, state, ds) -> float:
+def accuracy(apply_fn, state, split) -> float:
   eval_step = jax.jit(mj.make_eval_step(apply_fn))
   correct = count = 0
-  for batch in batches(ds, 0, shuffle=False):
+  for batch in batches(split, 0, shuffle=False):
     stats = eval_step({"params": state.params,
                        "batch_stats": state.batch_stats}, batch)
     correct += int(np.sum(stats["correct"] & stats["mask"]))
@@ -103,7 +111,7 @@ def main() -> dict:
   (x_train, y_train), (x_test, y_test) = load_digits()
   n = len(y_train)
   model = Net()
-  train_ds = examples_ds(x_train, y_train)
+  train = as_split(x_train, y_train)
   rng = jax.random.key(1)
 
   # --- README: Library use (start) ---
@@ -113,24 +121,24 @@ def main() -> dict:
   warm_step = jax.jit(mj.make_recording_step(step), donate_argnums=(0, 1))
   traj = mj.init_trajectory(n, WARMUP_EPOCHS)   # [N, R] per field, filled by id
   for epoch in range(WARMUP_EPOCHS):
-    for batch in batches(train_ds, epoch):
+    for batch in batches(train, epoch):
       state, traj, _ = warm_step(state, traj, batch, epoch, rng)
   mj.check_visits(np.asarray(traj["visits"]))   # every id once per epoch
   scores = mj.mrmc_scores(traj["loss"])         # [N], bounded fit
   mask = mj.select_mask(scores, y_train, RATIO, num_classes=NUM_CLASSES)
-  coreset_ds = input_pipeline.apply_mask(train_ds, np.asarray(mask))
+  coreset = np.flatnonzero(np.asarray(mask))    # train_dataset(ids=coreset)
   # --- README: Library use (end) ---
 
   state = new_state(model, optax.sgd(0.05, momentum=0.9), seed=2)
   plain = jax.jit(mj.make_train_step(apply_fn, loss_fn=smoothed_cross_entropy,
                                      with_stats=False), donate_argnums=0)
   for epoch in range(TRAIN_EPOCHS):
-    for batch in batches(coreset_ds, epoch):
+    for batch in batches(train, epoch, coreset):
       state, _ = plain(state, batch, rng)
   result = {"mask": np.asarray(mask), "num_selected": int(np.sum(mask)),
             "num_examples": n,
             "test_accuracy": accuracy(apply_fn, state,
-                                      examples_ds(x_test, y_test))}
+                                      as_split(x_test, y_test))}
   return result
 
 

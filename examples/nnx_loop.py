@@ -27,7 +27,6 @@ import optax
 import tensorflow as tf
 
 import mrmc_jax as mj
-from mrmc_jax import input_pipeline
 
 NUM_CLASSES = flax_loop.NUM_CLASSES
 WARMUP_EPOCHS = flax_loop.WARMUP_EPOCHS
@@ -78,7 +77,7 @@ def accuracy(graphdef, state, ds) -> float:
 def main() -> dict:
   (x_train, y_train), (x_test, y_test) = flax_loop.load_digits()
   n = len(y_train)
-  train_ds = flax_loop.examples_ds(x_train, y_train)
+  train_ds = flax_loop.as_split(x_train, y_train)
   batches = flax_loop.batches
 
   # --- README: NNX (start) ---
@@ -90,7 +89,7 @@ def main() -> dict:
   mj.check_visits(np.asarray(traj["visits"]))   # every id once per epoch
   scores = mj.mrmc_scores(traj["loss"])         # [N], bounded fit
   mask = mj.select_mask(scores, y_train, RATIO, num_classes=NUM_CLASSES)
-  coreset_ds = input_pipeline.apply_mask(train_ds, np.asarray(mask))
+  coreset = np.flatnonzero(np.asarray(mask))    # the core-set's ids
 
   # The pure form of the same step, for jax.jit, make_recording_step, meshes:
   graphdef, state = nnx.split(new_model(seed=2))
@@ -98,7 +97,7 @@ def main() -> dict:
       graphdef, loss_fn=flax_loop.smoothed_cross_entropy, with_stats=False),
                  donate_argnums=0)
   for epoch in range(TRAIN_EPOCHS):
-    for batch in batches(coreset_ds, epoch):
+    for batch in batches(train_ds, epoch, ids=coreset):
       state, _ = step(state, batch)
   # --- README: NNX (end) ---
 
@@ -106,7 +105,7 @@ def main() -> dict:
           "num_examples": n,
           "warmup_steps": int(optimizer.step[...]),
           "test_accuracy": accuracy(graphdef, state,
-                                    flax_loop.examples_ds(x_test, y_test))}
+                                    flax_loop.as_split(x_test, y_test))}
 
 
 if __name__ == "__main__":

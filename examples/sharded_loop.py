@@ -27,14 +27,13 @@ import optax
 import tensorflow as tf
 
 import mrmc_jax as mj
-from mrmc_jax import input_pipeline
 
 
 def main(num_devices: int = 8) -> dict:
   (x_train, y_train), (x_test, y_test) = flax_loop.load_digits()
   n = len(y_train)
   model = flax_loop.Net()
-  train_ds = flax_loop.examples_ds(x_train, y_train)
+  train = flax_loop.as_split(x_train, y_train)
   rng = jax.random.key(1)
   mesh = mj.make_mesh(jax.devices()[:num_devices])
 
@@ -46,14 +45,14 @@ def main(num_devices: int = 8) -> dict:
                       donate_argnums=(0, 1))
   traj = mj.replicate(mj.init_trajectory(n, flax_loop.WARMUP_EPOCHS), mesh)
   for epoch in range(flax_loop.WARMUP_EPOCHS):
-    for batch in flax_loop.batches(train_ds, epoch):
+    for batch in flax_loop.batches(train, epoch):
       state, traj, _ = warm_step(state, traj, mj.shard_batch(batch, mesh),
                                  epoch, rng)
   mj.check_visits(np.asarray(traj["visits"]))
   scores = mj.mrmc_scores(traj["loss"])
   mask = mj.select_mask(scores, y_train, flax_loop.RATIO,
                         num_classes=flax_loop.NUM_CLASSES)
-  coreset_ds = input_pipeline.apply_mask(train_ds, np.asarray(mask))
+  coreset = np.flatnonzero(np.asarray(mask))
 
   state = mj.replicate(flax_loop.new_state(
       model, optax.sgd(0.05, momentum=0.9), seed=2), mesh)
@@ -61,12 +60,12 @@ def main(num_devices: int = 8) -> dict:
       apply_fn, loss_fn=flax_loop.smoothed_cross_entropy, with_stats=False),
                   donate_argnums=0)
   for epoch in range(flax_loop.TRAIN_EPOCHS):
-    for batch in flax_loop.batches(coreset_ds, epoch):
+    for batch in flax_loop.batches(train, epoch, coreset):
       state, _ = plain(state, mj.shard_batch(batch, mesh), rng)
   return {"mask": np.asarray(mask), "num_selected": int(np.sum(mask)),
           "num_examples": n, "num_devices": num_devices,
           "test_accuracy": flax_loop.accuracy(
-              apply_fn, state, flax_loop.examples_ds(x_test, y_test))}
+              apply_fn, state, flax_loop.as_split(x_test, y_test))}
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import pytest
 
 from configs import base
 from configs import default
-from mrmc_jax import input_pipeline
-from mrmc_jax import streaming_test
+from mrmc_jax.data import pipeline as input_pipeline
+from mrmc_jax.data import stream_test as streaming_test
 from mrmc_jax.runner import experiment
 import multihost  # pylint: disable=g-bad-import-order
 

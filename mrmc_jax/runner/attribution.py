@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 import numpy as np
 
-from mrmc_jax import input_pipeline
+from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax import methods
 from mrmc_jax import scoring
 from mrmc_jax import sharding

@@ -13,6 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
+from mrmc_jax import data
 from mrmc_jax import methods
 from mrmc_jax import models
 from mrmc_jax import optim
@@ -22,29 +23,14 @@ from mrmc_jax import sharding
 from mrmc_jax import validation
 
 BUDGETS = ("epochs", "steps")
-INPUTS = ("memory", "stream")
 WARMUP_SCHEDULES = ("truncated", "own")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-LOCAL_DATASETS = ("digits", "mnist5k", "fashion_mnist_idx", "mnist_idx")
 
 
 def _allowed(value, allowed, name):
   if value not in allowed:
     raise ValueError(f"{name}={value!r} is not allowed: use one of "
                      f"{', '.join(map(str, allowed))}.")
-
-
-def check_dataset_name(name: str) -> None:
-  """Accepts the local sources, `npz:`/`folder:`/`tfds:` and tfds names."""
-  kind, _, _ = name.partition(":")
-  if name in LOCAL_DATASETS or kind in ("npz", "folder", "tfds"):
-    return
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if name.split("/")[0] not in tfds.list_builders():
-    raise ValueError(f"dataset.name={name!r} is not allowed: use one of "
-                     f"{', '.join(LOCAL_DATASETS)}, npz:<path>, "
-                     "folder:<path>, or a tfds image-classification name "
-                     "(cifar10, cifar100, mnist, fashion_mnist, imagenet2012).")
 
 
 def selection_options(config: ml_collections.ConfigDict
@@ -119,7 +105,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     validation.check_ratio(sel.ratio, "selection.ratio")
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
   _allowed(config.model.dtype, tuple(DTYPES), "model.dtype")
-  check_dataset_name(config.dataset.name)
   check_input(config)
   _allowed(sel.loss_source, methods.LOSS_SOURCES, "selection.loss_source")
   _allowed(sel.score, scoring.SCORES, "selection.score")
@@ -144,7 +129,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def check_input(config: ml_collections.ConfigDict) -> None:
   """`dataset.input` and the validation split it can be cut from."""
-  _allowed(config.dataset.input, INPUTS, "dataset.input")
+  data.check_source(config.dataset.name, input=config.dataset.input,
+                    image_size=config.dataset.image_size, prefix="dataset.")
   fraction = config.dataset.validation_fraction
   if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or (
       not 0.0 <= fraction < 1.0):
@@ -157,12 +143,6 @@ def check_input(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"dataset.validation_fraction={fraction!r} is not "
                      "allowed with dataset.input='stream': carve the "
                      "validation split from an in-memory data set.")
-  kind = config.dataset.name.partition(":")[0]
-  if config.dataset.input == "stream" and (
-      config.dataset.name in LOCAL_DATASETS or kind in ("npz", "folder")):
-    raise ValueError(f"dataset.input='stream' is not allowed for "
-                     f"dataset.name={config.dataset.name!r}: streaming reads "
-                     "a tfds data set prepared as ArrayRecord.")
 
 
 def check_lr_warmup(config: ml_collections.ConfigDict) -> None:

@@ -11,13 +11,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from mrmc_jax import datasets
-from mrmc_jax import input_pipeline
+from mrmc_jax import data as data_lib
 from mrmc_jax import models
 from mrmc_jax import optim
 from mrmc_jax import sharding
-from mrmc_jax import streaming
 from mrmc_jax import train_step
+from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
 
 
@@ -43,7 +42,7 @@ class Context:
       `lr_warmup_epochs` (`config.schedule_settings`).
     checkpoint_every: epochs between checkpoints.
   """
-  data: datasets.Dataset
+  data: data_lib.Dataset
   model: nn.Module
   apply_fn: Callable[..., Any]
   mesh: Mesh
@@ -71,7 +70,7 @@ class Context:
     for b in ds.as_numpy_iterator():
       yield sharding.shard_batch(b, self.mesh)
 
-  def eval_batches(self, split: datasets.ArraySplit
+  def eval_batches(self, split: data_lib.IdSplit
                    ) -> Iterator[dict[str, jax.Array]]:
     """Sharded evaluation batches of a split, padded and masked."""
     ds = input_pipeline.eval_dataset(
@@ -115,23 +114,17 @@ class Context:
                                                        steps_per_epoch))
 
 
-def load_data(config: ml_collections.ConfigDict) -> datasets.Dataset:
+def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   """The data set: held in memory, or streamed (`dataset.input`).
 
-  Streamed splits are `streaming.StreamSplit`s: every process reads only its
-  rows of each batch, and the statistics pass is split between processes.
+  Streamed splits are `StreamSplit`s: every process reads only its rows of
+  each batch, and the statistics pass is split between processes.
   """
-  image_size = (None if config.dataset.image_size is None else
-                (config.dataset.image_size,) * 2)
-  if config.dataset.input == "stream":
-    name = config.dataset.name
-    return streaming.open_dataset(
-        name[len("tfds:"):] if name.startswith("tfds:") else name,
-        config.dataset.data_dir, image_size=image_size,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        allgather=multihost_utils.process_allgather)
-  return datasets.load_dataset(config.dataset.name, config.dataset.data_dir,
-                               image_size=image_size)
+  return data_lib.load(
+      config.dataset.name, config.dataset.data_dir,
+      input=config.dataset.input, image_size=config.dataset.image_size,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      allgather=multihost_utils.process_allgather)
 
 
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
@@ -140,7 +133,7 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   if config.dataset.validation_fraction:
     # Model choices are made on a split of the training data; the test
     # split is not used by the run.
-    data = datasets.validation_split(data, config.dataset.validation_fraction,
+    data = data_lib.validation_split(data, config.dataset.validation_fraction,
                                      config.dataset.validation_seed)
   model = models.create_model(config.model.name, data.num_classes,
                               dtype=config_lib.DTYPES[config.model.dtype])

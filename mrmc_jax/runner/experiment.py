@@ -32,13 +32,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
-from mrmc_jax import input_pipeline
+from mrmc_jax import data as data_lib
 from mrmc_jax import methods
 from mrmc_jax import scoring
-from mrmc_jax import streaming
 from mrmc_jax import train_step
+from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import loop
@@ -63,16 +62,8 @@ def _eval_sums(eval_fn, variables, acc, batch):
 
 
 def data_fingerprint(ctx: Context) -> dict[str, Any]:
-  """`workdir.data_fingerprint` of the context's loaded data."""
-  data = ctx.data
-  rows = wd.sample_rows(data.train.num_examples)
-  if isinstance(data.train, streaming.StreamSplit):
-    sample = data.train.read_images(tf.constant(rows, tf.int64)).numpy()
-  else:
-    sample = data.train.images[rows]
-  return wd.data_fingerprint(
-      data.train.labels, sample,
-      None if data.test is None else data.test.labels, data.num_classes)
+  """`data.fingerprint` of the context's loaded data (every example)."""
+  return data_lib.fingerprint(ctx.data)
 
 
 def train_coreset(ctx: Context, ids: np.ndarray, *, epochs: int,

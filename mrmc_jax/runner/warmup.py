@@ -17,7 +17,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from mrmc_jax import input_pipeline
+from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax import losses
 from mrmc_jax import sharding
 from mrmc_jax import train_step

@@ -222,7 +222,7 @@ def claim(workdir: str, identity: dict[str, Any],
   Args:
     workdir: the run's folder.
     identity: what the run computes (`config.json` or `grid.json`).
-    data: `data_fingerprint` of the loaded data, or None.
+    data: `mrmc_jax.data.fingerprint` of the loaded data, or None.
     job: a key of `IDENTITY_FILES`.
 
   Returns:
@@ -248,42 +248,6 @@ def claim(workdir: str, identity: dict[str, Any],
     if not resumed:
       write_json(path, identity)
   return resumed
-
-
-def sample_rows(num_examples: int, count: int = 256) -> np.ndarray:
-  """`count` evenly spaced row indices of a split (all rows if fewer)."""
-  return np.unique(np.linspace(0, max(num_examples - 1, 0),
-                               num=min(count, num_examples)).astype(int))
-
-
-def data_fingerprint(train_labels: np.ndarray, image_sample: np.ndarray,
-                     test_labels: Optional[np.ndarray],
-                     num_classes: int) -> dict[str, Any]:
-  """Counts, shapes and content hashes of the loaded data.
-
-  Args:
-    train_labels: int `[N]`.
-    image_sample: uint8 `[K, H, W, C]`, the training images of
-      `sample_rows(N)` (cheap even for ImageNet, and any re-encoded or
-      reordered source changes them).
-    test_labels: int `[M]` or None.
-    num_classes: C.
-
-  Returns:
-    A JSON-able dict; the labels are hashed whole.
-  """
-  def digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
-
-  out = {"num_train": int(len(train_labels)),
-         "image_shape": list(image_sample.shape[1:]),
-         "num_classes": int(num_classes),
-         "train_labels_sha256": digest(train_labels.astype(np.int32)),
-         "train_images_sample_sha256": digest(image_sample)}
-  if test_labels is not None:
-    out["num_test"] = int(len(test_labels))
-    out["test_labels_sha256"] = digest(test_labels.astype(np.int32))
-  return out
 
 
 def stamp(*parts: Any) -> str:

@@ -1,11 +1,10 @@
-"""Tests for mrmc_jax.input_pipeline on tiny arrays."""
+"""Tests for mrmc_jax.data.pipeline on tiny arrays."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from mrmc_jax import datasets
-from mrmc_jax import input_pipeline as ip
+from mrmc_jax.data import pipeline as ip
+from mrmc_jax.data import splits
 
 N = 37  # not a multiple of the batch size
 B = 8
@@ -15,12 +14,12 @@ def _id_split(n=N, size=4, channels=1):
   """Images whose every pixel is their id, so batches reveal what they hold."""
   images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None],
                            (n, size, size, channels)).copy()
-  return datasets.ArraySplit(images, np.arange(n) % 3)
+  return splits.ArraySplit(images, np.arange(n) % 3)
 
 
 def _random_split(n=12, size=32):
   rng = np.random.default_rng(0)
-  return datasets.ArraySplit(
+  return splits.ArraySplit(
       rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
       rng.integers(0, 10, n))
 
@@ -159,31 +158,6 @@ def test_ids_restrict_the_epoch_to_a_core_set():
     _train(split, ids=[N])
 
 
-def test_apply_mask_gives_ceil_core_batches():
-  split = _id_split()
-  mask = np.zeros(N, bool)
-  mask[[1, 4, 9, 16, 25, 36, 3, 7, 20]] = True
-  ds = ip.apply_mask(ip.examples_dataset(split), mask)
-  batches = _batches(ip.pad_and_batch(ds, 4, mean=0.0, std=1 / 255))
-  assert len(batches) == ip.num_batches(mask.sum(), 4) == 3
-  ids, row_mask = _stack(batches, "id"), _stack(batches, "mask")
-  np.testing.assert_array_equal(ids[row_mask], np.flatnonzero(mask))
-  np.testing.assert_array_equal(row_mask, np.arange(12) < 9)
-  np.testing.assert_array_equal(
-      _pixel(_stack(batches, "image"))[row_mask], ids[row_mask])
-  assert batches[0]["image"].shape == (4, 4, 4, 1)
-
-
-def test_pad_and_batch_exact_multiple_and_total_batches():
-  split = _id_split(n=8)
-  batches = _batches(ip.pad_and_batch(ip.examples_dataset(split), 4,
-                                      mean=0.0, std=1.0))
-  assert len(batches) == 2 and all(b["mask"].all() for b in batches)
-  batches = _batches(ip.pad_and_batch(ip.examples_dataset(split), 4,
-                                      mean=0.0, std=1.0, total_batches=4))
-  assert len(batches) == 4 and not batches[3]["mask"].any()
-
-
 @pytest.mark.parametrize("make", ["train", "eval"])
 def test_process_slices_reconstruct_the_global_batch(make):
   split = _id_split()
@@ -243,17 +217,10 @@ def test_drop_remainder_and_unpadded_last_batch():
 
 
 def test_global_ids_of_a_sliced_split():
-  split = _id_split().slice(*datasets.process_slice(N, 1, 2))
+  split = _id_split().slice(*splits.process_slice(N, 1, 2))
   batches = _batches(ip.eval_dataset(split, batch_size=B, mean=0.0,
                                      std=1 / 255))
   ids, mask = _stack(batches, "id"), _stack(batches, "mask")
   np.testing.assert_array_equal(ids[mask], np.arange(19, N))
   np.testing.assert_array_equal(_pixel(_stack(batches, "image"))[mask],
                                 ids[mask])
-
-
-def test_apply_mask_on_a_plain_tf_dataset():
-  ds = tf.data.Dataset.from_tensor_slices({"id": np.arange(6)})
-  kept = [int(ex["id"]) for ex in ip.apply_mask(
-      ds, np.array([1, 0, 0, 1, 1, 0], bool)).as_numpy_iterator()]
-  assert kept == [0, 3, 4]

@@ -5,9 +5,9 @@ import functools
 import numpy as np
 import pytest
 
-from mrmc_jax import datasets
-from mrmc_jax import input_pipeline
-from mrmc_jax import streaming
+from mrmc_jax.data import pipeline as input_pipeline
+from mrmc_jax.data import sources
+from mrmc_jax.data import stream as streaming
 
 # 203 = 6 * 32 + 11: the last global batch is mostly padding.
 N_TRAIN, N_TEST, BATCH = 203, 37, 32
@@ -16,7 +16,7 @@ N_TRAIN, N_TEST, BATCH = 203, 37, 32
 @functools.cache
 def _digits32():
   """UCI digits upscaled to 32x32 (so augmentation applies)."""
-  d = datasets.load_dataset("digits", test_fraction=0.0).train
+  d = sources.load_dataset("digits", test_fraction=0.0).train
   images = np.kron(d.images[:N_TRAIN + N_TEST], np.ones((1, 4, 4, 1),
                                                         np.uint8))
   return images, d.labels[:N_TRAIN + N_TEST]
@@ -54,7 +54,7 @@ def _assert_same(got, want):
 def test_records_are_the_written_rows_and_stats_match_memory(data_dir):
   images, labels = _digits32()
   stream = streaming.open_dataset("digits32", data_dir)
-  memory = datasets.load_dataset("tfds:digits32", data_dir)
+  memory = sources.load_dataset("tfds:digits32", data_dir)
   np.testing.assert_array_equal(memory.train.images, images[:N_TRAIN])
   np.testing.assert_array_equal(memory.test.images, images[N_TRAIN:])
   np.testing.assert_array_equal(stream.train.labels, labels[:N_TRAIN])
@@ -70,7 +70,7 @@ def test_records_are_the_written_rows_and_stats_match_memory(data_dir):
 def test_train_batches_equal_memory_with_augmentation_and_coreset(
     data_dir, process_count):
   stream = streaming.open_dataset("digits32", data_dir)
-  memory = datasets.load_dataset("tfds:digits32", data_dir)
+  memory = sources.load_dataset("tfds:digits32", data_dir)
   coreset = np.flatnonzero(np.arange(N_TRAIN) % 3 == 0)
   for ids in (None, coreset):
     for p in range(process_count):

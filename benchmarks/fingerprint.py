@@ -1,0 +1,105 @@
+r"""Cost of the data fingerprint next to one epoch, on full Fashion-MNIST.
+
+In memory (`data.load_dataset("fashion_mnist_idx")`, 60,000 x 28 x 28):
+`data.fingerprint` (SHA-256 of every image and label), against one epoch of
+the input pipeline alone and one training epoch of `configs/fashion_mnist.py`'s
+model (MLP, batch 256, per-example statistics on) on this machine's CPU.
+
+Streamed: the same images written as a tfds ArrayRecord set (PNG records)
+into `--data_dir`, then `data.fingerprint` of `stream.open_dataset` (SHA-256
+of every record file with its record count) against the statistics pass
+that `open_dataset` runs (decode every image).
+
+Run: python benchmarks/fingerprint.py --data_dir runs/fmnist_ar
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _best(fn, repeats: int = 3) -> float:
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--data_dir", required=True)
+  args = parser.parse_args()
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  import mrmc_jax as mj  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import data  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import models  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import stream  # pylint: disable=g-import-not-at-top
+
+  full = data.load_dataset("fashion_mnist_idx")
+  out = {"num_train": len(full.train),
+         "train_mb": round(full.train.images.nbytes / 2**20, 1)}
+  out["fingerprint_memory_s"] = round(_best(lambda: data.fingerprint(full)),
+                                      3)
+
+  def batches():
+    return pipeline.train_dataset(
+        full.train, batch_size=256, seed=0, epoch=0, augment=False,
+        mean=full.mean, std=full.std).as_numpy_iterator()
+
+  out["input_epoch_s"] = round(_best(lambda: sum(1 for _ in batches()), 1),
+                               2)
+  model = models.create_model("mlp", full.num_classes)
+  apply_fn = mj.module_apply_fn(model)
+  variables = models.init_variables(model, jax.random.key(0),
+                                    full.train.image_shape)
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = mj.create_train_state(variables, tx)
+  step = jax.jit(mj.make_train_step(apply_fn, tx), donate_argnums=0)
+  for b in batches():  # compile, and warm the caches
+    state, stats = step(state, b)
+  jax.block_until_ready(stats)
+  t0 = time.perf_counter()
+  for b in batches():
+    state, stats = step(state, b)
+  jax.block_until_ready(stats)
+  out["train_epoch_s"] = round(time.perf_counter() - t0, 2)
+
+  name = "fashion_mnist_ar"
+  if not os.path.isdir(os.path.join(args.data_dir, name)):
+    t0 = time.perf_counter()
+    stream.write_arrays(
+        name, args.data_dir,
+        {"train": (full.train.images, full.train.labels),
+         "test": (full.test.images, full.test.labels)},
+        image_shape=full.image_shape, num_classes=10,
+        class_names=full.class_names)
+    out["prepare_s"] = round(time.perf_counter() - t0, 1)
+  t0 = time.perf_counter()
+  streamed = stream.open_dataset(name, args.data_dir)
+  out["stream_stats_pass_s"] = round(time.perf_counter() - t0, 2)
+  np.testing.assert_array_equal(streamed.mean, full.mean)
+  record_bytes = sum(os.path.getsize(p) for p in streamed.train.files)
+  out["stream_files"] = len(streamed.train.files)
+  out["stream_mb"] = round(record_bytes / 2**20, 1)
+  seconds = _best(lambda: data.fingerprint(streamed))
+  out["fingerprint_stream_s"] = round(seconds, 3)
+  out["fingerprint_stream_mb_per_s"] = round(record_bytes / 2**20 / seconds)
+  print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+  main()

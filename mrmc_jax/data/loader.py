@@ -1,0 +1,59 @@
+"""One call that loads any data set, in memory or streamed.
+
+`load` is what the runner (and any program that takes a data set name)
+calls: it checks the request (`catalog.check_source`), then reads the data
+with `sources.load_dataset` (in memory) or `stream.open_dataset` (streamed,
+each process scanning its share).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from mrmc_jax.data import catalog
+from mrmc_jax.data import images as images_lib
+from mrmc_jax.data import sources
+from mrmc_jax.data import splits
+
+
+def load(name: str,
+         data_dir: str | os.PathLike | None = None,
+         *,
+         input: str = "memory",  # pylint: disable=redefined-builtin
+         image_size: int | tuple[int, int] | None = None,
+         process_index: int = 0,
+         process_count: int = 1,
+         allgather: Callable[[np.ndarray], np.ndarray] | None = None
+         ) -> splits.Dataset:
+  """Loads a data set by name.
+
+  Args:
+    name: `catalog.DATASET_NAMES`.
+    data_dir: the source's folder or file (see `sources.load_dataset`).
+    input: "memory" (decode everything into `ArraySplit`s) or "stream"
+      (tfds sets prepared as ArrayRecord, read by id: `StreamSplit`s).
+    image_size: resize target: None, an int (square) or (H, W).
+    process_index: this process (streaming splits the statistics pass).
+    process_count: number of processes.
+    allgather: maps this process's array [k] to every process's [P, k];
+      needed to stream with process_count > 1.
+
+  Returns:
+    The `splits.Dataset`.
+
+  Raises:
+    ValueError: a bad request (before any data is read) or bad data.
+    DataNotFoundError: missing files; the message says how to get them.
+  """
+  catalog.check_source(name, input=input, image_size=image_size)
+  size = images_lib.check_image_size(image_size)
+  if input == "stream":
+    from mrmc_jax.data import stream  # pylint: disable=g-import-not-at-top
+    return stream.open_dataset(
+        catalog.parse_name(name).arg, data_dir, image_size=size,
+        process_index=process_index, process_count=process_count,
+        allgather=allgather)
+  return sources.load_dataset(name, data_dir, image_size=size)
