@@ -98,9 +98,11 @@ def check_index_range(x: Array, name: str, stop: Any, *,
       f"{{stop}}) on a real row", i=i, v=v, stop=jnp.asarray(stop))
 
 
-def check_finite(x: Array, name: str, *, mask: Optional[Array] = None) -> None:
-  """Checked mode: every `x` (where `mask`, broadcast) is finite."""
-  if not _traced(x, mask):
+def check_finite(x: Array, name: str, *, mask: Optional[Array] = None,
+                 where: Optional[Array] = None) -> None:
+  """Checked mode: every `x` is finite, on the rows where `mask` (`[B]`,
+  broadcast over trailing axes) and the entries where `where` (x's shape)."""
+  if not _traced(x, mask, where):
     return
   x = jnp.asarray(x)
   bad = ~jnp.isfinite(x)
@@ -108,6 +110,8 @@ def check_finite(x: Array, name: str, *, mask: Optional[Array] = None) -> None:
     bad = bad & jnp.broadcast_to(
         jnp.reshape(mask, mask.shape + (1,) * (bad.ndim - mask.ndim)),
         bad.shape)
+  if where is not None:
+    bad = bad & where
   i, v = _first_bad(bad, x)
   checkify.debug_check(
       ~jnp.any(bad), f"{name} (flat index {{i}}) = {{v}} is not finite",
@@ -123,3 +127,12 @@ def check_not_nan(x: Array, name: str) -> None:
   i, _ = _first_bad(bad, x)
   checkify.debug_check(~jnp.any(bad), f"{name} (flat index {{i}}) is NaN",
                        i=i)
+
+
+def check_all(ok: Array, message: str) -> None:
+  """Checked mode: every entry of the bool array `ok` is True."""
+  if not _traced(ok):
+    return
+  ok = jnp.asarray(ok)
+  i, _ = _first_bad(~ok, ok)
+  checkify.debug_check(jnp.all(ok), f"{message} (flat index {{i}})", i=i)
