@@ -50,7 +50,8 @@ def checked(fn: Callable[..., Any],
       shape); False runs `checkify` on every call (slow, for debugging
       tracing itself).
     **jit_kwargs: passed to `jax.jit` (e.g. `donate_argnums`,
-      `static_argnames`). A donation inside `fn` does not carry over.
+      `static_argnames`). A donation inside `fn` does not carry over;
+      donated arguments are consumed even by a call that raises.
 
   Returns:
     A function with `fn`'s arguments and outputs that raises `CheckError`

@@ -40,7 +40,7 @@ def init_trajectory(num_examples: int,
 
 
 def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
-                        fields: bool = True) -> None:
+                        fields: bool = True, name: str = "stats") -> None:
   """Checks `record`'s arguments: shapes and dtypes always (trace time),
   id and epoch values when concrete; see `record`.
 
@@ -49,6 +49,7 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
     stats: `[B]` arrays `id`, `mask` and (with `fields`) one per field.
     epoch: the int scalar epoch.
     fields: also check the recorded fields; False checks ids and mask only.
+    name: what `stats` is called in messages.
 
   Raises:
     ValueError: naming the argument, its shape and the expected one, or
@@ -60,24 +61,24 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
   validation.check_rank(traj["visits"], "traj['visits']", 2, "[N, R]")
   n, r = traj["visits"].shape
   if not hasattr(stats, "keys"):
-    raise ValueError(f"stats has type {type(stats).__name__}; expected a "
+    raise ValueError(f"{name} has type {type(stats).__name__}; expected a "
                      "dict of [B] arrays.")
   needed = ["id", "mask"] + [f for f in traj if f != "visits" and fields]
   missing = [k for k in needed if k not in stats]
   if missing:
     raise ValueError(
-        f"stats has keys {sorted(stats.keys())} but record needs {needed} "
+        f"{name} has keys {sorted(stats.keys())} but record needs {needed} "
         f"(the trajectory's fields, plus id and mask); missing {missing}. "
         "Use make_train_step(..., with_stats=True), or build the trajectory "
         "with init_trajectory(n, r, fields=...) of the fields you record.")
-  validation.check_rank(stats["mask"], "stats['mask']", 1, "bool [B]")
+  validation.check_rank(stats["mask"], f"{name}['mask']", 1, "bool [B]")
   b = stats["mask"].shape[0]
-  validation.check_mask_dtype(stats["mask"], "stats['mask']")
-  validation.check_leading(stats["id"], "stats['id']", b,
+  validation.check_mask_dtype(stats["mask"], f"{name}['mask']")
+  validation.check_leading(stats["id"], f"{name}['id']", b,
                            "int [B] global example ids")
-  validation.check_integer_dtype(stats["id"], "stats['id']")
+  validation.check_integer_dtype(stats["id"], f"{name}['id']")
   for f in needed[2:]:
-    validation.check_leading(stats[f], f"stats[{f!r}]", b,
+    validation.check_leading(stats[f], f"{name}[{f!r}]", b,
                              "[B], one value per example")
     if tuple(np.shape(traj[f])) != (n, r):
       raise ValueError(f"traj[{f!r}] has shape {tuple(np.shape(traj[f]))}; "
@@ -86,7 +87,7 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
     raise ValueError(f"epoch has shape {np.shape(epoch)}; expected an int "
                      "scalar.")
   validation.check_integer_dtype(epoch, "epoch")
-  validation.check_index_range(stats["id"], "stats['id']", n,
+  validation.check_index_range(stats["id"], f"{name}['id']", n,
                                mask=stats["mask"], what="N, traj's rows")
   validation.check_index_range(epoch, "epoch", r, what="R, traj's columns")
 
@@ -178,7 +179,7 @@ def make_recording_step(
       # Before the (expensive) train step: the ids and the epoch against
       # the trajectory, at trace time (and by value when concrete).
       check_record_inputs(traj, {"id": batch["id"], "mask": batch["mask"]},
-                          epoch, fields=False)
+                          epoch, fields=False, name="batch")
     if rng is None:
       state, stats = train_step(state, batch)
     else:
