@@ -78,11 +78,17 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
                            "int [B] global example ids")
   validation.check_integer_dtype(stats["id"], f"{name}['id']")
   for f in needed[2:]:
-    validation.check_leading(stats[f], f"{name}[{f!r}]", b,
-                             "[B], one value per example")
-    if tuple(np.shape(traj[f])) != (n, r):
-      raise ValueError(f"traj[{f!r}] has shape {tuple(np.shape(traj[f]))}; "
-                       f"expected [N, R] = {(n, r)} like traj['visits'].")
+    # A field may carry trailing axes (e.g. features: traj [N, R, D] and
+    # stats [B, D]); the leading ones must match.
+    shape = tuple(np.shape(traj[f]))
+    if shape[:2] != (n, r):
+      raise ValueError(f"traj[{f!r}] has shape {shape}; expected [N, R, ...] "
+                       f"= {(n, r)} + ... like traj['visits'].")
+    want = (b,) + shape[2:]
+    if tuple(np.shape(stats[f])) != want:
+      raise ValueError(
+          f"{name}[{f!r}] has shape {tuple(np.shape(stats[f]))}; expected "
+          f"[B] + traj's trailing axes = {want}, one value per example.")
   if np.ndim(epoch) != 0:
     raise ValueError(f"epoch has shape {np.shape(epoch)}; expected an int "
                      "scalar.")
