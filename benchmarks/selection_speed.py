@@ -6,7 +6,9 @@ Prints the median wall time after compilation of
    a few ratios, with ties to the lower id (`tie_seed=None`) and seeded
    (`tie_seed=0`, what the runner uses) side by side.
 Run: python benchmarks/selection_speed.py [--n 1281167 --classes 1000 --r 20]
-(`--r 0` skips the fit; `--ratios 0.3` times one ratio.)
+(`--r 0` skips the fit; `--ratios 0.3` times one ratio; `--closure` also
+times the first call of a jitted `select_mask` with the labels closed over
+as a constant against the same function taking them as an argument.)
 """
 
 import argparse
@@ -54,6 +56,7 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--r", type=int, default=20)
   p.add_argument("--ratios", default="0.1,0.3,0.5,0.7")
+  p.add_argument("--closure", action="store_true")
   args = p.parse_args()
   rng = np.random.default_rng(0)
   labels = rng.integers(0, args.classes, args.n).astype(np.int32)
@@ -64,6 +67,18 @@ def main():
     losses = noisy_decays(args.n, args.r)
     report(f"mrmc_scores [{args.n}, {args.r}]",
            lambda: scoring.mrmc_scores(losses), args.repeats)
+  if args.closure:
+    # The compile-time trap: a closed-over array is a constant of the
+    # program, and XLA constant-folds the selector over it.
+    arg = jax.jit(lambda s, l: selection.select_mask(
+        s, l, 0.3, num_classes=args.classes))
+    const = jax.jit(lambda s: selection.select_mask(
+        s, labels, 0.3, num_classes=args.classes))
+    for label, fn in (("labels as an argument", lambda: arg(scores_d, labels_d)),
+                      ("labels closed over   ", lambda: const(scores_d))):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      print(f"jit(select_mask) {label}: first call {time.perf_counter() - t0:.2f}s")
   ratios = [float(r) for r in args.ratios.split(",")]
   print("select_mask_host median seconds (first call, with compilation, in "
         "brackets)")

@@ -5,6 +5,7 @@ need TensorFlow (`datasets`, `input_pipeline`) or the runner (`experiment`)
 are imported explicitly, so `import mrmc_jax` stays light.
 """
 
+from mrmc_jax.checking import checked
 from mrmc_jax.losses import make_per_example_loss_fn
 from mrmc_jax.losses import per_example_grad_norms
 from mrmc_jax.losses import per_example_loss
