@@ -257,7 +257,8 @@ def test_traced_out_of_range_ids_and_epochs_are_dropped_not_wrapped():
     traj = rec(trajectory.init_trajectory(N, R), _stats(), jnp.int32(epoch))
     assert int(traj["visits"].sum()) == 0
   # check_visits then names the ids that were never recorded.
-  with pytest.raises(trajectory.VisitError, match="never recorded"):
+  with pytest.raises(trajectory.VisitError,
+                     match=r"never recorded.*outside \[0, N\).*checked\(step\)"):
     trajectory.check_visits(np.asarray(traj["visits"]))
 
 
