@@ -7,7 +7,7 @@ for one minor version). `dir(mrmc_jax)` lists exactly these. Submodules are
 not part of the top-level API: Python binds `mrmc_jax.losses` and the like
 as attributes once they are imported, so `mrmc_jax.losses.x` still works,
 but `dir()`, `from mrmc_jax import *` and tab completion show only the
-functions. Modules that need TensorFlow (`input_pipeline`, `ids`) or the
+functions. Modules that need TensorFlow (`data`, `ids`) or the
 runner are imported explicitly (`from mrmc_jax import ids`), and the NNX
 functions load `flax.nnx` on first use, so `import mrmc_jax` stays light.
 """
@@ -15,6 +15,7 @@ functions load `flax.nnx` on first use, so `import mrmc_jax` stays light.
 import importlib
 import warnings
 
+from mrmc_jax.checking import checked
 from mrmc_jax.losses import make_per_example_loss_fn
 from mrmc_jax.losses import per_example_grad_norms
 from mrmc_jax.losses import per_example_loss
@@ -76,6 +77,8 @@ __all__ = [
     "select_mask_host",
     "class_quotas",
     "budget",
+    # Checks inside jit.
+    "checked",
     # Meshes.
     "make_mesh",
     "shard_batch",

@@ -11,6 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mrmc_jax import checking
+from mrmc_jax import validation
+
 Array = jax.Array
 PyTree = Any
 
@@ -41,6 +44,34 @@ def masked_mean(values: Array, mask: Optional[Array]) -> Array:
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def check_logits_labels(logits: Any, labels: Any, mask: Any = None,
+                        loss: Any = None, *, labels_name: str = "labels",
+                        loss_name: str = "loss") -> None:
+  """Trace-time shape and dtype checks of one batch's outputs (and values
+  when concrete); see `per_example_stats`.
+
+  Raises:
+    ValueError: naming the argument, its shape and the expected one.
+  """
+  validation.check_rank(logits, "logits", 2,
+                        "[B, C] (one row of class scores per example)")
+  validation.check_float_dtype(logits, "logits")
+  b, c = logits.shape
+  validation.check_leading(labels, labels_name, b,
+                           "int [B] class indices (one per row of logits)")
+  validation.check_integer_dtype(labels, labels_name)
+  if mask is not None:
+    validation.check_leading(mask, "mask", b, "bool [B]")
+    validation.check_mask_dtype(mask)
+  if loss is not None:
+    validation.check_leading(
+        loss, loss_name, b,
+        "float [B], the unreduced per-example loss (not its mean)")
+    validation.check_float_dtype(loss, loss_name)
+  validation.check_index_range(labels, labels_name, c, mask=mask,
+                               what="C, the logits' last dimension")
+
+
 def per_example_stats(logits: Array,
                       labels: Array,
                       mask: Optional[Array] = None,
@@ -51,12 +82,17 @@ def per_example_stats(logits: Array,
   (and, if the user trains on another loss, that per-example loss) and
   record the result with `trajectory.record`.
 
+  Shapes and dtypes are checked at trace time, label values when concrete
+  (outside `jax.jit`); under `jax.jit` the label range and finite logits
+  and losses are checked by the checked mode (`checking.checked`).
+
   Args:
     logits: float `[B, C]`.
-    labels: int `[B]`.
+    labels: int `[B]` in `[0, C)` on real rows.
     mask: optional bool `[B]`; padding rows get zeros everywhere.
     loss: optional float `[B]` per-example loss the caller computed (e.g.
       label-smoothed cross-entropy); default: cross-entropy of `logits`.
+      An already-reduced (scalar) loss is refused.
 
   Returns:
     A dict of `[B]` arrays:
@@ -64,7 +100,16 @@ def per_example_stats(logits: Array,
       `correct`: bool, argmax equals the label.
       `p_true`: float32 softmax probability of the true class.
       `el2n`: float32 `||softmax(logits) - onehot(label)||_2` (EL2N score).
+
+  Raises:
+    ValueError: 1-D logits, `[B, 1]` or float labels, a mask or loss not
+      `[B]` (e.g. a scalar loss), or (concrete) a label outside `[0, C)`.
   """
+  check_logits_labels(logits, labels, mask, loss)
+  checking.check_index_range(labels, "label", logits.shape[-1], mask=mask)
+  checking.check_finite(logits, "logits", mask=mask)
+  if loss is not None:
+    checking.check_finite(loss, "loss", mask=mask)
   logits = logits.astype(jnp.float32)
   num_classes = logits.shape[-1]
   log_p = jax.nn.log_softmax(logits)

@@ -55,7 +55,10 @@ Guarantees: `q` in `[0, max_initial_ratio * M]` and `w` in `[1, e**30]`,
 where `M` is the row's largest valid loss; the literal score is in
 `[0, q] subset [0, max_initial_ratio * M]`, the observed score in
 `[0, max_initial_ratio * M]` as well (it is at most the fitted loss at the
-first valid epoch, which the bound also caps). Scores are never NaN or inf.
+first valid epoch, which the bound also caps). Scores are never NaN or inf:
+outside `jax.jit` a NaN, infinite or negative valid loss is refused, under
+`jax.jit` its row is fitted as an all-zero row (score 0) and reported by
+`invalid_rows` / `mrmc_scores(..., with_info=True)`.
 """
 
 import math
@@ -65,6 +68,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrmc_jax import checking
 from mrmc_jax import validation
 
 Array = jax.Array
@@ -214,12 +218,13 @@ def _derived(moments, lam, t_first, l2, ratio):
   return f, g, h, b
 
 
-def _fit_rows(x, v, *, max_initial_ratio, epoch_offset, num_steps):
+def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
   """The whole fit for one block of rows; see `fit_exponential_decay`.
 
   Args:
     x: `[C, R]` losses.
     v: `[C, R]` bool validity, or None.
+    invalid: `[C]` bool, rows fitted as all-zero rows (see `invalid_rows`).
     max_initial_ratio, epoch_offset, num_steps: scalar options (traced).
 
   Returns:
@@ -229,7 +234,7 @@ def _fit_rows(x, v, *, max_initial_ratio, epoch_offset, num_steps):
   dtype = jnp.promote_types(x.dtype, jnp.float32)
   # Epochs first: sums over epochs become Horner chains or `[k, R] @ [R, C]`
   # products, and everything else acts on contiguous `[C]` rows.
-  xt = x.T.astype(dtype)
+  xt = jnp.where(invalid[None, :], 0.0, x.T.astype(dtype))
   if v is None:
     first = jnp.zeros((c,), jnp.int32)
     count = jnp.full((c,), r, jnp.int32)
@@ -377,6 +382,30 @@ class _Result(NamedTuple):
   w: Array
   literal: Array
   observed: Array
+  invalid: Array    # bool: a valid entry was NaN, inf or negative.
+
+
+def invalid_rows(losses: Any, valid: Optional[Any] = None) -> Array:
+  """Rows with a NaN, infinite or negative valid loss, bool `[N]`.
+
+  Such rows cannot be fitted. Outside `jax.jit` the public functions refuse
+  them; under `jax.jit` (where values cannot be refused) they are fitted as
+  all-zero rows instead: `q = 0`, `w = 1`, score 0. Count them with
+  `jnp.sum(invalid_rows(losses, valid))`, or ask `mrmc_scores(...,
+  with_info=True)`.
+
+  Args:
+    losses: `[N, R]` losses.
+    valid: optional bool `[N, R]`; entries that are False are ignored.
+
+  Returns:
+    bool `[N]`.
+  """
+  losses = jnp.asarray(losses)
+  bad = ~(jnp.isfinite(losses) & (losses >= 0))
+  if valid is not None:
+    bad = bad & jnp.asarray(valid)
+  return jnp.any(bad, axis=1)
 
 
 @jax.jit
@@ -397,11 +426,15 @@ def _core(losses, valid, max_initial_ratio, epoch_offset, num_steps):
   Returns:
     A `_Result`.
   """
+  # Rows holding a NaN, inf or negative valid loss (only possible when
+  # traced: concrete input is refused) are fitted as all-zero rows, so
+  # every output stays finite and they score 0.
+  invalid = invalid_rows(losses, valid)
   n, r = losses.shape
   opts = dict(max_initial_ratio=max_initial_ratio, epoch_offset=epoch_offset,
               num_steps=num_steps)
   if n <= _BLOCK_ROWS:
-    fit = _Fit(*_fit_rows(losses, valid, **opts))
+    fit = _Fit(*_fit_rows(losses, valid, invalid, **opts))
   else:
     num_blocks = -(-n // _BLOCK_ROWS)
     dtype = jnp.promote_types(losses.dtype, jnp.float32)
@@ -414,7 +447,8 @@ def _core(losses, valid, max_initial_ratio, epoch_offset, num_steps):
       x = jax.lax.dynamic_slice_in_dim(losses, start, _BLOCK_ROWS)
       v = None if valid is None else jax.lax.dynamic_slice_in_dim(
           valid, start, _BLOCK_ROWS)
-      res = _fit_rows(x, v, **opts)
+      bad = jax.lax.dynamic_slice_in_dim(invalid, start, _BLOCK_ROWS)
+      res = _fit_rows(x, v, bad, **opts)
       return tuple(jax.lax.dynamic_update_slice_in_dim(o, r, start, 0)
                    for o, r in zip(out, res))
 
@@ -425,7 +459,7 @@ def _core(losses, valid, max_initial_ratio, epoch_offset, num_steps):
   # q (w**-r_first - w**-r_last) = b (1 - w**-(r_last - r_first)).
   observed = fit.b * -jnp.expm1(-fit.lam * fit.span)
   return _Result(q=fit.q, w=jnp.exp(fit.lam), literal=literal,
-                 observed=observed)
+                 observed=observed, invalid=invalid)
 
 
 def _compute_dtype(dtype) -> np.dtype:
@@ -492,6 +526,15 @@ def _check_inputs(losses: Any, valid: Any, max_initial_ratio: Any,
   return losses, valid, float(max_initial_ratio)
 
 
+def _checked_mode_checks(losses: Any, valid: Any) -> None:
+  """Traced input: finite, non-negative valid losses (`checking.checked`)."""
+  if validation.is_concrete(losses, valid):
+    return  # Checked on the host by _check_inputs.
+  checking.check_finite(losses, "losses", where=valid)
+  checking.check_all(losses >= 0 if valid is None else (losses >= 0) | ~valid,
+                     "losses hold a negative valid entry")
+
+
 def fit_exponential_decay(
     losses: Any,
     valid: Optional[Any] = None,
@@ -521,7 +564,9 @@ def fit_exponential_decay(
 
   Returns:
     `(q, w)`, each float `[N]`: `q` in `[0, max_initial_ratio * max_r l_r]`,
-    `w` in `[1, e**30]`; never NaN or inf for finite non-negative input.
+    `w` in `[1, e**30]`; never NaN or inf. Under `jax.jit`, rows with a
+    NaN, infinite or negative valid loss get `q = 0`, `w = 1` (see
+    `invalid_rows`).
 
   Raises:
     ValueError: bad shapes, dtypes, options, or (concrete inputs) NaN,
@@ -529,6 +574,7 @@ def fit_exponential_decay(
   """
   losses, valid, ratio = _check_inputs(losses, valid, max_initial_ratio,
                                        epoch_offset, num_steps)
+  _checked_mode_checks(losses, valid)
   res = _core(jnp.asarray(losses), valid, ratio, int(epoch_offset),
               int(num_steps))
   return res.q, res.w
@@ -542,7 +588,8 @@ def mrmc_scores(
     max_initial_ratio: float = DEFAULT_MAX_INITIAL_RATIO,
     epoch_offset: int = 1,
     num_steps: int = DEFAULT_NUM_STEPS,
-) -> Array:
+    with_info: bool = False,
+) -> Array | Tuple[Array, dict[str, Array]]:
   """MRMC score of every example from its per-epoch losses.
 
   Fits `l_r ~= q * w**(-r)` with `fit_exponential_decay`, then:
@@ -556,6 +603,12 @@ def mrmc_scores(
   row); rising, flat, all-zero rows and rows with fewer than 2 valid entries
   score 0.
 
+  Never NaN or inf, also under `jax.jit`: outside it, a NaN, infinite or
+  negative valid loss is refused (`ValueError`); under `jax.jit`, where
+  values cannot be refused, such rows score 0 (fitted as all-zero rows),
+  are reported by `with_info=True`, and make the checked mode
+  (`checking.checked`) raise.
+
   Args:
     losses: float `[N, R]` per-epoch losses; see `fit_exponential_decay`.
     valid: optional bool `[N, R]`, True where observed.
@@ -563,9 +616,13 @@ def mrmc_scores(
     max_initial_ratio: bound on `q / max_r l_r`; > 1.
     epoch_offset: epoch index of column 0 (1 = paper).
     num_steps: Newton steps of the fit.
+    with_info: also return `info`, a dict with `invalid_rows` (bool `[N]`,
+      the rows that scored 0 for a NaN, inf or negative valid loss; see
+      `invalid_rows`) and `num_invalid` (int32 scalar, their count).
 
   Returns:
-    float `[N]` scores; higher = larger fitted loss reduction.
+    float `[N]` scores; higher = larger fitted loss reduction. With
+    `with_info`, `(scores, info)`.
 
   Raises:
     ValueError: as `fit_exponential_decay`, or an unknown `score`.
@@ -575,9 +632,14 @@ def mrmc_scores(
                      f"{', '.join(repr(s) for s in SCORES)}.")
   losses, valid, ratio = _check_inputs(losses, valid, max_initial_ratio,
                                        epoch_offset, num_steps)
+  _checked_mode_checks(losses, valid)
   res = _core(jnp.asarray(losses), valid, ratio, int(epoch_offset),
               int(num_steps))
-  return res.literal if score == "literal" else res.observed
+  scores = res.literal if score == "literal" else res.observed
+  if not with_info:
+    return scores
+  return scores, {"invalid_rows": res.invalid,
+                  "num_invalid": jnp.sum(res.invalid, dtype=jnp.int32)}
 
 
 def fitted_curve(q: Any, w: Any, epochs: Any) -> Array:

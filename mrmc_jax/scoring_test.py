@@ -347,3 +347,33 @@ def test_fitted_curve():
     scoring.fitted_curve(jnp.ones(3), jnp.ones(2), jnp.arange(3))
   with pytest.raises(ValueError, match="epochs has shape"):
     scoring.fitted_curve(jnp.ones(3), jnp.ones(3), jnp.ones((2, 2)))
+
+
+def test_non_finite_rows_score_zero_under_jit_and_are_counted():
+  x = np.stack([_exact(2.0, 1.5), _exact(1.0, 1.2), _exact(3.0, 1.1),
+                _exact(1.0, 1.3)]).astype(np.float32)
+  x[1, 2] = np.nan
+  x[2, 0] = np.inf
+  x[3, 4] = -1.0
+  valid = np.ones_like(x, bool)
+  valid[3, 4] = False  # a negative entry that is not valid is ignored
+  for v in (None, valid):
+    scores, info = jax.jit(lambda x, v: scoring.mrmc_scores(
+        x, v, with_info=True))(x, v)
+    assert np.isfinite(scores).all()
+    bad = [False, True, True, v is None]
+    np.testing.assert_array_equal(info["invalid_rows"], bad)
+    assert int(info["num_invalid"]) == sum(bad)
+    np.testing.assert_array_equal(np.asarray(scores)[bad], 0.0)
+    assert scores[0] > 0
+    q, w = jax.jit(scoring.fit_exponential_decay)(x, v)
+    np.testing.assert_array_equal(np.asarray(q)[bad], 0.0)
+    np.testing.assert_array_equal(np.asarray(w)[bad], 1.0)
+  np.testing.assert_array_equal(scoring.invalid_rows(x),
+                                [False, True, True, True])
+  # Eagerly the same input is refused, as before.
+  with pytest.raises(ValueError, match=r"losses\[1, 2\] = nan"):
+    scoring.mrmc_scores(x)
+  # The clean row's score is the one it gets alone.
+  np.testing.assert_allclose(scores[0], scoring.mrmc_scores(x[:1])[0],
+                             rtol=1e-6)

@@ -4,14 +4,19 @@
 quotas (each class keeps about `ratio` of its own examples) or globally (the
 paper's top-k). It is jitted with static shapes and can be called inside the
 user's own `jax.jit`: with a static ratio, or with traced quotas so that a new
-ratio does not recompile. `select_mask_host` is the checked host wrapper
-(one-line errors on bad input, candidate sets).
+ratio does not recompile. It checks shapes and dtypes at trace time and
+values when concrete. `select_mask_host` is the host wrapper (quotas on the
+host, candidate sets).
 
 Ties: with `tie_seed` (an int; every method passes its run's seed) equal
-scores are ordered by a seeded random permutation of the ids, the same for a
-given seed and N; with `tie_seed=None` they go to the lower id (the earlier
-behaviour, kept for callers that need a fixed order). Either way the packed
-sort key stays unique, so the sort is stable by construction. Random ties
+scores are ordered by a keyed hash of the id, `tie_keys(id, seed)`: a
+bijection of 32-bit ids (murmur3's finaliser, two rounds with keys from the
+seed), so the order depends only on (seed, id) and costs O(N) elementwise
+work, with no permutation. With `tie_seed=None` ties go to the lower id (the
+earlier behaviour, kept for callers that need a fixed order). Either way the
+tie key is unique and rides in the low 32 bits of the uint64 sort key, so
+the sort is stable by construction and the key maps back to the id. Random
+ties
 matter for integer scores: forgetting counts are ~50% zeros, and lowest-id
 ties would take most of them from the first ids of the file.
 
@@ -21,12 +26,14 @@ decimal ratio such as 0.29 is not undercut by its binary rounding
 """
 
 import functools
-from typing import Optional
+from typing import Any, Optional
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrmc_jax import checking
 from mrmc_jax import validation
 
 Array = jax.Array
@@ -121,22 +128,84 @@ def _argsort_packed(high: Array, low: Array) -> Array:
   with an index payload, so the payload rides in the low 32 bits of a single
   uint64 key. Unique keys make the order stable by construction.
   """
+  return _sorted_low(high, low).astype(jnp.int32)
+
+
+def _sorted_low(high: Array, low: Array) -> Array:
+  """The low 32 bits (uint32) of the sorted keys `high << 32 | low`."""
   key = (high.astype(jnp.uint64) << 32) | low.astype(jnp.uint64)
-  return (jnp.sort(key) & jnp.uint64(0xFFFFFFFF)).astype(jnp.int32)
+  return (jnp.sort(key) & jnp.uint64(0xFFFFFFFF)).astype(jnp.uint32)
+
+
+# murmur3's 32-bit finaliser and its inverse: a bijection of uint32 with
+# full avalanche (every input bit flips each output bit with probability
+# about 1/2). The inverse undoes each step: the xor-shifts by >= 16 are
+# their own inverse, x ^ x >> 13 is undone by x ^ x >> 13 ^ x >> 26, and the
+# odd multipliers have inverses mod 2^32.
+_M1, _M2 = 0x85EBCA6B, 0xC2B2AE35
+_M1_INV, _M2_INV = pow(_M1, -1, 2**32), pow(_M2, -1, 2**32)
+
+
+def _fmix32(h: Array) -> Array:
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(_M1)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(_M2)
+  return h ^ (h >> 16)
+
+
+def _fmix32_inv(h: Array) -> Array:
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(_M2_INV)
+  h = h ^ (h >> 13) ^ (h >> 26)
+  h = h * jnp.uint32(_M1_INV)
+  return h ^ (h >> 16)
+
+
+def _tie_round_keys(tie_seed: Array) -> tuple[Array, Array]:
+  """Two 32-bit round keys from the seed (distinct seeds, distinct keys)."""
+  k1 = _fmix32(jnp.asarray(tie_seed).astype(jnp.uint32) ^ jnp.uint32(0x243F6A88))
+  k2 = _fmix32(k1 ^ jnp.uint32(0x85A308D3))
+  return k1, k2
+
+
+def tie_keys(ids: Array, tie_seed: Optional[Array]) -> Array:
+  """The tie-break key of each id: uint32, unique for unique ids.
+
+  `tie_seed=None`: the id itself (ties to the lower id). Otherwise a keyed
+  bijection of the 32-bit id, `fmix32(fmix32(id ^ k1) + k2)` with round
+  keys from the seed (murmur3's finaliser): a seeded pseudo-random order
+  that costs O(N) elementwise work, no permutation and no sort, and that
+  depends only on `(tie_seed, id)`, not on N. `tie_seed` may be traced.
+  `tie_ids` inverts it.
+  """
+  ids = jnp.asarray(ids).astype(jnp.uint32)
+  if tie_seed is None:
+    return ids
+  k1, k2 = _tie_round_keys(tie_seed)
+  return _fmix32(_fmix32(ids ^ k1) + k2)
+
+
+def tie_ids(keys: Array, tie_seed: Optional[Array]) -> Array:
+  """The ids of tie keys: the inverse of `tie_keys`, int32."""
+  keys = jnp.asarray(keys).astype(jnp.uint32)
+  if tie_seed is None:
+    return keys.astype(jnp.int32)
+  k1, k2 = _tie_round_keys(tie_seed)
+  return ((_fmix32_inv(_fmix32_inv(keys) - k2)) ^ k1).astype(jnp.int32)
 
 
 def tie_ranks(num_examples: int, tie_seed: Optional[Array]) -> Array:
-  """The tie-break key of each id: unique int32 `[N]` in `[0, N)`.
+  """The rank of each id in the tie order: a permutation int32 `[N]`.
 
-  `tie_seed=None`: the id itself (ties to the lower id). Otherwise the
-  position of each id in `jax.random.permutation(key(tie_seed), N)`, a
-  seeded random order; `tie_seed` may be traced.
+  For inspection and tests (the selector sorts by `tie_keys` directly).
+  `tie_seed=None`: the id itself (ties to the lower id).
   """
   idx = jnp.arange(num_examples, dtype=jnp.int32)
   if tie_seed is None:
     return idx
-  perm = jax.random.permutation(jax.random.key(tie_seed), num_examples)
-  return jnp.zeros(num_examples, jnp.int32).at[perm].set(idx)
+  order = jnp.argsort(tie_keys(idx, tie_seed))
+  return jnp.zeros(num_examples, jnp.int32).at[order].set(idx)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "class_balanced"))
@@ -144,28 +213,33 @@ def _select_core(scores, labels, quotas, total, eligible, priority, tie_seed,
                  *, num_classes, class_balanced):
   n = scores.shape[0]
   idx = jnp.arange(n, dtype=jnp.int32)
-  # 1) Global rank by descending score, ties by the tie key (a seeded random
-  # rank, or the id). -0.0 becomes 0.0 so that the two zeros tie (their bit
-  # patterns differ). The low 32 bits carry the tie key, unique, and map
-  # back to the id through its inverse.
+  # 1) Global rank by descending score, ties by the tie key (a seeded
+  # keyed hash of the id, or the id). -0.0 becomes 0.0 so that the two
+  # zeros tie (their bit patterns differ). The low 32 bits carry the tie
+  # key, unique, and map back to the id through its inverse.
+  # NaN (possible only when traced) ranks last, with -inf.
   neg = jnp.where(scores == 0, 0.0, -scores.astype(jnp.float32))
-  tie = tie_ranks(n, tie_seed)
-  id_of_tie = jnp.zeros(n, jnp.int32).at[tie].set(idx)
-  order = id_of_tie[_argsort_packed(sortable_u32(neg), tie)]
-  rank = jnp.zeros(n, jnp.int32).at[order].set(idx)
+  neg = jnp.where(jnp.isnan(neg), jnp.inf, neg)
+  order = tie_ids(_sorted_low(sortable_u32(neg), tie_keys(idx, tie_seed)),
+                  tie_seed)
   # 2) Regroup: priority before the rest before ineligible; and, when
-  # class-balanced, by class first. The rank keeps score order and ties.
+  # class-balanced, by class first. The group key is gathered into score
+  # order, and the low 32 bits carry the position in that order, so the
+  # sort keeps score order and ties (gathers, no inverse-permutation
+  # scatter).
   group = jnp.where(eligible, jnp.where(priority, 0, 1), 2).astype(jnp.uint32)
   high = group
   if class_balanced:
     high = (labels.astype(jnp.uint32) << 2) | group
-  sorted_rank = _argsort_packed(high, rank)
-  order = order[sorted_rank]
+  key = jnp.sort((high[order].astype(jnp.uint64) << 32)
+                 | idx.astype(jnp.uint64))
+  order = order[(key & jnp.uint64(0xFFFFFFFF)).astype(jnp.int32)]
   if class_balanced:
-    labels = labels.astype(jnp.int32)
-    sizes = jnp.bincount(labels, length=num_classes)
-    starts = jnp.cumsum(sizes) - sizes
-    sorted_labels = labels[order]
+    # Labels ascend in the sorted keys: each class's first position by a
+    # binary search instead of a bincount over N.
+    sorted_labels = (key >> 34).astype(jnp.int32)
+    starts = jnp.searchsorted(sorted_labels,
+                              jnp.arange(num_classes, dtype=jnp.int32))
     take = idx - starts[sorted_labels] < quotas.astype(jnp.int32)[sorted_labels]
   else:
     take = idx < jnp.minimum(total, jnp.sum(eligible))
@@ -179,8 +253,9 @@ def _quotas_in_jit(labels: Array, num_classes: int, total: int) -> Array:
   `floor(total * n_c / N)`, and the leftover goes one each to the largest
   remainders, ties to the lower class id.
   """
-  sizes = jnp.bincount(labels.astype(jnp.int32), length=num_classes
-                       ).astype(jnp.int64)
+  # Labels equal to num_classes (ineligible rows) are counted apart.
+  sizes = jnp.bincount(labels.astype(jnp.int32), length=num_classes + 1
+                       )[:num_classes].astype(jnp.int64)
   n = jnp.maximum(jnp.sum(sizes), 1)
   prod = jnp.int64(total) * sizes
   base = prod // n
@@ -191,11 +266,92 @@ def _quotas_in_jit(labels: Array, num_classes: int, total: int) -> Array:
   order = _argsort_packed(jnp.max(rem) - rem, cls)
   extra = jnp.zeros(num_classes, jnp.int64).at[order].set(
       (jnp.arange(num_classes) < leftover).astype(jnp.int64))
-  return (base + extra).astype(jnp.int32)
+  # At most the class size: only binds when labels outside [0, C) left
+  # fewer labelled rows than the budget.
+  return jnp.minimum(base + extra, sizes).astype(jnp.int32)
+
+
+def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
+                        num_classes: Any, quotas: Any = None,
+                        total: Any = None, eligible: Any = None,
+                        priority: Any = None, tie_seed: Any = None,
+                        class_balanced: bool = True) -> None:
+  """`select_mask`'s checks: shapes and dtypes at trace time, values (label
+  range, NaN scores, negative quotas) when concrete.
+
+  Raises:
+    ValueError: naming the argument, its shape or value, and what is allowed.
+  """
+  del class_balanced  # Labels are checked in both modes (as on the host).
+  if (isinstance(num_classes, bool)
+      or not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
+    raise ValueError(f"num_classes={num_classes!r} is not allowed: it must "
+                     "be a positive int.")
+  validation.check_rank(scores, "scores", 1, "a 1-D [N] array")
+  dtype = validation.dtype_of(scores)
+  if dtype == np.bool_ or not (np.issubdtype(dtype, np.floating)
+                               or np.issubdtype(dtype, np.integer)):
+    raise ValueError(f"scores has dtype {dtype}; expected a float dtype.")
+  n = np.shape(scores)[0]
+  validation.check_leading(labels, "labels", n, "int [N] like scores")
+  validation.check_integer_dtype(labels, "labels")
+  for name, x in (("eligible", eligible), ("priority", priority)):
+    if x is not None:
+      validation.check_leading(x, name, n, "bool [N] like scores")
+  if quotas is not None:
+    validation.check_leading(quotas, "quotas", num_classes,
+                             "int [C], one quota per class")
+    validation.check_integer_dtype(quotas, "quotas")
+  for name, x in (("total", total), ("tie_seed", tie_seed)):
+    if x is not None:
+      if np.ndim(x) != 0:
+        raise ValueError(f"{name} has shape {np.shape(x)}; expected an int "
+                         "scalar.")
+      validation.check_integer_dtype(x, name)
+  if ratio is not None:
+    validation.check_ratio(ratio)
+  validation.check_index_range(labels, "labels", num_classes,
+                               what="num_classes")
+  if validation.is_concrete(scores):
+    validation.check_scores(scores)
+  if quotas is not None and validation.is_concrete(quotas):
+    q = np.asarray(quotas)
+    if (q < 0).any():
+      raise ValueError(f"quotas[{int(np.argmax(q < 0))}] = {int(q.min())} is "
+                       "not allowed: quotas must be >= 0.")
 
 
 @functools.partial(jax.jit,
                    static_argnames=("ratio", "num_classes", "class_balanced"))
+def _select_mask_jit(scores, labels, ratio, *, num_classes, class_balanced,
+                     quotas, total, eligible, priority, tie_seed):
+  """`select_mask` after its checks (see there)."""
+  n = scores.shape[0]
+  eligible = jnp.ones(n, jnp.bool_) if eligible is None else eligible
+  priority = jnp.zeros(n, jnp.bool_) if priority is None else priority
+  eligible = eligible.astype(jnp.bool_)
+  if class_balanced:
+    # Rows whose label is not a class (possible only when traced: concrete
+    # labels are checked) are never selected and take no class's quota.
+    in_range = (labels >= 0) & (labels < num_classes)
+    eligible = eligible & in_range
+    quota_labels = jnp.where(in_range, labels, num_classes)
+    labels = jnp.where(in_range, labels, 0)
+  with jax.enable_x64(True):
+    if ratio is not None:
+      total = budget(ratio, n)
+      quotas = (_quotas_in_jit(quota_labels, num_classes, total)
+                if class_balanced else jnp.zeros(num_classes, jnp.int32))
+    elif quotas is None:
+      quotas = jnp.zeros(num_classes, jnp.int32)
+    if total is None:
+      total = jnp.sum(quotas)
+    return _select_core(scores, labels, quotas, total, eligible,
+                        priority.astype(jnp.bool_), tie_seed,
+                        num_classes=num_classes,
+                        class_balanced=class_balanced)
+
+
 def select_mask(scores: Array,
                 labels: Array,
                 ratio: Optional[float] = None,
@@ -206,20 +362,31 @@ def select_mask(scores: Array,
                 total: Optional[Array] = None,
                 eligible: Optional[Array] = None,
                 priority: Optional[Array] = None,
-                tie_seed: Optional[Array] = None) -> Array:
+                tie_seed: Optional[Array] = None,
+                candidates: Optional[Array] = None) -> Array:
   """Keeps the highest-scored examples; jitted, and callable inside `jax.jit`.
 
   The budget comes either from a static `ratio` (`floor(ratio * N)` in all,
   split over classes by `class_quotas`; each new ratio compiles once) or from
   traced `quotas [C]` (class-balanced) / `total` (global), which never
-  recompile. Ties follow `tie_ranks(N, tie_seed)`. Two single-key sorts
-  of uint64 keys
-  (64-bit types are enabled inside this function only): one ranks by score,
-  the second groups by class and priority while keeping that rank.
+  recompile. Ties follow `tie_keys(id, tie_seed)`. Two single-key sorts
+  of uint64 keys (64-bit types are enabled inside this function only): one
+  ranks by score, the second groups by class and priority while keeping
+  that rank.
 
-  No input is checked here (values may be traced): `select_mask_host` checks
-  its input on the host first, and handles candidate sets whose classes have
-  fewer eligible examples than their quota.
+  Checks: shapes and dtypes always (also inside your `jax.jit`: `[N, 1]`
+  scores, float labels, quotas not `[C]` are refused at trace time);
+  values when the arrays are concrete (labels outside `[0, C)`, NaN scores,
+  negative quotas). Traced values are not checked, but never wrap: rows
+  with a label outside `[0, C)` are not selected (class-balanced) and NaN
+  scores rank last, with -inf; the checked mode (`checking.checked`)
+  raises on both. `select_mask_host` also handles candidate sets whose
+  classes have fewer eligible examples than their quota.
+
+  Pass large arrays (labels, scores) as arguments of your jitted
+  function, not as closed-over constants: XLA constant-folds the selector
+  over closed-over labels (1.28M labels: a 12 s first call on a CPU
+  against 1.7 s as an argument; `benchmarks/selection_speed.py --closure`).
 
   Args:
     scores: float `[N]`, higher is kept first; must not hold NaN.
@@ -235,29 +402,49 @@ def select_mask(scores: Array,
       globally), whatever the scores (MRMC-R keeps its first stage so).
     tie_seed: optional int scalar (may be traced): ties in a seeded random
       order; None: ties to the lower id.
+    candidates: deprecated, use `select_mask_host(..., candidates=)`.
+      Still works with concrete arrays and a `ratio` (it calls
+      `select_mask_host`, warning); raises under `jax.jit`.
 
   Returns:
     bool `[N]` mask.
+
+  Raises:
+    ValueError: see Checks above; `ratio` and `quotas`/`total` both or
+      neither given; `candidates` with traced arrays.
   """
-  n = scores.shape[0]
+  if candidates is not None:
+    warnings.warn(
+        "select_mask(candidates=) is deprecated and will be removed in the "
+        "next minor version: use select_mask_host(scores, labels, ratio, "
+        "num_classes=..., candidates=...), which caps the class quotas at "
+        "the candidate counts; inside jax.jit pass eligible= with quotas=.",
+        DeprecationWarning, stacklevel=2)
+    if (ratio is None or eligible is not None or quotas is not None
+        or total is not None or not validation.is_concrete(
+            scores, labels, candidates, priority, tie_seed)):
+      raise ValueError(
+          "select_mask(candidates=) needs concrete arrays and a ratio (it "
+          "calls select_mask_host); inside jax.jit pass eligible=candidates "
+          "with quotas= capped at each class's candidate count.")
+    return select_mask_host(
+        scores, labels, ratio, num_classes=num_classes,
+        class_balanced=class_balanced, candidates=candidates,
+        priority=priority,
+        tie_seed=None if tie_seed is None else int(tie_seed))
   if (ratio is None) == (quotas is None and total is None):
     raise ValueError("select_mask needs either a static ratio or traced "
                      "quotas/total, not both and not neither.")
-  eligible = jnp.ones(n, jnp.bool_) if eligible is None else eligible
-  priority = jnp.zeros(n, jnp.bool_) if priority is None else priority
-  with jax.enable_x64(True):
-    if ratio is not None:
-      total = budget(ratio, n)
-      quotas = (_quotas_in_jit(labels, num_classes, total)
-                if class_balanced else jnp.zeros(num_classes, jnp.int32))
-    elif quotas is None:
-      quotas = jnp.zeros(num_classes, jnp.int32)
-    if total is None:
-      total = jnp.sum(quotas)
-    return _select_core(scores, labels, quotas, total,
-                        eligible.astype(jnp.bool_), priority.astype(jnp.bool_),
-                        tie_seed, num_classes=num_classes,
-                        class_balanced=class_balanced)
+  check_select_inputs(scores, labels, ratio, num_classes=num_classes,
+                      quotas=quotas, total=total, eligible=eligible,
+                      priority=priority, tie_seed=tie_seed)
+  if class_balanced:
+    checking.check_index_range(labels, "label", num_classes)
+  checking.check_not_nan(scores, "score")
+  return _select_mask_jit(
+      scores, labels, ratio, num_classes=num_classes,
+      class_balanced=class_balanced, quotas=quotas, total=total,
+      eligible=eligible, priority=priority, tie_seed=tie_seed)
 
 
 def select_mask_host(scores: Array,
@@ -322,8 +509,8 @@ def select_mask_host(scores: Array,
   quotas = class_quotas(labels_np, num_classes, ratio, capacity)
   priority = (jnp.zeros(n, jnp.bool_) if priority is None
               else jnp.asarray(priority, jnp.bool_))
-  return select_mask(
-      jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32),
+  return _select_mask_jit(
+      jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32), None,
       num_classes=num_classes, class_balanced=class_balanced,
       quotas=jnp.asarray(quotas, jnp.int32), total=jnp.int32(budget(ratio, n)),
       eligible=eligible, priority=priority,

@@ -21,9 +21,11 @@ import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mrmc_jax import losses
+from mrmc_jax import validation
 
 Array = jax.Array
 PyTree = Any
@@ -154,6 +156,43 @@ def _optimizer(state: Any, tx: Optional[optax.GradientTransformation]
   return own if tx is None else tx
 
 
+def check_batch(batch: Any, *, need_id: bool = True,
+                fn: str = "make_train_step's step") -> None:
+  """Trace-time checks of a batch's keys, shapes and dtypes.
+
+  The `[B]` arrays `label`, `mask` (and `id`) must share the leading size
+  of `image`; labels and ids are integers, the mask is bool. Values
+  (label and id ranges) are checked later, where C and N are known.
+
+  Raises:
+    ValueError: a missing key (naming the keys the batch has), or an
+      array whose shape or dtype is not the expected one.
+  """
+  if not hasattr(batch, "keys"):
+    raise ValueError(f"{fn} got a batch of type {type(batch).__name__}; "
+                     "expected a dict with 'image', 'label', 'id', 'mask'.")
+  needed = ("image", "label", "mask") + (("id",) if need_id else ())
+  missing = [k for k in needed if k not in batch]
+  if missing:
+    raise ValueError(
+        f"{fn}: the batch has keys {sorted(batch.keys())} but needs "
+        f"{list(needed)}; missing {missing} (rename your pipeline's keys, "
+        "e.g. {'image': x, 'label': y, 'id': ids, 'mask': valid}).")
+  if not np.ndim(batch["image"]):
+    raise ValueError(f"batch['image'] has shape {np.shape(batch['image'])}; "
+                     "expected [B, ...].")
+  b = np.shape(batch["image"])[0]
+  validation.check_leading(batch["label"], "batch['label']", b,
+                           "int [B] class indices")
+  validation.check_integer_dtype(batch["label"], "batch['label']")
+  validation.check_leading(batch["mask"], "batch['mask']", b, "bool [B]")
+  validation.check_mask_dtype(batch["mask"], "batch['mask']")
+  if need_id:
+    validation.check_leading(batch["id"], "batch['id']", b,
+                             "int [B] global example ids")
+    validation.check_integer_dtype(batch["id"], "batch['id']")
+
+
 def make_train_step(
     apply_fn: ApplyFn,
     tx: Optional[optax.GradientTransformation] = None,
@@ -193,10 +232,17 @@ def make_train_step(
     run suffices. `stats` always holds the scalars `train_loss` and
     `train_accuracy` (means over valid rows); with `with_stats` also `[B]`
     arrays `id`, `mask`, `loss`, `correct`, `p_true`, `el2n` (see
-    `losses.per_example_stats`).
+    `losses.per_example_stats`). The step raises `ValueError` when traced
+    on a batch without the keys `image`, `label`, `mask` (and `id`), on
+    `label`/`mask`/`id` not `[B]` (e.g. `[B, 1]`), float labels, 1-D
+    logits or a `loss_fn` output that is not `[B]` (an already-reduced
+    loss); called outside `jax.jit` also on labels outside `[0, C)`. Under
+    `jax.jit` the label range and finite logits are checked by the
+    checked mode (`checking.checked`).
   """
 
   def step(state, batch: Batch, rng: Optional[Array] = None):
+    check_batch(batch, need_id=with_stats)
     optimizer = _optimizer(state, tx)
     mask = batch["mask"]
     variables = _variables(state)
@@ -211,7 +257,11 @@ def make_train_step(
       if loss_fn is None:
         per_ex = losses.per_example_loss(logits, batch["label"], mask)
       else:
-        per_ex = jnp.where(mask, loss_fn(logits, batch["label"]), 0.0)
+        per_ex = loss_fn(logits, batch["label"])
+        losses.check_logits_labels(
+            logits, batch["label"], mask, per_ex,
+            labels_name="batch['label']", loss_name="loss_fn's output")
+        per_ex = jnp.where(mask, per_ex, 0.0)
       return losses.masked_mean(per_ex, mask), (logits, per_ex, new_stats)
 
     grads, (logits, per_ex, new_bs) = jax.grad(objective, has_aux=True)(
@@ -260,6 +310,7 @@ def make_eval_step(
   """
 
   def eval_step(variables, batch):
+    check_batch(batch, fn="make_eval_step's eval_step")
     mask = batch["mask"]
     if with_features:
       (logits, feats), _ = apply_fn(

@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrmc_jax import checking
 from mrmc_jax import sharding
+from mrmc_jax import validation
 
 Array = jax.Array
 Trajectory = dict[str, Array]
@@ -37,6 +39,65 @@ def init_trajectory(num_examples: int,
   return traj
 
 
+def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
+                        fields: bool = True, name: str = "stats") -> None:
+  """Checks `record`'s arguments: shapes and dtypes always (trace time),
+  id and epoch values when concrete; see `record`.
+
+  Args:
+    traj: the trajectory.
+    stats: `[B]` arrays `id`, `mask` and (with `fields`) one per field.
+    epoch: the int scalar epoch.
+    fields: also check the recorded fields; False checks ids and mask only.
+    name: what `stats` is called in messages.
+
+  Raises:
+    ValueError: naming the argument, its shape and the expected one, or
+      the first out-of-range id or epoch.
+  """
+  if not hasattr(traj, "keys") or "visits" not in traj:
+    raise ValueError("traj must be a dict of [N, R] arrays with a 'visits' "
+                     "entry (from init_trajectory).")
+  validation.check_rank(traj["visits"], "traj['visits']", 2, "[N, R]")
+  n, r = traj["visits"].shape
+  if not hasattr(stats, "keys"):
+    raise ValueError(f"{name} has type {type(stats).__name__}; expected a "
+                     "dict of [B] arrays.")
+  needed = ["id", "mask"] + [f for f in traj if f != "visits" and fields]
+  missing = [k for k in needed if k not in stats]
+  if missing:
+    raise ValueError(
+        f"{name} has keys {sorted(stats.keys())} but record needs {needed} "
+        f"(the trajectory's fields, plus id and mask); missing {missing}. "
+        "Use make_train_step(..., with_stats=True), or build the trajectory "
+        "with init_trajectory(n, r, fields=...) of the fields you record.")
+  validation.check_rank(stats["mask"], f"{name}['mask']", 1, "bool [B]")
+  b = stats["mask"].shape[0]
+  validation.check_mask_dtype(stats["mask"], f"{name}['mask']")
+  validation.check_leading(stats["id"], f"{name}['id']", b,
+                           "int [B] global example ids")
+  validation.check_integer_dtype(stats["id"], f"{name}['id']")
+  for f in needed[2:]:
+    # A field may carry trailing axes (e.g. features: traj [N, R, D] and
+    # stats [B, D]); the leading ones must match.
+    shape = tuple(np.shape(traj[f]))
+    if shape[:2] != (n, r):
+      raise ValueError(f"traj[{f!r}] has shape {shape}; expected [N, R, ...] "
+                       f"= {(n, r)} + ... like traj['visits'].")
+    want = (b,) + shape[2:]
+    if tuple(np.shape(stats[f])) != want:
+      raise ValueError(
+          f"{name}[{f!r}] has shape {tuple(np.shape(stats[f]))}; expected "
+          f"[B] + traj's trailing axes = {want}, one value per example.")
+  if np.ndim(epoch) != 0:
+    raise ValueError(f"epoch has shape {np.shape(epoch)}; expected an int "
+                     "scalar.")
+  validation.check_integer_dtype(epoch, "epoch")
+  validation.check_index_range(stats["id"], f"{name}['id']", n,
+                               mask=stats["mask"], what="N, traj's rows")
+  validation.check_index_range(epoch, "epoch", r, what="R, traj's columns")
+
+
 def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
            mesh: Optional[sharding.MeshLike] = None) -> Trajectory:
   """Scatters one batch's statistics into column `epoch`, by global id.
@@ -44,6 +105,14 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
   Pure and jit-able; donate `traj` to update it in place. Padding rows
   (`stats["mask"] == False`) are dropped. An example seen twice in the same
   epoch keeps its last value and counts two visits.
+
+  Checks. Shapes and dtypes are checked at trace time (`[B, 1]` ids, a
+  missing field, a float epoch are refused). Called outside `jax.jit`, an
+  id outside `[0, N)` on a real row or an epoch outside `[0, R)` is
+  refused. Under `jax.jit` such rows (negative ones included) are dropped
+  like padding, never wrapped around: they count no visit, so
+  `check_visits` reports the ids that were missed. The checked mode
+  (`checking.checked`) raises on them instead.
 
   With the batch sharded over a mesh, pass `mesh` (and call this inside the
   same jitted function as the train step, e.g. via `make_recording_step`):
@@ -63,20 +132,30 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
 
   Returns:
     The updated trajectory.
+
+  Raises:
+    ValueError: see Checks above.
   """
+  check_record_inputs(traj, stats, epoch)
+  n, r = traj["visits"].shape
+  checking.check_index_range(stats["id"], "id", n, mask=stats["mask"])
+  checking.check_index_range(epoch, "epoch", r)
   if mesh is not None:
     keep = set(traj) | {"id", "mask"}
     stats = sharding.all_gather({k: v for k, v in stats.items() if k in keep},
                                 mesh)
-  n = traj["visits"].shape[0]
-  # Out-of-range rows are dropped by the scatter; padding is sent there.
-  rows = jnp.where(stats["mask"], stats["id"], n)
+  # Padding and out-of-range ids go to row n, out-of-range epochs to
+  # column r: both past the end, where the scatter drops them. A negative
+  # index would otherwise wrap around to the last row or column.
+  ids = stats["id"]
+  rows = jnp.where(stats["mask"] & (ids >= 0) & (ids < n), ids, n)
+  col = jnp.where((epoch >= 0) & (epoch < r), epoch, r)
   out = {}
   for f, arr in traj.items():
     if f == "visits":
-      out[f] = arr.at[rows, epoch].add(1, mode="drop")
+      out[f] = arr.at[rows, col].add(1, mode="drop")
     else:
-      out[f] = arr.at[rows, epoch].set(stats[f].astype(arr.dtype), mode="drop")
+      out[f] = arr.at[rows, col].set(stats[f].astype(arr.dtype), mode="drop")
   return out
 
 
@@ -101,9 +180,16 @@ def make_recording_step(
 
   Returns:
     `step(state, traj, batch, epoch, rng=None) -> (state, traj, stats)`.
+    It raises `ValueError` as `record` does; the batch's keys and shapes
+    are checked before the train step runs.
   """
 
   def step(state, traj, batch, epoch, rng=None):
+    if hasattr(batch, "keys") and "id" in batch and "mask" in batch:
+      # Before the (expensive) train step: the ids and the epoch against
+      # the trajectory, at trace time (and by value when concrete).
+      check_record_inputs(traj, {"id": batch["id"], "mask": batch["mask"]},
+                          epoch, fields=False, name="batch")
     if rng is None:
       state, stats = train_step(state, batch)
     else:
@@ -158,4 +244,8 @@ def check_visits(visits: np.ndarray, epochs: Sequence[int] | None = None,
         f"never recorded (first ids {bad['missing'][:5].tolist()}), "
         f"{bad['duplicated'].size} recorded more than once (first ids "
         f"{bad['duplicated'][:5].tolist()}); {len(report)} faulty epochs in "
-        "all. Every example must be recorded exactly once per epoch.")
+        "all. Every example must be recorded exactly once per epoch. Missed "
+        "ids: under jax.jit, record drops rows whose id is outside [0, N) "
+        "or whose epoch is outside [0, R); run the step under "
+        "mrmc_jax.checked(step) to raise on the first such batch. Duplicated "
+        "ids: check the epoch's order (each id once per epoch).")

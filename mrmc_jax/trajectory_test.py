@@ -99,3 +99,14 @@ def test_recording_step_on_8_devices_equals_1_device():
   trajectory.check_visits(out[8]["visits"])
   np.testing.assert_array_equal(out[8]["correct"], out[1]["correct"])
   np.testing.assert_allclose(out[8]["loss"], out[1]["loss"], rtol=1e-5)
+
+
+def test_record_a_field_with_trailing_axes_and_refuse_mismatched_ones():
+  traj = {"value": jnp.zeros((4, 1, 2)), "visits": jnp.zeros((4, 1), jnp.int32)}
+  stats = {"id": jnp.array([3, 1]), "mask": jnp.array([True, True]),
+           "value": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
+  out = jax.jit(trajectory.record)(traj, stats, 0)
+  np.testing.assert_array_equal(out["value"][:, 0],
+                                [[0, 0], [3, 4], [0, 0], [1, 2]])
+  with pytest.raises(ValueError, match=r"stats\['value'\] has shape \(2, 3\)"):
+    trajectory.record(traj, {**stats, "value": jnp.ones((2, 3))}, 0)

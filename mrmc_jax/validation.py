@@ -81,3 +81,73 @@ def check_int(value: Any, name: str, minimum: int = 1) -> None:
 def check_seed(seed: Any, name: str = "seed") -> None:
   """Checks an int seed >= 0 (a `jax.random.key` or numpy seed)."""
   check_int(seed, name, minimum=0)
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+  return tuple(np.shape(x))
+
+
+def dtype_of(x: Any) -> np.dtype:
+  """The dtype of an array, tracer, or Python/numpy value."""
+  dtype = getattr(x, "dtype", None)
+  return np.dtype(dtype if dtype is not None else np.asarray(x).dtype)
+
+
+def check_rank(x: Any, name: str, ndim: int, expected: str) -> None:
+  """Checks `x` has `ndim` dimensions; `expected` describes the shape."""
+  if np.ndim(x) != ndim:
+    raise ValueError(f"{name} has shape {_shape(x)}; expected {expected}.")
+
+
+def check_leading(x: Any, name: str, length: int, expected: str) -> None:
+  """Checks `x` is 1-D of `length` rows; `expected` describes the shape."""
+  if _shape(x) != (length,):
+    raise ValueError(f"{name} has shape {_shape(x)}; expected {expected} = "
+                     f"({length},).")
+
+
+def check_integer_dtype(x: Any, name: str) -> None:
+  """Checks `x` holds integers (class labels, ids, epochs), not floats."""
+  dtype = dtype_of(x)
+  if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+    raise ValueError(f"{name} has dtype {dtype}; expected an integer dtype.")
+
+
+def check_float_dtype(x: Any, name: str) -> None:
+  """Checks `x` holds real floats."""
+  dtype = dtype_of(x)
+  if not np.issubdtype(dtype, np.floating):
+    raise ValueError(f"{name} has dtype {dtype}; expected a float dtype.")
+
+
+def check_mask_dtype(x: Any, name: str = "mask") -> None:
+  """Checks a padding mask is bool (True = a real row)."""
+  dtype = dtype_of(x)
+  if dtype != np.bool_:
+    raise ValueError(f"{name} has dtype {dtype}; expected bool (True = a real "
+                     "row, False = padding).")
+
+
+def check_index_range(x: Any, name: str, stop: int, *, mask: Any = None,
+                      what: str = "") -> None:
+  """Concrete values only: every `x` (where `mask`) lies in `[0, stop)`.
+
+  Args:
+    x: int array of indices (labels, ids, epochs).
+    name: its name in the message.
+    stop: the exclusive upper bound.
+    mask: optional bool array of x's shape; False entries are not checked.
+    what: what `stop` is, for the message (e.g. "num_classes").
+  """
+  if not is_concrete(x, mask) or not np.size(x):
+    return
+  v = np.asarray(x)
+  bad = (v < 0) | (v >= stop)
+  if mask is not None:
+    bad &= np.asarray(mask, bool)
+  if bad.any():
+    i = np.unravel_index(int(np.argmax(bad)), v.shape)
+    at = f"[{', '.join(str(int(k)) for k in i)}]" if v.ndim else ""
+    hint = f" ({what}={stop})" if what else ""
+    raise ValueError(f"{name}{at} = {int(v[i])} is outside [0, {stop}){hint}; "
+                     f"{int(bad.sum())} such entries.")

@@ -1,0 +1,141 @@
+"""Checked mode: value checks inside `jax.jit`, opt-in, via `checkify`.
+
+Under `jax.jit` the library can check shapes and dtypes (they are known at
+trace time) but not values: label, id and epoch ranges, and finiteness,
+depend on the data. The public functions therefore carry
+`checkify.debug_check`s, which compile to nothing in an ordinary `jax.jit`
+and become real checks when the function runs under `checked`:
+
+    step = jax.jit(mj.make_recording_step(mj.make_train_step(apply_fn)))
+    debug_step = mj.checked(step)       # same arguments, same outputs
+    state, traj, stats = debug_step(state, traj, batch, epoch, rng)
+    # -> checkify.JaxRuntimeError (a ValueError) naming the first bad value
+
+What `checked` verifies, in every library function the wrapped function
+calls (`per_example_stats`, `make_train_step`'s step, `record`,
+`make_recording_step`'s step, `select_mask`, `mrmc_scores`): labels in
+`[0, C)`, ids in `[0, N)` and the epoch in `[0, R)` on real (unpadded)
+rows, finite logits and losses, scores without NaN. Each check costs a
+reduction over its inputs plus one host sync per call to read the error,
+so use the checked mode to debug and the plain step for speed.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+from jax.experimental import checkify
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# The error the checked mode raises (a subclass of ValueError).
+CheckError = checkify.JaxRuntimeError
+
+
+def checked(fn: Callable[..., Any],
+            *,
+            errors: frozenset | None = None,
+            jit: bool = True,
+            **jit_kwargs: Any) -> Callable[..., Any]:
+  """Runs `fn` with the library's value checks switched on.
+
+  Args:
+    fn: any function that calls the library, jitted or not (e.g. a jitted
+      recording step).
+    errors: the `checkify` error sets to enable; None (default) means the
+      library's checks (`checkify.user_checks`). Add `checkify.nan_checks` or
+      `checkify.index_checks` to check every operation of your own code too.
+    jit: compile the checked function with `jax.jit` (once per input
+      shape); False runs `checkify` on every call (slow, for debugging
+      tracing itself).
+    **jit_kwargs: passed to `jax.jit` (e.g. `donate_argnums`,
+      `static_argnames`). A donation inside `fn` does not carry over;
+      donated arguments are consumed even by a call that raises.
+
+  Returns:
+    A function with `fn`'s arguments and outputs that raises `CheckError`
+    (`checkify.JaxRuntimeError`, a `ValueError`) with the first failed
+    check's message.
+  """
+  if errors is None:
+    errors = checkify.user_checks
+  inner = checkify.checkify(fn, errors=errors)
+  if jit:
+    inner = jax.jit(inner, **jit_kwargs)
+
+  @functools.wraps(fn)
+  def run(*args, **kwargs):
+    err, out = inner(*args, **kwargs)
+    err.throw()
+    return out
+
+  return run
+
+
+def _traced(*xs: Any) -> bool:
+  """Whether any argument is a tracer. Concrete values are checked on the
+  host by the callers (`validation`); checkify traces its function, so
+  under `checked` the values are tracers and these checks are staged."""
+  return any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _first_bad(bad: Array, values: Array) -> tuple[Array, Array]:
+  """Flat index and value of the first True of `bad`, for messages."""
+  i = jnp.argmax(bad.reshape(-1))
+  return i, values.reshape(-1)[i]
+
+
+def check_index_range(x: Array, name: str, stop: Any, *,
+                      mask: Optional[Array] = None) -> None:
+  """Checked mode: every `x` (where `mask`) lies in `[0, stop)`."""
+  if not _traced(x, mask, stop):
+    return
+  x = jnp.asarray(x)
+  bad = (x < 0) | (x >= stop)
+  if mask is not None:
+    bad = bad & jnp.broadcast_to(mask, bad.shape)
+  i, v = _first_bad(bad, x)
+  checkify.debug_check(
+      ~jnp.any(bad), f"{name} (flat index {{i}}) = {{v}} is outside [0, "
+      f"{{stop}}) on a real row", i=i, v=v, stop=jnp.asarray(stop))
+
+
+def check_finite(x: Array, name: str, *, mask: Optional[Array] = None,
+                 where: Optional[Array] = None) -> None:
+  """Checked mode: every `x` is finite, on the rows where `mask` (`[B]`,
+  broadcast over trailing axes) and the entries where `where` (x's shape)."""
+  if not _traced(x, mask, where):
+    return
+  x = jnp.asarray(x)
+  bad = ~jnp.isfinite(x)
+  if mask is not None:
+    bad = bad & jnp.broadcast_to(
+        jnp.reshape(mask, mask.shape + (1,) * (bad.ndim - mask.ndim)),
+        bad.shape)
+  if where is not None:
+    bad = bad & where
+  i, v = _first_bad(bad, x)
+  checkify.debug_check(
+      ~jnp.any(bad), f"{name} (flat index {{i}}) = {{v}} is not finite",
+      i=i, v=v)
+
+
+def check_not_nan(x: Array, name: str) -> None:
+  """Checked mode: no NaN in `x`."""
+  if not _traced(x):
+    return
+  x = jnp.asarray(x)
+  bad = jnp.isnan(x)
+  i, _ = _first_bad(bad, x)
+  checkify.debug_check(~jnp.any(bad), f"{name} (flat index {{i}}) is NaN",
+                       i=i)
+
+
+def check_all(ok: Array, message: str) -> None:
+  """Checked mode: every entry of the bool array `ok` is True."""
+  if not _traced(ok):
+    return
+  ok = jnp.asarray(ok)
+  i, _ = _first_bad(~ok, ok)
+  checkify.debug_check(jnp.all(ok), f"{message} (flat index {{i}})", i=i)
