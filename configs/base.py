@@ -95,6 +95,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ra_shape = 8.0
   config.selection.ra_form = "conf"
   config.selection.ra_anchor = 0.01
+  # "shuffled": MRMC's scores permuted within each class (the ablation).
+  config.selection.ra_score = "mrmc"
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20

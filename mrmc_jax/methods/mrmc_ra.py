@@ -167,9 +167,41 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
   return mask
 
 
+def shuffle_within_class(scores, labels, seed: int) -> np.ndarray:
+  """MRMC's scores permuted within each class: the same values, no MRMC order.
+
+  The ablation behind `ra_score="shuffled"`: each class keeps its own
+  multiset of scores (so the per-class distribution, the ranks' spread and
+  the anchor's sample size are unchanged), but which example holds which
+  score is a seeded random permutation. The permutation's stream
+  (`default_rng([seed, 1])`) is apart from the sampling's.
+
+  Args:
+    scores: float `[N]`.
+    labels: int `[N]` >= 0.
+    seed: int >= 0.
+
+  Returns:
+    float64 `[N]`.
+  """
+  common.check_ndim(scores, 1, "scores", "[N]")
+  validation.check_seed(seed)
+  validation.check_same_length(scores=scores, labels=labels)
+  s = np.asarray(scores, np.float64)
+  labels = np.asarray(labels)
+  rng = np.random.default_rng([int(seed), 1])
+  out = s.copy()
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    out[idx] = s[idx[rng.permutation(idx.shape[0])]]
+  return out
+
+
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   scores = mrmc.mrmc_from_artefacts(art, opts)
+  if opts.ra_score == "shuffled":
+    scores = shuffle_within_class(scores, labels, opts.seed)
   p_true = common.trajectory_view(art, opts)["p_true"]
   mask = mrmc_ra_select(scores, labels, ratio, num_classes=num_classes,
                         class_balanced=opts.class_balanced, ra_cut=opts.ra_cut,
@@ -181,6 +213,7 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 METHOD = common.Method(
     "mrmc_ra", frozenset({"trajectory"}),
-    ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form", "ra_anchor")
+    ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form", "ra_anchor",
+     "ra_score")
     + mrmc.MRMC_OPTIONS, _select,
     "MRMC score; ratio-dependent top cut, then Beta sampling over its rank")

@@ -59,6 +59,7 @@ class SelectionOptions:
   ra_shape: float = 8.0
   ra_form: str = "conf"
   ra_anchor: float = 0.01
+  ra_score: str = "mrmc"
   seed: int = 0
 
 
@@ -69,6 +70,7 @@ CHOICES = {
     "ccs_score": DIFFICULTY_SCORES,
     "d2_score": DIFFICULTY_SCORES,
     "ra_form": ("beta", "uniform", "top", "conf", "mix"),
+    "ra_score": ("mrmc", "shuffled"),
 }
 
 
