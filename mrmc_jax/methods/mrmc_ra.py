@@ -150,7 +150,7 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     num_anchors = max(10, int(np.ceil(ra_anchor * s.shape[0])))
     top = np.argsort(-s, kind="stable")[:num_anchors]
     a, b = dual.beta_shape(ratio, float(conf[top].mean()), ra_shape)
-    log_pdf = (a - 1.0) * np.log(conf) + (b - 1.0) * np.log1p(-conf)
+    log_pdf = dual.beta_log_density(conf, a, b)
     log_w = np.where(kept, log_pdf + np.log((pos + 1.0) / kept_n), -np.inf)
   else:
     a = 1.0 + (_CONCENTRATION - 2.0) * mode
