@@ -95,7 +95,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ra_shape = 8.0
   config.selection.ra_form = "conf"
   config.selection.ra_anchor = 0.01
-  # "shuffled": MRMC's scores permuted within each class (the ablation).
+  # The ablation: "shuffled" permutes MRMC's scores within each class for
+  # the rank and the anchor, "shuffled_rank" / "shuffled_anchor" for one.
   config.selection.ra_score = "mrmc"
 
   config.train = ml_collections.ConfigDict()

@@ -74,7 +74,7 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
                    class_balanced: bool = True, ra_cut: float = 0.0,
                    ra_shape: float = 8.0, ra_form: str = "conf",
                    confidence=None, ra_anchor: float = 0.01,
-                   seed: int = 0) -> np.ndarray:
+                   anchor_scores=None, seed: int = 0) -> np.ndarray:
   """Cut the top tail, then sample the rest by a ratio-dependent density.
 
   See the module docstring for the rule. The rank u is within class when
@@ -95,6 +95,8 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     ra_anchor: in [0, 1); `conf` only: the anchor is the mean confidence of
       the top `ra_anchor` fraction by score (at least 10 examples); 0 keeps
       DUAL's 10 examples, a noisy statistic (docs/results).
+    anchor_scores: float `[N]`, the scores that pick the anchor's examples
+      (`conf` only); None: `scores`. The ablation `ra_score` sets it apart.
     seed: int >= 0 (ranks of ties, sampling).
 
   Returns:
@@ -145,7 +147,11 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
       raise ValueError("ra_form='conf' needs confidence, a float [N] array "
                        "like scores.")
     conf = np.clip(np.asarray(confidence, np.float64), 1e-6, 1.0 - 1e-6)
-    s = np.asarray(scores, np.float64)
+    s = np.asarray(scores if anchor_scores is None else anchor_scores,
+                   np.float64)
+    if s.shape != np.shape(scores):
+      raise ValueError(f"anchor_scores has shape {s.shape}; it must be "
+                       f"[N={np.shape(scores)[0]}] like scores.")
     common.check_number(ra_anchor, "ra_anchor", 0.0, 1.0, hi_open=True)
     num_anchors = max(10, int(np.ceil(ra_anchor * s.shape[0])))
     top = np.argsort(-s, kind="stable")[:num_anchors]
@@ -200,14 +206,22 @@ def shuffle_within_class(scores, labels, seed: int) -> np.ndarray:
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   scores = mrmc.mrmc_from_artefacts(art, opts)
-  if opts.ra_score == "shuffled":
-    scores = shuffle_within_class(scores, labels, opts.seed)
+  # The ablation: MRMC's scores permuted within each class, for the rank,
+  # the anchor, or both.
+  anchor_scores = scores
+  if opts.ra_score != "mrmc":
+    shuffled = shuffle_within_class(scores, labels, opts.seed)
+    if opts.ra_score in ("shuffled", "shuffled_anchor"):
+      anchor_scores = shuffled
+    if opts.ra_score in ("shuffled", "shuffled_rank"):
+      scores = shuffled
   p_true = common.trajectory_view(art, opts)["p_true"]
   mask = mrmc_ra_select(scores, labels, ratio, num_classes=num_classes,
                         class_balanced=opts.class_balanced, ra_cut=opts.ra_cut,
                         ra_shape=opts.ra_shape, ra_form=opts.ra_form,
                         confidence=p_true[:, opts.skip_epochs:].mean(axis=1),
-                        ra_anchor=opts.ra_anchor, seed=opts.seed)
+                        ra_anchor=opts.ra_anchor,
+                        anchor_scores=anchor_scores, seed=opts.seed)
   return np.asarray(scores, np.float32), np.asarray(mask)
 
 

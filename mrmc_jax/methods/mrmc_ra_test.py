@@ -167,3 +167,11 @@ def test_registry_row_reads_the_shuffled_score():
                            num_classes=3, opts=opts)
   assert m0.sum() == m1.sum() and not np.array_equal(s0, s1)
   np.testing.assert_allclose(np.sort(s0), np.sort(s1))
+  # One part at a time: the rank (stored scores shuffled) or the anchor.
+  s2, m2 = registry.select("mrmc_ra(ra_score=shuffled_rank)", art, labels,
+                           0.3, num_classes=3, opts=opts)
+  s3, m3 = registry.select("mrmc_ra(ra_score=shuffled_anchor)", art, labels,
+                           0.3, num_classes=3, opts=opts)
+  np.testing.assert_array_equal(s2, s1)
+  np.testing.assert_array_equal(s3, s0)
+  assert len({m.tobytes() for m in (m0, m1, m2, m3)}) == 4
