@@ -37,8 +37,9 @@ What departs:
   project's quotas (each class about `ratio` of its examples, largest
   remainders), and the cut never leaves a class below its quota. On a data
   set with equal classes (Fashion-MNIST, CIFAR) the two are the same.
-- Arithmetic: float32 (the reference: float64), an exact kNN (ties to the
-  lower id) where the reference calls scikit-learn.
+- The kNN graph: exact, in float32 (ties to the lower id), where the
+  reference calls scikit-learn; the message passing is in float64, as
+  there.
 `reference_check.d2_reference_mask` is a NumPy port of the recipe; the
 masks are compared in docs/results/reference_check.md.
 """
@@ -298,9 +299,12 @@ SCORE_FLOOR = 1e-7
 
 @jax.jit
 def _d2_forward_core(scores, idx, dist, gamma, floor):
-  s = scores.astype(jnp.float32)
-  return s + jnp.sum(_edge_weights(dist, gamma) * jnp.maximum(s[idx], floor),
-                     axis=1)
+  # float64 (called under enable_x64): the reference's arithmetic. In
+  # float32, an integer score plus its neighbours' small terms rounds to
+  # ties that the greedy then breaks differently.
+  s = scores.astype(jnp.float64)
+  w = _edge_weights(dist.astype(jnp.float64), gamma)
+  return s + jnp.sum(w * jnp.maximum(s[idx], floor), axis=1)
 
 
 def d2_forward_scores(difficulty: Array, graph: Graph, *,
@@ -323,7 +327,7 @@ def d2_forward_scores(difficulty: Array, graph: Graph, *,
     score_floor: >= 0, the floor on the neighbours' scores (0: none).
 
   Returns:
-    float32 `[N]` updated scores.
+    float64 `[N]` updated scores (computed in float64, as the reference).
   """
   common.check_ndim(difficulty, 1, "difficulty", "[N]")
   common.check_finite(difficulty, "difficulty")
@@ -331,9 +335,11 @@ def d2_forward_scores(difficulty: Array, graph: Graph, *,
   common.check_number(gamma_forward, "gamma_forward", 0.0, np.inf, hi_open=True)
   common.check_number(score_floor, "score_floor", 0.0, np.inf, hi_open=True)
   idx, dist = graph
-  return _d2_forward_core(jnp.asarray(difficulty), jnp.asarray(idx, jnp.int32),
-                          jnp.asarray(dist, jnp.float32),
-                          jnp.float32(gamma_forward), jnp.float32(score_floor))
+  with jax.enable_x64(True):
+    return np.asarray(_d2_forward_core(
+        jnp.asarray(np.asarray(difficulty, np.float64)),
+        jnp.asarray(idx, jnp.int32), jnp.asarray(dist, jnp.float32),
+        jnp.float64(gamma_forward), jnp.float64(score_floor)))
 
 
 def _block_size(n: int, k: int) -> int:
@@ -349,11 +355,11 @@ def _d2_greedy_core(scores, groups, quotas, idx, weights, *, num_groups,
   n, k = idx.shape
   nb = -(-n // block)
   pad = nb * block - n
-  neg_inf = jnp.float32(-jnp.inf)
+  neg_inf = jnp.asarray(-jnp.inf, scores.dtype)
   groups = jnp.pad(groups.astype(jnp.int32), (0, pad), constant_values=-1)
   # A group that needs nothing is closed from the start; -inf is never picked
   # and stays -inf under finite updates.
-  s = jnp.pad(scores.astype(jnp.float32), (0, pad), constant_values=-jnp.inf)
+  s = jnp.pad(scores, (0, pad), constant_values=-jnp.inf)
   s = jnp.where((groups >= 0) & (quotas[jnp.maximum(groups, 0)] > 0), s,
                 neg_inf)
   base = jnp.arange(nb, dtype=jnp.int32) * block
@@ -442,13 +448,16 @@ def d2_greedy_order(scores: Array,
                      f"in [0, group size] (sizes {sizes.tolist()}).")
   idx, dist = graph
   k = np.shape(idx)[1]
-  weights = _edge_weights(jnp.asarray(dist, jnp.float32),
-                          jnp.float32(gamma_reverse))
-  return _d2_greedy_core(jnp.asarray(scores), jnp.asarray(groups),
-                         jnp.asarray(quotas, jnp.int32),
-                         jnp.asarray(idx, jnp.int32), weights,
-                         num_groups=int(quotas.shape[0]),
-                         block=_block_size(n, k))
+  # In float64, as the reference (see _d2_forward_core).
+  with jax.enable_x64(True):
+    weights = _edge_weights(jnp.asarray(dist, jnp.float32).astype(jnp.float64),
+                            jnp.float64(gamma_reverse))
+    order = _d2_greedy_core(
+        jnp.asarray(np.asarray(scores, np.float64)),
+        jnp.asarray(np.asarray(groups), jnp.int32),
+        jnp.asarray(quotas, jnp.int32), jnp.asarray(idx, jnp.int32), weights,
+        num_groups=int(quotas.shape[0]), block=_block_size(n, k))
+    return np.asarray(order, np.int32)
 
 
 def d2_select(features: Array,

@@ -230,4 +230,5 @@ METHOD = common.Method(
     ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form", "ra_anchor",
      "ra_score")
     + mrmc.MRMC_OPTIONS, _select,
-    "MRMC score; ratio-dependent top cut, then Beta sampling over its rank")
+    "samples by a Beta density over mean p_true, its location set by the "
+    "ratio and the confidence of MRMC's top 1%, times MRMC's class rank")
