@@ -35,8 +35,9 @@ What departs:
 - The per-class budget: the reference splits `int(ratio * N)` equally over
   the classes left after the cut (`bin_allocate`, uniform); we keep the
   project's quotas (each class about `ratio` of its examples, largest
-  remainders), and the cut never leaves a class below its quota. On a data
-  set with equal classes (Fashion-MNIST, CIFAR) the two are the same.
+  remainders), and the cut never leaves a class below its quota. With
+  equal classes (Fashion-MNIST, CIFAR) the two agree unless the cut leaves
+  a class below its share (Fashion-MNIST at ratio 0.7: the shirts).
 - The kNN graph: exact, in float32 (ties to the lower id), where the
   reference calls scikit-learn; the message passing is in float64, as
   there.
