@@ -98,7 +98,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ra_form = "conf"
   config.selection.ra_anchor = 0.01
   # The ablation: "shuffled" permutes MRMC's scores within each class for
-  # the rank and the anchor, "shuffled_rank" / "shuffled_anchor" for one.
+  # the rank and the anchor, "shuffled_rank" / "shuffled_anchor" for one;
+  # "none" uses no MRMC input (anchor fixed at 0.5, no rank factor).
   config.selection.ra_score = "mrmc"
 
   config.train = ml_collections.ConfigDict()

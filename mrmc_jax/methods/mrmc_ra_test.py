@@ -175,3 +175,11 @@ def test_registry_row_reads_the_shuffled_score():
   np.testing.assert_array_equal(s2, s1)
   np.testing.assert_array_equal(s3, s0)
   assert len({m.tobytes() for m in (m0, m1, m2, m3)}) == 4
+  # "none": no MRMC input, so any score gives the same mask.
+  _, m4 = registry.select("mrmc_ra(ra_score=none)", art, labels, 0.3,
+                          num_classes=3, opts=opts)
+  art2 = dict(art, loss=art["loss"][::-1].copy())
+  _, m5 = registry.select("mrmc_ra(ra_score=none)", art2, labels, 0.3,
+                          num_classes=3, opts=opts)
+  np.testing.assert_array_equal(m4, m5)
+  assert not np.array_equal(m4, m0)

@@ -71,7 +71,8 @@ CHOICES = {
     "ccs_score": DIFFICULTY_SCORES,
     "d2_score": DIFFICULTY_SCORES,
     "ra_form": ("beta", "uniform", "top", "conf", "mix"),
-    "ra_score": ("mrmc", "shuffled", "shuffled_rank", "shuffled_anchor"),
+    "ra_score": ("mrmc", "shuffled", "shuffled_rank", "shuffled_anchor",
+                 "none"),
 }
 
 
