@@ -8,9 +8,15 @@ Reads the comparison workdirs of
       --config.compare.seeds=0,1,2 "--config.compare.methods=\
   mrmc_ra(ra_score=shuffled),mrmc_ra,random,mrmc_ra(ra_score=shuffled_rank),\
   mrmc_ra(ra_score=shuffled_anchor)"
+    python experiments/compare.py --config=configs/$ds.py \
+      --workdir=runs/ra_none/$ds --config.compare.ratios=0.3,0.1 \
+      --config.compare.seeds=0,1,2 "--config.compare.methods=\
+  mrmc_ra(ra_score=none)"
   done
 
-copies each `results.csv` to `<ds>/ra_ablation.csv` and prints, per data set
+(the control `ra_score=none` ran later, in its own workdir, on bitwise the
+same warm-ups), writes both `results.csv` to `<ds>/ra_ablation.csv` and
+prints, per data set
 and ratio, test accuracy (mean ± std over seeds) and the paired difference
 to `mrmc_ra` (same seed, same warm-up and initialisation; mean ± std of the
 per-seed differences).
@@ -20,7 +26,6 @@ per-seed differences).
 
 import csv
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -29,13 +34,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = "mrmc_ra"
 ORDER = (BASE, "mrmc_ra(ra_score=shuffled)",
          "mrmc_ra(ra_score=shuffled_anchor)",
-         "mrmc_ra(ra_score=shuffled_rank)", "random")
+         "mrmc_ra(ra_score=shuffled_rank)", "mrmc_ra(ra_score=none)",
+         "random")
 RATIOS = (0.3, 0.1)
 
 
-def table(path: str) -> str:
-  with open(path) as f:
-    rows = list(csv.DictReader(f))
+def table(rows: list[dict[str, str]]) -> str:
   acc = {}
   for r in rows:
     acc[(r["method"], float(r["ratio"]), int(r["seed"]))] = (
@@ -66,12 +70,21 @@ def table(path: str) -> str:
 
 def main(runs: str) -> None:
   for ds in ("fashion_mnist", "mnist"):
-    src = os.path.join(runs, "ra_ablation", ds, "results.csv")
-    if not os.path.exists(src):
-      print(f"{ds}: no results at {src}")
+    rows = []
+    for grid in ("ra_ablation", "ra_none"):
+      src = os.path.join(runs, grid, ds, "results.csv")
+      if os.path.exists(src):
+        with open(src) as f:
+          rows += list(csv.DictReader(f))
+    if not rows:
+      print(f"{ds}: no results under {runs}")
       continue
-    shutil.copyfile(src, os.path.join(HERE, ds, "ra_ablation.csv"))
-    print(f"### {ds}\n\n{table(src)}\n")
+    with open(os.path.join(HERE, ds, "ra_ablation.csv"), "w",
+              newline="") as f:
+      w = csv.DictWriter(f, fieldnames=list(rows[0]))
+      w.writeheader()
+      w.writerows(rows)
+    print(f"### {ds}\n\n{table(rows)}\n")
 
 
 if __name__ == "__main__":
