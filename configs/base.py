@@ -25,7 +25,8 @@ Fields (the interface users and scripts rely on; see README.md):
   selection.rho / gamma / score_scale / proxy_*: MRMC-R.
   selection.ra_cut / ra_shape / ra_form: ratio-aware MRMC (mrmc_ra).
   selection.dual_window / dual_c_d: DUAL; selection.d2_mis_ratio: D2's
-    pre-step that drops the hardest examples (lowest mean p_true).
+    pre-step that drops the hardest examples (lowest mean p_true) of the
+    whole set (of each class with selection.d2_mis_per_class).
   train.*: optimiser and schedule for warm-up and core-set training;
     train.schedule: cosine, constant or warmup_cosine (with
     train.lr_warmup_epochs > 0 epochs of linear warm-up).
@@ -83,11 +84,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ccs_beta = 0.1
   config.selection.ccs_strata = 50
   config.selection.ccs_score = "forgetting"
-  config.selection.d2_k = 10
+  config.selection.d2_k = 5
   config.selection.d2_gamma = 1.0
   config.selection.d2_gamma_reverse = 0.1
   config.selection.d2_score = "forgetting"
   config.selection.d2_mis_ratio = 0.1
+  config.selection.d2_mis_per_class = False
   config.selection.dual_window = 10
   config.selection.dual_c_d = 4.0
   # mrmc_ra's knobs, chosen on a validation split (docs/results/).
@@ -95,6 +97,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.selection.ra_shape = 8.0
   config.selection.ra_form = "conf"
   config.selection.ra_anchor = 0.01
+  # The ablation: "shuffled" permutes MRMC's scores within each class for
+  # the rank and the anchor, "shuffled_rank" / "shuffled_anchor" for one;
+  # "none" uses no MRMC input (anchor fixed at 0.5, no rank factor).
+  config.selection.ra_score = "mrmc"
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 20

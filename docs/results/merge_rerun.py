@@ -8,6 +8,11 @@ others, and rewrites `<ds>/results.md`. It also writes `<ds>/validation.md`
 from the validation-split ablation workdirs.
 
   python docs/results/merge_rerun.py [runs] [--validation-only]
+  python docs/results/merge_rerun.py [runs] --issue20
+
+`--issue20` merges only the DUAL and D2 reruns of issue 20 (density over
+the windowed mean; D2's floor, cut over the whole set and k = 5) from
+`runs/peers_rerun/<ds>` (run_all.sh, `ROUND=issue20`).
 """
 
 import csv
@@ -70,13 +75,25 @@ def table(rs, specs, ratios, mean_col=True, expect_n=3):
   return "\n".join(lines) + "\n"
 
 
-def merge(ds):
+ISSUE12_NOTE = ("Rerun in this round (seeded ties, new or fixed methods): "
+                "{rerun}; the other rows are the earlier grid's, whose "
+                "core-sets the tie change left identical.")
+ISSUE20_NOTE = ("Rerun in issue 20 (DUAL's density over the windowed mean, "
+                "D2 as its reference: floor, cut over the whole set, k = 5): "
+                "{rerun}. forgetting, mrmc_ra and its first choice are issue "
+                "12's reruns; the other rows are the earlier grid's.")
+
+
+def merge(ds, issue20=False):
   out = os.path.join(HERE, ds)
   old = rows(os.path.join(out, "results.csv"))
   new = []
-  for sub in ("", "_ra", "_ra2"):
-    for r in rows(os.path.join(RUNS, "final", ds + sub, "results.csv")):
-      new.append(dict(r, method=FIRST_RA) if sub == "_ra" else r)
+  if issue20:
+    new = rows(os.path.join(RUNS, "peers_rerun", ds, "results.csv"))
+  else:
+    for sub in ("", "_ra", "_ra2"):
+      for r in rows(os.path.join(RUNS, "final", ds + sub, "results.csv")):
+        new.append(dict(r, method=FIRST_RA) if sub == "_ra" else r)
   if not new:
     return
   rerun = {r["method"] for r in new} - {"random"}
@@ -91,17 +108,16 @@ def merge(ds):
   merged = [o for o in old if o["method"] not in rerun]
   merged += [r for r in new if r["method"] != "random"]
   with open(os.path.join(out, "results.csv"), "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(old[0]))
+    w = csv.DictWriter(f, fieldnames=list(old[0]), extrasaction="ignore")
     w.writeheader()
     w.writerows(merged)
   full = [r for r in merged if r["method"] == "full"]
   m, s, n = stats(full)
   specs = [x for x in ORDER if any(r["method"] == x for r in merged)]
+  note = (ISSUE20_NOTE if issue20 else ISSUE12_NOTE).format(
+      rerun=", ".join(sorted(rerun)))
   text = (f"Test accuracy (%), mean ± std over seeds 0-2; full data "
-          f"{m:.2f} ± {s:.2f}. Rerun in this round (seeded ties, new or "
-          f"fixed methods): {', '.join(sorted(rerun))}; the other rows are "
-          "the earlier grid's, whose core-sets the tie change left "
-          "identical.\n\n" + table(merged, specs, RATIOS))
+          f"{m:.2f} ± {s:.2f}. {note}\n\n" + table(merged, specs, RATIOS))
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(text)
   # The plot of the merged grid (the runner's own plot function).
@@ -159,6 +175,9 @@ if __name__ == "__main__":
   args = [a for a in sys.argv[1:] if not a.startswith("--")]
   RUNS = args[0] if args else RUNS
   for name in ("fashion_mnist", "mnist"):
+    if "--issue20" in sys.argv:
+      merge(name, issue20=True)
+      continue
     validation(name)
     if "--validation-only" not in sys.argv:
       merge(name)

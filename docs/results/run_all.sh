@@ -102,3 +102,35 @@ if [[ "${ROUND:-}" == issue12 ]]; then
   wait
   PYTHONPATH=. $PY docs/results/merge_rerun.py runs
 fi
+
+# --- Peers as their references, mrmc_ra's name: ROUND=issue20 -----------
+# (about 40 minutes of 2 shared cores per data set.) 1) The ablation behind
+# mrmc_ra's name: MRMC's score permuted within each class, for the rank and
+# the anchor together and one at a time, and the no-MRMC control
+# (mrmc_ra_ablation.md; the control was added after the others). 2) DUAL and
+# D2 rerun on the test grid after their fixes (merged into results.csv).
+# 3) The masks against the reference ports (reference_check.md; Fashion-
+# MNIST, seed 0, a warm-up that stores the features).
+RA_ABL="mrmc_ra(ra_score=shuffled),mrmc_ra,random,\
+mrmc_ra(ra_score=shuffled_rank),mrmc_ra(ra_score=shuffled_anchor)"
+if [[ "${ROUND:-}" == issue20 ]]; then
+  for ds in fashion_mnist mnist; do
+    ($PY experiments/compare.py --config=configs/$ds.py \
+       --workdir=runs/ra_ablation/$ds --config.compare.ratios=0.3,0.1 \
+       --config.compare.seeds=0,1,2 "--config.compare.methods=$RA_ABL"
+     $PY experiments/compare.py --config=configs/$ds.py \
+       --workdir=runs/ra_none/$ds --config.compare.ratios=0.3,0.1 \
+       --config.compare.seeds=0,1,2 "--config.compare.methods=mrmc_ra(ra_score=none)"
+     $PY experiments/compare.py --config=configs/$ds.py \
+       --workdir=runs/peers_rerun/$ds --config.compare.methods=dual,d2
+    ) > runs/issue20-$ds.log 2>&1 &
+  done
+  wait
+  $PY experiments/compare.py --config=configs/fashion_mnist.py \
+    --workdir=runs/refcheck/fashion_mnist --config.compare.methods=d2 \
+    --config.compare.ratios=0.1 --config.compare.seeds=0
+  PYTHONPATH=. $PY docs/results/reference_check.py fashion_mnist_idx \
+    runs/refcheck/fashion_mnist 0
+  PYTHONPATH=. $PY docs/results/ra_ablation.py runs
+  PYTHONPATH=. $PY docs/results/merge_rerun.py runs --issue20
+fi

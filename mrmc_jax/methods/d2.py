@@ -9,18 +9,40 @@ undirected (`undirected_graph`), forward message passing
 `selection.budget(ratio, N)`.
 
 The registry row follows the reference code (adymaharana/d2pruning,
-`core/data/sampling.py:GraphDensitySampler`, `core/data/Coreset.py`) in
-what it feeds the procedure: a pre-step drops the hardest `d2_mis_ratio`
-of each class (the reference's `mislabel_mask`; it ranks by AUM, the
-true-class probability minus the largest other one, summed over training,
-which the trajectory does not record: we rank by the mean true-class
-probability, its closest recorded stand-in; the reference's README runs
-`--mis-ratio 0.4` at ratio 0.1, our default `d2_mis_ratio` is 0.1), the
-forgetting score counts never-learned examples as 0 forgetting events (as
-the reference's score file does), and the graph is built on the examples
-that are left. Departure: the reference then splits the scores into
-strata and runs the greedy within each stratum's CCS budget; we run it
-once per class.
+`core/data/sampling.py:GraphDensitySampler`, `core/data/Coreset.py:
+density_sampling`, `selection_mp.py`) in its CIFAR recipe (README:
+`--coreset-mode class --sampling-mode graph --graph-mode sum
+--graph-sampling-mode weighted --n-neighbor 5 --gamma 0.1 --mis-ratio 0.4
+--coreset-key forgetting`). What matches:
+- The pre-step (`mislabel_mask`): drop the hardest `int(mis_ratio * N)`
+  of the whole training set (`drop_hardest`; `d2_mis_per_class=True` cuts
+  each class instead, our option). The kept examples are then ordered
+  hardest first, the reference's order, so that equal scores in the greedy
+  go to the same example as its first-maximum `argmax`.
+- Per class, a kNN graph (k = `d2_k`, default 5 as the recipe) on the kept
+  examples' features, made undirected; forward `s_i + sum_j exp(-d_ij)
+  max(s_j, 1e-7)` (`d2_forward_scores`); greedy picks with `s_j -=
+  exp(-0.1 d_ij) s_i` over the picked node's neighbours
+  (`d2_greedy_order`).
+- The forgetting score counts never-learned examples as 0 events, as the
+  reference's score file does.
+What departs:
+- The hardness of the pre-step: the reference ranks by AUM (the true-class
+  probability minus the largest other one, summed over training), which
+  the trajectory does not record; we rank by the mean true-class
+  probability, its closest recorded stand-in. The recipe cuts 0.4 at ratio
+  0.1; our default `d2_mis_ratio` is 0.1, at every ratio.
+- The per-class budget: the reference splits `int(ratio * N)` equally over
+  the classes left after the cut (`bin_allocate`, uniform); we keep the
+  project's quotas (each class about `ratio` of its examples, largest
+  remainders), and the cut never leaves a class below its quota. With
+  equal classes (Fashion-MNIST, CIFAR) the two agree unless the cut leaves
+  a class below its share (Fashion-MNIST at ratio 0.7: the shirts).
+- The kNN graph: exact, in float32 (ties to the lower id), where the
+  reference calls scikit-learn; the message passing is in float64, as
+  there.
+`reference_check.d2_reference_mask` is a NumPy port of the recipe; the
+masks are compared in docs/results/reference_check.md.
 """
 
 import functools
@@ -271,37 +293,54 @@ def _edge_weights(dist: Array, gamma: float) -> Array:
   return jnp.where(finite, jnp.exp(-gamma * euclid), 0.0)
 
 
+# The reference's floor on a neighbour's score in the forward pass
+# (`max(importance_scores[j], epsilon)`, epsilon = 1e-7).
+SCORE_FLOOR = 1e-7
+
+
 @jax.jit
-def _d2_forward_core(scores, idx, dist, gamma):
-  s = scores.astype(jnp.float32)
-  return s + jnp.sum(_edge_weights(dist, gamma) * s[idx], axis=1)
+def _d2_forward_core(scores, idx, dist, gamma, floor):
+  # float64 (called under enable_x64): the reference's arithmetic. In
+  # float32, an integer score plus its neighbours' small terms rounds to
+  # ties that the greedy then breaks differently.
+  s = scores.astype(jnp.float64)
+  w = _edge_weights(dist.astype(jnp.float64), gamma)
+  return s + jnp.sum(w * jnp.maximum(s[idx], floor), axis=1)
 
 
 def d2_forward_scores(difficulty: Array, graph: Graph, *,
-                      gamma_forward: float = 1.0) -> Array:
-  """D2 forward message passing: `s_i' = s_i + sum_j w_ij s_j`.
+                      gamma_forward: float = 1.0,
+                      score_floor: float = SCORE_FLOOR) -> Array:
+  """D2 forward message passing: `s_i' = s_i + sum_j w_ij max(s_j, floor)`.
 
   `j` runs over the neighbours of i in `graph` and `w_ij = exp(-gamma_forward
   * ||x_i - x_j||)` (`_edge_weights`); this is the reference's "sum" graph
-  mode, whose forward weight is `exp(-distance)` (gamma_forward = 1).
-  Missing edges (inf) weigh 0. `d2_select` passes the undirected graph.
+  mode, whose forward weight is `exp(-distance)` (gamma_forward = 1) and
+  whose neighbour scores are floored at 1e-7, so that examples whose
+  neighbours all score 0 are still ordered by how dense their
+  neighbourhood is (the own term `s_i` is not floored, as there). Missing
+  edges (inf) weigh 0. `d2_select` passes the undirected graph.
 
   Args:
     difficulty: float `[N]` difficulty scores s.
     graph: `(nbr_idx [N, k], nbr_dist [N, k])` from `knn_graph`.
     gamma_forward: >= 0.
+    score_floor: >= 0, the floor on the neighbours' scores (0: none).
 
   Returns:
-    float32 `[N]` updated scores.
+    float64 `[N]` updated scores (computed in float64, as the reference).
   """
   common.check_ndim(difficulty, 1, "difficulty", "[N]")
   common.check_finite(difficulty, "difficulty")
   _check_graph(graph, np.shape(difficulty)[0])
   common.check_number(gamma_forward, "gamma_forward", 0.0, np.inf, hi_open=True)
+  common.check_number(score_floor, "score_floor", 0.0, np.inf, hi_open=True)
   idx, dist = graph
-  return _d2_forward_core(jnp.asarray(difficulty), jnp.asarray(idx, jnp.int32),
-                          jnp.asarray(dist, jnp.float32),
-                          jnp.float32(gamma_forward))
+  with jax.enable_x64(True):
+    return np.asarray(_d2_forward_core(
+        jnp.asarray(np.asarray(difficulty, np.float64)),
+        jnp.asarray(idx, jnp.int32), jnp.asarray(dist, jnp.float32),
+        jnp.float64(gamma_forward), jnp.float64(score_floor)))
 
 
 def _block_size(n: int, k: int) -> int:
@@ -317,11 +356,11 @@ def _d2_greedy_core(scores, groups, quotas, idx, weights, *, num_groups,
   n, k = idx.shape
   nb = -(-n // block)
   pad = nb * block - n
-  neg_inf = jnp.float32(-jnp.inf)
+  neg_inf = jnp.asarray(-jnp.inf, scores.dtype)
   groups = jnp.pad(groups.astype(jnp.int32), (0, pad), constant_values=-1)
   # A group that needs nothing is closed from the start; -inf is never picked
   # and stays -inf under finite updates.
-  s = jnp.pad(scores.astype(jnp.float32), (0, pad), constant_values=-jnp.inf)
+  s = jnp.pad(scores, (0, pad), constant_values=-jnp.inf)
   s = jnp.where((groups >= 0) & (quotas[jnp.maximum(groups, 0)] > 0), s,
                 neg_inf)
   base = jnp.arange(nb, dtype=jnp.int32) * block
@@ -410,13 +449,16 @@ def d2_greedy_order(scores: Array,
                      f"in [0, group size] (sizes {sizes.tolist()}).")
   idx, dist = graph
   k = np.shape(idx)[1]
-  weights = _edge_weights(jnp.asarray(dist, jnp.float32),
-                          jnp.float32(gamma_reverse))
-  return _d2_greedy_core(jnp.asarray(scores), jnp.asarray(groups),
-                         jnp.asarray(quotas, jnp.int32),
-                         jnp.asarray(idx, jnp.int32), weights,
-                         num_groups=int(quotas.shape[0]),
-                         block=_block_size(n, k))
+  # In float64, as the reference (see _d2_forward_core).
+  with jax.enable_x64(True):
+    weights = _edge_weights(jnp.asarray(dist, jnp.float32).astype(jnp.float64),
+                            jnp.float64(gamma_reverse))
+    order = _d2_greedy_core(
+        jnp.asarray(np.asarray(scores, np.float64)),
+        jnp.asarray(np.asarray(groups), jnp.int32),
+        jnp.asarray(quotas, jnp.int32), jnp.asarray(idx, jnp.int32), weights,
+        num_groups=int(quotas.shape[0]), block=_block_size(n, k))
+    return np.asarray(order, np.int32)
 
 
 def d2_select(features: Array,
@@ -426,7 +468,7 @@ def d2_select(features: Array,
               *,
               num_classes: int,
               class_balanced: bool = True,
-              k: int = 10,
+              k: int = 5,
               gamma_forward: float = 1.0,
               gamma_reverse: float = 0.1,
               chunk_size: int = 4096,
@@ -441,10 +483,10 @@ def d2_select(features: Array,
   2. Forward message passing (`d2_forward_scores`).
   3. Greedy selection with reverse message passing (`d2_greedy_order`),
      within each class's quota, or up to the global budget.
-  Defaults follow the reference's CIFAR recipe (forward `exp(-d)`, reverse
-  gamma 0.1, d the Euclidean distance); its hard-example pre-step is the
-  registry row's (module docstring), its score strata are not applied
-  here. The graph depends only on
+  Defaults follow the reference's CIFAR recipe (k = 5, forward `exp(-d)`
+  with neighbour scores floored at 1e-7, reverse gamma 0.1, d the
+  Euclidean distance); its hard-example pre-step is the registry row's
+  (module docstring). The graph depends only on
   the features (and labels), so compute it once with
   `knn_graph(features, k, chunk_size, labels if class_balanced else None)`
   and pass it as `graph` for every ratio.
@@ -498,21 +540,27 @@ def d2_select(features: Array,
 
 def drop_hardest(hardness: Array, labels: Array, ratio: float, *,
                  num_classes: int, class_balanced: bool,
-                 mis_ratio: float, seed: int) -> np.ndarray:
-  """The reference's pre-step: drop the hardest `mis_ratio` of each class.
+                 mis_ratio: float, seed: int,
+                 per_class: bool = False) -> np.ndarray:
+  """The reference's pre-step: drop the hardest `mis_ratio` of the set.
 
-  Per class (or globally) the `floor(mis_ratio * n)` examples with the
-  highest `hardness` are dropped, ties in a seeded random order, but never
-  so many that the class could not fill its quota.
+  The reference (`mislabel_mask`) drops the `int(mis_ratio * N)` hardest
+  examples of the whole training set; with `per_class` the hardest
+  `floor(mis_ratio * n_c)` of each class instead. Ties are in a seeded
+  random order. Unlike the reference, the cut never leaves a quota group
+  (a class with `class_balanced`, else the whole set) with fewer examples
+  than its quota: such a group keeps its easiest, and fewer are dropped.
 
   Args:
     hardness: float `[N]`, higher = harder.
     labels: int `[N]`.
     ratio: the kept fraction in (0, 1] (for the quotas).
     num_classes: C.
-    class_balanced: per class, or over all examples.
+    class_balanced: quotas per class, or one global budget.
     mis_ratio: in [0, 1).
     seed: int >= 0.
+    per_class: cut each class (True) or the whole set (False, the
+      reference).
 
   Returns:
     bool `[N]`: True for the examples that stay.
@@ -522,13 +570,23 @@ def drop_hardest(hardness: Array, labels: Array, ratio: float, *,
   common.check_finite(hardness, "hardness")
   common.check_number(mis_ratio, "mis_ratio", 0.0, 1.0, hi_open=True)
   validation.check_seed(seed)
+  labels = np.asarray(labels, np.int64)
+  h = np.asarray(hardness, np.float64)
+  cut_groups = labels if per_class else np.zeros_like(labels)
+  cut_sizes = np.bincount(cut_groups)
+  n_cut = np.floor(mis_ratio * cut_sizes + 1e-9).astype(np.int64)
+  pos = common.within_group_position(h, cut_groups, seed)
+  candidate = pos >= cut_sizes[cut_groups] - n_cut[cut_groups]
+  # The quota guard: in each quota group drop only its hardest candidates,
+  # at most (size - quota) of them.
   groups, quotas, num_groups = common.group_quotas(
-      np.asarray(labels, np.int64), num_classes, ratio, class_balanced)
+      labels, num_classes, ratio, class_balanced)
   sizes = np.bincount(groups, minlength=num_groups)
-  n_drop = np.minimum(np.floor(mis_ratio * sizes + 1e-9).astype(np.int64),
+  n_drop = np.minimum(np.bincount(groups[candidate], minlength=num_groups),
                       sizes - quotas)
-  pos = common.within_group_position(hardness, groups, seed)
-  return pos < sizes[groups] - n_drop[groups]
+  pos = common.within_group_position(np.where(candidate, h, -np.inf), groups,
+                                     seed)
+  return ~(candidate & (pos >= sizes[groups] - n_drop[groups]))
 
 
 def _select(art, labels, ratio, *, num_classes, opts, cache):
@@ -541,13 +599,21 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
     scores = difficulty_lib.difficulty(opts.d2_score, art, opts)
   cb = opts.class_balanced
   labels = np.asarray(labels)
-  keep = drop_hardest(-np.asarray(traj["p_true"], np.float64).mean(axis=1),
-                      labels, ratio, num_classes=num_classes,
+  # The stand-in for the reference's AUM: the mean true-class probability.
+  easiness = np.asarray(traj["p_true"], np.float64).mean(axis=1)
+  keep = drop_hardest(-easiness, labels, ratio, num_classes=num_classes,
                       class_balanced=cb, mis_ratio=opts.d2_mis_ratio,
-                      seed=opts.seed)
+                      seed=opts.seed, per_class=opts.d2_mis_per_class)
+  # The kept examples in the reference's order, hardest first (ties in a
+  # seeded order): the greedy's ties go to the first in this order.
   kept = np.flatnonzero(keep)
+  order = common.within_group_position(-easiness[kept],
+                                       np.zeros(kept.size, np.int64),
+                                       opts.seed)
+  kept = kept[np.argsort(-order, kind="stable")]
   # The graph depends on the features, k, the class split and the examples
-  # left by the pre-step only: built once for every ratio that keeps them.
+  # left by the pre-step (in this order) only: built once for every ratio
+  # that keeps them.
   cache = {} if cache is None else cache
   key = ("d2_graph", opts.d2_k, cb, hash(kept.tobytes()))
   if key not in cache:
@@ -568,5 +634,6 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 METHOD = common.Method(
     "d2", frozenset({"features", "trajectory"}),
     ("class_balanced", "seed", "d2_score", "d2_k", "d2_gamma",
-     "d2_gamma_reverse", "d2_mis_ratio") + difficulty_lib.OPTIONS, _select,
+     "d2_gamma_reverse", "d2_mis_ratio", "d2_mis_per_class")
+    + difficulty_lib.OPTIONS, _select,
     "kNN message passing on difficulty, greedy reverse passing")

@@ -207,10 +207,46 @@ def test_drop_hardest_per_class_capped_at_quota():
   hardness = np.array([5.0, 1.0, 3.0, 3.0, 0.0, 9.0, 2.0, 1.0])
   labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
   keep = d2.drop_hardest(hardness, labels, 0.5, num_classes=2,
-                         class_balanced=True, mis_ratio=0.25, seed=0)
+                         class_balanced=True, mis_ratio=0.25, seed=0,
+                         per_class=True)
   np.testing.assert_array_equal(keep, [F, T, T, T, T, F, T, T])
   # mis_ratio 0.75 would drop 3 of 4, but ratio 0.5 needs 2 per class.
   keep = d2.drop_hardest(hardness, labels, 0.5, num_classes=2,
-                         class_balanced=True, mis_ratio=0.75, seed=0)
+                         class_balanced=True, mis_ratio=0.75, seed=0,
+                         per_class=True)
   assert keep[:4].sum() == 2 and keep[4:].sum() == 2
   assert keep[1] and keep[4] and keep[7]  # the easiest stay.
+
+
+def test_drop_hardest_over_the_whole_set_is_the_default():
+  # The reference's mislabel_mask: the int(0.25 * 8) = 2 hardest of all
+  # (9.0 and 5.0), whatever their class.
+  hardness = np.array([5.0, 1.0, 3.0, 3.5, 0.0, 9.0, 2.0, 1.0])
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+  keep = d2.drop_hardest(hardness, labels, 0.25, num_classes=2,
+                         class_balanced=True, mis_ratio=0.25, seed=0)
+  np.testing.assert_array_equal(keep, [F, T, T, T, T, F, T, T])
+  # 0.5 of 8 = 4 hardest: 9, 5, 3.5, 3 - three in class 0, whose quota at
+  # ratio 0.5 is 2: it drops only its 2 hardest (5, 3.5), class 1 its one.
+  keep = d2.drop_hardest(hardness, labels, 0.5, num_classes=2,
+                         class_balanced=True, mis_ratio=0.5, seed=0)
+  np.testing.assert_array_equal(keep, [F, T, T, F, T, F, T, T])
+  # Global quota: 8 - 4 = 4 kept >= budget 4, all four dropped.
+  keep = d2.drop_hardest(hardness, labels, 0.5, num_classes=2,
+                         class_balanced=False, mis_ratio=0.5, seed=0)
+  np.testing.assert_array_equal(keep, [F, T, F, F, T, F, T, T])
+
+
+def test_d2_forward_floors_the_neighbour_scores():
+  # Scores 0, 0, 0, 1, 0, 0 on the line graph: node 0's neighbours score 0,
+  # so its forward score is 1e-7 times its edge weights (the reference's
+  # epsilon), not 0; the own term is not floored.
+  s = np.array([0, 0, 0, 1, 0, 0], np.float32)
+  w = lambda d: np.exp(-np.sqrt(d))
+  out = np.asarray(d2.d2_forward_scores(s, (_LINE_IDX, _LINE_DIST)),
+                   np.float64)
+  np.testing.assert_allclose(out[0], 1e-7 * (w(1) + w(9)), rtol=1e-5)
+  np.testing.assert_allclose(out[1], 1e-7 * (w(1) + w(4)), rtol=1e-5)
+  np.testing.assert_allclose(out[4], w(25) * 1 + w(1) * 1e-7, rtol=1e-5)
+  out0 = d2.d2_forward_scores(s, (_LINE_IDX, _LINE_DIST), score_floor=0.0)
+  assert out0[0] == 0 and out0[1] == 0

@@ -51,7 +51,7 @@ def test_dual_select_exact_quotas_seeded_and_weighted():
   other = dual.dual_select(scores, p1, labels, 0.3, num_classes=3, seed=2)
   assert (other != again).any()
   # Global mode, budget exact; the draw follows the density: at ratio 0.1
-  # the kept p1 sit where the Beta density is high.
+  # the kept m sit where the Beta density is high.
   mask = dual.dual_select(scores, p1, labels, 0.1, num_classes=3,
                           class_balanced=False, seed=0)
   assert mask.sum() == selection.budget(0.1, n)
@@ -67,3 +67,33 @@ def test_dual_errors():
                      np.zeros(2, int), 0.5, num_classes=1)
   with pytest.raises(ValueError, match="window=1 is not allowed"):
     dual.dual_scores(np.ones((2, 3)), window=1)
+
+
+def test_registry_row_uses_the_windowed_mean_not_the_first_epoch():
+  from mrmc_jax.methods import options  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  n, r = 500, 5
+  labels = rng.integers(0, 2, n)
+  p = rng.random((n, r)).astype(np.float32)
+  art = {"p_true": p, "loss": rng.random((n, r)),
+         "correct": rng.random((n, r)) > 0.5, "el2n": rng.random((n, r)),
+         "visits": np.ones((n, r))}
+  opts = options.SelectionOptions(dual_window=3)
+  scores, mask = registry.select("dual", art, labels, 0.2, num_classes=2,
+                                 opts=opts)
+  want = dual.dual_select(scores, p.astype(np.float64).mean(axis=1), labels,
+                          0.2, num_classes=2, seed=0)
+  np.testing.assert_array_equal(mask, want)
+  first = dual.dual_select(scores, p[:, 0], labels, 0.2, num_classes=2,
+                           seed=0)
+  assert (first != mask).any()
+
+
+def test_beta_log_density_matches_scipy_up_to_its_constant():
+  x = np.array([0.05, 0.3, 0.7, 0.99])
+  got = dual.beta_log_density(x, 12.0, 4.0)
+  want = stats.beta.logpdf(x, 12.0, 4.0)
+  np.testing.assert_allclose(got - got[0], want - want[0], rtol=1e-10)
+  assert np.isfinite(dual.beta_log_density(np.array([0.0, 1.0]), 15.5, 0.5)
+                     ).all()

@@ -134,3 +134,52 @@ def test_errors():
   with pytest.raises(ValueError, match="ra_cut=2 is not allowed"):
     mrmc_ra.mrmc_ra_select(np.ones(4), np.zeros(4, int), 0.5, num_classes=1,
                            ra_cut=2)
+
+
+def test_shuffle_within_class_keeps_each_class_values_and_is_seeded():
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 3, 90)
+  scores = rng.random(90)
+  a = mrmc_ra.shuffle_within_class(scores, labels, 0)
+  np.testing.assert_array_equal(a, mrmc_ra.shuffle_within_class(scores,
+                                                                labels, 0))
+  assert not np.array_equal(a, mrmc_ra.shuffle_within_class(scores, labels, 1))
+  assert not np.array_equal(a, scores)
+  for c in range(3):
+    np.testing.assert_array_equal(np.sort(a[labels == c]),
+                                  np.sort(scores[labels == c]))
+
+
+def test_registry_row_reads_the_shuffled_score():
+  from mrmc_jax.methods import options  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n, r = 300, 5
+  labels = rng.integers(0, 3, n)
+  loss = np.sort(rng.random((n, r)) * 2 + 0.05, axis=1)[:, ::-1].copy()
+  art = {"loss": loss, "correct": rng.random((n, r)) > 0.5,
+         "p_true": rng.random((n, r)), "el2n": rng.random((n, r)),
+         "visits": np.ones((n, r))}
+  opts = options.SelectionOptions()
+  s0, m0 = registry.select("mrmc_ra", art, labels, 0.3, num_classes=3,
+                           opts=opts)
+  s1, m1 = registry.select("mrmc_ra(ra_score=shuffled)", art, labels, 0.3,
+                           num_classes=3, opts=opts)
+  assert m0.sum() == m1.sum() and not np.array_equal(s0, s1)
+  np.testing.assert_allclose(np.sort(s0), np.sort(s1))
+  # One part at a time: the rank (stored scores shuffled) or the anchor.
+  s2, m2 = registry.select("mrmc_ra(ra_score=shuffled_rank)", art, labels,
+                           0.3, num_classes=3, opts=opts)
+  s3, m3 = registry.select("mrmc_ra(ra_score=shuffled_anchor)", art, labels,
+                           0.3, num_classes=3, opts=opts)
+  np.testing.assert_array_equal(s2, s1)
+  np.testing.assert_array_equal(s3, s0)
+  assert len({m.tobytes() for m in (m0, m1, m2, m3)}) == 4
+  # "none": no MRMC input, so any score gives the same mask.
+  _, m4 = registry.select("mrmc_ra(ra_score=none)", art, labels, 0.3,
+                          num_classes=3, opts=opts)
+  art2 = dict(art, loss=art["loss"][::-1].copy())
+  _, m5 = registry.select("mrmc_ra(ra_score=none)", art2, labels, 0.3,
+                          num_classes=3, opts=opts)
+  np.testing.assert_array_equal(m4, m5)
+  assert not np.array_equal(m4, m0)

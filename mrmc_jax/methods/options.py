@@ -48,17 +48,19 @@ class SelectionOptions:
   ccs_beta: float = 0.1
   ccs_strata: int = 50
   ccs_score: str = "forgetting"
-  d2_k: int = 10
+  d2_k: int = 5
   d2_gamma: float = 1.0
   d2_gamma_reverse: float = 0.1
   d2_score: str = "forgetting"
   d2_mis_ratio: float = 0.1
+  d2_mis_per_class: bool = False
   dual_window: int = 10
   dual_c_d: float = 4.0
   ra_cut: float = 0.0
   ra_shape: float = 8.0
   ra_form: str = "conf"
   ra_anchor: float = 0.01
+  ra_score: str = "mrmc"
   seed: int = 0
 
 
@@ -69,6 +71,8 @@ CHOICES = {
     "ccs_score": DIFFICULTY_SCORES,
     "d2_score": DIFFICULTY_SCORES,
     "ra_form": ("beta", "uniform", "top", "conf", "mix"),
+    "ra_score": ("mrmc", "shuffled", "shuffled_rank", "shuffled_anchor",
+                 "none"),
 }
 
 

@@ -132,7 +132,7 @@ def test_select_reuses_the_cache():
   opts = options.SelectionOptions()
   first = registry.select("d2", art, labels, 0.3, num_classes=3, opts=opts,
                           cache=cache)
-  assert len(cache) == 1 and list(cache)[0][:3] == ("d2_graph", 10, True)
+  assert len(cache) == 1 and list(cache)[0][:3] == ("d2_graph", 5, True)
   again = registry.select("d2", art, labels, 0.3, num_classes=3, opts=opts,
                           cache=cache)
   np.testing.assert_array_equal(first[1], again[1])

@@ -1,0 +1,263 @@
+"""NumPy ports of the DUAL and D2 references' selection, to check ours with.
+
+Each port is written from the reference code's formulas, line by line, in
+float64 NumPy and scikit-learn, and calls nothing of this library, so that
+a mask-for-mask comparison with `dual.py` and `d2.py` tests the library
+against the reference rather than against itself:
+
+- `dual_reference_mask`: behaapyy/dual-pruning, `exp_cifar/
+  importance_evaluation.py:dual` (the score) and `exp_cifar/data_subset.py:
+  beta_sampling` (the sampling; `exp_imagenet/train_imagenet.py` is the
+  same rule).
+- `d2_reference_mask`: adymaharana/d2pruning, `selection_mp.py` with
+  `--coreset-mode class` (the README's CIFAR recipe), `core/data/Coreset.py:
+  mislabel_mask, density_sampling, bin_allocate` and `core/data/
+  sampling.py:GraphDensitySampler` (`compute_graph_density`,
+  `select_batch_`, graph mode `sum`, sampling mode `weighted`).
+
+The reference draws DUAL's sample with `np.random.choice(p=...,
+replace=False)`; the library with Gumbel-top-k, the same law. To compare
+masks under the same randomness, `dual_reference_mask` takes the Gumbel
+noise (`gumbel`) the library draws (`np.random.default_rng(seed).gumbel(N)`,
+`common.sample_by_weight`), or an `rng` for the reference's own draw.
+docs/results/reference_check.py prints the Jaccard indices on a real
+warm-up; docs/results/reference_check.md records them and the departures.
+"""
+
+from typing import Optional
+
+import numpy as np
+from scipy import stats
+from sklearn import neighbors
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+  """`|a & b| / |a | b|` of two bool masks (1.0 when both are empty)."""
+  a = np.asarray(a, bool)
+  b = np.asarray(b, bool)
+  if a.shape != b.shape:
+    raise ValueError(f"masks have shapes {a.shape} and {b.shape}; they must "
+                     "be the same.")
+  union = int((a | b).sum())
+  return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def dual_reference_scores(target_probs: np.ndarray,
+                          window_size: int = 10) -> np.ndarray:
+  """The reference's `dual(preds, window_size)`: float64 `[N]`.
+
+  `mean over i in 0 .. T - J of std_i * 10 * (1 - mean_i)`, std the
+  unbiased (`torch.std`) standard deviation of window i of J epochs.
+
+  Args:
+    target_probs: float `[T, N]` true-class probabilities, epochs first (the
+      reference's layout), T >= window_size.
+    window_size: J >= 2.
+
+  Returns:
+    float64 `[N]`.
+  """
+  tp = np.asarray(target_probs, np.float64)
+  t = tp.shape[0]
+  if window_size < 2 or t < window_size:
+    raise ValueError(f"window_size={window_size} is not allowed with T={t} "
+                     "epochs: the reference needs 2 <= J <= T (it has no "
+                     "window otherwise).")
+  windows = []
+  for i in range(t - window_size + 1):
+    w = tp[i:i + window_size]
+    windows.append(w.std(axis=0, ddof=1) * 10 * (1 - w.mean(axis=0)))
+  return np.stack(windows).mean(axis=0)
+
+
+def dual_reference_mask(target_probs: np.ndarray, score: np.ndarray,
+                        ratio: float, c_d: float = 4.0, *,
+                        gumbel: Optional[np.ndarray] = None,
+                        rng: Optional[np.random.Generator] = None,
+                        clip: Optional[float] = None) -> np.ndarray:
+  """The reference's `beta_sampling(1 - ratio, c_d, target_probs, mask, score)`.
+
+  `pred_mean` is the mean of `target_probs` over its epochs (the reference
+  slices the first 30), `mask = argsort(score)`, the anchor the mean
+  `pred_mean` of `mask[-10:]`, `y_b = 15 (1 - anchor) (1 - prune ** c_d)`,
+  `y_a = 16 - y_b`, `joint = beta.pdf(pred_mean, y_a, y_b) * score`, and
+  `int((1 - prune) * N)` examples drawn without replacement with
+  probability `joint / joint.sum()`.
+
+  Args:
+    target_probs: float `[T, N]`, epochs first.
+    score: float `[N]` >= 0, the DUAL score.
+    ratio: the kept fraction (the reference's `subset_rate`).
+    c_d: the Beta exponent.
+    gumbel: float `[N]` standard Gumbel noise: draw by Gumbel-top-k on
+      `log(joint) + gumbel` (the library's randomness).
+    rng: else, draw with `rng.choice(N, p=..., replace=False)` (the
+      reference's draw, another random stream).
+    clip: if set, clip `pred_mean` to `[clip, 1 - clip]` first (not in the
+      reference; the library's guard against an infinite density).
+
+  Returns:
+    bool `[N]`.
+
+  Raises:
+    ValueError: if the reference's weights are not finite (its sampling
+      fails there too), or if neither gumbel nor rng is given.
+  """
+  tp = np.asarray(target_probs, np.float64)
+  score = np.asarray(score, np.float64)
+  data_length = tp.shape[-1]
+  pred_mean = tp.mean(axis=0)
+  if clip is not None:
+    pred_mean = np.clip(pred_mean, clip, 1 - clip)
+  prune_rate = 1 - ratio
+  subset_n = int((1 - prune_rate) * data_length)
+  mask = np.argsort(score, kind="stable")
+  anchor_mean = pred_mean[mask[-10:]].mean()
+  y_b = 15 * (1 - anchor_mean) * (1 - prune_rate ** c_d)
+  y_a = 16 - y_b
+  joint_p = stats.beta.pdf(pred_mean, y_a, y_b) * score
+  if not np.isfinite(joint_p).all():
+    raise ValueError(f"{int((~np.isfinite(joint_p)).sum())} reference "
+                     "weights are not finite (pred_mean at 0 or 1 with a "
+                     "Beta parameter < 1); pass clip to compare anyway.")
+  p = joint_p / joint_p.sum()
+  if gumbel is not None:
+    with np.errstate(divide="ignore"):
+      keys = np.where(p > 0, np.log(p) + np.asarray(gumbel, np.float64),
+                      -np.inf)
+    remain_id = np.argsort(-keys, kind="stable")[:subset_n]
+  elif rng is not None:
+    remain_id = rng.choice(data_length, p=p, size=subset_n, replace=False)
+  else:
+    raise ValueError("gumbel=None and rng=None is not allowed: pass the "
+                     "noise or a generator.")
+  out = np.zeros(data_length, bool)
+  out[remain_id] = True
+  return out
+
+
+def _bin_allocate_uniform(num: int, bins: np.ndarray) -> np.ndarray:
+  """The reference's `bin_allocate(num, bins, mode='uniform')`."""
+  sorted_index = np.argsort(bins, kind="stable")
+  sort_bins = bins[sorted_index]
+  num_bin = bins.shape[0]
+  rest_exp_num = num
+  budgets = []
+  for i in range(num_bin):
+    if sort_bins[i] == 0:
+      budgets.append(0)
+      continue
+    rest_bins = np.count_nonzero(sort_bins[i:])
+    avg = rest_exp_num // rest_bins
+    cur_num = min(int(sort_bins[i]), int(avg))
+    rest_exp_num -= cur_num
+    budgets.append(cur_num)
+  budgets = np.array(budgets)
+  if budgets.sum() < num:
+    delta = num - budgets.sum()
+    i = 1
+    while delta and i <= num_bin:
+      if budgets[-i] < sort_bins[-i]:
+        budgets[-i] += 1
+        delta -= 1
+      i += 1
+  rst = np.zeros(num_bin, np.int64)
+  rst[sorted_index] = budgets
+  return rst
+
+
+def _graph_density_select(x: np.ndarray, score: np.ndarray, budget: int,
+                          n_neighbor: int, gamma: float,
+                          epsilon: float) -> list[int]:
+  """`GraphDensitySampler(X, importance_scores=score).select_batch_(budget)`.
+
+  Graph mode `sum`, sampling mode `weighted`: for each kNN edge (i, j) of
+  `kneighbors_graph(X, n_neighbor)`, `connect[i, j] = exp(-d) max(s_j, eps)`
+  and `connect[j, i] = exp(-d) max(s_i, eps)`; `density_i = sum_j
+  connect[i, j] + s_i`; then `budget` times: `i = argmax(density)`, its
+  neighbours (`connect[i] > 0`) lose `exp(-gamma d) density_i`, and the
+  picked are set below the minimum.
+  """
+  n = x.shape[0]
+  dist, nbr = neighbors.NearestNeighbors(n_neighbors=n_neighbor).fit(
+      x).kneighbors()
+  rows = np.repeat(np.arange(n), n_neighbor)
+  cols = nbr.ravel()
+  d = dist.ravel().astype(np.float64)
+  # The edges in both directions; a pair found from both ends keeps one
+  # distance (the reference reads both from one symmetric matrix).
+  src = np.concatenate([rows, cols])
+  dst = np.concatenate([cols, rows])
+  dd = np.concatenate([d, d])
+  _, first = np.unique(src * n + dst, return_index=True)
+  src, dst, dd = src[first], dst[first], dd[first]
+  s = np.asarray(score, np.float64)
+  connect = np.exp(-dd) * np.maximum(s[dst], epsilon)
+  density = np.bincount(src, weights=connect, minlength=n) + s
+  order = np.argsort(src, kind="stable")
+  src, dst, dd = src[order], dst[order], dd[order]
+  starts = np.searchsorted(src, np.arange(n + 1))
+  picked = np.zeros(n, bool)
+  batch = []
+  while len(batch) < budget:
+    selected = int(np.argmax(density))
+    lo, hi = starts[selected], starts[selected + 1]
+    nb = dst[lo:hi]
+    density[nb] = density[nb] - np.exp(-dd[lo:hi] * gamma) * density[selected]
+    batch.append(selected)
+    picked[selected] = True
+    density[picked] = density.min() - 1
+  return batch
+
+
+def d2_reference_mask(features: np.ndarray, score: np.ndarray,
+                      margin: np.ndarray, labels: np.ndarray, ratio: float,
+                      *, mis_ratio: float, n_neighbor: int = 5,
+                      gamma: float = 0.1,
+                      epsilon: float = 1e-7) -> np.ndarray:
+  """The reference's D2 recipe (`--coreset-mode class --sampling-mode graph`).
+
+  `mislabel_mask`: sort `margin` ascending (AUM: lowest = hardest) and drop
+  the first `int(mis_ratio * N)`; per class of the rest (in that order), the
+  uniform budget of `int(ratio * N)` (`bin_allocate`) picked by
+  `_graph_density_select`.
+
+  Args:
+    features: float `[N, D]`.
+    score: float `[N]`, the importance (forgetting) score.
+    margin: float `[N]`, the pre-step's key, lowest = hardest (the
+      reference's AUM; pass the stand-in the library uses).
+    labels: int `[N]`.
+    ratio: the kept fraction (`--coreset-ratio`).
+    mis_ratio: `--mis-ratio`.
+    n_neighbor: `--n-neighbor` (the recipe: 5).
+    gamma: `--gamma` of the reverse pass (the recipe: 0.1).
+    epsilon: the floor on neighbour scores (the reference: 1e-7).
+
+  Returns:
+    bool `[N]`.
+  """
+  labels = np.asarray(labels)
+  total_num = labels.shape[0]
+  mis_num = int(mis_ratio * total_num)
+  score_index = np.argsort(np.asarray(margin, np.float64),
+                           kind="stable")[mis_num:]
+  s = np.asarray(score, np.float64)[score_index]
+  targets = labels[score_index]
+  x = np.asarray(features)[score_index]
+  coreset_num = int(ratio * total_num)
+  classes = np.unique(targets)
+  budgets = _bin_allocate_uniform(
+      coreset_num, np.array([(targets == c).sum() for c in classes]))
+  selected = []
+  for c, budget in zip(classes, budgets):
+    idx = np.flatnonzero(targets == c)
+    if budget >= idx.shape[0] or idx.shape[0] <= n_neighbor:
+      picks = list(range(idx.shape[0]))[:budget]
+    else:
+      picks = _graph_density_select(x[idx], s[idx], int(budget), n_neighbor,
+                                    gamma, epsilon)
+    selected.extend(idx[picks].tolist())
+  out = np.zeros(total_num, bool)
+  out[score_index[np.asarray(selected, np.int64)]] = True
+  return out

@@ -1,0 +1,138 @@
+"""The library's DUAL and D2 against NumPy ports of their references."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mrmc_jax.methods import dual
+from mrmc_jax.methods import options
+from mrmc_jax.methods import reference_check as ref
+from mrmc_jax.methods import registry
+from mrmc_jax.methods import scores as scores_lib
+
+
+def _trajectory(n=300, r=12, seed=0):
+  rng = np.random.default_rng(seed)
+  # Per-example learning curves: p rises from low to high at its own speed.
+  speed = rng.uniform(0.05, 1.5, n)[:, None]
+  p = 1 - (1 - rng.uniform(0.02, 0.5, n)[:, None]) * np.exp(
+      -speed * np.arange(r)[None, :])
+  p = np.clip(p + rng.normal(0, 0.08, (n, r)), 0.001, 0.999)
+  return p.astype(np.float32)
+
+
+def test_jaccard():
+  a = np.array([1, 1, 0, 0], bool)
+  assert ref.jaccard(a, a) == 1.0
+  assert ref.jaccard(a, np.array([0, 1, 1, 0], bool)) == pytest.approx(1 / 3)
+  with pytest.raises(ValueError, match="same"):
+    ref.jaccard(a, a[:3])
+
+
+def test_dual_score_equals_the_reference_up_to_its_constant():
+  p = _trajectory()
+  ours = np.asarray(dual.dual_scores(p, window=10), np.float64)
+  theirs = ref.dual_reference_scores(p.T, window_size=10)
+  # torch.std divides by J - 1 and the reference multiplies by 10.
+  np.testing.assert_allclose(theirs, ours * 10 * np.sqrt(10 / 9), rtol=1e-4,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="needs 2 <= J <= T"):
+    ref.dual_reference_scores(p.T[:5], window_size=10)
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3])
+def test_dual_global_mask_equals_the_reference_with_the_same_noise(ratio):
+  p = _trajectory()
+  n = p.shape[0]
+  labels = np.random.default_rng(1).integers(0, 3, n)
+  score = ref.dual_reference_scores(p.T, 10)
+  ours = dual.dual_select(score, p.astype(np.float64).mean(axis=1), labels,
+                          ratio, num_classes=3, class_balanced=False, seed=4)
+  theirs = ref.dual_reference_mask(
+      p.T, score, ratio, gumbel=np.random.default_rng(4).gumbel(size=n))
+  assert ref.jaccard(ours, theirs) == 1.0
+  # The first epoch's probability (the library before) picks others.
+  first = dual.dual_select(score, p[:, 0], labels, ratio, num_classes=3,
+                           class_balanced=False, seed=4)
+  assert ref.jaccard(first, theirs) < 1.0
+
+
+def test_dual_budget_departure_at_ratio_0_1():
+  # int((1 - 0.9) * 300) = 29 in the reference, floor(0.1 * 300) = 30 here:
+  # the reference's 29 are all in ours.
+  p = _trajectory()
+  n = p.shape[0]
+  score = ref.dual_reference_scores(p.T, 10)
+  ours = dual.dual_select(score, p.astype(np.float64).mean(axis=1),
+                          np.zeros(n, int), 0.1, num_classes=1,
+                          class_balanced=False, seed=0)
+  theirs = ref.dual_reference_mask(
+      p.T, score, 0.1, gumbel=np.random.default_rng(0).gumbel(size=n))
+  assert (ours.sum(), theirs.sum()) == (30, 29)
+  assert not (theirs & ~ours).any()
+
+
+def test_dual_reference_draw_and_errors():
+  p = _trajectory(n=100)
+  score = ref.dual_reference_scores(p.T, 10)
+  mask = ref.dual_reference_mask(p.T, score, 0.5,
+                                 rng=np.random.default_rng(0))
+  assert mask.sum() == 50
+  with pytest.raises(ValueError, match="neither|gumbel=None"):
+    ref.dual_reference_mask(p.T, score, 0.5)
+  # pred_mean = 1 with b < 1: the reference's density is infinite there.
+  ones = np.ones_like(p.T)
+  ones[:, 0] = 0.5
+  with pytest.raises(ValueError, match="not finite"):
+    ref.dual_reference_mask(ones, np.ones(100), 0.1, c_d=0.1,
+                            rng=np.random.default_rng(0))
+
+
+def _d2_case(seed=0, per_class=40, classes=3):
+  rng = np.random.default_rng(seed)
+  n = per_class * classes
+  labels = np.repeat(np.arange(classes), per_class)
+  features = (rng.normal(size=(n, 4)) + labels[:, None]).astype(np.float32)
+  r = 6
+  # Forgetting-like: most examples never forget (score 0).
+  correct = np.ones((n, r), bool)
+  flaky = rng.random(n) < 0.4
+  correct[flaky] = rng.random((int(flaky.sum()), r)) > 0.4
+  p_true = rng.uniform(0.05, 1.0, (n, r)).astype(np.float32)
+  art = {"features": features, "correct": correct, "p_true": p_true,
+         "loss": -np.log(p_true), "el2n": 1 - p_true,
+         "visits": np.ones((n, r))}
+  return art, labels
+
+
+@pytest.mark.parametrize("ratio,mis_ratio", [(0.5, 0.1), (0.3, 0.2),
+                                             (0.1, 0.4)])
+def test_d2_mask_equals_the_reference(ratio, mis_ratio):
+  art, labels = _d2_case()
+  opts = dataclasses.replace(options.SelectionOptions(),
+                             d2_mis_ratio=mis_ratio)
+  score, ours = registry.select("d2", art, labels, ratio, num_classes=3,
+                                opts=opts)
+  forgetting = np.asarray(scores_lib.forgetting_scores(
+      art["correct"], never_learned_first=False))
+  np.testing.assert_array_equal(score, forgetting)
+  assert (forgetting == 0).mean() > 0.5
+  theirs = ref.d2_reference_mask(
+      art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
+      labels, ratio, mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
+  assert ours.sum() == theirs.sum()
+  assert ref.jaccard(ours, theirs) == 1.0
+
+
+def test_d2_per_class_cut_departs_from_the_reference():
+  art, labels = _d2_case(seed=2)
+  opts = dataclasses.replace(options.SelectionOptions(), d2_mis_ratio=0.4,
+                             d2_mis_per_class=True)
+  _, ours = registry.select("d2", art, labels, 0.3, num_classes=3, opts=opts)
+  forgetting = np.asarray(scores_lib.forgetting_scores(
+      art["correct"], never_learned_first=False))
+  theirs = ref.d2_reference_mask(
+      art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
+      labels, 0.3, mis_ratio=0.4)
+  assert ref.jaccard(ours, theirs) < 1.0
