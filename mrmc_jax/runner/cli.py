@@ -75,7 +75,9 @@ def _signal_line(signum: int) -> tuple[str, int]:
 def _report(message: str) -> bool:
   """Writes the one `error:` line unless it was written; True if written."""
   with _report_lock:
-    if _state["reported"]:
+    # Only the watcher races the main thread; without it (a test calling
+    # `run` in-process) every call reports.
+    if _state["reported"] and _state["watcher"] is not None:
       return False
     _state["reported"] = True
   line = " ".join(message.split())
@@ -155,7 +157,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(_flag_error(e))
+    _fail(_flag_error(argv, e))
   except (KeyError, AttributeError) as e:
     # A --config.a.b=v override of a field the config does not have.
     _fail(_override_error(argv, e))
@@ -212,11 +214,14 @@ def _config_error(e: BaseException) -> str:
   return str(e).strip().splitlines()[-1]
 
 
-def _flag_error(e: flags.Error) -> str:
+def _flag_error(argv: list[str], e: flags.Error) -> str:
   """One readable line for a flags error (config files load while parsing)."""
   cause = e.__cause__ or e.__context__
   if cause is not None:
     return f"--config: {_config_error(cause)}"
+  if isinstance(e, flags.UnrecognizedFlagError) and str(
+      getattr(e, "flagname", "")).startswith("config."):
+    return _override_error(argv, e)
   return str(e).split("\n")[0]
 
 
