@@ -36,7 +36,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from absl import flags
 from absl import logging
@@ -95,6 +95,32 @@ def _fail(message: str, code: int = USAGE_ERROR):
   sys.exit(code)
 
 
+_TMP_PREFIX = "mrmc-run-"
+
+
+def _remove_stale_tmpdirs() -> None:
+  """Removes the temporary folders of runs that were killed (kill -9)."""
+  root = tempfile.gettempdir()
+  try:
+    names = os.listdir(root)
+  except OSError:
+    return
+  for name in names:
+    pid = name[len(_TMP_PREFIX):].split("-")[0]
+    if not name.startswith(_TMP_PREFIX) or not pid.isdigit():
+      continue
+    try:
+      os.kill(int(pid), 0)
+      continue  # Alive (or another user's): not ours to remove.
+    except ProcessLookupError:
+      pass
+    except OSError:
+      continue
+    path = os.path.join(root, name)
+    if os.path.isdir(path) and os.stat(path).st_uid == os.getuid():
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def _remove_tmpdir() -> None:
   tmp = _state["tmpdir"]
   if tmp:
@@ -140,11 +166,6 @@ def check_interrupt() -> None:
   """Raises `Interrupted` if SIGINT or SIGTERM arrived (cheap: no sync)."""
   if _state["signum"] is not None:
     raise Interrupted(_state["signum"])
-
-
-def pending_signal() -> Optional[int]:
-  """The signal taken by the watcher, or None."""
-  return _state["signum"]
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -251,7 +272,8 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   # folder and never removes them: give the run its own, removed at exit.
   _state["reported"] = False
   old_tmp = os.environ.get("TMPDIR")
-  _state["tmpdir"] = tempfile.mkdtemp(prefix="mrmc-run-")
+  _remove_stale_tmpdirs()
+  _state["tmpdir"] = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
   tempfile.tempdir = _state["tmpdir"]
   os.environ["TMPDIR"] = _state["tmpdir"]
   try:
