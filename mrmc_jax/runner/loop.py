@@ -114,6 +114,7 @@ def _file_hashes(step_dir: str) -> dict[str, str]:
 
 
 def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
+  """The folder of checkpoint `step` (orbax's default step names)."""
   return os.path.join(str(mngr.directory), str(int(step)))
 
 
@@ -337,6 +338,10 @@ def run_epochs(*,
 
   Raises:
     workdir.ConfigMismatchError: the checkpoints are of another stamp.
+    NonFiniteError: a NaN or infinite loss, at the end of its epoch.
+    workdir.CorruptFileError: `metrics.jsonl` is damaged where no
+      checkpoint's copy covers it.
+    cli.Interrupted: SIGINT or SIGTERM, at the next step.
   """
   total = num_epochs * steps_per_epoch if total_steps is None else total_steps
   mngr = checkpoint_manager(checkpoint_dir)
