@@ -9,8 +9,14 @@ the m x m attribution matrix of a probe set, and writes `matrices/`,
 Rerunning with the same workdir resumes; finished settings are not redone.
 """
 
-import os
-import sys
+import signal
+# First: SIGINT/SIGTERM wait for runner/cli.py's watcher, in every thread
+# JAX and TensorFlow start (docs/reliability.md).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+import os  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import sys  # pylint: disable=g-import-not-at-top
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

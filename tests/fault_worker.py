@@ -10,13 +10,21 @@ POINT is `<signal>:<where>`, the signal one of `kill` (SIGKILL), `int`
   * `inside_write:<name>`: inside the atomic write of the workdir file
     `<name>` (e.g. `mask.npy`), once its temporary file holds the data and
     before it is renamed into place.
-main.py itself runs unchanged; only the signal is injected.
+  * `at:<seconds>`: that many seconds after the start (during imports,
+    data loading or compilation), from a timer thread.
+main.py itself runs unchanged; only the signal is injected. The signal is
+sent to the process (`os.kill`), as a terminal or a scheduler sends it.
 """
 
-import os
-import runpy
 import signal
-import sys
+# As main.py does first: the signals wait for the runner's watcher thread.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+import os  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import runpy  # pylint: disable=g-import-not-at-top
+import sys  # pylint: disable=g-import-not-at-top
+import threading  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -30,31 +38,34 @@ def main():
   assert sep == "--", sys.argv
   sig, where, *args = point.split(":")
   signum = SIGNALS[sig]
-  # A process started in the background by a non-interactive shell (as CI
-  # may start pytest) inherits SIGINT ignored, and Python then keeps it
-  # ignored; a terminal's Ctrl-C reaches Python's default handler.
-  signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def fire():
     sys.stdout.flush()
-    # raise_signal signals this thread and runs Python's handler before it
-    # returns, so SIGINT/SIGTERM take effect exactly here. (os.kill may be
-    # handled a few bytecodes later, where a finalizer can swallow it.)
-    signal.raise_signal(signum)
+    os.kill(os.getpid(), signum)
+
+  if where == "at":
+    # Started before anything is imported: the signal may land in imports.
+    timer = threading.Timer(float(args[0]), fire)
+    timer.daemon = True
+    timer.start()
 
   from mrmc_jax.runner import loop  # pylint: disable=g-import-not-at-top
   from mrmc_jax.runner import workdir as wd  # pylint: disable=g-import-not-at-top
 
-  if where in ("inside_checkpoint", "after_checkpoint"):
+  if where == "at":
+    pass
+  elif where in ("inside_checkpoint", "after_checkpoint"):
     stage, epoch = args[0], int(args[1])
     save = loop.save_checkpoint
 
-    def save_checkpoint(mngr, e, tree):
+    def save_checkpoint(mngr, e, tree):  # pylint: disable=function-redefined
       here = os.path.basename(str(mngr.directory)) == stage and e == epoch
       if here and where == "inside_checkpoint":
         import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
         mngr.save(e, args=ocp.args.StandardSave(tree))  # Asynchronous.
         fire()
+        loop.finish_checkpoint(mngr, e)
+        return
       save(mngr, e, tree)
       if here:
         fire()

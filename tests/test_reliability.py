@@ -1,10 +1,14 @@
 """Fault injection: kills, concurrent runs, damaged files and bad input.
 
 What docs/reliability.md promises, tested on the tiny digits config:
-  * kill -9 (and SIGINT, SIGTERM) at stage boundaries and inside checkpoint
-    and file writes: the resumed run selects the same mask and reaches the
-    same accuracy as an uninterrupted one, with exactly one metrics row per
-    epoch; a truncated checkpoint is skipped for the one before it;
+  * kill -9 (and SIGINT, SIGTERM) at stage boundaries, inside checkpoint
+    and file writes, and during start-up: the resumed run selects the same
+    mask and reaches the same accuracy as an uninterrupted one, with exactly
+    one metrics row per epoch (and one TensorBoard point); a truncated or
+    bit-flipped checkpoint is skipped for the one before it; a damaged
+    metrics.jsonl is rebuilt from the checkpoint's copy; no temporary files
+    are left and every file has the umask's mode;
+  * a diverging run (NaN loss) ends with one line before any selection;
   * two runs started together on one workdir: one is refused, the other's
     outputs are intact;
   * bad input of every kind: one line, exit status 2, and a workdir that
@@ -47,15 +51,18 @@ def config_flag(**overrides):
           ",".join(f"{k}={v!r}" for k, v in items.items()))
 
 
-def run_cli(args, worker_point=None, timeout=300):
+def run_cli(args, worker_point=None, timeout=300, tmpdir=None):
   cmd = [sys.executable]
+  env = dict(os.environ)
+  if tmpdir is not None:
+    env["TMPDIR"] = tmpdir
   if worker_point:
     cmd += [os.path.join(ROOT, "tests", "fault_worker.py"), worker_point,
             "--"]
   else:
     cmd += [MAIN]
   return subprocess.run(cmd + args, capture_output=True, text=True,
-                        timeout=timeout, cwd=ROOT)
+                        timeout=timeout, cwd=ROOT, env=env)
 
 
 def snapshot(path):
@@ -90,15 +97,18 @@ def test_kills_resume_to_the_same_mask_and_one_row_per_epoch(tmp_path,
   ref, ref_summary = finished
   run = str(tmp_path / "run")
   args = [config_flag(), f"--workdir={run}"]
+  tmpdir = str(tmp_path / "tmp")
+  os.makedirs(tmpdir)
   # Each entry: the injected signal and where, the exit status it gives.
   for point, status in [
-      ("int:after_checkpoint:warmup:1", 130),
+      ("term:at:0.2", 143),  # During start-up (imports).
+      ("int:inside_checkpoint:warmup:1", 130),  # Orbax is saving.
       ("kill:inside_checkpoint:warmup:2", -9),
       ("kill:inside_write:scores.npy", -9),  # warm-up -> selection
       ("kill:inside_write:mask.npy", -9),
       ("term:after_checkpoint:train:1", 143),
       ("kill:after_checkpoint:train:2", -9)]:
-    proc = run_cli(args, worker_point=point)
+    proc = run_cli(args, worker_point=point, tmpdir=tmpdir)
     assert proc.returncode == status, (point, proc.stderr[-3000:])
     if status > 0:
       # SIGINT and SIGTERM: one line, no traceback.
@@ -114,11 +124,15 @@ def test_kills_resume_to_the_same_mask_and_one_row_per_epoch(tmp_path,
   biggest = max(files, key=os.path.getsize)
   with open(biggest, "r+b") as f:
     f.truncate(os.path.getsize(biggest) // 2)
+  # And a bit flip in metrics.jsonl that merges warm-up rows 1 and 2.
+  _flip_bit(os.path.join(run, "metrics.jsonl"), b"\n")
   with caplog.at_level("WARNING"):
     summary = experiment.train_and_evaluate(tiny_config(), run)
-  fallback = [r.getMessage() for r in caplog.records
-              if "cannot be restored" in r.getMessage()]
-  assert len(fallback) == 1 and "train/2" in fallback[0], fallback
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == "WARNING"]
+  assert len(warnings) == 2, warnings
+  assert "cannot be restored" in warnings[0] and "train/2" in warnings[0]
+  assert "metrics.jsonl is damaged" in warnings[1], warnings
 
   for name in ("mask.npy", "scores.npy"):
     np.testing.assert_array_equal(
@@ -137,6 +151,87 @@ def test_kills_resume_to_the_same_mask_and_one_row_per_epoch(tmp_path,
   # No temporary checkpoint folders are left behind, two checkpoints kept.
   assert sorted(os.listdir(os.path.join(run, "checkpoints", "warmup"))) == [
       "2", "3"]
+  # No stale temporary files (a kill inside the write of mask.npy left one),
+  # and every file with the mode the umask gives.
+  umask = os.umask(0)
+  os.umask(umask)
+  for dirpath, _, names in os.walk(run):
+    for name in names:
+      assert not name.startswith(".tmp-"), os.path.join(dirpath, name)
+      mode = os.stat(os.path.join(dirpath, name)).st_mode & 0o777
+      assert mode == 0o666 & ~umask, (name, oct(mode))
+  # Each run's temporary folder is removed at its exit, or by the next
+  # start after a kill -9: only the last kill's is left.
+  left = os.listdir(tmpdir)
+  assert len(left) == 1 and left[0].startswith("mrmc-run-"), left
+  # One TensorBoard point per epoch, however often the stage resumed.
+  assert _tensorboard_steps(os.path.join(run, "tb", "train"),
+                            "train_loss") == [
+                                r["step"] for r in metric_epochs(ref, "train")]
+
+
+def _flip_bit(path, byte=None):
+  """Flips the lowest bit of the middle byte (or of the first `byte`)."""
+  with open(path, "r+b") as f:
+    data = bytearray(f.read())
+    i = len(data) // 2 if byte is None else data.index(byte)
+    data[i] ^= 1
+    f.seek(0)
+    f.write(data)
+
+
+def _tensorboard_steps(logdir, tag):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  steps = []
+  for name in sorted(os.listdir(logdir)):
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(logdir, name)):
+      steps += [event.step for v in event.summary.value if v.tag == tag]
+  return sorted(steps)
+
+
+def test_bit_flip_in_newest_checkpoint_falls_back(tmp_path, finished, caplog):
+  ref, ref_summary = finished
+  run = _copy(finished, tmp_path, "flipped")
+  os.remove(os.path.join(run, "summary.json"))
+  step_dir = os.path.join(run, "checkpoints", "train", "3")
+  data = [os.path.join(d, f) for d, _, fs in os.walk(step_dir) for f in fs
+          if os.sep + "d" + os.sep in os.path.join(d, f)]
+  _flip_bit(max(data, key=os.path.getsize))
+  with caplog.at_level("WARNING"):
+    summary = experiment.train_and_evaluate(tiny_config(), run)
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == "WARNING"]
+  assert len(warnings) == 1 and "train/3 cannot be restored" in warnings[0]
+  assert "SHA-256 differs" in warnings[0], warnings
+  for key in ("test_accuracy", "test_loss", "num_selected"):
+    assert summary[key] == ref_summary[key], key
+  assert [r["train_loss"] for r in metric_epochs(run, "train")] == [
+      r["train_loss"] for r in metric_epochs(ref, "train")]
+
+
+@pytest.mark.parametrize("method,stage", [("mrmc", "warmup"),
+                                          ("random", "train")])
+def test_diverging_training_is_one_line_before_selection(capsys, tmp_path,
+                                                         method, stage):
+  workdir = str(tmp_path / "w")
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    cli.run(experiment.train_and_evaluate,
+            tiny_config(**{"train.learning_rate": 1e6,
+                           "selection.method": method}), workdir)
+  err = capsys.readouterr().err
+  # The progress bar of the epoch, then one line.
+  lines = [l for l in err.replace("\r", "\n").splitlines()
+           if l.strip() and not l.startswith(stage + ":")]
+  assert e.value.code == cli.USAGE_ERROR and len(lines) == 1, err
+  assert f"train_loss is nan at {stage} epoch 1 (learning rate" in lines[0]
+  assert lines[0].startswith("error: ") and "train.learning_rate" in lines[0]
+  if stage == "warmup":
+    # Nothing selected from non-finite statistics, no rows, no checkpoint.
+    assert not os.path.exists(os.path.join(workdir, "coreset"))
+    assert not os.path.exists(os.path.join(workdir, "warmup"))
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
 
 
 def test_concurrent_start_refuses_one(tmp_path):
@@ -253,6 +348,7 @@ CONFIG_CASES = [
     ("spec_option_out_of_range", {"selection.method": "mrmc(skip_epochs=9)"},
      "skip_epochs=9"),
     ("negative_seed", {"seed": -1}, "seed=-1 is not allowed"),
+    ("seed_too_large", {"seed": 2**31}, "seed=2147483648 is not allowed"),
     ("nan_learning_rate", {"train.learning_rate": float("nan")},
      "train.learning_rate=nan is not allowed"),
     ("unknown_method", {"selection.method": "magic"}, "'magic' is not"),
@@ -310,6 +406,12 @@ def test_bad_workdirs_refused_and_untouched(capsys, tmp_path, finished):
   before = snapshot(w)
   _refused(capsys, job, config, w, "config.json is not valid JSON")
   assert snapshot(w) == before
+  # Cut short: the advice is one that works (deleting it would only turn
+  # the outputs into outputs of unknown origin).
+  with open(os.path.join(w, "config.json"), "r+") as f:
+    f.truncate(20)
+  _refused(capsys, job, config, w, "use a new --workdir")
+  _refused(capsys, job, config, w, "identity is lost")
   # Outputs whose config.json was deleted.
   w = _copy(finished, tmp_path, "anonymous")
   os.remove(os.path.join(w, "config.json"))
@@ -377,6 +479,48 @@ def test_usage_errors_are_one_line(tmp_path, script, args, match):
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
   assert match in lines[0], lines[0]
+  assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.fixture(scope="module")
+def main_flags():
+  """experiments/main.py's flags, defined once in this process."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "workdir" not in flags.FLAGS:
+    import runpy  # pylint: disable=g-import-not-at-top
+    import signal  # pylint: disable=g-import-not-at-top
+    runpy.run_path(MAIN, run_name="main_flags")
+    # main.py's first lines block SIGINT and SIGTERM for its watcher
+    # thread; this process keeps Python's usual handling.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                           {signal.SIGINT, signal.SIGTERM})
+  yield flags.FLAGS
+  flags.FLAGS.unparse_flags()
+
+
+def test_config_and_usage_errors_are_one_line(capsys, tmp_path, main_flags):
+  broken = tmp_path / "broken.py"
+  broken.write_text("def get_config(:\n  pass\n")
+  default = os.path.join(ROOT, "configs", "default.py")
+  for argv, match in [
+      ([f"--config={broken}"], "broken.py, line 1: invalid Python syntax"),
+      ([f"--config={default}:nosuch"], "--config: unknown preset 'nosuch'"),
+      ([f"--config={default}:train.nosuch=3"],
+       "unknown field 'train.nosuch' (did you mean"),
+      ([f"--config={default}", "--config.train.learning_rat=3"],
+       "unknown field 'train.learning_rat' (did you mean "
+       "'train.learning_rate'?)"),
+      ([f"--config={default}", "extra"], "unexpected argument 'extra'"),
+  ]:
+    main_flags.unparse_flags()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+      cli.parse_flags(["main.py", *argv, f"--workdir={tmp_path / 'w'}"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert e.value.code == cli.USAGE_ERROR, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert match in lines[0] and "Traceback" not in lines[0], lines[0]
   assert not os.path.exists(tmp_path / "w")
 
 

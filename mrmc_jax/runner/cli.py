@@ -15,10 +15,27 @@ Exit status (docs/reliability.md), the same for every script:
   130  interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). One line on
        stderr; the run resumes from its last checkpoint when rerun.
 Anything else is a bug and exits 1 with its traceback.
+
+Signals: each script blocks SIGINT and SIGTERM in its first lines, before
+JAX or TensorFlow is imported, so every thread those libraries start
+inherits the block and no library code ever sees a `KeyboardInterrupt` (a
+JAX or garbage-collector callback used to swallow one, and the run then
+finished with exit status 0). `parse_flags` starts a watcher thread that
+takes the signals with `sigwait`: it records the first one, which the epoch
+loop checks at every step (`check_interrupt`) and stops with one line; if
+no step comes within `GRACE_SECONDS` (loading data, compiling, saving), or
+at a second signal, the watcher prints the line and ends the process at
+once. Every workdir write is atomic, so that is as safe as a kill -9, and
+the rerun resumes alike.
 """
 
+import logging as std_logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
+import threading
 from typing import Any, Callable
 
 from absl import flags
@@ -29,12 +46,126 @@ INTERRUPTED = 130
 TERMINATED = 143
 
 
+# Seconds the watcher waits for the epoch loop to stop at a step before it
+# ends the process itself.
+GRACE_SECONDS = 3.0
+_SIGNALS = {signal.SIGINT: (INTERRUPTED, "interrupted"),
+            signal.SIGTERM: (TERMINATED, "terminated")}
+# The first signal taken by the watcher; whether the one line was written;
+# the run's temporary folder.
+_state: dict[str, Any] = {"signum": None, "reported": False, "tmpdir": None,
+                          "watcher": None}
+_report_lock = threading.Lock()
+
+
+class Interrupted(BaseException):
+  """Raised at a step boundary after SIGINT or SIGTERM (not an Exception, so
+  that no `except Exception` on the way up can swallow it)."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
+
+
+def _signal_line(signum: int) -> tuple[str, int]:
+  code, word = _SIGNALS[signum]
+  return f"{word}; rerun the same command to resume.", code
+
+
+def _report(message: str) -> bool:
+  """Writes the one `error:` line unless it was written; True if written."""
+  with _report_lock:
+    # Only the watcher races the main thread; without it (a test calling
+    # `run` in-process) every call reports.
+    if _state["reported"] and _state["watcher"] is not None:
+      return False
+    _state["reported"] = True
+  line = " ".join(message.split())
+  try:
+    sys.stderr.write(f"error: {line}\n")
+    sys.stderr.flush()
+  except (OSError, ValueError):
+    pass
+  return True
+
+
 def _fail(message: str, code: int = USAGE_ERROR):
   # One line, even when absl or a library wraps its message over several.
-  line = " ".join(message.split())
-  sys.stderr.write(f"error: {line}\n")
-  sys.stderr.flush()
+  _report(message)
   sys.exit(code)
+
+
+_TMP_PREFIX = "mrmc-run-"
+
+
+def _remove_stale_tmpdirs() -> None:
+  """Removes the temporary folders of runs that were killed (kill -9)."""
+  root = tempfile.gettempdir()
+  try:
+    names = os.listdir(root)
+  except OSError:
+    return
+  for name in names:
+    pid = name[len(_TMP_PREFIX):].split("-")[0]
+    if not name.startswith(_TMP_PREFIX) or not pid.isdigit():
+      continue
+    try:
+      os.kill(int(pid), 0)
+      continue  # Alive (or another user's): not ours to remove.
+    except ProcessLookupError:
+      pass
+    except OSError:
+      continue
+    path = os.path.join(root, name)
+    if os.path.isdir(path) and os.stat(path).st_uid == os.getuid():
+      shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_tmpdir() -> None:
+  tmp = _state["tmpdir"]
+  if tmp:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exit_now(signum: int) -> None:
+  """Ends the process from the watcher: the one line, then `os._exit`."""
+  message, code = _signal_line(signum)
+  _report(message)
+  _remove_tmpdir()
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def _watch(signals: set[int]) -> None:
+  while True:
+    signum = signal.sigwait(signals)
+    if _state["signum"] is not None:
+      _exit_now(_state["signum"])  # A second signal: stop now.
+    _state["signum"] = signum
+    timer = threading.Timer(GRACE_SECONDS, _exit_now, args=(signum,))
+    timer.daemon = True
+    timer.start()
+
+
+def start_signal_watcher() -> None:
+  """Takes SIGINT and SIGTERM in a thread, if the script blocked them.
+
+  Each script blocks both signals in its first lines (before JAX and
+  TensorFlow start threads); a process that did not (a test calling `run`
+  in-process) keeps Python's usual handling.
+  """
+  signals = set(_SIGNALS)
+  if _state["watcher"] is not None or not signals <= set(
+      signal.pthread_sigmask(signal.SIG_BLOCK, [])):
+    return
+  _state["watcher"] = threading.Thread(target=_watch, args=(signals,),
+                                       name="signal-watcher", daemon=True)
+  _state["watcher"].start()
+
+
+def check_interrupt() -> None:
+  """Raises `Interrupted` if SIGINT or SIGTERM arrived (cheap: no sync)."""
+  if _state["signum"] is not None:
+    raise Interrupted(_state["signum"])
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -43,22 +174,86 @@ def parse_flags(argv: list[str]) -> list[str]:
   The config file is loaded while parsing, so an unknown file, preset word
   or field override is reported here too.
   """
+  start_signal_watcher()
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e))
-  except (ValueError, KeyError, AttributeError, TypeError, OSError) as e:
+    _fail(_flag_error(argv, e))
+  except (KeyError, AttributeError) as e:
+    # A --config.a.b=v override of a field the config does not have.
+    _fail(_override_error(argv, e))
+  except (ValueError, TypeError, OSError, SyntaxError) as e:
     # A config file's get_config(arg) refusing its argument.
-    _fail(f"--config: {e}")
+    _fail(f"--config: {_config_error(e)}")
+  if len(rest) > 1:
+    _fail(f"unexpected argument {rest[1]!r}: every setting is a flag, e.g. "
+          "--config.train.epochs=3 (see --help).")
+  return rest
 
 
-class _Terminated(BaseException):
-  """Raised in the main thread on SIGTERM."""
+def _override_error(argv: list[str], e: BaseException) -> str:
+  """Names the unknown field of a `--config.<field>=v` override."""
+  try:
+    from configs import base  # pylint: disable=g-import-not-at-top
+    config = flags.FLAGS["config"].value
+    if config is None:
+      # Not set yet when the override fails: load the file again.
+      import runpy  # pylint: disable=g-import-not-at-top
+      path = next(a for a in argv[1:] if a.startswith("--config="))
+      path, *arg = path[len("--config="):].split(":", 1)
+      config = runpy.run_path(path)["get_config"](*arg)
+    for arg in argv[1:]:
+      if arg.startswith("--config."):
+        base.check_field(config, arg[len("--config."):].split("=", 1)[0])
+  except ValueError as found:
+    return f"--config: {found}"
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return f"--config: {type(e).__name__}: {e}"
 
 
-def _on_sigterm(signum, frame):
-  del signum, frame
-  raise _Terminated()
+def _config_error(e: BaseException) -> str:
+  """The innermost cause: ml_collections re-raises a config file's error
+  with the whole traceback in its message."""
+  chain, seen = [e], {id(e)}
+  while True:
+    nxt = chain[-1].__cause__ or chain[-1].__context__
+    if nxt is None or id(nxt) in seen:
+      break
+    seen.add(id(nxt))
+    chain.append(nxt)
+  for err in reversed(chain):
+    if isinstance(err, SyntaxError):
+      return (f"{err.filename}, line {err.lineno}: invalid Python syntax "
+              f"({err.msg}).")
+    if isinstance(err, (ValueError, TypeError, OSError, KeyError,
+                        AttributeError)):
+      text = str(err)
+      if "Traceback (most recent call last)" not in text:
+        return text
+  # No clean message in the chain: the last line of the embedded traceback.
+  return str(e).strip().splitlines()[-1]
+
+
+def _flag_error(argv: list[str], e: flags.Error) -> str:
+  """One readable line for a flags error (config files load while parsing)."""
+  cause = e.__cause__ or e.__context__
+  if cause is not None:
+    return f"--config: {_config_error(cause)}"
+  if isinstance(e, flags.UnrecognizedFlagError) and str(
+      getattr(e, "flagname", "")).startswith("config."):
+    return _override_error(argv, e)
+  return str(e).split("\n")[0]
+
+
+class _QuietOrbax(std_logging.Filter):
+  """Keeps orbax's own warnings and errors (often whole tracebacks from its
+  background threads) off the console: its failure reaches the run as an
+  exception, which becomes the one `error:` line."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    path = record.pathname.replace(os.sep, "/")
+    return "/orbax/" not in path and "/tensorstore/" not in path
 
 
 def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
@@ -67,8 +262,22 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   # bars, warnings and the result table unless --verbosity asks for more.
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  signal.signal(signal.SIGTERM, _on_sigterm)
+    if not any(isinstance(f, _QuietOrbax)
+               for f in logging.get_absl_logger().filters):
+      logging.get_absl_logger().addFilter(_QuietOrbax())
+    # Unretrieved exceptions of orbax's asyncio tasks (a torn checkpoint
+    # that is then skipped) would print their coroutine tracebacks.
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+  # TensorFlow's autograph writes generated modules to the temporary
+  # folder and never removes them: give the run its own, removed at exit.
+  _state["reported"] = False
+  old_tmp = os.environ.get("TMPDIR")
+  _remove_stale_tmpdirs()
+  _state["tmpdir"] = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
+  tempfile.tempdir = _state["tmpdir"]
+  os.environ["TMPDIR"] = _state["tmpdir"]
   try:
+    check_interrupt()
     import jax  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], "GPU")
@@ -80,7 +289,11 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
           num_processes=dist.num_processes, process_id=dist.process_id)
     logging.info("JAX process %d/%d, %d devices.", jax.process_index(),
                  jax.process_count(), jax.device_count())
-    return job(config, workdir)
+    result = job(config, workdir)
+    # A signal that came after the last step is not dropped: the run ends
+    # as interrupted (its outputs are complete; a rerun reads them back).
+    check_interrupt()
+    return result
   except (ValueError, OSError) as e:
     # Bad input (FileNotFoundError and PermissionError are OSErrors): one
     # line, non-zero exit, nothing in a pre-existing workdir touched.
@@ -88,7 +301,15 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
     if isinstance(e, OSError) and e.filename and e.filename not in msg:
       msg = f"{e.filename}: {msg}"
     _fail(msg)
+  except Interrupted as e:
+    _fail(*_signal_line(e.signum))
   except KeyboardInterrupt:
-    _fail("interrupted; rerun the same command to resume.", INTERRUPTED)
-  except _Terminated:
-    _fail("terminated; rerun the same command to resume.", TERMINATED)
+    _fail(*_signal_line(signal.SIGINT))
+  finally:
+    tempfile.tempdir = None
+    if old_tmp is None:
+      os.environ.pop("TMPDIR", None)
+    else:
+      os.environ["TMPDIR"] = old_tmp
+    _remove_tmpdir()
+    _state["tmpdir"] = None

@@ -96,11 +96,22 @@ def check_spec(spec: str, opts: methods.SelectionOptions,
     check_int("skip_epochs", 0, r - 2)
 
 
+SEED_LIMIT = 2**31
+
+
+def check_seed_range(seed: int, name: str = "seed") -> None:
+  """Seeds reach int32 (`jax.random` folds, tf.data): < 2^31."""
+  if seed >= SEED_LIMIT:
+    raise ValueError(f"{name}={seed!r} is not allowed: it must be an int in "
+                     f"[0, {SEED_LIMIT - 1}].")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ValueError` (one line) on any bad field, before loading data."""
   sel, tr = config.selection, config.train
   methods.check_method(sel.method)
   validation.check_seed(config.seed)
+  check_seed_range(config.seed, "seed")
   if sel.method != "full":
     validation.check_ratio(sel.ratio, "selection.ratio")
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")

@@ -8,16 +8,27 @@ core-set training and each attribution setting are this loop with their own
 `epoch_fn`.
 
 Crash safety (docs/reliability.md): the last two checkpoints are kept; a
-checkpoint that cannot be restored (truncated by a kill or a full disk) is
-skipped with one warning line for the one before it, then for the stage
-start. An epoch's `metrics.jsonl` rows are made durable just before its
-checkpoint is saved, and on resume the rows of epochs past the restored
+checkpoint that cannot be restored (truncated by a kill or a full disk), whose
+files differ from the SHA-256 recorded beside them (`sha256.json`, written
+once orbax has finished the save), or whose parameters or optimizer state are
+not finite, is skipped with one warning line for the one before it, then for
+the stage start. An epoch's `metrics.jsonl` rows are made durable just before
+its checkpoint is saved, and each checkpoint keeps a copy of the file as it
+was then; on resume the file is checked against the newest copy (rebuilt from
+it, with one warning, if it differs) and the rows of epochs past the restored
 checkpoint are dropped: one row per epoch, none lost, none repeated. Every
 row's `step` is the number of updates the stage has made at the end of the
 row's epoch, and `learning_rate` the rate of the epoch's last update.
+A NaN or infinite loss ends the run with `NonFiniteError` at the end of its
+epoch (the loss is already on the host there), before its rows or checkpoint
+are written. A stage's checkpoints live in `<workdir>/checkpoints/<name>`.
 """
 
+import hashlib
+import json
+import math
 import os
+import shutil
 import time
 from typing import Any, Callable, Optional
 
@@ -30,6 +41,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from mrmc_jax import sharding
+from mrmc_jax.runner import cli
 from mrmc_jax.runner import metrics_io
 from mrmc_jax.runner import workdir as wd
 
@@ -51,6 +63,8 @@ class Progress:
     self.step = initial
 
   def update(self):
+    # A SIGINT or SIGTERM stops the run here, between two steps.
+    cli.check_interrupt()
     self.step += 1
     self.bar.update(1)
     self.report(self.step)
@@ -68,15 +82,88 @@ def checkpoint_manager(path: str) -> ocp.CheckpointManager:
           max_to_keep=2, create=True, cleanup_tmp_directories=True))
 
 
-def restore(mngr: ocp.CheckpointManager, target: Tree) -> tuple[int, Tree]:
-  """Returns (completed epochs, tree) from the newest readable checkpoint.
+MANIFEST = "sha256.json"
+METRICS_COPY = "metrics.jsonl"
 
-  A checkpoint that fails to restore is skipped with one warning line; with
-  none readable the stage starts over from `target` (epoch 0).
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint's files or values are not what was saved."""
+
+
+class NonFiniteError(ValueError):
+  """Training produced a NaN or infinite loss."""
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _file_hashes(step_dir: str) -> dict[str, str]:
+  out = {}
+  for dirpath, _, files in os.walk(step_dir):
+    for name in files:
+      full = os.path.join(dirpath, name)
+      rel = os.path.relpath(full, step_dir)
+      if rel != MANIFEST and not name.startswith(".tmp-"):
+        out[rel] = _sha256(full)
+  return out
+
+
+def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
+  """The folder of checkpoint `step` (orbax's default step names)."""
+  return os.path.join(str(mngr.directory), str(int(step)))
+
+
+def verify_checkpoint(path: str) -> None:
+  """Checks every file of a checkpoint against its `sha256.json`.
+
+  Raises:
+    DamagedCheckpointError: no manifest (the process ended between orbax's
+      save and the manifest), or a file missing, added or changed.
+  """
+  manifest = os.path.join(path, MANIFEST)
+  if not os.path.exists(manifest):
+    raise DamagedCheckpointError(f"no {MANIFEST}: the save did not finish")
+  try:
+    want = wd.read_json(manifest)["files"]
+  except (wd.CorruptFileError, KeyError, TypeError) as e:
+    raise DamagedCheckpointError(f"{MANIFEST} is damaged ({e})") from None
+  got = _file_hashes(path)
+  for rel in sorted(set(want) | set(got)):
+    if want.get(rel) != got.get(rel):
+      what = ("missing" if rel not in got else "unexpected" if rel not in want
+              else "changed: its SHA-256 differs from the one saved")
+      raise DamagedCheckpointError(f"file {rel} {what}")
+
+
+def _all_finite(tree: Tree) -> bool:
+  """True if every float leaf is finite (one host sync per leaf)."""
+  for leaf in jax.tree.leaves(tree):
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+      if not bool(jnp.all(jnp.isfinite(leaf))):
+        return False
+  return True
+
+
+def restore(mngr: ocp.CheckpointManager, target: Tree) -> tuple[int, Tree]:
+  """Returns (completed epochs, tree) from the newest sound checkpoint.
+
+  A checkpoint whose files differ from its `sha256.json`, that fails to
+  restore, or that holds non-finite values is skipped with one warning line
+  and deleted; with none left the stage starts over from `target` (epoch 0).
   """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
+      verify_checkpoint(step_dir(mngr, step))
       tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
+      if not _all_finite(tree):
+        raise DamagedCheckpointError(
+            "it holds NaN or infinite parameters or optimizer state")
     except Exception as e:  # pylint: disable=broad-except
       # Orbax and TensorStore raise many types for a torn file; the message
       # is long, its first line says enough.
@@ -94,9 +181,94 @@ def restore(mngr: ocp.CheckpointManager, target: Tree) -> tuple[int, Tree]:
 
 def save_checkpoint(mngr: ocp.CheckpointManager, epoch: int,
                     tree: Tree) -> None:
-  """Saves `tree` as epoch `epoch` and waits until it is on disk."""
+  """Saves `tree` as epoch `epoch` and waits until it is on disk.
+
+  Process 0 then adds a copy of the workdir's `metrics.jsonl` (its rows are
+  committed just before) and `sha256.json`, the SHA-256 of every file of
+  the checkpoint, checked on restore. Orbax has no integrity check of its
+  own; this costs one read of the checkpoint per save and per restore.
+  """
   mngr.save(epoch, args=ocp.args.StandardSave(tree))
+  finish_checkpoint(mngr, epoch)
+
+
+def finish_checkpoint(mngr: ocp.CheckpointManager, epoch: int) -> None:
+  """Waits for orbax's save of `epoch`, then adds the copy and manifest."""
   mngr.wait_until_finished()
+  if wd.is_writer():
+    path = step_dir(mngr, epoch)
+    workdir = os.path.dirname(os.path.dirname(str(mngr.directory)))
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(metrics):
+      with open(metrics, "rb") as f:
+        data = f.read()
+      wd.write_bytes(os.path.join(path, METRICS_COPY), data)
+    wd.write_json(os.path.join(path, MANIFEST),
+                  {"files": _file_hashes(path)})
+
+
+def durable_metrics(checkpoints: str) -> Optional[bytes]:
+  """The newest `metrics.jsonl` copy kept by a checkpoint under `checkpoints`.
+
+  Every stage's newest checkpoint is looked at; each copy is checked
+  against its manifest, and copies of one workdir's history are prefixes of
+  each other, so the longest is the newest. None if there is none.
+  """
+  best = None
+  if not os.path.isdir(checkpoints):
+    return None
+  for stage in os.listdir(checkpoints):
+    root = os.path.join(checkpoints, stage)
+    steps = sorted((int(s) for s in os.listdir(root) if s.isdigit()),
+                   reverse=True) if os.path.isdir(root) else []
+    for s in steps:
+      path = os.path.join(root, str(s))
+      try:
+        want = wd.read_json(os.path.join(path, MANIFEST))["files"]
+        copy = os.path.join(path, METRICS_COPY)
+        if METRICS_COPY not in want or _sha256(copy) != want[METRICS_COPY]:
+          continue
+        with open(copy, "rb") as f:
+          data = f.read()
+      except (OSError, ValueError, KeyError, TypeError):
+        continue
+      if best is None or len(data) > len(best):
+        best = data
+      break
+  return best
+
+
+def check_finite(scalars: dict[str, Any], what: str,
+                 learning_rate: Optional[float] = None) -> None:
+  """Refuses a NaN or infinite loss among host `scalars` (one line).
+
+  Raises:
+    NonFiniteError: naming `what` (the stage and epoch), the value, and the
+      setting likely at fault.
+  """
+  for key in sorted(scalars):
+    value = scalars[key]
+    if "loss" in key and isinstance(value, float) and not math.isfinite(
+        value):
+      lr = ("" if learning_rate is None else
+            f" (learning rate {learning_rate:.3g} in that epoch)")
+      raise NonFiniteError(
+          f"training diverged: {key} is {value} at {what}{lr}. Lower "
+          "train.learning_rate (or check the data for NaN/huge values) and "
+          "rerun with a new --workdir; nothing was selected from it.")
+
+
+def check_finite_arrays(arrays: dict[str, np.ndarray], what: str) -> None:
+  """Refuses float host arrays with NaN or infinite entries (one line)."""
+  for key in sorted(arrays):
+    a = np.asarray(arrays[key])
+    if np.issubdtype(a.dtype, np.inexact):
+      bad = ~np.isfinite(a)
+      if bad.any():
+        raise NonFiniteError(
+            f"{what}: {key} holds {int(bad.sum())} NaN or infinite values; "
+            "training diverged. Lower train.learning_rate (or check the data "
+            "for NaN/huge values) and rerun with a new --workdir.")
 
 
 def sums(stats: dict[str, jax.Array]) -> jax.Array:
@@ -166,6 +338,10 @@ def run_epochs(*,
 
   Raises:
     workdir.ConfigMismatchError: the checkpoints are of another stamp.
+    NonFiniteError: a NaN or infinite loss, at the end of its epoch.
+    workdir.CorruptFileError: `metrics.jsonl` is damaged where no
+      checkpoint's copy covers it.
+    cli.Interrupted: SIGINT or SIGTERM, at the next step.
   """
   total = num_epochs * steps_per_epoch if total_steps is None else total_steps
   mngr = checkpoint_manager(checkpoint_dir)
@@ -174,11 +350,24 @@ def run_epochs(*,
   if start:
     wd.check_stamp(checkpoint_dir, bytes(np.asarray(tree["stamp"])).decode(
         errors="replace").strip(), stamp.ljust(16)[:16].strip())
-  writer = metrics_io.create_writer(workdir, stage)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   jsonl = metrics_io.JsonlWriter(metrics_path, stage=stage)
   if wd.is_writer():
-    metrics_io.drop_rows_after(metrics_path, stage, start)
+    rows, warning = metrics_io.resume_rows(
+        metrics_path, stage, start,
+        durable_metrics(os.path.dirname(os.path.abspath(checkpoint_dir))))
+    if warning:
+      logging.warning("%s", warning)
+    # TensorBoard gets the durable rows again, in a fresh folder: events of
+    # epochs past the checkpoint (a kill) would otherwise show twice.
+    shutil.rmtree(os.path.join(workdir, "tb", stage), ignore_errors=True)
+  writer = metrics_io.create_writer(workdir, stage)
+  if wd.is_writer():
+    for row in rows:
+      writer.write_scalars(row["step"], {
+          k: v for k, v in row.items()
+          if k not in ("step", "stage", "epoch") and
+          isinstance(v, (int, float))})
   progress = Progress(total, stage, writer,
                       initial=min(start * steps_per_epoch, total))
   try:
@@ -191,8 +380,11 @@ def run_epochs(*,
       scalars = {**scalars, "epoch_seconds": elapsed}
       if learning_rate is not None:
         scalars["learning_rate"] = float(learning_rate(max(step - 1, 0)))
+      what = f"{stage} epoch {epoch + 1}"
+      check_finite(scalars, what, scalars.get("learning_rate"))
       if after_epoch is not None:
         scalars.update(after_epoch(tree, epoch))
+        check_finite(scalars, what, scalars.get("learning_rate"))
       writer.write_scalars(step, scalars)
       jsonl.write_scalars(step, {"epoch": epoch + 1, **scalars})
       if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs:

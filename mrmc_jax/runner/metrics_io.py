@@ -4,14 +4,17 @@
 log (on processes other than 0 it only logs); `metrics.jsonl` is written by
 a `JsonlWriter`, whose rows are held until `commit()` appends them with an
 fsync. The epoch loop commits an epoch's rows just before it saves the
-epoch's checkpoint, and on resume `drop_rows_after` removes the rows of
-epochs past the restored checkpoint, so after any kill the file holds
-exactly one row per finished epoch of every stage.
+epoch's checkpoint (which keeps a copy of the file), and on resume
+`resume_rows` checks the file against the newest copy and removes the rows
+of epochs past the restored checkpoint, so after any kill the file holds
+exactly one row per finished epoch of every stage, and damage (a truncated
+file, a flipped bit) is repaired from the copy with one warning, or refused
+with one line where no copy covers it.
 """
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from clu import metric_writers
 import jax
@@ -34,29 +37,85 @@ def read_rows(path: str) -> list[dict[str, Any]]:
   return rows
 
 
-def drop_rows_after(path: str, stage: str, epoch: int) -> None:
-  """Keeps one row per epoch <= `epoch` of `stage`; rewrites atomically."""
-  rows = read_rows(path)
-  kept, seen = [], set()
-  for r in rows:
-    if r.get("stage") == stage:
-      e = r.get("epoch")
-      if e is None or e > epoch or e in seen:
+def resume_rows(path: str, stage: str, epoch: int,
+                durable: Optional[bytes]) -> tuple[list[dict[str, Any]],
+                                                   Optional[str]]:
+  """Makes `path` hold the rows of the state restored at `stage`'s `epoch`.
+
+  Args:
+    path: the workdir's `metrics.jsonl`.
+    stage: the stage being resumed.
+    epoch: its restored epoch (0: from the start).
+    durable: the file as it was at the newest checkpoint of the workdir
+      (`loop.durable_metrics`), or None if no checkpoint holds a copy.
+
+  Returns:
+    `(rows of stage, warning)`: the stage's rows kept (epochs 1..`epoch`),
+    and a one-line warning if the file was rebuilt from `durable`, else
+    None.
+
+  Raises:
+    workdir.CorruptFileError: a damaged line (not the torn last line of a
+      kill) that no copy covers, or rows of `stage` that are not exactly
+      epochs 1..`epoch`.
+  """
+  data = b""
+  if os.path.exists(path):
+    with open(path, "rb") as f:
+      data = f.read()
+  warning = None
+  head = durable or b""
+  if durable is not None and not data.startswith(durable):
+    line = 1 + _common_prefix(data, durable).count(b"\n")
+    warning = (f"{path} is damaged or cut short (line {line} differs from the "
+               "copy kept with the newest checkpoint); rebuilt from that copy "
+               "(rows past the checkpoint are computed again).")
+    tail = b""
+  else:
+    tail = data[len(head):]
+  lines = tail.split(b"\n")
+  first_line = head.count(b"\n") + 1
+  kept = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict):
+        raise ValueError(type(row).__name__)
+    except (ValueError, UnicodeDecodeError):
+      if i == len(lines) - 1 or durable is not None:
+        # The torn last line of a kill while appending, or a row written
+        # after the newest checkpoint (computed again): dropped.
         continue
-      seen.add(e)
-    kept.append(r)
-  if len(kept) != len(rows) or (rows and not _ends_with_newline(path)):
-    wd.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                for r in kept))
+      raise wd.CorruptFileError(
+          f"{path} line {first_line + i} is damaged (not a JSON row) and no "
+          "checkpoint keeps a copy to rebuild it from; delete that line (its "
+          "row is then missing) or use a new --workdir.") from None
+    if row.get("stage") == stage and (row.get("epoch") or 0) > epoch:
+      continue
+    kept.append(line + b"\n")
+  out = head + b"".join(kept)
+  rows = [json.loads(l) for l in out.splitlines() if l.strip()]
+  mine = [r for r in rows if r.get("stage") == stage]
+  epochs = [r.get("epoch") for r in mine]
+  if epochs != list(range(1, epoch + 1)):
+    raise wd.CorruptFileError(
+        f"{path} holds epochs {epochs} of stage {stage!r} where the "
+        f"checkpoint has {epoch}; rows are lost and no copy can rebuild them: "
+        "use a new --workdir.")
+  if out != data:
+    wd.write_bytes(path, out)
+  return mine, warning
 
 
-def _ends_with_newline(path: str) -> bool:
-  with open(path, "rb") as f:
-    f.seek(0, os.SEEK_END)
-    if f.tell() == 0:
-      return True
-    f.seek(-1, os.SEEK_END)
-    return f.read(1) == b"\n"
+def _common_prefix(a: bytes, b: bytes) -> bytes:
+  n = 0
+  for x, y in zip(a, b):
+    if x != y:
+      break
+    n += 1
+  return a[:n]
 
 
 class JsonlWriter(metric_writers.MetricWriter):

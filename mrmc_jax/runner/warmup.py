@@ -138,6 +138,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     art["grad_norms"] = _grad_norms(ctx, state)
   art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
                                      time.perf_counter() - t0)
+  loop.check_finite_arrays(art, "the warm-up's per-example statistics")
   if wd.is_writer():
     wd.write_npz(art_path, **art, stamp=np.array(stamp))
   return art

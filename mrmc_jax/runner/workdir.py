@@ -30,20 +30,58 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
+TMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# The mode `open` gives new files: mkstemp's temporaries are 0600.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic(path: str, write) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
-                             prefix=".tmp-" + os.path.basename(path))
+                             prefix=TMP_PREFIX + os.path.basename(path))
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
       f.flush()
+      os.fchmod(f.fileno(), _FILE_MODE)
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes a file, atomically."""
+  _atomic(path, lambda f: f.write(data))
+
+
+def remove_stale_temporaries(workdir: str) -> list[str]:
+  """Removes the `.tmp-*` files a killed run left (call under `lock`).
+
+  Returns:
+    The removed paths.
+  """
+  removed = []
+  for dirpath, _, files in os.walk(workdir):
+    for name in files:
+      if name.startswith(TMP_PREFIX):
+        path = os.path.join(dirpath, name)
+        try:
+          os.remove(path)
+          removed.append(path)
+        except FileNotFoundError:
+          pass
+  return removed
 
 
 def write_text(path: str, text: str) -> None:
@@ -67,8 +105,18 @@ def read_json(path: str) -> Any:
     with open(path) as f:
       return json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CorruptFileError(f"{path} is not valid JSON ({e}); delete it or "
-                           "use a new --workdir.") from None
+    raise CorruptFileError(f"{path} is not valid JSON ({e}); {_advice(path)}"
+                           ) from None
+
+
+def _advice(path: str) -> str:
+  """What to do about a damaged workdir file, in words that work."""
+  if os.path.basename(path) in set(IDENTITY_FILES.values()) | {"data.json"}:
+    # The identity cannot be recreated from the outputs: deleting it only
+    # turns the workdir into outputs of unknown origin.
+    return ("the run's identity is lost, so its outputs cannot be trusted: "
+            "use a new --workdir (or restore the file from a backup).")
+  return "delete it or use a new --workdir."
 
 
 def write_npy(path: str, array: np.ndarray) -> None:
@@ -202,6 +250,7 @@ def lock(workdir: str) -> Iterator[None]:
             f"workdir {workdir} is in use by another run; wait for it to "
             "finish or use a new --workdir.") from None
       raise
+    remove_stale_temporaries(workdir)
     try:
       yield
     finally:

@@ -1,0 +1,163 @@
+"""Verified checkpoints, non-finite losses and metrics.jsonl repair."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mrmc_jax.runner import loop
+from mrmc_jax.runner import metrics_io
+from mrmc_jax.runner import workdir as wd
+
+
+def _tree(value):
+  return {"w": np.full((4, 3), value, np.float32),
+          "seconds": np.zeros((), np.float64)}
+
+
+def _save(tmp_path, stage, epoch, tree, rows=()):
+  metrics = tmp_path / "metrics.jsonl"
+  with open(metrics, "a") as f:
+    f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+  mngr = loop.checkpoint_manager(str(tmp_path / "checkpoints" / stage))
+  loop.save_checkpoint(mngr, epoch, tree)
+  return mngr
+
+
+def _flip_bit(path, offset=None):
+  with open(path, "r+b") as f:
+    data = bytearray(f.read())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 1
+    f.seek(0)
+    f.write(data)
+
+
+def _biggest_file(path):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
+           if f not in (loop.MANIFEST, loop.METRICS_COPY)]
+  return max(files, key=os.path.getsize)
+
+
+def test_bit_flip_falls_back_to_the_previous_checkpoint(tmp_path, caplog):
+  _save(tmp_path, "s", 1, _tree(1.0))
+  mngr = _save(tmp_path, "s", 2, _tree(2.0))
+  manifest = wd.read_json(os.path.join(loop.step_dir(mngr, 2), loop.MANIFEST))
+  assert loop.METRICS_COPY in manifest["files"]
+  # A sound checkpoint restores, and restoring changes none of its files.
+  loop.verify_checkpoint(loop.step_dir(mngr, 2))
+  _flip_bit(_biggest_file(loop.step_dir(mngr, 2)))
+  with caplog.at_level("WARNING"):
+    epoch, tree = loop.restore(mngr, _tree(0.0))
+  assert epoch == 1 and float(tree["w"][0, 0]) == 1.0
+  warnings = [r.getMessage() for r in caplog.records]
+  assert len(warnings) == 1 and "s/2 cannot be restored" in warnings[0]
+  assert "SHA-256 differs" in warnings[0], warnings
+  assert mngr.all_steps() == [1]
+  loop.verify_checkpoint(loop.step_dir(mngr, 1))
+
+
+def test_non_finite_or_unsealed_checkpoint_is_damage(tmp_path, caplog):
+  _save(tmp_path, "nan", 1, _tree(1.0))
+  nan = _save(tmp_path, "nan", 2, _tree(np.nan))
+  unsealed = _save(tmp_path, "unsealed", 1, _tree(1.0))
+  # Epoch 2 saved by orbax, but the process ended before its manifest.
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  unsealed.save(2, args=ocp.args.StandardSave(_tree(2.0)))
+  unsealed.wait_until_finished()
+  with caplog.at_level("WARNING"):
+    assert loop.restore(nan, _tree(0.0))[0] == 1
+    assert loop.restore(unsealed, _tree(0.0))[0] == 1
+  messages = [r.getMessage() for r in caplog.records]
+  assert len(messages) == 2, messages
+  assert "NaN or infinite" in messages[0] and "no sha256.json" in messages[1]
+
+
+def test_non_finite_loss_names_epoch_and_learning_rate():
+  loop.check_finite({"train_loss": 0.5, "train_accuracy": float("nan")},
+                    "warmup epoch 1")
+  with pytest.raises(loop.NonFiniteError, match=(
+      r"train_loss is nan at warmup epoch 3 \(learning rate 1e\+06.*"
+      r"train.learning_rate")):
+    loop.check_finite({"train_loss": float("nan")}, "warmup epoch 3", 1e6)
+  with pytest.raises(loop.NonFiniteError, match="loss holds 1 NaN"):
+    loop.check_finite_arrays({"loss": np.array([1.0, np.inf]),
+                              "visits": np.array([1, 1])}, "warm-up")
+
+
+def _rows(stage, epochs):
+  return [{"stage": stage, "epoch": e, "step": 10 * e, "train_loss": 1.0 / e}
+          for e in epochs]
+
+
+def _lines(rows):
+  return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "merge_lines", "delete"])
+def test_damaged_metrics_rebuilt_from_the_checkpoint_copy(tmp_path, damage):
+  path = str(tmp_path / "metrics.jsonl")
+  durable = _lines(_rows("warmup", [1, 2, 3]) + _rows("train", [1, 2]))
+  # Train epoch 3's row was committed, its checkpoint not saved.
+  data = durable + _lines(_rows("train", [3]))
+  if damage == "truncate":
+    data = data[:len(durable) // 2]
+  elif damage == "merge_lines":
+    data = bytearray(data)
+    data[data.index(b"\n")] ^= 1  # Rows 1 and 2 become one line.
+    data = bytes(data)
+  else:
+    data = None
+  if data is not None:
+    open(path, "wb").write(data)
+  rows, warning = metrics_io.resume_rows(path, "train", 2, durable)
+  assert "rebuilt from that copy" in warning
+  assert open(path, "rb").read() == durable
+  assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_sound_metrics_keep_rows_up_to_the_checkpoint(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  durable = _lines(_rows("warmup", [1, 2]) + _rows("train", [1]))
+  torn = _lines(_rows("train", [2, 3]))[:-7]  # A kill while appending.
+  open(path, "wb").write(durable + torn)
+  rows, warning = metrics_io.resume_rows(path, "train", 1, durable)
+  assert warning is None and open(path, "rb").read() == durable
+  assert [r["epoch"] for r in rows] == [1]
+
+
+def test_damaged_metrics_without_a_copy_refused(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  data = bytearray(_lines(_rows("a", [1, 2, 3])))
+  data[data.index(b"\n")] ^= 1
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(wd.CorruptFileError, match="line 1 is damaged"):
+    metrics_io.resume_rows(path, "b", 0, None)
+  # Rows lost where the checkpoint says they exist.
+  open(path, "wb").write(_lines(_rows("b", [1])))
+  with pytest.raises(wd.CorruptFileError, match=r"holds epochs \[1\]"):
+    metrics_io.resume_rows(path, "b", 2, None)
+
+
+def test_durable_metrics_is_the_newest_sound_copy(tmp_path):
+  _save(tmp_path, "warmup", 1, _tree(1.0), _rows("warmup", [1]))
+  _save(tmp_path, "train", 1, _tree(1.0), _rows("train", [1]))
+  want = _lines(_rows("warmup", [1]) + _rows("train", [1]))
+  assert loop.durable_metrics(str(tmp_path / "checkpoints")) == want
+  _flip_bit(str(tmp_path / "checkpoints" / "train" / "1" / loop.METRICS_COPY))
+  assert loop.durable_metrics(str(tmp_path / "checkpoints")) == _lines(
+      _rows("warmup", [1]))
+
+
+def test_atomic_files_honour_the_umask_and_stale_temporaries_go(tmp_path):
+  wd.write_json(str(tmp_path / "a.json"), {"x": 1})
+  open(tmp_path / "b.txt", "w").close()
+  assert (os.stat(tmp_path / "a.json").st_mode & 0o777 ==
+          os.stat(tmp_path / "b.txt").st_mode & 0o777)
+  (tmp_path / "sub").mkdir()
+  (tmp_path / "sub" / ".tmp-mask.npy1234").write_bytes(b"x")
+  with wd.lock(str(tmp_path)):
+    pass
+  assert not (tmp_path / "sub" / ".tmp-mask.npy1234").exists()
+  assert (tmp_path / "a.json").exists()
