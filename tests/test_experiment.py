@@ -130,11 +130,33 @@ def test_tfds_mock_cifar10_shape(tmp_path):
     ("selection.loss_source", "test", r"loss_source='test' is not allowed"),
     ("selection.skip_epochs", 2, r"skip_epochs=2 is not allowed"),
     ("selection.warmup_epochs", 1, r"warmup_epochs=1 is not allowed"),
+    # Every method option, from its declaration, with the config's names,
+    # whichever method runs (issue: refused only after the warm-up).
+    ("selection.max_initial_ratio", float("nan"),
+     r"^selection.max_initial_ratio=nan is not allowed: it must be a finite "
+     r"number > 1\.$"),
+    ("selection.epoch_offset", -3, r"^selection.epoch_offset=-3 is not"),
+    ("selection.rho", -1.0, r"^selection.rho=-1.0 is not allowed"),
+    ("selection.ccs_strata", 0, r"^selection.ccs_strata=0 is not allowed"),
+    ("selection.d2_k", 0, r"^selection.d2_k=0 is not allowed"),
+    ("selection.dyn_unc_window", 0, r"^selection.dyn_unc_window=0 is not"),
+    ("selection.el2n_epochs", 0, r"^selection.el2n_epochs=0 is not allowed"),
+    ("selection.method", "mrmc(max_initial_ratio=-1)",
+     r"max_initial_ratio=-1 is not allowed in method spec"),
+    ("seed", 2**31, r"^seed=2147483648 is not allowed"),
 ])
 def test_bad_config_fails_before_work(tmp_path, key, value, match):
   with pytest.raises(ValueError, match=match):
     experiment.train_and_evaluate(tiny_config(**{key: value}),
                                   str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")
+
+
+def test_unknown_field_is_named(tmp_path):
+  config = tiny_config()
+  config.train.nosuch = 3
+  with pytest.raises(ValueError, match=r"^unknown field train.nosuch"):
+    experiment.train_and_evaluate(config, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad")
 
 

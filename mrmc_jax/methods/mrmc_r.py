@@ -171,6 +171,22 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   return np.asarray(info["phi"], np.float32), np.asarray(mask)
 
 
+OPTIONS = common.declare(
+    common.Option("rho", float, 0.3, "MRMC-R: fraction of the core-set "
+                  "taken by MRMC alone", low=0.0, high=1.0, low_open=True),
+    common.Option("gamma", float, 2.0, "MRMC-R: weight of the regulariser",
+                  low=0.0),
+    common.Option("score_scale", str, "none", "MRMC-R: none (the paper's "
+                  "formula) or max (MRMC scores scaled to max 1)",
+                  choices=SCORE_SCALES),
+    common.Option("proxy_learning_rate", float, 0.01, "MRMC-R: proxy "
+                  "head's SGD learning rate", low=0.0, low_open=True),
+    common.Option("proxy_batch_size", int, 512, "MRMC-R: proxy head's "
+                  "batch size", low=1),
+    common.Option("proxy_epochs", int, 10, "MRMC-R: proxy head's epochs",
+                  low=0),
+)
+
 METHOD = common.Method(
     "mrmc_r", frozenset({"trajectory", "features"}),
     ("class_balanced",) + mrmc.MRMC_OPTIONS + (

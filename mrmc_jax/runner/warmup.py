@@ -11,7 +11,7 @@ them. Artefacts go to `<workdir>/warmup/artefacts.npz`.
 
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 from absl import logging
 import jax
@@ -38,6 +38,29 @@ def artefact_keys(need: frozenset[str]) -> list[str]:
   return keys
 
 
+def read_artefacts(workdir: str, need: frozenset[str],
+                   stamp: str) -> Optional[dict[str, np.ndarray]]:
+  """A finished warm-up's artefacts holding what `need` asks, or None.
+
+  Raises:
+    workdir.ConfigMismatchError: they are of another stamp.
+  """
+  art_path = os.path.join(workdir, "warmup", "artefacts.npz")
+  if not os.path.exists(art_path):
+    return None
+  try:
+    art = wd.read_npz(art_path)
+  except wd.CorruptFileError as e:
+    # Recomputed from the last warm-up checkpoint (or from scratch): the
+    # warm-up is deterministic, so the artefacts come out the same.
+    logging.warning("%s; recomputing it.", e)
+    return None
+  wd.check_stamp(art_path, str(art.pop("stamp", "")), stamp)
+  if all(k in art for k in artefact_keys(need)):
+    return art
+  return None
+
+
 def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
                epochs: int, schedule_epochs: int,
                stamp: str = "") -> dict[str, np.ndarray]:
@@ -60,18 +83,6 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       another stamp.
   """
   art_path = os.path.join(ctx.workdir, "warmup", "artefacts.npz")
-  if os.path.exists(art_path):
-    try:
-      art = wd.read_npz(art_path)
-    except wd.CorruptFileError as e:
-      # Recomputed from the last warm-up checkpoint (or from scratch): the
-      # warm-up is deterministic, so the artefacts come out the same.
-      logging.warning("%s; recomputing it.", e)
-      art = None
-    if art is not None:
-      wd.check_stamp(art_path, str(art.pop("stamp", "")), stamp)
-      if all(k in art for k in artefact_keys(need)):
-        return art
   n = ctx.data.train.num_examples
   spe = input_pipeline.num_batches(n, ctx.batch_size)
   tx = ctx.make_tx(max(schedule_epochs, epochs) * spe, spe)
