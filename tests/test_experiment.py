@@ -57,6 +57,41 @@ def test_digits_end_to_end(tmp_path):
       np.load(os.path.join(workdir, "coreset/mask.npy")), mask)
 
 
+def _flip_byte(path, offset):
+  data = bytearray(open(path, "rb").read())
+  data[offset] ^= 1
+  open(path, "wb").write(bytes(data))
+
+
+def test_damaged_outputs_are_recomputed_never_used(tmp_path, caplog):
+  # Issue: a flipped bit in coreset/mask.npy or a digit in summary.json was
+  # used as is. Every stage output is verified against its content hash;
+  # damage takes the recompute path with one warning naming the file.
+  config = tiny_config(**{"train.epochs": 1})
+  workdir = str(tmp_path / "run")
+  summary = experiment.train_and_evaluate(config, workdir)
+  mask_path = os.path.join(workdir, "coreset", "mask.npy")
+  mask = np.load(mask_path)
+  _flip_byte(mask_path, os.path.getsize(mask_path) - 1)
+  assert np.load(mask_path).sum() != mask.sum()
+  summary_path = os.path.join(workdir, "summary.json")
+  text = open(summary_path).read()
+  acc = json.dumps(summary["test_accuracy"])
+  open(summary_path, "w").write(text.replace(acc, acc[:-1] + (
+      "1" if acc[-1] != "1" else "2")))
+  art_path = os.path.join(workdir, "warmup", "artefacts.npz")
+  _flip_byte(art_path, os.path.getsize(art_path) // 2)
+  again = experiment.train_and_evaluate(config, workdir)
+  warned = " ".join(r.getMessage() for r in caplog.records
+                    if r.levelname == "WARNING")
+  for f in (summary_path, mask_path, art_path):
+    assert f in warned, (f, warned)
+  assert again["test_accuracy"] == summary["test_accuracy"]
+  np.testing.assert_array_equal(np.load(mask_path), mask)
+  stored = json.load(open(summary_path))
+  assert stored["test_accuracy"] == summary["test_accuracy"]
+
+
 def test_killed_warmup_resumes_to_identical_mask(tmp_path, monkeypatch):
   config = tiny_config(**{"train.epochs": 1})
   ref = str(tmp_path / "ref")

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import time
 from typing import Any, Iterator, Optional
 
@@ -360,15 +361,28 @@ def train(ctx: Context, ids: np.ndarray, *, epochs: int,
     m = evaluate(ctx, eval_fn, tree["state"].variables, ctx.data.test)
     return {"test_loss": m["loss"], "test_accuracy": m["accuracy"]}
 
-  tree = loop.run_epochs(
-      stage="train", workdir=ctx.workdir,
-      checkpoint_dir=os.path.join(ctx.workdir, "checkpoints", "train"),
-      tree={"state": ctx.init_state(tx, seed_offset=1),
-            "seconds": np.zeros((), np.float64)},
-      num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
-      checkpoint_every=ctx.checkpoint_every, total_steps=total_steps,
-      after_epoch=test_metrics, learning_rate=ctx.make_schedule(*length),
-      stamp=stamp)
+  checkpoint_dir = os.path.join(ctx.workdir, "checkpoints", "train")
+
+  def run():
+    return loop.run_epochs(
+        stage="train", workdir=ctx.workdir, checkpoint_dir=checkpoint_dir,
+        tree={"state": ctx.init_state(tx, seed_offset=1),
+              "seconds": np.zeros((), np.float64)},
+        num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
+        checkpoint_every=ctx.checkpoint_every, total_steps=total_steps,
+        after_epoch=test_metrics, learning_rate=ctx.make_schedule(*length),
+        stamp=stamp)
+
+  try:
+    tree = run()
+  except wd.ConfigMismatchError as e:
+    # The workdir's config and data were checked when it was claimed: the
+    # checkpoints were trained on another core-set (their stamp holds the
+    # mask's hash). Never resumed from: trained again from scratch.
+    logging.warning("%s; training the core-set again from scratch.", e)
+    if wd.is_writer():
+      shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    tree = run()
   # The last epoch's test metrics, evaluated again from the final state
   # (the evaluation is deterministic; a resumed finished stage has none).
   test = test_metrics(tree)
