@@ -223,6 +223,9 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """
   config_json = json.loads(config.to_json_best_effort())
   config_json.pop("distributed", None)
+  if not config_json.get("selection", {}).get("plugins", True):
+    # No user methods: the config.json of workdirs made before the field.
+    del config_json["selection"]["plugins"]
   return config_json
 
 
