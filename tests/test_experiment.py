@@ -57,6 +57,24 @@ def test_digits_end_to_end(tmp_path):
       np.load(os.path.join(workdir, "coreset/mask.npy")), mask)
 
 
+def test_a_users_method_runs_through_main(tmp_path):
+  # The user's file is named in the config string, so its option becomes a
+  # config field (selection.toy_power) like the package's options.
+  toy = os.path.join(ROOT, "tests", "data", "toy_method.py")
+  config = default.get_config(
+      f"selection.plugins='{toy}',selection.method='toy',"
+      "selection.toy_power=2.0,selection.warmup_epochs=3,train.epochs=1,"
+      "train.batch_size=128")
+  assert config.selection.toy_power == 2.0
+  summary = experiment.train_and_evaluate(config, str(tmp_path / "toy"))
+  assert summary["method"] == "toy"
+  assert summary["num_selected"] == selection.budget(0.3,
+                                                     summary["num_examples"])
+  config.selection.toy_power = -1.0
+  with pytest.raises(ValueError, match=r"^selection.toy_power=-1.0 is not"):
+    experiment.train_and_evaluate(config, str(tmp_path / "bad"))
+
+
 def _flip_byte(path, offset):
   data = bytearray(open(path, "rb").read())
   data[offset] ^= 1

@@ -271,11 +271,13 @@ def table_rows(readers: dict[str, list[str]]) -> list[str]:
 
   Args:
     readers: option name -> the methods that read it
-      (`registry.option_readers()`).
+      (`registry.option_readers()`); only these options are listed.
   """
   rows = ["| option | default | allowed | read by | what |",
           "|---|---|---|---|---|"]
   for o in _DECLARED.values():
+    if o.name not in readers:
+      continue
     rows.append(f"| `{o.name}` | `{o.default!r}` | {o.allowed()} | "
                 f"{', '.join(readers.get(o.name, [])) or '—'} | {o.doc} |")
   return rows

@@ -118,7 +118,8 @@ def load_plugins(paths: Iterable[str]) -> None:
 
   Raises:
     ValueError: a path that is neither an existing `.py` file nor an
-      importable module (one line, before any work).
+      importable module, or a file that fails to load (one line, before
+      any work).
   """
   for path in paths:
     path = path.strip()
@@ -138,9 +139,11 @@ def load_plugins(paths: Iterable[str]) -> None:
       sys.modules[name] = module
       try:
         spec.loader.exec_module(module)
-      except Exception:
+      except Exception as e:  # The user's code: any error, one line.
         del sys.modules[name]
-        raise
+        raise ValueError(f"selection.plugins entry {path!r} failed to load: "
+                         f"{type(e).__name__}: {e}".replace("\n", " ")
+                         ) from None
     else:
       try:
         importlib.import_module(path)
@@ -149,10 +152,14 @@ def load_plugins(paths: Iterable[str]) -> None:
                          f"{e}.") from None
 
 
-def option_readers() -> dict[str, list[str]]:
-  """Option name -> the methods that read it, in table order."""
+def option_readers(builtin_only: bool = False) -> dict[str, list[str]]:
+  """Option name -> the methods that read it, in table order.
+
+  Args:
+    builtin_only: only the package's methods (not those `register`ed).
+  """
   out = {}
-  for m in METHODS:
+  for m in _BUILTIN if builtin_only else METHODS:
     for o in m.options:
       out.setdefault(o, []).append(m.name)
   return out
