@@ -26,8 +26,6 @@ import re
 import shutil
 from typing import Any, Sequence
 
-from absl import logging
-
 import matplotlib
 
 matplotlib.use("Agg")
