@@ -110,6 +110,32 @@ def test_damaged_outputs_are_recomputed_never_used(tmp_path, caplog):
   assert stored["test_accuracy"] == summary["test_accuracy"]
 
 
+def test_checkpoints_of_another_mask_are_never_resumed(tmp_path, caplog):
+  # The train checkpoints' stamp holds the mask's hash: checkpoints trained
+  # on another core-set are dropped with one warning and training restarts.
+  from mrmc_jax.runner import stages  # pylint: disable=g-import-not-at-top
+  config = tiny_config(**{"train.epochs": 1})
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(config, workdir)
+  out = os.path.join(workdir, "coreset")
+  mask = np.load(os.path.join(out, "mask.npy"))
+  other = mask.copy()
+  other[np.flatnonzero(mask)[0]] = False
+  np.save(os.path.join(out, "mask.npy"), other)
+  timing = json.load(open(os.path.join(out, "selection.json")))
+  timing["sha256"]["mask.npy"] = stages.array_sha256(other)
+  json.dump(timing, open(os.path.join(out, "selection.json"), "w"))
+  os.remove(os.path.join(workdir, "summary.json"))
+  summary = experiment.train_and_evaluate(config, workdir)
+  warned = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING"]
+  assert any(os.path.join(workdir, "checkpoints", "train") in w and
+             "from scratch" in w for w in warned), warned
+  assert summary["num_selected"] == mask.sum() - 1
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows if r["stage"] == "train"] == [1]
+
+
 def test_killed_warmup_resumes_to_identical_mask(tmp_path, monkeypatch):
   config = tiny_config(**{"train.epochs": 1})
   ref = str(tmp_path / "ref")
