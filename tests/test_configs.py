@@ -77,7 +77,8 @@ def test_stage_stamps_follow_the_marks():
 
 def test_readme_option_table_is_the_declarations():
   readme = open(os.path.join(ROOT, "README.md")).read()
-  begin, end = "<!-- method options: begin -->\n", "<!-- method options: end -->"
+  begin = "<!-- method options: begin -->\n"
+  end = "<!-- method options: end -->"
   got = readme[readme.index(begin) + len(begin):readme.index(end)]
   want = "\n".join(options.table_rows(
       registry.option_readers(builtin_only=True))) + "\n"

@@ -186,13 +186,17 @@ def check_ratio_labels(labels: Any, ratio: float, num_classes: int,
 
 def group_quotas(labels: np.ndarray, num_classes: int, ratio: float,
                  class_balanced: bool) -> tuple[np.ndarray, np.ndarray, int]:
-  """Returns (group labels [N], quotas [G], G): classes, or one global group."""
+  """Returns (group labels [N], quotas [G], G): classes, or one global group.
+
+  The ratio and the labels are the caller's, already checked (every method
+  function checks its input once, at its start).
+  """
   if class_balanced:
-    return (labels, selection.class_quotas(labels, num_classes, ratio),
-            num_classes)
+    return (labels, selection.checked_class_quotas(
+        np.asarray(labels), num_classes, ratio, None), num_classes)
   n = labels.shape[0]
   return (np.zeros(n, np.int64),
-          np.array([selection.budget(ratio, n)], np.int64), 1)
+          np.array([selection.checked_budget(ratio, n)], np.int64), 1)
 
 
 def within_group_position(scores: Any, groups: np.ndarray, seed: int

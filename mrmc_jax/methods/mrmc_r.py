@@ -133,7 +133,8 @@ def mrmc_r_select(scores: Array,
   # |C'| = floor(rho * |C|). Selecting at ratio |C'| / N gives exactly that
   # budget, split over classes like the final one; with rho = 1 it is the
   # MRMC selection itself.
-  k_stage1 = selection.budget(rho, selection.budget(ratio, n))
+  k_stage1 = selection.checked_budget(rho,
+                                      selection.checked_budget(ratio, n))
   if k_stage1 > 0:
     stage1 = selection.select_mask_host(
         scores, labels, k_stage1 / n, num_classes=num_classes,

@@ -60,7 +60,8 @@ def decide(done: bool) -> bool:
   answer is the job's, so that all of them take the same path.
   """
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from jax.experimental import multihost_utils
     return bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
   return done
 
