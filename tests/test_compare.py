@@ -63,11 +63,11 @@ def test_bad_plan_fails_before_work(tmp_path):
 
 
 def test_a_users_method_from_outside_the_package(tmp_path):
-  # tests/data/toy_method.py registers `toy`, with its own option; it shares
+  # tests/plugins/toy_method.py registers `toy`, with its own option; it shares
   # the warm-up with mrmc and is reported like the package's methods.
   config = tiny("mrmc,toy,toy(toy_power=2.0)")
   config.selection.plugins = os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), "data", "toy_method.py")
+      os.path.dirname(os.path.abspath(__file__)), "plugins", "toy_method.py")
   config.compare.seeds = "0"
   workdir = str(tmp_path / "toy")
   rows = compare.run_comparison(config, workdir)

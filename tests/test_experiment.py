@@ -60,7 +60,7 @@ def test_digits_end_to_end(tmp_path):
 def test_a_users_method_runs_through_main(tmp_path):
   # The user's file is named in the config string, so its option becomes a
   # config field (selection.toy_power) like the package's options.
-  toy = os.path.join(ROOT, "tests", "data", "toy_method.py")
+  toy = os.path.join(ROOT, "tests", "plugins", "toy_method.py")
   config = default.get_config(
       f"selection.plugins='{toy}',selection.method='toy',"
       "selection.toy_power=2.0,selection.warmup_epochs=3,train.epochs=1,"
