@@ -22,10 +22,9 @@ mrmc_jax/attribution.py for what the attribution approximates with
 momentum).
 """
 
-import ml_collections
-
 from configs import base
 from configs import fashion_mnist
+from mrmc_jax.runner import fields
 
 
 def get_config(arg: str | None = None):
@@ -33,11 +32,7 @@ def get_config(arg: str | None = None):
   # here, after the attribution fields exist.
   config = fashion_mnist.get_config(",".join(sorted(base.presets(arg))))
   config.selection.warmup_epochs = 10
-  config.attribution = ml_collections.ConfigDict()
-  config.attribution.num_probes = 50
-  config.attribution.ratios = "0.3,0.5,0.7"
-  config.attribution.method = "mrmc"
-  config.attribution.epochs = 10
-  config.attribution.seed = 0
-  config.attribution.reference_runs = 1
+  # The attribution.* fields, declared (defaults, docs, what they affect)
+  # in mrmc_jax/runner/fields.py.
+  fields.add_attribution(config)
   return base.apply_overrides(config, arg, known=("tfds",))

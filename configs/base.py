@@ -1,149 +1,31 @@
 """The full set of config fields, with their defaults; every config starts here.
 
-Fields (the interface users and scripts rely on; see README.md):
-  seed: seeds model init, data order, augmentation and random selection.
-  dataset.name / dataset.data_dir: see `mrmc_jax.datasets.load_dataset`.
-  dataset.image_size: resize images to this side (None keeps them).
-  dataset.input: "memory" (decode the splits into host memory) or "stream"
-    (read a tfds set prepared as ArrayRecord by id; see mrmc_jax/streaming.py).
-  dataset.validation_fraction: if > 0, hold out this stratified fraction of
-    the train split (seed dataset.validation_seed) and evaluate on it instead
-    of the test split (for choosing knobs without touching test).
-  model.name: see `mrmc_jax.models.create_model`; model.dtype: float32|bfloat16.
-  selection.method: mrmc, mrmc_r, random, full, el2n, grand, forgetting, ccs,
-    moderate, dyn_unc, d2, dual, mrmc_ra; optionally with option overrides, e.g.
-    "mrmc(loss_source=eval;skip_epochs=2)" (see mrmc_jax/methods/options.py).
-  selection.ratio: core-set fraction in (0, 1].
-  selection.class_balanced: per-class quotas (True) or global top-k.
-  selection.warmup_epochs: R, epochs of warm-up on all data.
-  selection.loss_source: "train" (the training forward pass) or "eval" (a
-    separate evaluation pass over the training set after each epoch).
-  selection.skip_epochs: burn-in epochs left out of the fit.
-  selection.score: "literal" q(1-w^-R) or "observed" q(w^-r1 - w^-rR).
-  selection.max_initial_ratio: bound on the fitted epoch-0 loss.
-  selection.epoch_offset: 1 fits r = 1..R (paper), 0 fits r = 0..R-1.
-  selection.rho / gamma / score_scale / proxy_*: MRMC-R.
-  selection.ra_cut / ra_shape / ra_form: ratio-aware MRMC (mrmc_ra).
-  selection.dual_window / dual_c_d: DUAL; selection.d2_mis_ratio: D2's
-    pre-step that drops the hardest examples (lowest mean p_true) of the
-    whole set (of each class with selection.d2_mis_per_class).
-  train.*: optimiser and schedule for warm-up and core-set training;
-    train.schedule: cosine, constant or warmup_cosine (with
-    train.lr_warmup_epochs > 0 epochs of linear warm-up).
-  compare.methods / ratios / seeds: the grid of experiments/compare.py,
-    comma-separated (method specs may carry overrides, see above).
-  distributed.initialize / coordinator_address / num_processes / process_id:
-    arguments of `jax.distributed.initialize` (None: auto-detected, as on TPU
-    pods); distributed.num_devices: mesh size (None: all devices).
+Every field is declared once, with its default, its doc and the stages it
+affects (warm-up, selection, training), in `mrmc_jax/runner/fields.py`;
+the `selection.*` option fields come from the options each method module
+declares (`mrmc_jax/methods/options.py`). README.md lists them all.
+A method spec (`selection.method`, `compare.methods` entries) may carry
+option overrides, e.g. "mrmc(loss_source=eval;skip_epochs=2)".
 """
 
 import ml_collections
 
+from mrmc_jax import methods
+from mrmc_jax.runner import fields
+
 
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the base config (the digits default's shape, paper optimiser)."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  return fields.base_config()
 
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "digits"
-  config.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)
-  config.dataset.image_size = ml_collections.FieldReference(None,
-                                                            field_type=int)
-  # "memory": decode the splits into host memory; "stream": read a tfds set
-  # prepared as ArrayRecord by id, each process only its rows of each batch.
-  config.dataset.input = "memory"
-  config.dataset.validation_fraction = 0.0
-  config.dataset.validation_seed = 0
 
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "mlp"
-  config.model.dtype = "float32"
-
-  config.selection = ml_collections.ConfigDict()
-  config.selection.method = "mrmc"
-  config.selection.ratio = 0.3
-  config.selection.class_balanced = True
-  config.selection.warmup_epochs = 10
-  config.selection.loss_source = "train"
-  config.selection.skip_epochs = 0
-  config.selection.score = "literal"
-  config.selection.max_initial_ratio = 2.0
-  config.selection.epoch_offset = 1
-  # MRMC-R (paper defaults).
-  config.selection.rho = 0.3
-  config.selection.gamma = 2.0
-  config.selection.score_scale = "none"
-  config.selection.proxy_learning_rate = 0.01
-  config.selection.proxy_batch_size = 512
-  config.selection.proxy_epochs = 10
-  # Peer methods.
-  config.selection.el2n_epochs = ml_collections.FieldReference(None,
-                                                               field_type=int)
-  config.selection.dyn_unc_window = 10
-  config.selection.ccs_beta = 0.1
-  config.selection.ccs_strata = 50
-  config.selection.ccs_score = "forgetting"
-  config.selection.d2_k = 5
-  config.selection.d2_gamma = 1.0
-  config.selection.d2_gamma_reverse = 0.1
-  config.selection.d2_score = "forgetting"
-  config.selection.d2_mis_ratio = 0.1
-  config.selection.d2_mis_per_class = False
-  config.selection.dual_window = 10
-  config.selection.dual_c_d = 4.0
-  # mrmc_ra's knobs, chosen on a validation split (docs/results/).
-  config.selection.ra_cut = 0.0
-  config.selection.ra_shape = 8.0
-  config.selection.ra_form = "conf"
-  config.selection.ra_anchor = 0.01
-  # The ablation: "shuffled" permutes MRMC's scores within each class for
-  # the rank and the anchor, "shuffled_rank" / "shuffled_anchor" for one;
-  # "none" uses no MRMC input (anchor fixed at 0.5, no rank factor).
-  config.selection.ra_score = "mrmc"
-
-  config.train = ml_collections.ConfigDict()
-  config.train.epochs = 20
-  # "epochs": every ratio trains train.epochs epochs (the paper). "steps": a
-  # fixed number of updates, train.epochs epochs' worth of full-data steps.
-  config.train.budget = "epochs"
-  config.train.batch_size = 128
-  config.train.eval_batch_size = 512
-  config.train.optimizer = "sgd"
-  config.train.learning_rate = 0.1
-  config.train.momentum = 0.9
-  config.train.nesterov = False
-  config.train.weight_decay = 5e-4
-  config.train.schedule = "cosine"
-  config.train.end_learning_rate = 1e-4
-  # Linear learning-rate warm-up of train.schedule="warmup_cosine", in
-  # epochs of the stage it schedules (0 for the other schedules).
-  config.train.lr_warmup_epochs = 0.0
-  config.train.warmup_schedule = "truncated"
-  config.train.augment = True
-  config.train.checkpoint_every_epochs = 1
-
-  # experiments/compare.py: methods x ratios x seeds (comma-separated).
-  config.compare = ml_collections.ConfigDict()
-  config.compare.methods = ("full,random,el2n,grand,forgetting,ccs,moderate,"
-                            "dyn_unc,d2,mrmc,mrmc_r")
-  config.compare.ratios = "0.7,0.5,0.3,0.1"
-  config.compare.seeds = "0,1,2"
-
-  config.distributed = ml_collections.ConfigDict()
-  config.distributed.initialize = False
-  config.distributed.coordinator_address = ml_collections.FieldReference(
-      None, field_type=str)
-  config.distributed.num_processes = ml_collections.FieldReference(
-      None, field_type=int)
-  config.distributed.process_id = ml_collections.FieldReference(
-      None, field_type=int)
-  # Devices of the data-parallel mesh: None uses every device of every
-  # process; n uses the first n (one process only), e.g. 1 to check that a
-  # run on 8 devices selects the same core-set as a run on one.
-  config.distributed.num_devices = ml_collections.FieldReference(
-      None, field_type=int)
-  return config
+def load_plugins(config: ml_collections.ConfigDict) -> None:
+  """Imports `selection.plugins` and adds their options' config fields."""
+  methods.load_plugins((config.selection.plugins or "").split(","))
+  for f in fields.option_fields():
+    name = f.path.split(".", 1)[1]
+    if name not in config.selection:
+      fields._add(config, [f])  # pylint: disable=protected-access
 
 
 def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
@@ -170,6 +52,7 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
                      "field=value overrides).")
   if "paper" in presets(arg):
     paper_preset(config)
+  items = []
   for item in arg.split(","):
     if "=" not in item:
       continue
@@ -178,7 +61,13 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
       value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       pass
-    set_fields(config, {key.strip(): value})
+    items.append((key.strip(), value))
+  # The user's methods first: their options become fields to override.
+  items.sort(key=lambda kv: kv[0] != "selection.plugins")
+  for key, value in items:
+    set_fields(config, {key: value})
+    if key == "selection.plugins":
+      load_plugins(config)
   return config
 
 

@@ -22,27 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-from ml_collections import config_flags
-
-from mrmc_jax.runner import cli
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints and outputs.")
-config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/attribution.py.",
-    lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  # Imported here so that --help answers without loading JAX and TensorFlow.
-  from mrmc_jax.runner import attribution  # pylint: disable=g-import-not-at-top
-  cli.run(attribution.run_attribution, FLAGS.config, FLAGS.workdir)
-
+from mrmc_jax.runner import entry  # pylint: disable=g-import-not-at-top
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  entry.main("mrmc_jax.runner.attribution:run_attribution",
+             "Config file, e.g. configs/attribution.py.")

@@ -17,27 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-from ml_collections import config_flags
-
-from mrmc_jax.runner import cli
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints and outputs.")
-config_flags.DEFINE_config_file(
-    "config", None, "Config file (get_config()), e.g. configs/default.py.",
-    lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
-  # Imported here so that --help answers without loading JAX and TensorFlow.
-  from mrmc_jax.runner import experiment  # pylint: disable=g-import-not-at-top
-  cli.run(experiment.train_and_evaluate, FLAGS.config, FLAGS.workdir)
-
+from mrmc_jax.runner import entry  # pylint: disable=g-import-not-at-top
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  entry.main("mrmc_jax.runner.experiment:train_and_evaluate",
+             "Config file (get_config()), e.g. configs/default.py.")

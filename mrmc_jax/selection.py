@@ -44,6 +44,11 @@ _EPS = 1e-9
 def budget(ratio: float, num_examples: int) -> int:
   """Returns the core-set size `floor(ratio * num_examples)`."""
   validation.check_ratio(ratio)
+  return checked_budget(ratio, num_examples)
+
+
+def checked_budget(ratio: float, num_examples: int) -> int:
+  """`budget` of a ratio the caller has checked (no check here)."""
   return int(np.floor(float(ratio) * num_examples + _EPS))
 
 
@@ -93,9 +98,16 @@ def class_quotas(labels: np.ndarray,
   """
   validation.check_ratio(ratio)
   validation.check_labels(labels, num_classes)
-  sizes = np.bincount(np.asarray(labels), minlength=num_classes
-                     ).astype(np.int64)
-  total = budget(ratio, int(sizes.sum()))
+  return checked_class_quotas(np.asarray(labels), num_classes, ratio,
+                              capacity)
+
+
+def checked_class_quotas(labels: np.ndarray, num_classes: int,
+                         ratio: float,
+                         capacity: Optional[np.ndarray]) -> np.ndarray:
+  """`class_quotas` of a ratio and host labels the caller has checked."""
+  sizes = np.bincount(labels, minlength=num_classes).astype(np.int64)
+  total = checked_budget(ratio, int(sizes.sum()))
   quotas = _largest_remainder(total, sizes)
   if capacity is None:
     return quotas
@@ -506,12 +518,14 @@ def select_mask_host(scores: Array,
     eligible = jnp.asarray(candidates, jnp.bool_)
     capacity = np.bincount(labels_np[np.asarray(candidates, bool)],
                            minlength=num_classes)
-  quotas = class_quotas(labels_np, num_classes, ratio, capacity)
+  # Checked once above: the helpers below take checked values.
+  quotas = checked_class_quotas(labels_np, num_classes, ratio, capacity)
   priority = (jnp.zeros(n, jnp.bool_) if priority is None
               else jnp.asarray(priority, jnp.bool_))
   return _select_mask_jit(
       jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32), None,
       num_classes=num_classes, class_balanced=class_balanced,
-      quotas=jnp.asarray(quotas, jnp.int32), total=jnp.int32(budget(ratio, n)),
+      quotas=jnp.asarray(quotas, jnp.int32),
+      total=jnp.int32(checked_budget(ratio, n)),
       eligible=eligible, priority=priority,
       tie_seed=None if tie_seed is None else jnp.int32(tie_seed))

@@ -78,9 +78,15 @@ def check_int(value: Any, name: str, minimum: int = 1) -> None:
                      f"{minimum}.")
 
 
+MAX_SEED = 2**31 - 1
+
+
 def check_seed(seed: Any, name: str = "seed") -> None:
-  """Checks an int seed >= 0 (a `jax.random.key` or numpy seed)."""
+  """Checks an int seed in [0, 2^31) (a `jax.random.key` or numpy seed)."""
   check_int(seed, name, minimum=0)
+  if seed > MAX_SEED:
+    raise ValueError(f"{name}={seed!r} is not allowed: it must be an int in "
+                     f"[0, {MAX_SEED}].")
 
 
 def _shape(x: Any) -> tuple[int, ...]:

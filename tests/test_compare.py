@@ -40,7 +40,7 @@ def test_grid_runs_once_and_resumes(tmp_path, monkeypatch):
   # Resume: nothing is trained again.
   def boom(*a, **k):
     raise AssertionError("a finished cell was redone")
-  monkeypatch.setattr(compare.experiment, "train_coreset", boom)
+  monkeypatch.setattr(compare.stages, "train", boom)
   again = compare.run_comparison(tiny(), workdir)
   assert again == rows
 
@@ -60,3 +60,31 @@ def test_bad_plan_fails_before_work(tmp_path):
   with pytest.raises(ValueError, match="option 'bogus=1'"):
     compare.run_comparison(tiny("mrmc(bogus=1)"), str(tmp_path / "y"))
   assert not os.path.exists(tmp_path / "x")
+
+
+def test_a_users_method_from_outside_the_package(tmp_path):
+  # tests/plugins/toy_method.py registers `toy`, with its own option; it shares
+  # the warm-up with mrmc and is reported like the package's methods.
+  config = tiny("mrmc,toy,toy(toy_power=2.0)")
+  config.selection.plugins = os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "plugins", "toy_method.py")
+  config.compare.seeds = "0"
+  workdir = str(tmp_path / "toy")
+  rows = compare.run_comparison(config, workdir)
+  assert [(r["method"], r["ratio"]) for r in rows] == [
+      (m, r) for m in ("mrmc", "toy", "toy(toy_power=2.0)")
+      for r in (0.5, 0.2)]
+  assert all(np.isfinite(r["test_accuracy"]) for r in rows)
+  assert os.listdir(os.path.join(workdir, "warmup")) == ["seed_0"]
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert "| toy |" in md and "| toy(toy_power=2.0) |" in md
+  masks = [np.load(os.path.join(workdir, "cells", d, "ratio_0.5", "seed_0",
+                                "coreset", "mask.npy"))
+           for d in ("toy", "toy_toy_power=2.0")]
+  # Squaring a positive score keeps its order: the same core-set.
+  np.testing.assert_array_equal(masks[0], masks[1])
+  # Its option is checked before any work, with its declaration's range.
+  config.compare.methods = "toy(toy_power=-1)"
+  with pytest.raises(ValueError, match="toy_power=-1 is not allowed"):
+    compare.run_comparison(config, str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")

@@ -57,6 +57,85 @@ def test_digits_end_to_end(tmp_path):
       np.load(os.path.join(workdir, "coreset/mask.npy")), mask)
 
 
+def test_a_users_method_runs_through_main(tmp_path):
+  # The user's file is named in the config string, so its option becomes a
+  # config field (selection.toy_power) like the package's options.
+  toy = os.path.join(ROOT, "tests", "plugins", "toy_method.py")
+  config = default.get_config(
+      f"selection.plugins='{toy}',selection.method='toy',"
+      "selection.toy_power=2.0,selection.warmup_epochs=3,train.epochs=1,"
+      "train.batch_size=128")
+  assert config.selection.toy_power == 2.0
+  summary = experiment.train_and_evaluate(config, str(tmp_path / "toy"))
+  assert summary["method"] == "toy"
+  assert summary["num_selected"] == selection.budget(0.3,
+                                                     summary["num_examples"])
+  config.selection.toy_power = -1.0
+  with pytest.raises(ValueError, match=r"^selection.toy_power=-1.0 is not"):
+    experiment.train_and_evaluate(config, str(tmp_path / "bad"))
+
+
+def _flip_byte(path, offset):
+  data = bytearray(open(path, "rb").read())
+  data[offset] ^= 1
+  open(path, "wb").write(bytes(data))
+
+
+def test_damaged_outputs_are_recomputed_never_used(tmp_path, caplog):
+  # Issue: a flipped bit in coreset/mask.npy or a digit in summary.json was
+  # used as is. Every stage output is verified against its content hash;
+  # damage takes the recompute path with one warning naming the file.
+  config = tiny_config(**{"train.epochs": 1})
+  workdir = str(tmp_path / "run")
+  summary = experiment.train_and_evaluate(config, workdir)
+  mask_path = os.path.join(workdir, "coreset", "mask.npy")
+  mask = np.load(mask_path)
+  _flip_byte(mask_path, os.path.getsize(mask_path) - 1)
+  assert np.load(mask_path).sum() != mask.sum()
+  summary_path = os.path.join(workdir, "summary.json")
+  text = open(summary_path).read()
+  acc = json.dumps(summary["test_accuracy"])
+  open(summary_path, "w").write(text.replace(acc, acc[:-1] + (
+      "1" if acc[-1] != "1" else "2")))
+  art_path = os.path.join(workdir, "warmup", "artefacts.npz")
+  _flip_byte(art_path, os.path.getsize(art_path) // 2)
+  again = experiment.train_and_evaluate(config, workdir)
+  warned = " ".join(r.getMessage() for r in caplog.records
+                    if r.levelname == "WARNING")
+  for f in (summary_path, mask_path, art_path):
+    assert f in warned, (f, warned)
+  assert again["test_accuracy"] == summary["test_accuracy"]
+  np.testing.assert_array_equal(np.load(mask_path), mask)
+  stored = json.load(open(summary_path))
+  assert stored["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_checkpoints_of_another_mask_are_never_resumed(tmp_path, caplog):
+  # The train checkpoints' stamp holds the mask's hash: checkpoints trained
+  # on another core-set are dropped with one warning and training restarts.
+  from mrmc_jax.runner import stages  # pylint: disable=g-import-not-at-top
+  config = tiny_config(**{"train.epochs": 1})
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(config, workdir)
+  out = os.path.join(workdir, "coreset")
+  mask = np.load(os.path.join(out, "mask.npy"))
+  other = mask.copy()
+  other[np.flatnonzero(mask)[0]] = False
+  np.save(os.path.join(out, "mask.npy"), other)
+  timing = json.load(open(os.path.join(out, "selection.json")))
+  timing["sha256"]["mask.npy"] = stages.array_sha256(other)
+  json.dump(timing, open(os.path.join(out, "selection.json"), "w"))
+  os.remove(os.path.join(workdir, "summary.json"))
+  summary = experiment.train_and_evaluate(config, workdir)
+  warned = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING"]
+  assert any(os.path.join(workdir, "checkpoints", "train") in w and
+             "from scratch" in w for w in warned), warned
+  assert summary["num_selected"] == mask.sum() - 1
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["epoch"] for r in rows if r["stage"] == "train"] == [1]
+
+
 def test_killed_warmup_resumes_to_identical_mask(tmp_path, monkeypatch):
   config = tiny_config(**{"train.epochs": 1})
   ref = str(tmp_path / "ref")
@@ -130,11 +209,33 @@ def test_tfds_mock_cifar10_shape(tmp_path):
     ("selection.loss_source", "test", r"loss_source='test' is not allowed"),
     ("selection.skip_epochs", 2, r"skip_epochs=2 is not allowed"),
     ("selection.warmup_epochs", 1, r"warmup_epochs=1 is not allowed"),
+    # Every method option, from its declaration, with the config's names,
+    # whichever method runs (issue: refused only after the warm-up).
+    ("selection.max_initial_ratio", float("nan"),
+     r"^selection.max_initial_ratio=nan is not allowed: it must be a finite "
+     r"number > 1\.$"),
+    ("selection.epoch_offset", -3, r"^selection.epoch_offset=-3 is not"),
+    ("selection.rho", -1.0, r"^selection.rho=-1.0 is not allowed"),
+    ("selection.ccs_strata", 0, r"^selection.ccs_strata=0 is not allowed"),
+    ("selection.d2_k", 0, r"^selection.d2_k=0 is not allowed"),
+    ("selection.dyn_unc_window", 0, r"^selection.dyn_unc_window=0 is not"),
+    ("selection.el2n_epochs", 0, r"^selection.el2n_epochs=0 is not allowed"),
+    ("selection.method", "mrmc(max_initial_ratio=-1)",
+     r"max_initial_ratio=-1 is not allowed in method spec"),
+    ("seed", 2**31, r"^seed=2147483648 is not allowed"),
 ])
 def test_bad_config_fails_before_work(tmp_path, key, value, match):
   with pytest.raises(ValueError, match=match):
     experiment.train_and_evaluate(tiny_config(**{key: value}),
                                   str(tmp_path / "bad"))
+  assert not os.path.exists(tmp_path / "bad")
+
+
+def test_unknown_field_is_named(tmp_path):
+  config = tiny_config()
+  config.train.nosuch = 3
+  with pytest.raises(ValueError, match=r"^unknown field train.nosuch"):
+    experiment.train_and_evaluate(config, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad")
 
 

@@ -536,8 +536,8 @@ def test_compare_grid_extends_and_reuses(tmp_path, monkeypatch):
   # Extended by a method, a ratio and full: the finished cell is reused.
   config.compare.methods, config.compare.ratios = "random,mrmc,full", "0.5,0.2"
   trained = []
-  train = experiment.train_coreset
-  monkeypatch.setattr(compare.experiment, "train_coreset",
+  train = compare.stages.train
+  monkeypatch.setattr(compare.stages, "train",
                       lambda ctx, *a, **k: trained.append(ctx.workdir) or
                       train(ctx, *a, **k))
   rows = compare.run_comparison(config, workdir)

@@ -14,7 +14,6 @@ docs/results/reference_check.md.
       runs/refcheck/fashion_mnist 0
 """
 
-import dataclasses
 import sys
 
 import numpy as np
@@ -68,7 +67,7 @@ def check_dual(art, labels, num_classes, seed):
         f"departure); same top-10 anchor set as ours: {order_same}; "
         f"windowed mean at 0 or 1 (clipped): {at_edge}")
   gumbel = np.random.default_rng(seed).gumbel(size=n)
-  opts = dataclasses.replace(options.SelectionOptions(), seed=seed)
+  opts = options.SelectionOptions().replace(seed=seed)
   print("| ratio | global: ours vs reference, same noise | budgets | "
         "class quotas: ours vs reference weights | first-epoch (before) vs "
         "reference weights | reference, own draw vs same noise |")
@@ -100,7 +99,7 @@ def check_dual(art, labels, num_classes, seed):
 
 
 def check_d2(art, labels, num_classes, seed):
-  opts = dataclasses.replace(options.SelectionOptions(), seed=seed)
+  opts = options.SelectionOptions().replace(seed=seed)
   forgetting = np.asarray(scores_lib.forgetting_scores(
       art["correct"], never_learned_first=False))
   margin = np.asarray(art["p_true"], np.float64).mean(axis=1)
@@ -114,7 +113,7 @@ def check_d2(art, labels, num_classes, seed):
   for ratio in RATIOS:
     _, ours = registry.select("d2", art, labels, ratio,
                               num_classes=num_classes, opts=opts)
-    per_class = dataclasses.replace(opts, d2_mis_per_class=True)
+    per_class = opts.replace(d2_mis_per_class=True)
     _, ours_pc = registry.select("d2", art, labels, ratio,
                                  num_classes=num_classes, opts=per_class)
     theirs = ref.d2_reference_mask(art["features"], forgetting, margin,

@@ -13,7 +13,6 @@ Methods whose artefacts the warm-up did not store (GraNd's gradient norms
 when no method of that grid needed them) are reported as not checked.
 """
 
-import dataclasses
 import sys
 
 import numpy as np
@@ -42,7 +41,7 @@ def main(dataset: str, workdir: str, seeds: str) -> None:
   print("|---|---|---|---|")
   for seed in (int(s) for s in seeds.split(",")):
     art = wd.read_npz(f"{workdir}/warmup/seed_{seed}/warmup/artefacts.npz")
-    opts = dataclasses.replace(options.SelectionOptions(), seed=seed)
+    opts = options.SelectionOptions(seed=seed)
     for name in METHODS:
       if not registry.get_method(name).needs <= (
           {"trajectory"} | (set(art) & {"features", "grad_norms"})):

@@ -1,33 +1,42 @@
 """Core-set selection methods as plug-ins, behind one registry.
 
 Layout:
-  `options`: `SelectionOptions` (every knob, with defaults), spec parsing.
-  `registry`: the one table of `Method` rows, and `select`, `needs`.
+  `options`: the `Option` declaration, `SelectionOptions` (the values of
+    every declared option), spec parsing and the option checks.
+  `registry`: the table of `Method` rows, `register`, `select`, `needs`.
   `common`: the row type, the trajectory view, shared input checks.
-  One module per family, each with its pure functions and its row(s):
-  `mrmc`, `mrmc_r`, `mrmc_ra` (ratio-aware sampling of MRMC's score),
-  `scores` (random, el2n, grand, forgetting, dyn_unc), `moderate`, `ccs`,
-  `d2`, `dual`; `difficulty` gives CCS and D2 their input.
+  One module per family, each with its pure functions, its option
+  declarations and its row(s): `mrmc`, `mrmc_r`, `mrmc_ra` (ratio-aware
+  sampling of MRMC's score), `scores` (random, el2n, grand, forgetting,
+  dyn_unc), `moderate`, `ccs`, `d2`, `dual`; `difficulty` gives CCS and D2
+  their input.
 
-Adding a method is one module plus one row in `registry.METHODS`: the
-module holds the pure functions and a `common.Method` row (name, the
-artefacts it needs, the `SelectionOptions` fields it reads, its `select`
-function, a summary); a new knob is a `SelectionOptions` field with the
-same default in `configs/base.py`.
+Adding a method with one knob touches one module (its pure functions, one
+`common.declare(common.Option(...))` for the knob, and a `common.Method`
+row naming the artefacts it needs and the options it reads), its test, and
+one line in `registry._BUILTIN`; a method outside the package calls
+`register(...)` instead (no registry line) and is loaded by the runner from
+`selection.plugins`. The config field `selection.<knob>`, its checks, its
+cache identity and its README row all come from the declaration.
 """
 
+from mrmc_jax.methods.common import LOSS_SOURCES
 from mrmc_jax.methods.common import Method
 from mrmc_jax.methods.common import trajectory_view
+from mrmc_jax.methods.difficulty import DIFFICULTY_SCORES
 from mrmc_jax.methods.mrmc import mrmc_from_artefacts
 from mrmc_jax.methods.mrmc_r import mrmc_r_select
-from mrmc_jax.methods.options import DIFFICULTY_SCORES
-from mrmc_jax.methods.options import LOSS_SOURCES
+from mrmc_jax.methods.options import check_options
+from mrmc_jax.methods.options import declare
+from mrmc_jax.methods.options import declared
+from mrmc_jax.methods.options import Option
 from mrmc_jax.methods.options import parse_spec
 from mrmc_jax.methods.options import SelectionOptions
 from mrmc_jax.methods.registry import check_method
 from mrmc_jax.methods.registry import get_method
+from mrmc_jax.methods.registry import load_plugins
 from mrmc_jax.methods.registry import method_names
-from mrmc_jax.methods.registry import METHODS
 from mrmc_jax.methods.registry import needs
+from mrmc_jax.methods.registry import register
 from mrmc_jax.methods.registry import resolve
 from mrmc_jax.methods.registry import select

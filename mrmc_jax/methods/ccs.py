@@ -157,6 +157,16 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   return np.asarray(scores, np.float32), np.asarray(mask)
 
 
+OPTIONS = common.declare(
+    common.Option("ccs_beta", float, 0.1, "fraction of the hardest "
+                       "examples dropped first", low=0.0, high=1.0,
+                       high_open=True),
+    common.Option("ccs_strata", int, 50, "number of difficulty strata",
+                       low=1),
+    common.Option("ccs_score", str, "forgetting", "the difficulty "
+                       "input", choices=difficulty.DIFFICULTY_SCORES),
+)
+
 METHOD = common.Method(
     "ccs", frozenset({"trajectory"}),
     ("class_balanced", "ccs_score", "ccs_beta", "ccs_strata", "seed")

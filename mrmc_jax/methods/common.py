@@ -18,6 +18,9 @@ from mrmc_jax import validation
 from mrmc_jax.methods import options as options_lib
 
 Array = jax.Array
+# A method module declares its options with these (`options` docstring).
+Option = options_lib.Option
+declare = options_lib.declare
 
 # Artefacts a method can need from the warm-up (`registry.needs` adds
 # "eval_trajectory" when a trajectory method reads the evaluation pass).
@@ -25,8 +28,17 @@ ARTEFACTS = frozenset({"trajectory", "features", "grad_norms"})
 # The per-epoch columns of a stored trajectory, `[N, R]` each.
 # The arrays of a trajectory (recorded fields, then visit counts).
 TRAJECTORY_KEYS = trajectory.KEYS
+LOSS_SOURCES = ("train", "eval")
 # The options `trajectory_view` reads.
-TRAJECTORY_OPTIONS = ("loss_source", "epochs")
+TRAJECTORY_OPTIONS = tuple(o.name for o in options_lib.declare(
+    options_lib.Option(
+        "loss_source", str, "train", "trajectory of the training pass "
+        "(train) or of an evaluation pass after each epoch (eval)",
+        choices=LOSS_SOURCES),
+    options_lib.Option(
+        "epochs", int, None, "the first R' warm-up epochs used (spec only; "
+        "None: all R)", low=1, optional=True, in_config=False),
+))
 
 # fn(art, labels, ratio, *, num_classes, opts, cache) -> (scores, mask).
 SelectFn = Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -39,19 +51,23 @@ class Method:
   Attributes:
     name: the spec name (`mrmc`, `d2`, ...).
     needs: warm-up artefacts it reads, a subset of `ARTEFACTS`.
-    options: the `SelectionOptions` fields it reads.
+    options: the names of the options it reads (each declared with
+      `options.declare`, by this method's module or a shared one).
     select: `fn(art, labels, ratio, *, num_classes, opts, cache)` returning
       `(scores float32 [N], mask bool [N])`; `art` holds the warm-up
       artefacts (`registry` docstring), `labels` int `[N]`, `opts` the
       resolved `SelectionOptions`, `cache` a dict reused across calls on the
       same artefacts (or None).
     summary: one line.
+    ratio_free: the method ignores the ratio (it keeps all data: `full`,
+      the reference; the runner runs it once, at ratio 1).
   """
   name: str
   needs: frozenset[str]
   options: tuple[str, ...]
   select: SelectFn
   summary: str
+  ratio_free: bool = False
 
 
 def trajectory_view(art: dict[str, np.ndarray],
@@ -170,13 +186,17 @@ def check_ratio_labels(labels: Any, ratio: float, num_classes: int,
 
 def group_quotas(labels: np.ndarray, num_classes: int, ratio: float,
                  class_balanced: bool) -> tuple[np.ndarray, np.ndarray, int]:
-  """Returns (group labels [N], quotas [G], G): classes, or one global group."""
+  """Returns (group labels [N], quotas [G], G): classes, or one global group.
+
+  The ratio and the labels are the caller's, already checked (every method
+  function checks its input once, at its start).
+  """
   if class_balanced:
-    return (labels, selection.class_quotas(labels, num_classes, ratio),
-            num_classes)
+    return (labels, selection.checked_class_quotas(
+        np.asarray(labels), num_classes, ratio, None), num_classes)
   n = labels.shape[0]
   return (np.zeros(n, np.int64),
-          np.array([selection.budget(ratio, n)], np.int64), 1)
+          np.array([selection.checked_budget(ratio, n)], np.int64), 1)
 
 
 def within_group_position(scores: Any, groups: np.ndarray, seed: int

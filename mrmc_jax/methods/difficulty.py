@@ -1,6 +1,6 @@
 """Difficulty scores by name, the input of CCS and D2-pruning.
 
-`options.DIFFICULTY_SCORES` names them; each is read from the stored
+`DIFFICULTY_SCORES` names them; each is read from the stored
 warm-up trajectory with the same options as its own method.
 """
 
@@ -13,6 +13,7 @@ from mrmc_jax.methods import scores
 
 # The options `difficulty` may read (MRMC's include the trajectory's).
 OPTIONS = mrmc.MRMC_OPTIONS
+DIFFICULTY_SCORES = ("forgetting", "el2n", "mrmc")
 
 
 def _forgetting(art, opts):
@@ -34,7 +35,7 @@ def difficulty(kind: str, art: dict[str, np.ndarray],
   """Difficulty scores, higher = harder.
 
   Args:
-    kind: one of `options.DIFFICULTY_SCORES`: "forgetting" (forgetting
+    kind: one of `DIFFICULTY_SCORES`: "forgetting" (forgetting
       events), "el2n" (mean EL2N over all used epochs) or "mrmc".
     art: warm-up artefacts with the trajectory.
     opts: reads `OPTIONS` (the trajectory view; MRMC's fit for "mrmc").
@@ -47,5 +48,5 @@ def difficulty(kind: str, art: dict[str, np.ndarray],
   """
   if kind not in _SCORES:
     raise ValueError(f"difficulty={kind!r} is not allowed: use one of "
-                     f"{', '.join(options_lib.DIFFICULTY_SCORES)}.")
+                     f"{', '.join(DIFFICULTY_SCORES)}.")
   return _SCORES[kind](art, opts)

@@ -13,13 +13,13 @@ from mrmc_jax.methods import scores
 def test_every_difficulty_score_is_its_method():
   art, _ = registry_test.synthetic_artefacts()
   opts = options.SelectionOptions(epochs=4)
-  assert set(difficulty._SCORES) == set(options.DIFFICULTY_SCORES)
+  assert set(difficulty._SCORES) == set(difficulty.DIFFICULTY_SCORES)
   want = {
       "forgetting": scores.forgetting_scores(art["correct"][:, :4]),
       "el2n": scores.el2n_scores(art["el2n"][:, :4]),
       "mrmc": mrmc.mrmc_from_artefacts(art, opts),
   }
-  for kind in options.DIFFICULTY_SCORES:
+  for kind in difficulty.DIFFICULTY_SCORES:
     got = difficulty.difficulty(kind, art, opts)
     assert got.shape == (120,)
     np.testing.assert_array_equal(got, want[kind])

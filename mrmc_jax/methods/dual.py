@@ -195,6 +195,13 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   return scores.astype(np.float32), mask
 
 
+OPTIONS = common.declare(
+    common.Option("dual_window", int, 10, "DUAL: sliding-window length in "
+                  "epochs (capped at R)", low=2),
+    common.Option("dual_c_d", float, 4.0, "DUAL: Beta sampling "
+                  "concentration", low=0.0, low_open=True),
+)
+
 METHOD = common.Method(
     "dual", frozenset({"trajectory"}),
     ("class_balanced", "seed", "dual_window", "dual_c_d")

@@ -16,8 +16,22 @@ from mrmc_jax.methods import common
 from mrmc_jax.methods import options as options_lib
 
 # The options `mrmc_from_artefacts` reads.
-MRMC_OPTIONS = common.TRAJECTORY_OPTIONS + (
-    "skip_epochs", "score", "max_initial_ratio", "epoch_offset")
+MRMC_OPTIONS = common.TRAJECTORY_OPTIONS + tuple(o.name for o in (
+    options_lib.declare(
+        options_lib.Option(
+            "skip_epochs", int, 0, "burn-in epochs left out of the fit (at "
+            "least 2 fitted epochs must remain)", low=0),
+        options_lib.Option(
+            "score", str, "literal", "literal q(1-w^-R) or observed "
+            "q(w^-r1 - w^-rR)", choices=scoring.SCORES),
+        options_lib.Option(
+            "max_initial_ratio", float, scoring.DEFAULT_MAX_INITIAL_RATIO,
+            "bound on the fitted epoch-0 loss, as a multiple of the row's "
+            "largest observed loss", low=1.0, low_open=True),
+        options_lib.Option(
+            "epoch_offset", int, 1, "1 fits r = 1..R (paper), 0 fits "
+            "r = 0..R-1", low=0),
+    )))
 
 
 def mrmc_from_artefacts(art: dict[str, np.ndarray],

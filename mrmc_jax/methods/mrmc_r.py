@@ -133,7 +133,8 @@ def mrmc_r_select(scores: Array,
   # |C'| = floor(rho * |C|). Selecting at ratio |C'| / N gives exactly that
   # budget, split over classes like the final one; with rho = 1 it is the
   # MRMC selection itself.
-  k_stage1 = selection.budget(rho, selection.budget(ratio, n))
+  k_stage1 = selection.checked_budget(rho,
+                                      selection.checked_budget(ratio, n))
   if k_stage1 > 0:
     stage1 = selection.select_mask_host(
         scores, labels, k_stage1 / n, num_classes=num_classes,
@@ -170,6 +171,22 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   # The scores are the final ranking phi, not the MRMC input.
   return np.asarray(info["phi"], np.float32), np.asarray(mask)
 
+
+OPTIONS = common.declare(
+    common.Option("rho", float, 0.3, "MRMC-R: fraction of the core-set "
+                  "taken by MRMC alone", low=0.0, high=1.0, low_open=True),
+    common.Option("gamma", float, 2.0, "MRMC-R: weight of the regulariser",
+                  low=0.0),
+    common.Option("score_scale", str, "none", "MRMC-R: none (the paper's "
+                  "formula) or max (MRMC scores scaled to max 1)",
+                  choices=SCORE_SCALES),
+    common.Option("proxy_learning_rate", float, 0.01, "MRMC-R: proxy "
+                  "head's SGD learning rate", low=0.0, low_open=True),
+    common.Option("proxy_batch_size", int, 512, "MRMC-R: proxy head's "
+                  "batch size", low=1),
+    common.Option("proxy_epochs", int, 10, "MRMC-R: proxy head's epochs",
+                  low=0),
+)
 
 METHOD = common.Method(
     "mrmc_r", frozenset({"trajectory", "features"}),

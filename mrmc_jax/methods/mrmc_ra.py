@@ -63,7 +63,6 @@ from mrmc_jax.methods import common
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import mrmc
 
-# The same tuple as options.CHOICES["ra_form"].
 FORMS = ("beta", "uniform", "top", "conf", "mix")
 _CONCENTRATION = 16.0
 
@@ -251,6 +250,21 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
                         rank_factor=not none, seed=opts.seed)
   return np.asarray(scores, np.float32), np.asarray(mask)
 
+
+OPTIONS = common.declare(
+    common.Option("ra_cut", float, 0.0, "mrmc_ra: fraction of each class "
+                  "dropped from the top, times (1 - ratio)", low=0.0, high=1.0),
+    common.Option("ra_shape", float, 8.0, "mrmc_ra: concentration of the "
+                  "Beta sampling over ranks", low=0.0, low_open=True),
+    common.Option("ra_form", str, "conf", "mrmc_ra: the sampling's form",
+                  choices=FORMS),
+    common.Option("ra_anchor", float, 0.01, "mrmc_ra: confidence anchor of "
+                  "the conf/mix forms", low=0.0, high=1.0, high_open=True),
+    common.Option("ra_score", str, "mrmc", "mrmc_ra: MRMC's score, or an "
+                  "ablation of it (docs/results/mrmc_ra_ablation.md)",
+                  choices=("mrmc", "shuffled", "shuffled_rank",
+                           "shuffled_anchor", "none")),
+)
 
 METHOD = common.Method(
     "mrmc_ra", frozenset({"trajectory"}),

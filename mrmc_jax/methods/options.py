@@ -1,84 +1,184 @@
-"""Selection options: every knob of every method, and method specs.
+"""Selection options: declared once, by the method module that reads them.
+
+Each method module declares its knobs with `declare(Option(...), ...)`:
+name, type, default, allowed values or range, and a one-line doc. From
+those declarations come the defaults of `SelectionOptions`, every type and
+range check (`check_options`), the config's `selection.*` fields and their
+cache identity (`mrmc_jax.runner.fields`), and the README's option table
+(`table_rows`; a test keeps the README equal to it).
 
 A method spec is a name with optional option overrides, e.g. `mrmc`,
 `mrmc(loss_source=eval)` or `mrmc(skip_epochs=2;score=observed)`. Values
 are Python literals (`2`, `0.5`, `False`, `None`); anything else is a string.
-`resolve` applies the overrides to the defaults and checks every value's
-type (against the field's annotation) and, for fields with a fixed set of
-values, the value itself, with one-line ValueErrors. Ranges that depend on
-the data (e.g. `skip_epochs` against R) are checked by the method.
+`resolve` applies the overrides to the defaults and checks every value with
+one-line ValueErrors. Ranges that depend on the warm-up length (e.g.
+`skip_epochs` against R) are checked by the runner's config check.
 """
 
 import ast
 import dataclasses
+import math
 import numbers
-import typing
 from typing import Any, Optional
 
-from mrmc_jax import scoring
+from mrmc_jax import validation
 
-LOSS_SOURCES = ("train", "eval")
-DIFFICULTY_SCORES = ("forgetting", "el2n", "mrmc")
+MAX_SEED = validation.MAX_SEED
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectionOptions:
-  """Every knob of every method, with defaults.
+class Option:
+  """One selection knob, as its method module declares it.
 
-  The defaults equal `configs/base.py`'s `selection` fields (a test checks
-  it); `seed` is the run's seed, and `epochs` is set only in a method spec
-  (the config's warm-up length is `selection.warmup_epochs`). Each
-  registry row lists the fields its method reads.
+  Attributes:
+    name: the field name (`selection.<name>` in configs, `name=` in specs).
+    type: bool, int, float or str.
+    default: the default value (None only with `optional`).
+    doc: one line.
+    choices: for str options, the allowed values (empty: any string).
+    low, high: the allowed range of a number (None: unbounded).
+    low_open, high_open: whether `low` / `high` is excluded.
+    optional: None is allowed (it means "all", "none" or "off", per doc).
+    in_config: whether the config has a `selection.<name>` field (False for
+      `seed`, the run's seed, and `epochs`, set only in a spec).
   """
-  class_balanced: bool = True
-  loss_source: str = "train"
-  epochs: Optional[int] = None       # warm-up epochs used (None: all R)
-  skip_epochs: int = 0
-  score: str = "literal"
-  max_initial_ratio: float = scoring.DEFAULT_MAX_INITIAL_RATIO
-  epoch_offset: int = 1
-  rho: float = 0.3
-  gamma: float = 2.0
-  score_scale: str = "none"
-  proxy_learning_rate: float = 0.01
-  proxy_batch_size: int = 512
-  proxy_epochs: int = 10
-  el2n_epochs: Optional[int] = None  # last k epochs of the window (None: all)
-  dyn_unc_window: int = 10
-  ccs_beta: float = 0.1
-  ccs_strata: int = 50
-  ccs_score: str = "forgetting"
-  d2_k: int = 5
-  d2_gamma: float = 1.0
-  d2_gamma_reverse: float = 0.1
-  d2_score: str = "forgetting"
-  d2_mis_ratio: float = 0.1
-  d2_mis_per_class: bool = False
-  dual_window: int = 10
-  dual_c_d: float = 4.0
-  ra_cut: float = 0.0
-  ra_shape: float = 8.0
-  ra_form: str = "conf"
-  ra_anchor: float = 0.01
-  ra_score: str = "mrmc"
-  seed: int = 0
+  name: str
+  type: type
+  default: Any
+  doc: str
+  choices: tuple[str, ...] = ()
+  low: Optional[float] = None
+  high: Optional[float] = None
+  low_open: bool = False
+  high_open: bool = False
+  optional: bool = False
+  in_config: bool = True
+
+  def allowed(self) -> str:
+    """The allowed values in words, e.g. "an int >= 1" or "one of a, b"."""
+    if self.type is bool:
+      what = "True or False"
+    elif self.choices:
+      what = "one of " + ", ".join(self.choices)
+    else:
+      what = {int: "an int", float: "a finite number",
+              str: "a string"}[self.type]
+      lo, hi = (x if isinstance(x, (int, type(None))) else f"{x:g}"
+                for x in (self.low, self.high))
+      if self.low is not None and self.high is not None:
+        what += (" in " + ("(" if self.low_open else "[") + f"{lo}, {hi}" +
+                 (")" if self.high_open else "]"))
+      elif self.low is not None:
+        what += f" {'>' if self.low_open else '>='} {lo}"
+      elif self.high is not None:
+        what += f" {'<' if self.high_open else '<='} {hi}"
+    return what + (" or None" if self.optional else "")
+
+  def problem(self, value: Any) -> Optional[str]:
+    """What is wrong with `value` (e.g. "it must be an int >= 1"), or None."""
+    if value is None and self.optional:
+      return None
+    is_bool = isinstance(value, bool)
+    if self.type is bool:
+      ok = is_bool
+    elif self.type is int:
+      ok = isinstance(value, numbers.Integral) and not is_bool
+    elif self.type is float:
+      ok = (isinstance(value, numbers.Real) and not is_bool and
+            math.isfinite(value))
+    else:
+      ok = isinstance(value, str)
+    if self.choices:
+      return None if ok and value in self.choices else (
+          "use one of " + ", ".join(self.choices))
+    if ok and self.low is not None:
+      ok = value > self.low if self.low_open else value >= self.low
+    if ok and self.high is not None:
+      ok = value < self.high if self.high_open else value <= self.high
+    return None if ok else "it must be " + self.allowed()
 
 
-# Fields whose value must be one of a fixed set.
-CHOICES = {
-    "loss_source": LOSS_SOURCES,
-    "score": scoring.SCORES,
-    "ccs_score": DIFFICULTY_SCORES,
-    "d2_score": DIFFICULTY_SCORES,
-    "ra_form": ("beta", "uniform", "top", "conf", "mix"),
-    "ra_score": ("mrmc", "shuffled", "shuffled_rank", "shuffled_anchor",
-                 "none"),
-}
+# name -> Option, in declaration order (the methods package imports every
+# method module, so the table is complete once `mrmc_jax.methods` is).
+_DECLARED: dict[str, Option] = {}
+
+
+def declare(*opts: Option) -> tuple[Option, ...]:
+  """Adds options to the table; returns them (for the module's `OPTIONS`).
+
+  Raises:
+    ValueError: an option already declared differently, or a bad default.
+  """
+  for o in opts:
+    if o.type not in (bool, int, float, str):
+      raise ValueError(f"option {o.name!r}: type={o.type!r} is not allowed: "
+                       "use bool, int, float or str.")
+    old = _DECLARED.get(o.name)
+    if old is not None and old != o:
+      raise ValueError(f"option {o.name!r} is already declared (as {old}); "
+                       "declare each option once, in the module that reads "
+                       "it, or give the new one another name.")
+    bad = o.problem(o.default)
+    if bad is not None:
+      raise ValueError(f"option {o.name!r}: default {o.default!r} is not "
+                       f"allowed: {bad}.")
+    _DECLARED[o.name] = o
+  return opts
+
+
+def declared() -> dict[str, Option]:
+  """Every declared option, name -> Option, in declaration order."""
+  return dict(_DECLARED)
 
 
 def field_names() -> tuple[str, ...]:
-  """The `SelectionOptions` fields, in declaration order."""
-  return tuple(f.name for f in dataclasses.fields(SelectionOptions))
+  """The declared option names, in declaration order."""
+  return tuple(_DECLARED)
+
+
+class SelectionOptions:
+  """Every declared knob's value: the declared defaults, then the given ones.
+
+  Immutable; `replace(**kw)` returns a copy with some values changed, and
+  `asdict()` every value. Values are not checked here (`check_options`).
+  """
+
+  __slots__ = ("_values",)
+
+  def __init__(self, **values: Any):
+    unknown = sorted(set(values) - set(_DECLARED))
+    if unknown:
+      raise TypeError(f"SelectionOptions got an unknown option "
+                      f"{unknown[0]!r}; declared: {', '.join(_DECLARED)}.")
+    merged = {k: o.default for k, o in _DECLARED.items()}
+    merged.update(values)
+    object.__setattr__(self, "_values", merged)
+
+  def __getattr__(self, name: str) -> Any:
+    try:
+      return object.__getattribute__(self, "_values")[name]
+    except KeyError:
+      raise AttributeError(f"no selection option {name!r}") from None
+
+  def __setattr__(self, name, value):
+    raise AttributeError("SelectionOptions is immutable: use replace()")
+
+  def replace(self, **values: Any) -> "SelectionOptions":
+    return SelectionOptions(**{**self._values, **values})
+
+  def asdict(self) -> dict[str, Any]:
+    return dict(self._values)
+
+  def __eq__(self, other):
+    return (isinstance(other, SelectionOptions) and
+            self._values == other._values)
+
+  def __hash__(self):
+    return hash(tuple(sorted(self._values.items())))
+
+  def __repr__(self):
+    inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+    return f"SelectionOptions({inner})"
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -94,8 +194,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     `(name, overrides)`: the method name and a dict of field -> value.
 
   Raises:
-    ValueError: on bad syntax or a key that is not a `SelectionOptions`
-      field.
+    ValueError: on bad syntax or a key that is not a declared option.
   """
   spec = spec.strip()
   name, _, rest = spec.partition("(")
@@ -118,59 +217,41 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
   return name, overrides
 
 
-def _type_error(hint: Any, value: Any) -> Optional[str]:
-  """What `value` must be under the annotation `hint`; None if it is."""
-  args = typing.get_args(hint)
-  optional = typing.get_origin(hint) is typing.Union and type(None) in args
-  base = next(a for a in args if a is not type(None)) if optional else hint
-  if optional and value is None:
-    return None
-  is_bool = isinstance(value, bool)
-  if base is bool:
-    ok, what = is_bool, "True or False"
-  elif base is int:
-    ok, what = isinstance(value, numbers.Integral) and not is_bool, "an int"
-  elif base is float:
-    ok, what = isinstance(value, numbers.Real) and not is_bool, "a number"
-  elif base is str:
-    ok, what = isinstance(value, str), "a string"
-  else:  # pragma: no cover - every field has one of the types above
-    raise AssertionError(hint)
-  return None if ok else what + (" or None" if optional else "")
-
-
 def check_options(opts: SelectionOptions, spec: str = "",
-                  overridden: frozenset[str] = frozenset()) -> None:
-  """Checks every field's type and the fields with a fixed set of values.
+                  overridden: frozenset[str] = frozenset(),
+                  prefix: str = "") -> None:
+  """Checks every value against its declaration (type, choices, range).
 
   Args:
     opts: the options.
     spec: the method spec the options came from, named in the error.
     overridden: the fields the spec set.
+    prefix: prepended to the names of the other fields in errors (the
+      runner passes "selection." so that messages name config fields).
 
   Raises:
-    ValueError: (one line) on the first bad field.
+    ValueError: (one line) on the first bad value.
   """
-  hints = typing.get_type_hints(SelectionOptions)
-  for key in field_names():
+  for key, o in _DECLARED.items():
     value = getattr(opts, key)
-    where = f" in method spec {spec!r}" if key in overridden else ""
-    what = _type_error(hints[key], value)
-    if what is not None:
-      raise ValueError(f"{key}={value!r} is not allowed{where}: it must be "
-                       f"{what}.")
-    if key in CHOICES and value not in CHOICES[key]:
-      raise ValueError(f"{key}={value!r} is not allowed{where}: use one of "
-                       f"{', '.join(CHOICES[key])}.")
+    bad = o.problem(value)
+    if bad is None:
+      continue
+    if key in overridden:
+      raise ValueError(f"{key}={value!r} is not allowed in method spec "
+                       f"{spec!r}: {bad}.")
+    name = prefix + key if o.in_config else key
+    raise ValueError(f"{name}={value!r} is not allowed: {bad}.")
 
 
-def resolve(spec: str, opts: SelectionOptions
+def resolve(spec: str, opts: SelectionOptions, prefix: str = ""
             ) -> tuple[str, SelectionOptions]:
   """The method name and its options (defaults, then the spec's overrides).
 
   Args:
     spec: a method spec (module docstring).
     opts: the defaults (e.g. from the config).
+    prefix: see `check_options`.
 
   Returns:
     `(name, options)` with the overrides applied and checked. The name is
@@ -180,6 +261,32 @@ def resolve(spec: str, opts: SelectionOptions
     ValueError: (one line) on a bad spec or option value.
   """
   name, overrides = parse_spec(spec)
-  opts = dataclasses.replace(opts, **overrides)
-  check_options(opts, spec, frozenset(overrides))
+  opts = opts.replace(**overrides)
+  check_options(opts, spec, frozenset(overrides), prefix)
   return name, opts
+
+
+def table_rows(readers: dict[str, list[str]]) -> list[str]:
+  """The README's option table (markdown rows), from the declarations.
+
+  Args:
+    readers: option name -> the methods that read it
+      (`registry.option_readers()`); only these options are listed.
+  """
+  rows = ["| option | default | allowed | read by | what |",
+          "|---|---|---|---|---|"]
+  for o in _DECLARED.values():
+    if o.name not in readers:
+      continue
+    rows.append(f"| `{o.name}` | `{o.default!r}` | {o.allowed()} | "
+                f"{', '.join(readers.get(o.name, [])) or '—'} | {o.doc} |")
+  return rows
+
+
+# Read by every method that keeps the highest scores (`common.select_top`).
+COMMON = declare(
+    Option("class_balanced", bool, True,
+           "per-class quotas (True) or one global top-k"),
+    Option("seed", int, 0, "the run's seed (config `seed`): tie-breaks, "
+           "random draws", low=0, high=MAX_SEED, in_config=False),
+)

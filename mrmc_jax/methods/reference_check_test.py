@@ -1,6 +1,5 @@
 """The library's DUAL and D2 against NumPy ports of their references."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -110,8 +109,7 @@ def _d2_case(seed=0, per_class=40, classes=3):
                                              (0.1, 0.4)])
 def test_d2_mask_equals_the_reference(ratio, mis_ratio):
   art, labels = _d2_case()
-  opts = dataclasses.replace(options.SelectionOptions(),
-                             d2_mis_ratio=mis_ratio)
+  opts = options.SelectionOptions().replace(d2_mis_ratio=mis_ratio)
   score, ours = registry.select("d2", art, labels, ratio, num_classes=3,
                                 opts=opts)
   forgetting = np.asarray(scores_lib.forgetting_scores(
@@ -127,8 +125,8 @@ def test_d2_mask_equals_the_reference(ratio, mis_ratio):
 
 def test_d2_per_class_cut_departs_from_the_reference():
   art, labels = _d2_case(seed=2)
-  opts = dataclasses.replace(options.SelectionOptions(), d2_mis_ratio=0.4,
-                             d2_mis_per_class=True)
+  opts = options.SelectionOptions().replace(
+      d2_mis_ratio=0.4, d2_mis_per_class=True)
   _, ours = registry.select("d2", art, labels, 0.3, num_classes=3, opts=opts)
   forgetting = np.asarray(scores_lib.forgetting_scores(
       art["correct"], never_learned_first=False))

@@ -13,6 +13,10 @@ A spec is a name with option overrides (`options` docstring), e.g.
 `mrmc(loss_source=eval;skip_epochs=2)`.
 """
 
+import importlib
+import importlib.util
+import os
+import sys
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -39,11 +43,11 @@ def _select_full(art, labels, ratio, *, num_classes, opts, cache):
 
 
 FULL = Method("full", frozenset(), (), _select_full,
-              "all data, the reference (ratio ignored)")
+              "all data, the reference (ratio ignored)", ratio_free=True)
 
-# MRMC's methods, then the peers'. A new method is one module with its row
-# and one entry here.
-METHODS: tuple[Method, ...] = (
+# MRMC's methods, then the peers'. A new method of the package is one module
+# with its row and one entry here; a user's method calls `register`.
+_BUILTIN: tuple[Method, ...] = (
     mrmc.METHOD,
     mrmc_r.METHOD,
     mrmc_ra.METHOD,
@@ -59,7 +63,106 @@ METHODS: tuple[Method, ...] = (
     dual.METHOD,
 )
 
-_BY_NAME = {m.name: m for m in METHODS}
+_BY_NAME = {m.name: m for m in _BUILTIN}
+METHODS = _BUILTIN  # The current table (`register` extends it).
+
+
+def register(method: Method) -> Method:
+  """Adds a method to the table, e.g. from a user's own file.
+
+  The method's options must be declared first (`options.declare`, or
+  `common.declare`, in the same file); its `needs` are artefacts the
+  warm-up records (`common.ARTEFACTS`). Registering the same row again is
+  a no-op, so a file may be loaded twice.
+
+  Returns:
+    The method (so that `METHOD = register(Method(...))` reads well).
+
+  Raises:
+    ValueError: a name taken by another method, unknown artefacts, or
+      options that are not declared.
+  """
+  global METHODS
+  if not isinstance(method, Method):
+    raise ValueError(f"register({method!r}) is not allowed: pass a "
+                     "methods.Method row.")
+  old = _BY_NAME.get(method.name)
+  if old is not None:
+    if old == method:
+      return method
+    raise ValueError(f"method {method.name!r} is already registered; choose "
+                     "another name.")
+  if not method.name.isidentifier():
+    raise ValueError(f"method name {method.name!r} is not allowed: use a "
+                     "Python identifier (letters, digits, _).")
+  unknown = sorted(set(method.needs) - common.ARTEFACTS)
+  if unknown:
+    raise ValueError(f"method {method.name!r} needs {unknown}, which the "
+                     f"warm-up does not record: use a subset of "
+                     f"{sorted(common.ARTEFACTS)}.")
+  undeclared = [o for o in method.options
+                if o not in options_lib.field_names()]
+  if undeclared:
+    raise ValueError(f"method {method.name!r} reads undeclared options "
+                     f"{undeclared}: declare them with options.declare.")
+  _BY_NAME[method.name] = method
+  METHODS = tuple(_BY_NAME.values())
+  return method
+
+
+def load_plugins(paths: Iterable[str]) -> None:
+  """Imports users' method files (or modules), which call `register`.
+
+  Args:
+    paths: each a `.py` file path or a dotted module name.
+
+  Raises:
+    ValueError: a path that is neither an existing `.py` file nor an
+      importable module, or a file that fails to load (one line, before
+      any work).
+  """
+  for path in paths:
+    path = path.strip()
+    if not path:
+      continue
+    if path.endswith(".py"):
+      full = os.path.abspath(path)
+      if not os.path.isfile(full):
+        raise ValueError(f"selection.plugins entry {path!r} is not allowed: "
+                         "no such file.")
+      name = "mrmc_user_methods_" + "".join(
+          c if c.isalnum() else "_" for c in full)
+      if name in sys.modules:
+        continue
+      spec = importlib.util.spec_from_file_location(name, full)
+      module = importlib.util.module_from_spec(spec)
+      sys.modules[name] = module
+      try:
+        spec.loader.exec_module(module)
+      except Exception as e:  # The user's code: any error, one line.
+        del sys.modules[name]
+        raise ValueError(f"selection.plugins entry {path!r} failed to load: "
+                         f"{type(e).__name__}: {e}".replace("\n", " ")
+                         ) from None
+    else:
+      try:
+        importlib.import_module(path)
+      except ImportError as e:
+        raise ValueError(f"selection.plugins entry {path!r} is not allowed: "
+                         f"{e}.") from None
+
+
+def option_readers(builtin_only: bool = False) -> dict[str, list[str]]:
+  """Option name -> the methods that read it, in table order.
+
+  Args:
+    builtin_only: only the package's methods (not those `register`ed).
+  """
+  out = {}
+  for m in _BUILTIN if builtin_only else METHODS:
+    for o in m.options:
+      out.setdefault(o, []).append(m.name)
+  return out
 
 
 def method_names() -> tuple[str, ...]:
@@ -75,7 +178,7 @@ def get_method(name: str) -> Method:
   return _BY_NAME[name]
 
 
-def resolve(spec: str, opts: SelectionOptions
+def resolve(spec: str, opts: SelectionOptions, prefix: str = ""
             ) -> tuple[str, SelectionOptions]:
   """The method name and its options (defaults, then the spec's overrides).
 
@@ -84,6 +187,7 @@ def resolve(spec: str, opts: SelectionOptions
   Args:
     spec: a method spec.
     opts: the default options (e.g. from the config).
+    prefix: see `options.check_options`.
 
   Returns:
     `(name, options)`.
@@ -95,7 +199,7 @@ def resolve(spec: str, opts: SelectionOptions
   if name not in _BY_NAME:
     raise ValueError(f"selection.method={name!r} is not allowed: use one of "
                      f"{', '.join(_BY_NAME)}.")
-  return options_lib.resolve(spec, opts)
+  return options_lib.resolve(spec, opts, prefix)
 
 
 def check_method(spec: str) -> None:
@@ -104,12 +208,13 @@ def check_method(spec: str) -> None:
 
 
 def needs(specs: Iterable[str],
-          opts: SelectionOptions = SelectionOptions()) -> frozenset[str]:
+          opts: Optional[SelectionOptions] = None) -> frozenset[str]:
   """Union of the warm-up artefacts that the given method specs need.
 
   A method that reads the trajectory with `loss_source="eval"` also needs
   `eval_trajectory` (the evaluation pass).
   """
+  opts = SelectionOptions() if opts is None else opts
   out = set()
   for spec in specs:
     name, o = resolve(spec, opts)

@@ -1,7 +1,5 @@
 """Tests for registry.py: the table, needs, and every method's mask size."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -52,18 +50,21 @@ def test_rows_are_well_formed():
 
 
 def test_option_defaults_equal_the_base_config():
+  # The config's selection fields are made from the declarations.
   config = base.get_base_config().selection
   defaults = options.SelectionOptions()
-  # `seed` is the run's (config.seed); `epochs` is set only in a spec (the
-  # config's warm-up length is `warmup_epochs`).
-  not_in_config = {"seed", "epochs"}
-  for f in dataclasses.fields(options.SelectionOptions):
-    if f.name in not_in_config:
-      assert f.name not in config, f.name
+  for name, o in options.declared().items():
+    if not o.in_config:
+      # `seed` is the run's (config.seed); `epochs` is set only in a spec.
+      assert name not in config, name
       continue
-    assert f.name in config, f.name
-    got, want = getattr(defaults, f.name), config[f.name]
-    assert got == want and type(got) is type(want), (f.name, got, want)
+    got, want = getattr(defaults, name), config[name]
+    assert got == want and type(got) is type(want), (name, got, want)
+
+
+def test_every_option_is_read_by_a_method():
+  read = {o for m in registry.METHODS for o in m.options}
+  assert set(options.field_names()) == read
 
 
 def test_check_method_and_resolve_reject_unknown_names():
@@ -137,3 +138,35 @@ def test_select_reuses_the_cache():
                           cache=cache)
   np.testing.assert_array_equal(first[1], again[1])
   assert len(cache) == 1
+
+
+def test_register_a_method_from_outside():
+  def select_fn(art, labels, ratio, *, num_classes, opts, cache):
+    del art, cache
+    return common.select_top(-labels.astype(float) * opts.reg_test_knob,
+                             labels, ratio, num_classes=num_classes,
+                             class_balanced=opts.class_balanced, seed=None)
+
+  options.declare(options.Option("reg_test_knob", float, 1.0, "a knob",
+                                 low=0.0))
+  row = common.Method("reg_test", frozenset(), ("class_balanced",
+                                                "reg_test_knob"),
+                      select_fn, "a test method")
+  assert registry.register(row) is row
+  assert registry.register(row) is row  # Loading a file twice is fine.
+  assert "reg_test" in registry.method_names()
+  labels = np.arange(10) % 2
+  _, mask = registry.select("reg_test(reg_test_knob=2.0)", {}, labels, 0.5,
+                            num_classes=2, opts=options.SelectionOptions())
+  assert mask.sum() == 5
+  with pytest.raises(ValueError, match="reg_test_knob=-1 is not allowed"):
+    registry.check_method("reg_test(reg_test_knob=-1)")
+  with pytest.raises(ValueError, match="already registered"):
+    registry.register(common.Method("reg_test", frozenset(), (), select_fn,
+                                    "other"))
+  with pytest.raises(ValueError, match="undeclared options"):
+    registry.register(common.Method("reg_bad", frozenset(), ("nope",),
+                                    select_fn, "x"))
+  with pytest.raises(ValueError, match="does not record"):
+    registry.register(common.Method("reg_bad", frozenset({"logits"}), (),
+                                    select_fn, "x"))

@@ -241,6 +241,12 @@ def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
 
 
 _TRAJ = frozenset({"trajectory"})
+OPTIONS = common.declare(
+    common.Option("el2n_epochs", int, None, "EL2N: the last k epochs of the "
+                  "trajectory window (None: all)", low=1, optional=True),
+    common.Option("dyn_unc_window", int, 10, "Dyn-Unc: sliding-window "
+                  "length in epochs (capped at R)", low=2),
+)
 
 RANDOM = common.Method(
     "random", frozenset(), ("class_balanced", "seed"), _select_random,

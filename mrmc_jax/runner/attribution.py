@@ -6,7 +6,6 @@ one epoch loop, and writes the matrices, heatmaps and `report.json`.
 """
 
 import dataclasses
-import json
 import os
 import shutil
 from typing import Any, Mapping, Optional, Sequence
@@ -17,7 +16,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import ml_collections
 import numpy as np
 
 from mrmc_jax.data import pipeline as input_pipeline
@@ -36,11 +34,9 @@ from mrmc_jax.attribution import probe_criterion
 from mrmc_jax.attribution import stability_error
 from mrmc_jax.attribution import symmetry_error
 from mrmc_jax.runner import config as config_lib
-from mrmc_jax.runner import context as context_lib
-from mrmc_jax.runner import experiment
 from mrmc_jax.runner import loop
 from mrmc_jax.runner import plots
-from mrmc_jax.runner import warmup
+from mrmc_jax.runner import stages
 from mrmc_jax.runner import workdir as wd
 
 # Paper, relative errors on 50 CIFAR-100 examples over 10 epochs.
@@ -135,6 +131,7 @@ def setting_names(ratios: Sequence[float], reference_runs: int = 0
 
 def validate_config(config) -> None:
   """Raises `ValueError` (one line) on a bad field, before any work."""
+  config_lib.validate_config(config)
   att = config.attribution
   validation.check_int(att.num_probes, "attribution.num_probes",
                                 minimum=2)
@@ -148,12 +145,9 @@ def validate_config(config) -> None:
                      "allowed for the attribution: use sgd (the step size "
                      "of one example's gradient is defined for SGD with "
                      "momentum only).")
-  methods.check_method(att.method)
-  # The shared checks, with the method under study as the selection method
-  # (so its warm-up needs are checked).
-  copy = ml_collections.ConfigDict(config.to_dict())
-  copy.selection.method = att.method
-  config_lib.validate_config(copy)
+  config_lib.check_spec(att.method, config_lib.selection_options(config),
+                        config.selection.warmup_epochs,
+                        name="attribution.method")
 
 
 def run_attribution(config, workdir: str) -> dict[str, Any]:
@@ -162,9 +156,9 @@ def run_attribution(config, workdir: str) -> dict[str, Any]:
   Stages (each resumable; rerunning with the same workdir redoes nothing
   finished):
   1. One warm-up on all data if `attribution.method` needs it
-     (`warmup.run_warmup`, in `warmup/` and `checkpoints/warmup`).
+     (`stages.warmup`, in `warmup/` and `checkpoints/warmup`).
   2. A core-set per ratio in `attribution.ratios` from that warm-up
-     (`experiment.select_coreset`, in `coresets/ratio_<r>/coreset/`).
+     (`stages.select`, in `coresets/ratio_<r>/coreset/`).
   3. Probes: `attribution.num_probes` ids stratified by class among the
      examples present in every core-set (`probes.json`).
   4. Settings `full`, `coreset_<r>` and `attribution.reference_runs`
@@ -189,10 +183,7 @@ def run_attribution(config, workdir: str) -> dict[str, Any]:
   """
 
   validate_config(config)
-  config_json = json.loads(config.to_json_best_effort())
-  # How a job is launched is not part of what it computes (as in
-  # experiment.train_and_evaluate).
-  config_json.pop("distributed", None)
+  config_json = config_lib.run_identity(config)
   wd.check_workdir(workdir, "attribution", config_json)
   with wd.lock(workdir):
     return _run_attribution(config, workdir, config_json)
@@ -201,25 +192,23 @@ def run_attribution(config, workdir: str) -> dict[str, Any]:
 def _run_attribution(config, workdir, config_json):
   att = config.attribution
   ratios = parse_ratios(att.ratios)
-  ctx = context_lib.make_context(config, workdir)
+  ctx, data = stages.load(config, workdir)
   labels = ctx.data.train.labels
   for r in ratios:
     config_lib.check_coreset_size(r, len(labels), name="attribution.ratios")
-  data = experiment.data_fingerprint(ctx)
   wd.claim(workdir, config_json, data, job="attribution")
   opts = config_lib.selection_options(config)
-  need = methods.needs([att.method], opts)
-  warm_stamp = wd.stamp(config_lib.warmup_identity(config, config.seed), data)
-  art = (warmup.run_warmup(ctx, need, stamp=warm_stamp,
-                           **config_lib.warmup_settings(config))
-         if need else {})
+  warm_stamp = stages.warmup_stamp(config, config.seed, data)
+  art = stages.warmup(ctx, config, methods.needs([att.method], opts),
+                      warm_stamp)
   masks, cache = {}, {}
   for r in ratios:
     cctx = dataclasses.replace(
         ctx, workdir=os.path.join(workdir, "coresets", f"ratio_{r:g}"))
-    _, masks[r], _ = experiment.select_coreset(
-        cctx, att.method, art, r, opts, cache=cache, plot=False,
-        stamp=wd.stamp(warm_stamp, att.method, r, dataclasses.asdict(opts)))
+    masks[r] = stages.select(
+        cctx, att.method, art, r, opts,
+        stages.selection_stamp(warm_stamp, config, att.method, r, opts),
+        cache=cache).mask
   everywhere = np.logical_and.reduce(list(masks.values()))
   probes = choose_probes(labels, att.num_probes, att.seed,
                          np.flatnonzero(everywhere))
@@ -308,7 +297,7 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
   tx, step = compiled[total_steps]
   data_ctx = dataclasses.replace(ctx, seed=order_seed)
 
-  # seed_offset=1 as experiment.train_coreset: every setting starts from the
+  # seed_offset=1 as stages.train: every setting starts from the
   # same initialisation, so the matrices differ only by the training set.
   # Kept on the host after the first setting (the step donates its input);
   # the SGD state at step 0 does not depend on the schedule.
@@ -350,7 +339,7 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
   state, seconds = tree["state"], float(tree["seconds"])
   test = {}
   if ctx.data.test is not None:
-    test = experiment.evaluate(ctx, eval_fn, state.variables, ctx.data.test)
+    test = stages.evaluate(ctx, eval_fn, state.variables, ctx.data.test)
   host = sharding.to_host(tree["attr"])
   summary = {
       "num_examples": int(n), "steps": int(host.steps),

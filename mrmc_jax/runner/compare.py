@@ -26,8 +26,6 @@ import re
 import shutil
 from typing import Any, Sequence
 
-from absl import logging
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -38,9 +36,7 @@ import numpy as np
 from mrmc_jax import methods
 from mrmc_jax import validation
 from mrmc_jax.runner import config as config_lib
-from mrmc_jax.runner import context as context_lib
-from mrmc_jax.runner import experiment
-from mrmc_jax.runner import warmup
+from mrmc_jax.runner import stages
 from mrmc_jax.runner import workdir as wd
 
 FIELDS = ("method", "ratio", "seed", "test_accuracy", "num_selected",
@@ -61,7 +57,7 @@ def _as_list(value) -> list:
 
 def plan(config: ml_collections.ConfigDict
          ) -> tuple[list[str], list[float], list[int]]:
-  """The method specs, ratios and seeds of `config.compare`, validated."""
+  """The method specs, ratios and seeds of `config.compare`, checked."""
   specs = _as_list(config.compare.methods)
   try:
     ratios = [float(r) for r in _as_list(config.compare.ratios)]
@@ -80,7 +76,7 @@ def plan(config: ml_collections.ConfigDict
   for r in ratios:
     validation.check_ratio(r, "compare.ratios entry")
   for s in seeds:
-    validation.check_int(s, "compare.seeds entry", minimum=0)
+    validation.check_seed(s, "compare.seeds entry")
   return specs, ratios, seeds
 
 
@@ -90,7 +86,7 @@ def cells(specs: Sequence[str], ratios: Sequence[float],
   out = []
   for seed in seeds:
     for spec in specs:
-      for ratio in ([1.0] if spec == "full" else ratios):
+      for ratio in ([1.0] if config_lib.ratio_free(spec) else ratios):
         out.append((spec, ratio, seed))
   return out
 
@@ -99,100 +95,94 @@ def run_comparison(config: ml_collections.ConfigDict,
                    workdir: str) -> list[dict[str, Any]]:
   """Runs (or resumes, or extends) every cell and returns the result rows.
 
-  Every cell's spec, ratio and seed is checked before the first warm-up.
+  Every cell's spec, ratio and seed is checked before the workdir is
+  claimed.
   """
+  config_lib.validate_config(config)
   specs, ratios, seeds = plan(config)
-  base = ml_collections.ConfigDict(config.to_dict())
-  base.selection.method = "mrmc"  # validated per spec above
-  config_lib.validate_config(base)
   identity = config_lib.grid_identity(config)
   wd.check_workdir(workdir, "compare", identity)
   with wd.lock(workdir):
     return _run_comparison(config, workdir, identity, specs, ratios, seeds)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Stamps:
+  warmup: str
+  selection: str
+  result: str
+
+
 def _run_comparison(config, workdir, identity, specs, ratios, seeds):
-  ctx0 = context_lib.make_context(config, workdir)
+  ctx0, data = stages.load(config, workdir)
   n = ctx0.data.train.num_examples
   for r in ratios:
     config_lib.check_coreset_size(r, n, name="compare.ratios entry")
-  data = experiment.data_fingerprint(ctx0)
   wd.claim(workdir, identity, data, job="compare")
   opts0 = config_lib.selection_options(config)
   need = methods.needs(specs, opts0)
   todo = cells(specs, ratios, seeds)
   stamps = {}
   for seed in seeds:
-    warm = wd.stamp(config_lib.warmup_identity(config, seed), data)
-    opts = dataclasses.replace(opts0, seed=seed)
+    warm = stages.warmup_stamp(config, seed, data)
+    opts = opts0.replace(seed=seed)
     for spec, ratio, s in todo:
       if s == seed:
-        stamps[(spec, ratio, seed)] = (warm, wd.stamp(
-            warm, spec, ratio, dataclasses.asdict(opts), identity))
+        sel = stages.selection_stamp(warm, config, spec, ratio, opts)
+        stamps[(spec, ratio, seed)] = _Stamps(
+            warm, sel, stages.result_stamp(sel, config))
   for seed in seeds:
     pending = [c for c in todo if c[2] == seed and
-               _finished(workdir, c, stamps[c][1]) is None]
+               _finished(workdir, c, stamps[c].result) is None]
     if not pending:
       continue
     ctx = dataclasses.replace(
         ctx0, seed=seed, workdir=os.path.join(workdir, "warmup",
                                               f"seed_{seed}"))
-    art = (warmup.run_warmup(ctx, need, stamp=stamps[pending[0]][0],
-                             **config_lib.warmup_settings(config))
-           if need else {})
-    opts = dataclasses.replace(opts0, seed=seed)
+    art = stages.warmup(ctx, config, need, stamps[pending[0]].warmup)
+    opts = opts0.replace(seed=seed)
     cache: dict[str, Any] = {}
     for spec, ratio, _ in pending:
-      cell_stamp = stamps[(spec, ratio, seed)][1]
+      st = stamps[(spec, ratio, seed)]
       cdir = _cell_dir(workdir, spec, ratio, seed)
       cctx = dataclasses.replace(ctx, workdir=cdir)
-      _, mask, timing = experiment.select_coreset(
-          cctx, spec, art, ratio, opts, cache=cache, plot=False,
-          stamp=cell_stamp)
-      result = experiment.train_coreset(cctx, np.flatnonzero(mask),
-                                        epochs=config.train.epochs,
-                                        budget=config.train.budget,
-                                        stamp=cell_stamp)
-      row = {"method": spec, "ratio": ratio, "seed": seed,
-             "test_accuracy": result["test_accuracy"],
-             "num_selected": int(mask.sum()),
-             "num_examples": int(mask.size),
-             "selection_seconds": float(timing["selection_seconds"]),
-             "selection_compile_seconds": float(
-                 timing.get("compile_seconds", 0.0)),
-             "train_seconds": result["train_seconds"],
-             "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
-             "stamp": cell_stamp}
-      if wd.is_writer():
-        wd.write_json(os.path.join(cdir, "summary.json"), row)
-        _finished(workdir, (spec, ratio, seed), cell_stamp)
-        write_reports(workdir, collect(workdir, todo, stamps), specs,
-                      ratios)
+      sel = stages.select(cctx, spec, art, ratio, opts, st.selection,
+                          cache=cache)
+      result = stages.train(cctx, np.flatnonzero(sel.mask),
+                            epochs=config.train.epochs,
+                            budget=config.train.budget,
+                            stamp=stages.checkpoint_stamp(st.result,
+                                                          sel.mask))
+      row = stages.write_summary(os.path.join(cdir, "summary.json"), {
+          "method": spec, "ratio": ratio, "seed": seed,
+          "test_accuracy": result["test_accuracy"],
+          "num_selected": int(sel.mask.sum()),
+          "num_examples": int(sel.mask.size),
+          "selection_seconds": float(sel.timing["selection_seconds"]),
+          "selection_compile_seconds": float(
+              sel.timing.get("compile_seconds", 0.0)),
+          "train_seconds": result["train_seconds"],
+          "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
+          "stamp": st.result})
+      _finished(workdir, (spec, ratio, seed), st.result)
+      write_reports(workdir, collect(workdir, todo, stamps), specs, ratios)
       print(f"{spec} ratio={ratio} seed={seed}: test accuracy "
             f"{100 * row['test_accuracy']:.2f}%", flush=True)
   rows = collect(workdir, todo, stamps)
+  write_reports(workdir, rows, specs, ratios)
   if wd.is_writer():
-    write_reports(workdir, rows, specs, ratios)
     print(open(os.path.join(workdir, "results.md")).read(), flush=True)
   return rows
 
 
 def _finished(workdir, cell, stamp):
-  """The cell's summary if it is finished (its checkpoints removed), or None.
+  """The cell's verified summary if it is finished (checkpoints removed).
 
   Raises `ConfigMismatchError` if the cell was computed from something else.
   """
   cdir = _cell_dir(workdir, *cell)
-  path = os.path.join(cdir, "summary.json")
-  if not os.path.exists(path):
-    return None
-  try:
-    row = wd.read_json(path)
-  except wd.CorruptFileError as e:
-    logging.warning("%s; running the cell again.", e)
-    return None
-  wd.check_stamp(path, row.get("stamp"), stamp)
-  if wd.is_writer():
+  row = stages.read_summary(os.path.join(cdir, "summary.json"), stamp)
+  if row is not None and wd.is_writer():
     # Not needed again; also removes those of a cell killed just after its
     # summary was written.
     shutil.rmtree(os.path.join(cdir, "checkpoints"), ignore_errors=True)
@@ -208,7 +198,7 @@ def collect(workdir: str, todo, stamps) -> list[dict[str, Any]]:
   """The summaries of the finished cells, in plan order."""
   rows = []
   for cell in todo:
-    row = _finished(workdir, cell, stamps[cell][1])
+    row = _finished(workdir, cell, stamps[cell].result)
     if row is not None:
       rows.append(row)
   return rows
@@ -227,12 +217,13 @@ def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
     by.setdefault((r["method"], r["ratio"]), []).append(r)
   lines = ["| method | " + " | ".join(f"{x:g}" for x in ratios) + " |",
            "|---|" + "---|" * len(ratios)]
-  if ("full", 1.0) in by:
-    m, s, n = _stats([r["test_accuracy"] for r in by[("full", 1.0)]])
-    lines.append("| full (all data) | " + " | ".join(
-        [f"{100 * m:.2f} ± {100 * s:.2f} (n={n})"] * len(ratios)) + " |")
   for spec in specs:
-    if spec == "full":
+    if config_lib.ratio_free(spec) and (spec, 1.0) in by:
+      m, s, n = _stats([r["test_accuracy"] for r in by[(spec, 1.0)]])
+      lines.append(f"| {spec} (all data) | " + " | ".join(
+          [f"{100 * m:.2f} ± {100 * s:.2f} (n={n})"] * len(ratios)) + " |")
+  for spec in specs:
+    if config_lib.ratio_free(spec):
       continue
     cells_ = []
     for ratio in ratios:
@@ -267,12 +258,13 @@ def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
 def plot(rows, specs, ratios, path):
   """Accuracy against ratio, one line per method, std as error bars."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  full = [r["test_accuracy"] for r in rows if r["method"] == "full"]
-  if full:
-    ax.axhline(100 * np.mean(full), color="black", ls="--", lw=1,
-               label="full data")
   for spec in specs:
-    if spec == "full":
+    full = [r["test_accuracy"] for r in rows if r["method"] == spec]
+    if config_lib.ratio_free(spec) and full:
+      ax.axhline(100 * np.mean(full), color="black", ls="--", lw=1,
+                 label=f"{spec} data" if spec == "full" else spec)
+  for spec in specs:
+    if config_lib.ratio_free(spec):
       continue
     xs, ms, ss = [], [], []
     for ratio in ratios:
@@ -299,6 +291,8 @@ def plot(rows, specs, ratios, path):
 
 def write_reports(workdir, rows, specs, ratios) -> None:
   """results.csv, results.md and accuracy.png from the finished cells."""
+  if not wd.is_writer():
+    return
   buf = io.StringIO()
   writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
   writer.writeheader()

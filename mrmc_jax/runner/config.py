@@ -5,7 +5,6 @@ runner, and the library, take those arguments.
 """
 
 import copy
-import dataclasses
 import json
 import math
 from typing import Any
@@ -17,10 +16,10 @@ from mrmc_jax import data
 from mrmc_jax import methods
 from mrmc_jax import models
 from mrmc_jax import optim
-from mrmc_jax import scoring
 from mrmc_jax import selection
 from mrmc_jax import sharding
 from mrmc_jax import validation
+from mrmc_jax.runner import fields
 
 BUDGETS = ("epochs", "steps")
 WARMUP_SCHEDULES = ("truncated", "own")
@@ -35,10 +34,29 @@ def _allowed(value, allowed, name):
 
 def selection_options(config: ml_collections.ConfigDict
                       ) -> methods.SelectionOptions:
-  """The selection options of the config, as explicit arguments."""
-  fields = {f.name for f in dataclasses.fields(methods.SelectionOptions)}
-  kw = {k: v for k, v in config.selection.items() if k in fields}
+  """The selection options of the config, as explicit arguments.
+
+  Each declared option with a config field takes the config's value (a
+  user method's option without one keeps its declared default); `seed` is
+  the run's.
+  """
+  kw = {k: config.selection[k] for k, o in methods.declared().items()
+        if o.in_config and k in config.selection}
   return methods.SelectionOptions(**kw, seed=config.seed)
+
+
+def load_plugins(config: ml_collections.ConfigDict) -> None:
+  """Imports the user's method files named in `selection.plugins`."""
+  plugins = config.selection.get("plugins") or ""
+  if not isinstance(plugins, str):
+    raise ValueError(f"selection.plugins={plugins!r} is not allowed: use a "
+                     "comma-separated string of .py files or modules.")
+  methods.load_plugins(plugins.split(","))
+
+
+def ratio_free(spec: str) -> bool:
+  """Whether a method ignores the ratio (it keeps every example: `full`)."""
+  return methods.get_method(methods.parse_spec(spec)[0]).ratio_free
 
 
 def _check_float(value, name: str, minimum: float = 0.0,
@@ -61,7 +79,7 @@ def check_spec(spec: str, opts: methods.SelectionOptions,
   refused before the warm-up rather than after it.
   """
   try:
-    method, o = methods.resolve(spec, opts)
+    method, o = methods.resolve(spec, opts, prefix="selection.")
   except TypeError as e:
     raise ValueError(f"{name}={spec!r} is not allowed: {e}") from None
   need = methods.needs([spec], opts)
@@ -96,29 +114,22 @@ def check_spec(spec: str, opts: methods.SelectionOptions,
     check_int("skip_epochs", 0, r - 2)
 
 
-SEED_LIMIT = 2**31
-
-
-def check_seed_range(seed: int, name: str = "seed") -> None:
-  """Seeds reach int32 (`jax.random` folds, tf.data): < 2^31."""
-  if seed >= SEED_LIMIT:
-    raise ValueError(f"{name}={seed!r} is not allowed: it must be an int in "
-                     f"[0, {SEED_LIMIT - 1}].")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises `ValueError` (one line) on any bad field, before loading data."""
+  """Raises `ValueError` (one line) on any bad field, before loading data.
+
+  The fields every job reads: each is declared (`fields.check_known`),
+  every method option is checked against its declaration, with the config's
+  field names in the messages. The method specs and ratios a job runs are
+  checked by the job (`check_main`, `compare.plan`, ...).
+  """
   sel, tr = config.selection, config.train
-  methods.check_method(sel.method)
+  load_plugins(config)
+  fields.check_known(config)
   validation.check_seed(config.seed)
-  check_seed_range(config.seed, "seed")
-  if sel.method != "full":
-    validation.check_ratio(sel.ratio, "selection.ratio")
+  methods.check_options(selection_options(config), prefix="selection.")
   _allowed(config.model.name, models.MODEL_NAMES, "model.name")
   _allowed(config.model.dtype, tuple(DTYPES), "model.dtype")
   check_input(config)
-  _allowed(sel.loss_source, methods.LOSS_SOURCES, "selection.loss_source")
-  _allowed(sel.score, scoring.SCORES, "selection.score")
   _allowed(tr.budget, BUDGETS, "train.budget")
   _allowed(tr.warmup_schedule, WARMUP_SCHEDULES, "train.warmup_schedule")
   _allowed(tr.optimizer, optim.OPTIMIZERS, "train.optimizer")
@@ -131,11 +142,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check_float(tr.end_learning_rate, "train.end_learning_rate")
   _check_float(tr.weight_decay, "train.weight_decay")
   _check_float(tr.momentum, "train.momentum")
-  check_spec(sel.method, selection_options(config), sel.warmup_epochs)
+  validation.check_int(sel.warmup_epochs, "selection.warmup_epochs")
   try:
     sharding.mesh_devices(config.distributed.num_devices)
   except ValueError as e:
     raise ValueError(f"distributed.{e}") from None
+
+
+def check_main(config: ml_collections.ConfigDict) -> None:
+  """experiments/main.py's `selection.method` and `selection.ratio`."""
+  spec = config.selection.method
+  check_spec(spec, selection_options(config), config.selection.warmup_epochs)
+  if not ratio_free(spec):
+    validation.check_ratio(config.selection.ratio, "selection.ratio")
 
 
 def check_input(config: ml_collections.ConfigDict) -> None:
@@ -184,6 +203,9 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """
   config_json = json.loads(config.to_json_best_effort())
   config_json.pop("distributed", None)
+  if not config_json.get("selection", {}).get("plugins", True):
+    # No user methods: the config.json of workdirs made before the field.
+    del config_json["selection"]["plugins"]
   return config_json
 
 
@@ -194,28 +216,6 @@ def check_coreset_size(ratio: float, num_examples: int,
     raise ValueError(f"{name}={ratio!r} is not allowed for {num_examples} "
                      f"training examples: the core-set would be empty (use "
                      f"a ratio >= {1 / num_examples:.3g}).")
-
-
-# Fields that do not change what the warm-up computes.
-_NOT_WARMUP = ("selection", "compare", "attribution")
-
-
-def warmup_identity(config: ml_collections.ConfigDict,
-                    seed: int) -> dict[str, Any]:
-  """What a warm-up of seed `seed` computes from: its stamp's input.
-
-  The data set, model, optimiser and schedule (train.*, less the checkpoint
-  interval), the warm-up length and the seed; not the method, ratio or
-  selection options, so one warm-up serves them all.
-  """
-  ident = run_identity(config)
-  for key in _NOT_WARMUP:
-    ident.pop(key, None)
-  ident["train"] = {k: v for k, v in ident["train"].items()
-                    if k not in ("checkpoint_every_epochs", "budget")}
-  ident["seed"] = int(seed)
-  ident["warmup_epochs"] = config.selection.warmup_epochs
-  return ident
 
 
 def grid_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -6,12 +6,15 @@ runs here. The training-pass trajectory is always recorded (it is free);
 the eval-pass one (`loss_source="eval"`) costs a forward pass over the
 training set per epoch and is recorded only when a method asks for it.
 Features and gradient norms are collected at the end when a method needs
-them. Artefacts go to `<workdir>/warmup/artefacts.npz`.
+them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
+`artefacts.json` beside it; `read_artefacts` (the stage's done-check, see
+`stages.warmup`) verifies both.
 """
 
+import hashlib
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 from absl import logging
 import jax
@@ -38,6 +41,47 @@ def artefact_keys(need: frozenset[str]) -> list[str]:
   return keys
 
 
+def _hash_path(art_path: str) -> str:
+  return os.path.join(os.path.dirname(art_path), "artefacts.json")
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def read_artefacts(workdir: str, need: frozenset[str],
+                   stamp: str) -> Optional[dict[str, np.ndarray]]:
+  """A finished warm-up's artefacts holding what `need` asks, or None.
+
+  Raises:
+    workdir.ConfigMismatchError: they are of another stamp.
+  """
+  art_path = os.path.join(workdir, "warmup", "artefacts.npz")
+  if not os.path.exists(art_path):
+    return None
+  try:
+    stored = wd.read_json(_hash_path(art_path)) if os.path.exists(
+        _hash_path(art_path)) else {}
+    if not isinstance(stored, dict) or stored.get("sha256") != _sha256(
+        art_path):
+      raise wd.CorruptFileError(f"{art_path} does not match its SHA-256 in "
+                                f"{os.path.basename(_hash_path(art_path))}")
+    art = wd.read_npz(art_path)
+  except wd.CorruptFileError as e:
+    # Recomputed from the last warm-up checkpoint (or from scratch): the
+    # warm-up is deterministic, so the artefacts come out the same.
+    logging.warning("%s; recomputing it.", e)
+    return None
+  wd.check_stamp(art_path, str(art.pop("stamp", "")), stamp)
+  if all(k in art for k in artefact_keys(need)):
+    return art
+  return None
+
+
 def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
                epochs: int, schedule_epochs: int,
                stamp: str = "") -> dict[str, np.ndarray]:
@@ -60,18 +104,6 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       another stamp.
   """
   art_path = os.path.join(ctx.workdir, "warmup", "artefacts.npz")
-  if os.path.exists(art_path):
-    try:
-      art = wd.read_npz(art_path)
-    except wd.CorruptFileError as e:
-      # Recomputed from the last warm-up checkpoint (or from scratch): the
-      # warm-up is deterministic, so the artefacts come out the same.
-      logging.warning("%s; recomputing it.", e)
-      art = None
-    if art is not None:
-      wd.check_stamp(art_path, str(art.pop("stamp", "")), stamp)
-      if all(k in art for k in artefact_keys(need)):
-        return art
   n = ctx.data.train.num_examples
   spe = input_pipeline.num_batches(n, ctx.batch_size)
   tx = ctx.make_tx(max(schedule_epochs, epochs) * spe, spe)
@@ -141,6 +173,9 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
   loop.check_finite_arrays(art, "the warm-up's per-example statistics")
   if wd.is_writer():
     wd.write_npz(art_path, **art, stamp=np.array(stamp))
+    # The stage file: the artefacts' content hash, checked when read back.
+    wd.write_json(_hash_path(art_path), {"sha256": _sha256(art_path),
+                                         "stamp": stamp})
   return art
 
 

@@ -1,0 +1,31 @@
+"""The command line every script in experiments/ shares.
+
+`main(job, config_help)` defines `--config` and `--workdir`, then runs the
+job (`module:function`, imported only after the flags are parsed, so that
+`--help` answers without loading JAX and TensorFlow) through `cli.run`.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from mrmc_jax.runner import cli
+
+
+def main(job: str, config_help: str) -> None:
+  """Parses the flags and runs `job` ("package.module:function")."""
+  flags.DEFINE_string("workdir", None,
+                      "Directory for checkpoints and outputs.")
+  config_flags.DEFINE_config_file("config", None, config_help,
+                                  lock_config=True)
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def run(argv):
+    if len(argv) > 1:
+      raise app.UsageError("Too many command-line arguments.")
+    import importlib  # pylint: disable=g-import-not-at-top
+    module, _, name = job.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    cli.run(fn, flags.FLAGS.config, flags.FLAGS.workdir)
+
+  app.run(run, flags_parser=cli.parse_flags)

@@ -1,0 +1,200 @@
+"""Every config field: its default, what it affects, one line of doc.
+
+Each field is declared once, here, with the stages whose results it changes
+(`W` the warm-up, `S` the selection, `T` the core-set training; empty for
+fields that change no result, such as the checkpoint interval, or that the
+jobs pass to the stages explicitly, such as `seed`, `selection.method` and
+`selection.ratio`). The stage stamps (`stages.py`) are computed from these
+marks, so a new field is a cache decision made where it is defined; a
+field without a declaration is refused by the config check (and a test
+runs every config file through it).
+
+The `selection.*` fields of the method options are not listed: they come
+from the options the method modules declare (`mrmc_jax.methods.options`),
+each affecting the selection.
+"""
+
+import dataclasses
+from typing import Any, Iterator, Optional
+
+import ml_collections
+
+from mrmc_jax import methods
+
+W, S, T = "warmup", "selection", "train"
+STAGES = (W, S, T)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One config field.
+
+  Attributes:
+    path: dotted name, e.g. "train.epochs".
+    default: default value.
+    affects: the stages whose results it changes (a subset of `STAGES`).
+    doc: one line.
+    type: the field type when the default is None (a FieldReference).
+  """
+  path: str
+  default: Any
+  affects: tuple[str, ...]
+  doc: str
+  type: Optional[type] = None
+
+
+_ALL = (W, S, T)
+_NONE = ()
+
+BASE: tuple[Field, ...] = (
+    Field("seed", 0, _NONE, "seeds model init, data order, augmentation and "
+          "random selection (given to every stage explicitly)"),
+    Field("dataset.name", "digits", _ALL, "see mrmc_jax.datasets.load_dataset"),
+    Field("dataset.data_dir", None, _ALL, "where tfds/local data live", str),
+    Field("dataset.image_size", None, _ALL, "resize images to this side "
+          "(None keeps them)", int),
+    Field("dataset.input", "memory", _ALL, "memory (decode the splits into "
+          "host memory) or stream (read a tfds set prepared as ArrayRecord "
+          "by id)"),
+    Field("dataset.validation_fraction", 0.0, _ALL, "if > 0, hold out this "
+          "stratified fraction of train and evaluate on it instead of test"),
+    Field("dataset.validation_seed", 0, _ALL, "seed of the held-out split"),
+    Field("model.name", "mlp", _ALL, "see mrmc_jax.models.create_model"),
+    Field("model.dtype", "float32", _ALL, "float32 or bfloat16"),
+    Field("selection.method", "mrmc", _NONE, "the method spec of "
+          "experiments/main.py, e.g. mrmc(skip_epochs=2) (given to the "
+          "selection stage explicitly)"),
+    Field("selection.ratio", 0.3, _NONE, "core-set fraction in (0, 1] "
+          "(given to the selection stage explicitly)"),
+    Field("selection.warmup_epochs", 10, _ALL, "R, epochs of warm-up on all "
+          "data"),
+    Field("selection.plugins", "", (S, T), "comma-separated .py files or "
+          "modules of the user's own methods (each calls methods.register)"),
+    Field("train.epochs", 20, _ALL, "core-set training epochs (and the "
+          "truncated warm-up schedule's length)"),
+    Field("train.budget", "epochs", (T,), "epochs: every ratio trains "
+          "train.epochs epochs (the paper); steps: train.epochs epochs' "
+          "worth of full-data steps"),
+    Field("train.batch_size", 128, _ALL, "global training batch size"),
+    Field("train.eval_batch_size", 512, _ALL, "global evaluation batch "
+          "size"),
+    Field("train.optimizer", "sgd", _ALL, "see mrmc_jax.optim"),
+    Field("train.learning_rate", 0.1, _ALL, "peak learning rate"),
+    Field("train.momentum", 0.9, _ALL, "SGD momentum"),
+    Field("train.nesterov", False, _ALL, "Nesterov momentum"),
+    Field("train.weight_decay", 5e-4, _ALL, "decoupled weight decay"),
+    Field("train.schedule", "cosine", _ALL, "cosine, constant or "
+          "warmup_cosine"),
+    Field("train.end_learning_rate", 1e-4, _ALL, "the schedule's last "
+          "learning rate"),
+    Field("train.lr_warmup_epochs", 0.0, _ALL, "linear warm-up of "
+          "warmup_cosine, in epochs of the stage it schedules (else 0)"),
+    Field("train.warmup_schedule", "truncated", _ALL, "truncated (the "
+          "warm-up follows the training schedule's first R epochs) or own"),
+    Field("train.augment", True, _ALL, "random crops and flips"),
+    Field("train.checkpoint_every_epochs", 1, _NONE, "checkpoint interval"),
+    Field("compare.methods", "full,random,el2n,grand,forgetting,ccs,"
+          "moderate,dyn_unc,d2,mrmc,mrmc_r", _NONE, "experiments/compare.py: "
+          "method specs, comma-separated (cells get them explicitly)"),
+    Field("compare.ratios", "0.7,0.5,0.3,0.1", _NONE, "the grid's ratios"),
+    Field("compare.seeds", "0,1,2", _NONE, "the grid's seeds"),
+    Field("distributed.initialize", False, _NONE, "call "
+          "jax.distributed.initialize"),
+    Field("distributed.coordinator_address", None, _NONE, "its argument "
+          "(None: auto-detected, as on TPU pods)", str),
+    Field("distributed.num_processes", None, _NONE, "its argument", int),
+    Field("distributed.process_id", None, _NONE, "its argument", int),
+    Field("distributed.num_devices", None, _NONE, "mesh size (None: all "
+          "devices); the result does not depend on it", int),
+)
+
+# experiments/attribution.py's fields (configs/attribution.py adds them).
+ATTRIBUTION: tuple[Field, ...] = (
+    Field("attribution.num_probes", 50, (T,), "m probes, stratified by "
+          "class, among the examples in every core-set"),
+    Field("attribution.ratios", "0.3,0.5,0.7", _NONE, "core-set ratios "
+          "compared with full data (given to the stages explicitly)"),
+    Field("attribution.method", "mrmc", _NONE, "the method spec selecting "
+          "the core-sets (given to the selection stage explicitly)"),
+    Field("attribution.epochs", 10, (T,), "epochs each setting trains"),
+    Field("attribution.seed", 0, (T,), "seeds the choice of probes"),
+    Field("attribution.reference_runs", 1, (T,), "extra full-data runs with "
+          "other data orders (the noise floor)"),
+)
+
+
+def option_fields() -> tuple[Field, ...]:
+  """`selection.<option>` for every declared option with a config field."""
+  return tuple(Field(f"selection.{o.name}", o.default, (S, T), o.doc,
+                     None if o.default is not None else o.type)
+               for o in methods.declared().values() if o.in_config)
+
+
+def declared() -> dict[str, Field]:
+  """Every declared field, path -> Field."""
+  return {f.path: f for f in BASE + option_fields() + ATTRIBUTION}
+
+
+def _add(config: ml_collections.ConfigDict, fields) -> None:
+  for f in fields:
+    *parents, leaf = f.path.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        node[p] = ml_collections.ConfigDict()
+      node = node[p]
+    if f.default is None:
+      node[leaf] = ml_collections.FieldReference(None, field_type=f.type)
+    else:
+      node[leaf] = f.default
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The base config: every field of `BASE` and of the declared options."""
+  config = ml_collections.ConfigDict()
+  # The options go after selection.warmup_epochs, as they always did.
+  _add(config, BASE[:13])
+  _add(config, option_fields())
+  _add(config, BASE[13:])
+  return config
+
+
+def add_attribution(config: ml_collections.ConfigDict) -> None:
+  """Adds the `attribution.*` fields with their defaults."""
+  _add(config, ATTRIBUTION)
+
+
+def leaves(config: ml_collections.ConfigDict, prefix: str = ""
+           ) -> Iterator[tuple[str, Any]]:
+  """(dotted path, value) of every leaf field."""
+  for key, value in config.items():
+    path = prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from leaves(value, path + ".")
+    else:
+      yield path, value
+
+
+def check_known(config: ml_collections.ConfigDict) -> None:
+  """Refuses a field that is not declared (its cache effect is unknown).
+
+  Raises:
+    ValueError: `unknown field X (did you mean Y?)`, one line.
+  """
+  known = declared()
+  for path, _ in leaves(config):
+    if path not in known:
+      import difflib  # pylint: disable=g-import-not-at-top
+      close = difflib.get_close_matches(path, list(known), n=1)
+      hint = f" (did you mean {close[0]}?)" if close else ""
+      raise ValueError(f"unknown field {path}{hint}: every config field is "
+                       "declared in mrmc_jax/runner/fields.py, or is a "
+                       "declared method option (selection.<option>).")
+
+
+def affecting(config: ml_collections.ConfigDict, stage: str
+              ) -> dict[str, Any]:
+  """The values of the fields that affect `stage`, path -> value."""
+  known = declared()
+  return {path: value for path, value in leaves(config)
+          if stage in known[path].affects}

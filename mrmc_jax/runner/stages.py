@@ -1,0 +1,424 @@
+"""The stages every job composes: load, warm-up, select, train, evaluate.
+
+Each stage is a function of explicit inputs; next to it are its stamp
+(what its output is computed from: the config fields marked as affecting
+it in `runner.fields`, its explicit inputs, and the stamp of the stage it
+reads) and its done-check (the stored output is read back, verified against
+its content hashes and stamp, and used; damage takes the recompute path
+with one warning naming the file). Every done-check ends in `decide`, the
+one place where a multi-process job takes process 0's answer.
+
+What each stage leaves in its workdir (every file written atomically, by
+process 0):
+  warm-up: `warmup/artefacts.npz`, checkpoints in `checkpoints/warmup`;
+  select: `coreset/scores.npy`, `indices.npy`, `selection.json` (timing,
+    stamp, and the SHA-256 of each array file), `mask.npy` (last: it marks
+    the selection complete), and plots in `plots/` when asked;
+  train: checkpoints in `checkpoints/train` whose stamp includes the
+    mask's hash, metrics in `metrics.jsonl` and `tb/`;
+  a job's summary (`write_summary`) carries its stamp and content hash.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from typing import Any, Iterator, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mrmc_jax import data as data_lib
+from mrmc_jax import methods
+from mrmc_jax import scoring
+from mrmc_jax import train_step
+from mrmc_jax.data import pipeline as input_pipeline
+from mrmc_jax.runner import config as config_lib
+from mrmc_jax.runner import context as context_lib
+from mrmc_jax.runner import fields
+from mrmc_jax.runner import loop
+from mrmc_jax.runner import plots
+from mrmc_jax.runner import warmup as warmup_lib
+from mrmc_jax.runner import workdir as wd
+
+Context = context_lib.Context
+
+
+def decide(done: bool) -> bool:
+  """Whether a stage is done: the one decision every done-check ends in.
+
+  Every process reads the workdir; with several processes, process 0's
+  answer is the job's, so that all of them take the same path.
+  """
+  if jax.process_count() > 1:
+    # pylint: disable-next=g-import-not-at-top
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+  return done
+
+
+def array_sha256(array: np.ndarray) -> str:
+  """SHA-256 of an array's `.npy` bytes (as `workdir.write_npy` writes)."""
+  buf = io.BytesIO()
+  np.save(buf, np.asarray(array))
+  return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+  """SHA-256 of a file's bytes."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Load.
+
+
+def load(config: ml_collections.ConfigDict, workdir: str
+         ) -> tuple[Context, dict[str, Any]]:
+  """The run's context (data, model, mesh) and its data fingerprint."""
+  ctx = context_lib.make_context(config, workdir)
+  return ctx, data_fingerprint(ctx)
+
+
+def data_fingerprint(ctx: Context) -> dict[str, Any]:
+  """`data.fingerprint` of the context's loaded data (every example)."""
+  return data_lib.fingerprint(ctx.data)
+
+
+# --------------------------------------------------------------------------
+# Warm-up.
+
+
+def warmup_stamp(config: ml_collections.ConfigDict, seed: int,
+                 data: dict[str, Any]) -> str:
+  """What a warm-up of seed `seed` computes from (the fields marked W)."""
+  return wd.stamp(fields.affecting(config, fields.W), int(seed), data)
+
+
+def warmup(ctx: Context, config: ml_collections.ConfigDict,
+           need: frozenset[str], stamp: str) -> dict[str, np.ndarray]:
+  """The warm-up artefacts the methods `need` ({} if none): read or run."""
+  if not need:
+    return {}
+  art = warmup_lib.read_artefacts(ctx.workdir, need, stamp)
+  if decide(art is not None):
+    return art
+  return warmup_lib.run_warmup(ctx, need, stamp=stamp,
+                               **config_lib.warmup_settings(config))
+
+
+# --------------------------------------------------------------------------
+# Selection.
+
+
+def selection_stamp(warm_stamp: str, config: ml_collections.ConfigDict,
+                    spec: str, ratio: float,
+                    opts: methods.SelectionOptions) -> str:
+  """What a selection computes from: the warm-up, spec, ratio, options."""
+  return wd.stamp(warm_stamp, fields.affecting(config, fields.S), spec,
+                  float(ratio), methods.resolve(spec, opts)[1].asdict())
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """A selection's outputs: scores float32 `[N]`, mask bool `[N]`, timing."""
+  scores: np.ndarray
+  mask: np.ndarray
+  timing: dict[str, Any]
+
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+@contextlib.contextmanager
+def compile_seconds() -> Iterator[list[float]]:
+  """Sums JAX's tracing, lowering and compilation time while inside.
+
+  Yields a one-element list holding the running total in seconds.
+  """
+  total = [0.0]
+
+  def listener(event, duration, **kwargs):
+    del kwargs
+    if event in _COMPILE_EVENTS:
+      total[0] += duration
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield total
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+_SELECTION_FILES = ("scores.npy", "indices.npy", "mask.npy")
+
+
+def read_selection(out: str, stamp: str) -> Optional[Selection]:
+  """A finished, verified selection in `out`, or None to select again.
+
+  Raises:
+    workdir.ConfigMismatchError: it was computed from something else.
+  """
+  if not os.path.exists(os.path.join(out, "mask.npy")):
+    return None
+  timing_path = os.path.join(out, "selection.json")
+  try:
+    timing = wd.read_json(timing_path)
+    if not isinstance(timing, dict):
+      raise wd.CorruptFileError(f"{timing_path} is damaged")
+    wd.check_stamp(timing_path, timing.get("stamp", ""), stamp)
+    hashes = timing.get("sha256", {})
+    for name in _SELECTION_FILES:
+      path = os.path.join(out, name)
+      if hashes.get(name) != file_sha256(path):
+        raise wd.CorruptFileError(f"{path} does not match its SHA-256 in "
+                                  "selection.json")
+    scores = wd.read_npy(os.path.join(out, "scores.npy"))
+    mask = wd.read_npy(os.path.join(out, "mask.npy"))
+  except (wd.CorruptFileError, FileNotFoundError) as e:
+    # Selection is deterministic given the artefacts: recompute it.
+    logging.warning("%s; selecting again from the warm-up artefacts.", e)
+    return None
+  return Selection(scores, mask, timing)
+
+
+def select(ctx: Context, spec: str, art: dict[str, np.ndarray],
+           ratio: float, opts: methods.SelectionOptions, stamp: str, *,
+           cache: Optional[dict[str, Any]] = None,
+           plot: bool = False) -> Selection:
+  """Selects (or reads back a finished selection) in `ctx.workdir/coreset`.
+
+  The timing holds `selection_seconds` (wall time less JAX compilation) and
+  `compile_seconds`: the first selection of a method compiles, later ones
+  reuse the compiled functions, and mixing the two would make the first
+  cell of a method look slow.
+  """
+  out = os.path.join(ctx.workdir, "coreset")
+  got = read_selection(out, stamp)
+  if decide(got is not None):
+    return got
+  with compile_seconds() as compiling:
+    t0 = time.perf_counter()
+    scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
+                                  num_classes=ctx.data.num_classes, opts=opts,
+                                  cache=cache)
+    wall = time.perf_counter() - t0
+  scores = np.asarray(scores, np.float32)
+  mask = np.asarray(mask, bool)
+  indices = np.flatnonzero(mask).astype(np.int64)
+  timing = {"selection_seconds": max(wall - compiling[0], 0.0),
+            "compile_seconds": compiling[0], "stamp": stamp,
+            "sha256": {"scores.npy": array_sha256(scores),
+                       "indices.npy": array_sha256(indices),
+                       "mask.npy": array_sha256(mask)}}
+  if wd.is_writer():
+    wd.write_npy(os.path.join(out, "scores.npy"), scores)
+    wd.write_npy(os.path.join(out, "indices.npy"), indices)
+    if plot:
+      _plot_selection(ctx, spec, ratio, scores, mask, art, opts)
+    # The mask goes last: its presence marks the selection as complete.
+    wd.write_json(os.path.join(out, "selection.json"), timing)
+    wd.write_npy(os.path.join(out, "mask.npy"), mask)
+  return Selection(scores, mask, timing)
+
+
+def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
+  labels = ctx.data.train.labels
+  title = f"{spec} ratio={ratio}"
+  plots.score_histogram(scores, mask, os.path.join(ctx.workdir, "plots",
+                                                   "score_histogram.png"),
+                        title)
+  plots.selected_per_class(labels, mask, ctx.data.num_classes,
+                           os.path.join(ctx.workdir, "plots",
+                                        "selected_per_class.png"), title)
+  name, opts = methods.resolve(spec, opts)
+  if set(methods.get_method(name).options) >= {"max_initial_ratio",
+                                               "epoch_offset"}:
+    # A method that reads MRMC's fit: the trajectories of the highest- and
+    # lowest-scored examples with their fitted curves (one fit, for the
+    # plot).
+    traj = methods.trajectory_view(art, opts)
+    s = opts.skip_epochs
+    losses_ = traj["loss"][:, s:]
+    q, w = scoring.fit_exponential_decay(
+        losses_, traj["visits"][:, s:] > 0,
+        max_initial_ratio=opts.max_initial_ratio,
+        epoch_offset=opts.epoch_offset + s)
+    epochs = np.arange(losses_.shape[1]) + opts.epoch_offset + s
+    fitted = np.asarray(scoring.fitted_curve(q, w, epochs))
+    plots.trajectories(losses_, scores, fitted,
+                       np.arange(losses_.shape[1]) + 1 + s,
+                       os.path.join(ctx.workdir, "plots", "trajectories.png"))
+
+
+# --------------------------------------------------------------------------
+# Training and evaluation.
+
+
+def result_stamp(sel_stamp: str, config: ml_collections.ConfigDict) -> str:
+  """What a trained core-set's result computes from (the fields marked T)."""
+  return wd.stamp(sel_stamp, fields.affecting(config, fields.T))
+
+
+def checkpoint_stamp(result: str, mask: np.ndarray) -> str:
+  """The training checkpoints' stamp: the result's and the mask's hash."""
+  return wd.stamp(result, array_sha256(np.asarray(mask, bool)))
+
+
+def evaluate(ctx: Context, eval_fn, variables, split) -> dict[str, float]:
+  """Mean loss and accuracy over a split (padded last batch masked)."""
+  acc = loop.zeros_on(ctx.mesh)
+  for batch in ctx.eval_batches(split):
+    acc = _eval_sums(eval_fn, variables, acc, batch)
+  return loop.means(acc)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _eval_sums(eval_fn, variables, acc, batch):
+  return acc + loop.sums(eval_fn(variables, batch))
+
+
+def train(ctx: Context, ids: np.ndarray, *, epochs: int,
+          budget: str = "epochs", stamp: str = "") -> dict[str, Any]:
+  """Trains a fresh model on `ids` and evaluates on the test split.
+
+  Args:
+    ctx: the run's context.
+    ids: int `[K]` global ids of the core-set (checked by the caller).
+    epochs: training epochs (`budget="epochs"`), or full-data epochs' worth
+      of steps (`budget="steps"`).
+    budget: "epochs" or "steps" (checked by the config check).
+    stamp: what the training is computed from (`checkpoint_stamp`), kept in
+      its checkpoints.
+
+  Returns:
+    `train_seconds, train_steps, train_epochs, test_accuracy, test_loss`
+    (NaN without a test split).
+  """
+  n_full = ctx.data.train.num_examples
+  spe = input_pipeline.num_batches(len(ids), ctx.batch_size)
+  if budget == "epochs":
+    total_steps = epochs * spe
+  else:
+    total_steps = epochs * input_pipeline.num_batches(n_full, ctx.batch_size)
+  num_epochs = -(-total_steps // spe)
+  # An "epoch" of the schedule is a core-set epoch (budget "epochs") or a
+  # full-data epoch (budget "steps"): total_steps / epochs either way.
+  length = (total_steps, total_steps // epochs)
+  tx = ctx.make_tx(*length)
+  plain_step = train_step.make_train_step(ctx.apply_fn, tx, with_stats=False)
+
+  def step_fn(state, acc, batch):
+    # Metrics are summed on device: no host sync and no eager op per step.
+    state, m = plain_step(state, batch)
+    return state, acc + jnp.stack([m["train_loss"], m["train_accuracy"],
+                                   1.0])
+
+  step_fn = jax.jit(step_fn, donate_argnums=(0, 1))
+  eval_fn = train_step.make_eval_step(ctx.apply_fn)
+
+  def epoch_fn(tree, epoch, tick):
+    state = tree["state"]
+    acc = loop.zeros_on(ctx.mesh)
+    done = epoch * spe
+    for batch in ctx.train_batches(epoch, ids=ids):
+      if done >= total_steps:
+        break
+      state, acc = step_fn(state, acc, batch)
+      done += 1
+      tick()
+    loss, accuracy, count = (float(x) for x in np.asarray(acc))
+    return {**tree, "state": state}, {
+        "train_loss": loss / max(count, 1),
+        "train_accuracy": accuracy / max(count, 1)}
+
+  def test_metrics(tree, epoch=None):
+    del epoch
+    if ctx.data.test is None:
+      return {}
+    m = evaluate(ctx, eval_fn, tree["state"].variables, ctx.data.test)
+    return {"test_loss": m["loss"], "test_accuracy": m["accuracy"]}
+
+  checkpoint_dir = os.path.join(ctx.workdir, "checkpoints", "train")
+
+  def run():
+    return loop.run_epochs(
+        stage="train", workdir=ctx.workdir, checkpoint_dir=checkpoint_dir,
+        tree={"state": ctx.init_state(tx, seed_offset=1),
+              "seconds": np.zeros((), np.float64)},
+        num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
+        checkpoint_every=ctx.checkpoint_every, total_steps=total_steps,
+        after_epoch=test_metrics, learning_rate=ctx.make_schedule(*length),
+        stamp=stamp)
+
+  try:
+    tree = run()
+  except wd.ConfigMismatchError as e:
+    # The workdir's config and data were checked when it was claimed: the
+    # checkpoints were trained on another core-set (their stamp holds the
+    # mask's hash). Never resumed from: trained again from scratch.
+    logging.warning("%s; training the core-set again from scratch.", e)
+    if wd.is_writer():
+      shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    tree = run()
+  # The last epoch's test metrics, evaluated again from the final state
+  # (the evaluation is deterministic; a resumed finished stage has none).
+  test = test_metrics(tree)
+  return {"train_seconds": float(tree["seconds"]), "train_steps": total_steps,
+          "train_epochs": num_epochs,
+          "test_accuracy": test.get("test_accuracy", float("nan")),
+          "test_loss": test.get("test_loss", float("nan"))}
+
+
+# --------------------------------------------------------------------------
+# Summaries: a job's (or a cell's) finished result.
+
+
+def _content_sha256(summary: dict[str, Any]) -> str:
+  body = {k: v for k, v in summary.items() if k != "sha256"}
+  return hashlib.sha256(json.dumps(body, sort_keys=True).encode()
+                        ).hexdigest()
+
+
+def write_summary(path: str, summary: dict[str, Any]) -> dict[str, Any]:
+  """Writes `summary` (with its stamp) and its content hash; returns it."""
+  summary = {**summary, "sha256": _content_sha256(summary)}
+  if wd.is_writer():
+    wd.write_json(path, summary)
+  return summary
+
+
+def read_summary(path: str, stamp: str) -> Optional[dict[str, Any]]:
+  """A finished, verified summary, or None to finish the work again.
+
+  Raises:
+    workdir.ConfigMismatchError: it was computed from something else.
+  """
+  if not os.path.exists(path):
+    decide(False)
+    return None
+  try:
+    summary = wd.read_json(path)
+    if not isinstance(summary, dict) or (
+        summary.get("sha256") != _content_sha256(summary)):
+      raise wd.CorruptFileError(f"{path} does not match its SHA-256")
+  except wd.CorruptFileError as e:
+    logging.warning("%s; finishing the work again.", e)
+    summary = None
+  if summary is not None:
+    wd.check_stamp(path, summary.get("stamp"), stamp)
+  return summary if decide(summary is not None) else None

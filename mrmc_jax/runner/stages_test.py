@@ -1,0 +1,41 @@
+"""Tests for stages.py: content hashes and the summary done-check."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+from mrmc_jax.runner import stages
+from mrmc_jax.runner import workdir as wd
+
+
+def test_array_hash_is_the_written_files():
+  for a in (np.arange(5, dtype=np.int64), np.array([True, False]),
+            np.zeros(3, np.float32)):
+    buf_hash = stages.array_sha256(a)
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, "a.npy")
+      wd.write_npy(path, a)
+      assert stages.file_sha256(path) == buf_hash
+
+
+def test_summary_round_trip_damage_and_other_stamp(tmp_path):
+  path = str(tmp_path / "summary.json")
+  assert stages.read_summary(path, "s1") is None
+  written = stages.write_summary(path, {"test_accuracy": 0.5, "stamp": "s1"})
+  assert stages.read_summary(path, "s1") == written
+  with pytest.raises(wd.ConfigMismatchError):
+    stages.read_summary(path, "s2")
+  # A changed digit no longer matches the content hash: finished again.
+  stored = json.load(open(path))
+  stored["test_accuracy"] = 0.6
+  open(path, "w").write(json.dumps(stored))
+  assert stages.read_summary(path, "s1") is None
+  open(path, "w").write("{")
+  assert stages.read_summary(path, "s1") is None
+
+
+def test_decide_on_one_process():
+  assert stages.decide(True) is True and stages.decide(False) is False
