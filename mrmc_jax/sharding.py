@@ -159,6 +159,29 @@ def rows_sharding(mesh: MeshLike) -> NamedSharding:
   return batch_sharding(mesh)
 
 
+def map_rows(fn: Any, mesh: MeshLike) -> Any:
+  """Runs a row-wise `fn` on each device's own rows (a `shard_map`).
+
+  For functions whose row i of the output depends only on row i of the
+  input, such as `mrmc_scores` (the fit is per example): on a row-sharded
+  `[N_pad, ...]` array, each device computes its `N_pad / d` rows and
+  nothing is gathered. Plain `jax.jit` cannot always see that a function is
+  row-wise (a loop over row blocks looks global) and may gather the input.
+
+  Args:
+    fn: `[n, ...] -> pytree of [n, ...]`, one argument.
+    mesh: as for `rows_sharding`.
+
+  Returns:
+    `x -> fn(x)` over row shards; input and outputs `rows_sharding(mesh)`.
+  """
+  spec = rows_sharding(mesh).spec
+  # No collectives inside a row-wise fn, so the varying-axes check (which
+  # refuses e.g. a fori_loop whose carry starts from fresh zeros) is off.
+  return jax.shard_map(fn, mesh=_mesh(mesh), in_specs=(spec,),
+                       out_specs=spec, check_vma=False)
+
+
 def zeros(shape: tuple[int, ...], dtype: Any, sharding: NamedSharding
           ) -> jax.Array:
   """A zero array created in place with `sharding`: each device allocates

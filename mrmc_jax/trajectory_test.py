@@ -168,12 +168,15 @@ def test_sharded_trajectory_equals_replicated_and_selects_the_same_mask():
   trajectory.check_visits(np.asarray(trajectory.unpad(shd, n)["visits"]))
   # The padding rows are never visited.
   np.testing.assert_array_equal(np.asarray(shd["visits"])[n:], 0)
-  # Selection: score the sharded [N_pad, R] losses row-parallel, slice the
-  # [N] scores, select; the same mask as from the replicated trajectory.
-  scores = jax.jit(lambda l: scoring.mrmc_scores(l)[:n])(shd["loss"])
+  # Selection: score the sharded [N_pad, R] losses row-parallel (each device
+  # its own rows), slice the [N] scores, select; the same scores and mask
+  # as from the replicated trajectory.
+  score_rows = sharding.map_rows(scoring.mrmc_scores, mesh)
+  scores = jax.jit(lambda l: score_rows(l)[:n])(shd["loss"])
+  want_scores = scoring.mrmc_scores(rep["loss"])
+  np.testing.assert_array_equal(np.asarray(scores), np.asarray(want_scores))
   mask = selection.select_mask(scores, y, 0.3, num_classes=3)
-  want = selection.select_mask(scoring.mrmc_scores(rep["loss"]), y, 0.3,
-                               num_classes=3)
+  want = selection.select_mask(want_scores, y, 0.3, num_classes=3)
   assert int(np.sum(want)) == int(np.floor(0.3 * n))
   np.testing.assert_array_equal(np.asarray(mask), np.asarray(want))
 
