@@ -314,6 +314,38 @@ def make_recording_step(
   return step
 
 
+@jax.jit
+def _visit_errors(visits, epoch, num_examples):
+  col = jax.lax.dynamic_index_in_dim(visits, epoch, axis=1, keepdims=False)
+  real = jnp.arange(visits.shape[0]) < num_examples
+  return jnp.sum(real & (col != 1), dtype=jnp.int32)
+
+
+def epoch_visit_errors(visits: Array, epoch: Any, num_examples: int) -> Array:
+  """How many of the first `num_examples` ids were not recorded exactly once
+  in column `epoch`, counted on device (a scalar; the padding rows of the
+  sharded layout are not counted).
+
+  A per-epoch check without moving `[N]` visits to the host: fetch the
+  column and call `check_visits` (for the ids) only when this is non-zero.
+
+  Args:
+    visits: int `[N, R]` or `[N_pad, R]` visit counts (replicated or
+      sharded).
+    epoch: int scalar column.
+    num_examples: N, the rows that hold real examples.
+
+  Returns:
+    int32 scalar.
+  """
+  validation.check_rank(visits, "visits", 2, "[N, R]")
+  validation.check_int(num_examples, "num_examples", minimum=0)
+  if num_examples > visits.shape[0]:
+    raise ValueError(f"num_examples={num_examples} is not allowed: visits "
+                     f"has only {visits.shape[0]} rows.")
+  return _visit_errors(visits, jnp.asarray(epoch, jnp.int32), num_examples)
+
+
 class VisitError(ValueError):
   """Raised when an epoch did not record every example exactly once."""
 

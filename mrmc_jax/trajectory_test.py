@@ -166,6 +166,11 @@ def test_sharded_trajectory_equals_replicated_and_selects_the_same_mask():
     assert rep[k].addressable_shards[0].data.shape == (n, r)
     np.testing.assert_array_equal(np.asarray(v)[:n], np.asarray(rep[k]), k)
   trajectory.check_visits(np.asarray(trajectory.unpad(shd, n)["visits"]))
+  assert [int(trajectory.epoch_visit_errors(shd["visits"], e, n))
+          for e in range(r)] == [0] * r
+  # One id recorded twice and one missed: two errors, on device.
+  bad = shd["visits"].at[0, 1].add(1).at[5, 1].add(-1)
+  assert int(trajectory.epoch_visit_errors(bad, 1, n)) == 2
   # The padding rows are never visited.
   np.testing.assert_array_equal(np.asarray(shd["visits"])[n:], 0)
   # Selection: score the sharded [N_pad, R] losses row-parallel (each device
