@@ -18,6 +18,7 @@ from typing import Any, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -267,6 +268,6 @@ def to_host(tree: Any) -> Any:
   """Fetches a pytree of (replicated or fully addressable) arrays to numpy."""
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      x = jax.experimental.multihost_utils.process_allgather(x, tiled=True)
+      x = multihost_utils.process_allgather(x, tiled=True)
     return np.asarray(x)
   return jax.tree_util.tree_map(fetch, tree)

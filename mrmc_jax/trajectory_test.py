@@ -235,3 +235,61 @@ def test_sharded_record_refuses_a_missing_mesh_and_unpadded_rows():
                       sharded=True)
   with pytest.raises(ValueError, match="num_rows=-1 is not allowed"):
     sharding.padded_rows(-1, mesh)
+
+
+_TWO_PROCESS_WORKER = r"""
+import sys
+import jax
+import jax.numpy as jnp
+import numpy as np
+jax.distributed.initialize(sys.argv[2], 2, int(sys.argv[1]))
+from mrmc_jax import sharding, trajectory
+pid, n, mesh = jax.process_index(), 13, sharding.make_mesh()
+traj = trajectory.init_trajectory(n, 2, mesh=mesh)
+rec = jax.jit(lambda t, s, e: trajectory.record(t, s, e, mesh=mesh,
+                                                sharded=True),
+              donate_argnums=0)
+for e in range(2):
+  order = np.random.default_rng([0, e]).permutation(n)
+  for start in range(0, 16, 8):
+    ids = order[start:start + 8]
+    mask = np.arange(8) < len(ids)
+    ids = np.pad(ids, (0, 8 - len(ids)))[pid * 4:pid * 4 + 4]
+    stats = {"id": ids.astype(np.int32), "mask": mask[pid * 4:pid * 4 + 4],
+             "loss": ids.astype(np.float32) + e, "correct": ids % 2 == 0,
+             "p_true": np.zeros(4, np.float32), "el2n": np.zeros(4, np.float32)}
+    traj = rec(traj, sharding.shard_batch(stats, mesh), jnp.int32(e))
+assert [s.data.shape for s in traj["loss"].addressable_shards] == [(4, 2)] * 2
+assert int(trajectory.epoch_visit_errors(traj["visits"], 1, n)) == 0
+host = sharding.to_host(trajectory.unpad(traj, n))
+np.testing.assert_array_equal(host["loss"], np.arange(n)[:, None] + [0, 1])
+np.testing.assert_array_equal(host["visits"], 1)
+print("ok", pid)
+"""
+
+
+def test_sharded_record_across_two_processes():
+  """2 processes x 2 devices: each process holds 2 of the 4 row shards."""
+  import os  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root,
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [subprocess.Popen(
+      ["timeout", "-k", "5", "120", sys.executable, "-c", _TWO_PROCESS_WORKER,
+       str(i), address], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=150)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0 and f"ok {i}" in out, out[-2000:]
