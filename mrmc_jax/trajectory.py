@@ -58,7 +58,8 @@ def init_trajectory(num_examples: int,
       `record(..., mesh=mesh, sharded=True)`.
 
   Returns:
-    `{field: [N, R]}` plus `visits` (`[N_pad, R]` with `mesh`), all zero.
+    `{field: array}` for each field plus `visits`, all zero, every array
+    `[N, R]` (`[N_pad, R]`, row-sharded, with `mesh`).
   """
   validation.check_int(num_examples, "num_examples", minimum=0)
   validation.check_int(num_epochs, "num_epochs", minimum=0)
