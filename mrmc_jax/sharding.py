@@ -3,8 +3,11 @@
 The batch is split on one mesh axis (`data` by default; any name, e.g. the
 `batch` of `Mesh(devices, ("batch",))`, via `axis=`), or on the axes of a
 `NamedSharding` you pass instead of the mesh; other axes of a 2-D mesh
-(`("data", "model")`) hold the batch replicated. Parameters, optimiser state
-and the trajectory buffer are replicated (or sharded by you). Each process
+(`("data", "model")`) hold the batch replicated. Parameters and optimiser
+state are replicated (or sharded by you). N-sized buffers (the trajectory,
+features) are replicated, or split by rows over the same axes as the batch
+(`rows_sharding`, `padded_rows`, `zeros`), so each device holds N / devices
+rows. Each process
 feeds its local rows, and `jax.make_array_from_process_local_data` assembles
 the global batch, so the same code runs on one CPU, eight simulated devices
 or a multi-host pod.
@@ -13,7 +16,9 @@ or a multi-host pod.
 from typing import Any, Union
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -126,6 +131,68 @@ def _batch_devices(sharding: NamedSharding) -> int:
   return int(np.prod([sharding.mesh.shape[a] for a in names], dtype=np.int64))
 
 
+def num_row_shards(mesh: MeshLike) -> int:
+  """How many ways `batch_sharding(mesh)` splits a leading axis."""
+  return _batch_devices(batch_sharding(mesh))
+
+
+def padded_rows(num_rows: int, mesh: MeshLike) -> int:
+  """`num_rows` rounded up to a multiple of `num_row_shards(mesh)`.
+
+  A buffer of N rows split by rows over d devices needs N a multiple of d;
+  the extra rows are padding that no id addresses.
+  """
+  if isinstance(num_rows, bool) or not isinstance(num_rows, (int, np.integer)
+                                                   ) or num_rows < 0:
+    raise ValueError(f"num_rows={num_rows!r} is not allowed: it must be a "
+                     "non-negative int.")
+  d = num_row_shards(mesh)
+  return -(-int(num_rows) // d) * d
+
+
+def rows_sharding(mesh: MeshLike) -> NamedSharding:
+  """Splits the leading (row) axis of an `[N, ...]` buffer like the batch.
+
+  The same sharding as `batch_sharding(mesh)`: rows over the batch axes,
+  replicated over the other mesh axes. N must be a multiple of
+  `num_row_shards(mesh)` (see `padded_rows`).
+  """
+  return batch_sharding(mesh)
+
+
+def map_rows(fn: Any, mesh: MeshLike) -> Any:
+  """Runs a row-wise `fn` on each device's own rows (a `shard_map`).
+
+  For functions whose row i of the output depends only on row i of the
+  input, such as `mrmc_scores` (the fit is per example): on a row-sharded
+  `[N_pad, ...]` array, each device computes its `N_pad / d` rows and
+  nothing is gathered. Plain `jax.jit` cannot always see that a function is
+  row-wise (a loop over row blocks looks global) and may gather the input.
+
+  Args:
+    fn: `[n, ...] -> pytree of [n, ...]`, one argument.
+    mesh: as for `rows_sharding`.
+
+  Returns:
+    `x -> fn(x)` over row shards; input and outputs `rows_sharding(mesh)`.
+  """
+  spec = rows_sharding(mesh).spec
+  # No collectives inside a row-wise fn, so the varying-axes check (which
+  # refuses e.g. a fori_loop whose carry starts from fresh zeros) is off.
+  return jax.shard_map(fn, mesh=_mesh(mesh), in_specs=(spec,),
+                       out_specs=spec, check_vma=False)
+
+
+def zeros(shape: tuple[int, ...], dtype: Any, sharding: NamedSharding
+          ) -> jax.Array:
+  """A zero array created in place with `sharding`: each device allocates
+  only its own shard (no host copy, no full buffer anywhere); multi-host
+  safe (every process calls it with the same arguments)."""
+  shape = tuple(int(d) for d in shape)
+  return jax.jit(lambda: jnp.zeros(shape, dtype),
+                 out_shardings=sharding)()
+
+
 def check_batch_size(batch_size: int, mesh: MeshLike,
                      axis: Axis = DATA_AXIS) -> None:
   """The global batch must split evenly over the batch axis and processes."""
@@ -201,6 +268,6 @@ def to_host(tree: Any) -> Any:
   """Fetches a pytree of (replicated or fully addressable) arrays to numpy."""
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      x = jax.experimental.multihost_utils.process_allgather(x, tiled=True)
+      x = multihost_utils.process_allgather(x, tiled=True)
     return np.asarray(x)
   return jax.tree_util.tree_map(fetch, tree)

@@ -152,3 +152,25 @@ def test_typed_prng_keys_cross_processes_as_key_data():
   np.testing.assert_array_equal(jax.random.key_data(out["key"]),
                                 jax.random.key_data(key))
   np.testing.assert_array_equal(out["w"], tree["w"])
+
+
+def test_row_sharded_buffers_pad_split_and_map_rows():
+  mesh2d = Mesh(np.asarray(jax.devices()).reshape(4, 2), ("data", "model"))
+  named = NamedSharding(mesh2d, P(("data", "model")))
+  assert sharding.num_row_shards(mesh2d) == 4
+  assert sharding.num_row_shards(named) == 8
+  assert [sharding.padded_rows(n, mesh2d) for n in (0, 1, 4, 5)] == [0, 4, 4, 8]
+  with pytest.raises(ValueError, match="num_rows=2.5 is not allowed"):
+    sharding.padded_rows(2.5, mesh2d)
+  # Created in place: each device allocates only its own rows.
+  x = sharding.zeros((8, 3), jnp.int32, sharding.rows_sharding(mesh2d))
+  assert x.sharding.spec == P("data")
+  assert {s.data.shape for s in x.addressable_shards} == {(2, 3)}
+  # A row-wise fn runs on each device's rows, with no gather.
+  fn = sharding.map_rows(lambda v: jnp.sum(v, axis=1), named)
+  rows = jax.device_put(jnp.arange(24.).reshape(8, 3),
+                        sharding.rows_sharding(named))
+  out = jax.jit(fn)(rows)
+  np.testing.assert_array_equal(out, np.arange(24.).reshape(8, 3).sum(1))
+  assert {s.data.shape for s in out.addressable_shards} == {(1,)}
+  assert "all-gather" not in jax.jit(fn).lower(rows).compile().as_text()

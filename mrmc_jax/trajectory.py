@@ -7,12 +7,23 @@ A trajectory is a dict of arrays with `N` examples and `R` epochs:
 Each epoch must record every example exactly once; `check_visits` reports
 examples that were missed or seen twice instead of letting them silently
 corrupt the scores.
+
+Layouts on a mesh. Replicated (the default): every device holds all
+`[N, R]`. Sharded (`init_trajectory(..., mesh=mesh)` and `record(...,
+mesh=mesh, sharded=True)`): the rows are split over the batch axes of the
+mesh, so each device holds `N_pad * R / devices` values per field, where
+`N_pad = sharding.padded_rows(N, mesh)` rounds N up to a multiple of the
+device count. Rows `N..N_pad-1` are padding: no example id addresses them,
+so they stay zero (`visits` 0) and are never selected once sliced off
+(`traj[k][:N]`, or `unpad`); score the padded array and slice the `[N]`
+scores. Both layouts record the same values.
 """
 
 from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from mrmc_jax import checking
@@ -29,14 +40,44 @@ KEYS = FIELDS + ("visits",)
 
 def init_trajectory(num_examples: int,
                     num_epochs: int,
-                    fields: Sequence[str] = FIELDS) -> Trajectory:
-  """Returns an empty trajectory of `num_examples x num_epochs`."""
-  traj = {}
-  for f in fields:
-    dtype = jnp.bool_ if f == "correct" else jnp.float32
-    traj[f] = jnp.zeros((num_examples, num_epochs), dtype)
-  traj["visits"] = jnp.zeros((num_examples, num_epochs), jnp.int32)
-  return traj
+                    fields: Sequence[str] = FIELDS,
+                    *,
+                    mesh: Optional[sharding.MeshLike] = None) -> Trajectory:
+  """Returns an empty trajectory of `num_examples x num_epochs`.
+
+  Args:
+    num_examples: N.
+    num_epochs: R.
+    fields: the recorded fields (`correct` is bool, the others float32).
+    mesh: None for arrays on the default device (replicate them with
+      `sharding.replicate` for the replicated layout); a `Mesh` or the
+      batch's `NamedSharding` for the sharded layout: `[N_pad, R]` arrays
+      split by rows like the batch (`sharding.rows_sharding`), created in
+      place (no device or host ever holds the whole buffer), with
+      `N_pad = sharding.padded_rows(N, mesh)`. Record into it with
+      `record(..., mesh=mesh, sharded=True)`.
+
+  Returns:
+    `{field: array}` for each field plus `visits`, all zero, every array
+    `[N, R]` (`[N_pad, R]`, row-sharded, with `mesh`).
+  """
+  validation.check_int(num_examples, "num_examples", minimum=0)
+  validation.check_int(num_epochs, "num_epochs", minimum=0)
+  dtypes = {f: jnp.bool_ if f == "correct" else jnp.float32 for f in fields}
+  dtypes["visits"] = jnp.int32
+  if mesh is None:
+    return {f: jnp.zeros((num_examples, num_epochs), d)
+            for f, d in dtypes.items()}
+  rows = sharding.padded_rows(num_examples, mesh)
+  where = sharding.rows_sharding(mesh)
+  return {f: sharding.zeros((rows, num_epochs), d, where)
+          for f, d in dtypes.items()}
+
+
+def unpad(traj: Trajectory, num_examples: int) -> Trajectory:
+  """The first `num_examples` rows of every array (drops the padding rows of
+  the sharded layout; the identity on an unpadded trajectory)."""
+  return {k: v[:num_examples] for k, v in traj.items()}
 
 
 def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
@@ -99,7 +140,8 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
 
 
 def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
-           mesh: Optional[sharding.MeshLike] = None) -> Trajectory:
+           mesh: Optional[sharding.MeshLike] = None,
+           sharded: bool = False) -> Trajectory:
   """Scatters one batch's statistics into column `epoch`, by global id.
 
   Pure and jit-able; donate `traj` to update it in place. Padding rows
@@ -121,22 +163,36 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
   XLA partitions the scatter-add as a local scatter plus an all-reduce of
   the whole buffer on every step, a cost that grows with N, not B.
 
+  With `sharded=True` the trajectory is split by rows over the batch axes
+  of `mesh` (`init_trajectory(n, r, mesh=mesh)`): after the same gather,
+  each device keeps the rows whose id falls in its own contiguous range
+  `[k * N_pad / d, (k + 1) * N_pad / d)` and scatters them, offset by the
+  range start, into its shard (a `shard_map`); no device holds or
+  communicates the whole buffer. The values are those of the replicated
+  layout.
+
   Args:
-    traj: the trajectory, arrays `[N, R]` (replicated when sharded).
+    traj: the trajectory, arrays `[N, R]` (replicated when sharded), or
+      `[N_pad, R]` split by rows with `sharded=True`.
     stats: `[B]` arrays `id`, `mask` and one per field of `traj`.
     epoch: int scalar in `[0, R)` (may be traced).
     mesh: the mesh the batch is sharded over, if any: any `Mesh` (whatever
       its axis names, 1-D or e.g. `("data", "model")`) or the batch's
       `NamedSharding`. The rows are gathered to every device of that mesh,
       so no axis name is needed here.
+    sharded: `traj` is split by rows over the batch axes of `mesh` (needs
+      `mesh`; the row count must be a multiple of their device count).
 
   Returns:
-    The updated trajectory.
+    The updated trajectory, in the layout of `traj`.
 
   Raises:
-    ValueError: see Checks above.
+    ValueError: see Checks above; `sharded` without `mesh`, or a row count
+      that does not split evenly.
   """
   check_record_inputs(traj, stats, epoch)
+  if sharded:
+    _check_sharded(traj, mesh)
   n, r = traj["visits"].shape
   checking.check_index_range(stats["id"], "id", n, mask=stats["mask"])
   checking.check_index_range(epoch, "epoch", r)
@@ -144,11 +200,19 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
     keep = set(traj) | {"id", "mask"}
     stats = sharding.all_gather({k: v for k, v in stats.items() if k in keep},
                                 mesh)
-  # Padding and out-of-range ids go to row n, out-of-range epochs to
+  if sharded:
+    return _record_sharded(traj, stats, epoch, mesh)
+  return _scatter(traj, stats, stats["id"], epoch)
+
+
+def _scatter(traj: Trajectory, stats: dict[str, Array], rows: Array,
+             epoch: Array) -> Trajectory:
+  """Writes `stats` at (`rows`, `epoch`) of `traj`'s own rows `[0, n)`."""
+  n, r = traj["visits"].shape
+  # Padding and out-of-range rows go to row n, out-of-range epochs to
   # column r: both past the end, where the scatter drops them. A negative
   # index would otherwise wrap around to the last row or column.
-  ids = stats["id"]
-  rows = jnp.where(stats["mask"] & (ids >= 0) & (ids < n), ids, n)
+  rows = jnp.where(stats["mask"] & (rows >= 0) & (rows < n), rows, n)
   col = jnp.where((epoch >= 0) & (epoch < r), epoch, r)
   out = {}
   for f, arr in traj.items():
@@ -159,10 +223,59 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
   return out
 
 
+def _row_axes(mesh: sharding.MeshLike) -> tuple[str, ...]:
+  """The mesh axes the rows (and the batch) are split over, major first."""
+  first = tuple(sharding.rows_sharding(mesh).spec or (None,))[0]
+  if first is None:
+    return ()
+  return (first,) if isinstance(first, str) else tuple(first)
+
+
+def _check_sharded(traj: Trajectory, mesh: Any) -> None:
+  if mesh is None:
+    raise ValueError("sharded=True is not allowed without mesh=: pass the "
+                     "mesh (or the batch's NamedSharding) the trajectory is "
+                     "split over.")
+  n = traj["visits"].shape[0]
+  d = sharding.num_row_shards(mesh)
+  if n % d:
+    raise ValueError(
+        f"traj has {n} rows, not a multiple of the {d} devices its rows are "
+        "split over; build it with init_trajectory(n, r, mesh=mesh), which "
+        f"pads to sharding.padded_rows(n, mesh) = "
+        f"{sharding.padded_rows(n, mesh)}.")
+
+
+def _record_sharded(traj: Trajectory, stats: dict[str, Array], epoch: Array,
+                    mesh: sharding.MeshLike) -> Trajectory:
+  """`record` into row shards: each device scatters the ids of its range."""
+  names = _row_axes(mesh)
+  if not names:  # rows not split: every device holds the whole buffer
+    return _scatter(traj, stats, stats["id"], epoch)
+  the_mesh = sharding.rows_sharding(mesh).mesh
+  local_rows = traj["visits"].shape[0] // sharding.num_row_shards(mesh)
+  spec = P(names[0] if len(names) == 1 else names)
+
+  def local(shard, stats, epoch):
+    k = 0  # this device's index along the (flattened) row axes
+    for a in names:
+      k = k * the_mesh.shape[a] + jax.lax.axis_index(a)
+    # Ids of other ranges (and padding, negative ids) fall outside
+    # [0, local_rows) and are dropped by the scatter.
+    return _scatter(shard, stats, stats["id"] - k * local_rows, epoch)
+
+  stats = {k: v for k, v in stats.items() if k in set(traj) | {"id", "mask"}}
+  return jax.shard_map(
+      local, mesh=the_mesh,
+      in_specs=({f: spec for f in traj}, {k: P() for k in stats}, P()),
+      out_specs={f: spec for f in traj})(traj, stats, jnp.asarray(epoch))
+
+
 def make_recording_step(
     train_step: Callable[..., tuple[Any, dict[str, Array]]],
     *,
     mesh: Optional[sharding.MeshLike] = None,
+    sharded: bool = False,
 ) -> Callable[..., tuple[Any, Trajectory, dict[str, Array]]]:
   """Fuses a train step and `record` into one function to jit.
 
@@ -177,6 +290,8 @@ def make_recording_step(
       or the user's own step with the same outputs).
     mesh: the mesh (or the batch's `NamedSharding`) if the batch is
       sharded; see `record`.
+    sharded: the trajectory is split by rows over the mesh
+      (`init_trajectory(..., mesh=mesh)`); see `record`.
 
   Returns:
     `step(state, traj, batch, epoch, rng=None) -> (state, traj, stats)`.
@@ -194,9 +309,42 @@ def make_recording_step(
       state, stats = train_step(state, batch)
     else:
       state, stats = train_step(state, batch, rng)
-    return state, record(traj, stats, epoch, mesh=mesh), stats
+    return state, record(traj, stats, epoch, mesh=mesh,
+                         sharded=sharded), stats
 
   return step
+
+
+@jax.jit
+def _visit_errors(visits, epoch, num_examples):
+  col = jax.lax.dynamic_index_in_dim(visits, epoch, axis=1, keepdims=False)
+  real = jnp.arange(visits.shape[0]) < num_examples
+  return jnp.sum(real & (col != 1), dtype=jnp.int32)
+
+
+def epoch_visit_errors(visits: Array, epoch: Any, num_examples: int) -> Array:
+  """How many of the first `num_examples` ids were not recorded exactly once
+  in column `epoch`, counted on device (a scalar; the padding rows of the
+  sharded layout are not counted).
+
+  A per-epoch check without moving `[N]` visits to the host: fetch the
+  column and call `check_visits` (for the ids) only when this is non-zero.
+
+  Args:
+    visits: int `[N, R]` or `[N_pad, R]` visit counts (replicated or
+      sharded).
+    epoch: int scalar column.
+    num_examples: N, the rows that hold real examples.
+
+  Returns:
+    int32 scalar.
+  """
+  validation.check_rank(visits, "visits", 2, "[N, R]")
+  validation.check_int(num_examples, "num_examples", minimum=0)
+  if num_examples > visits.shape[0]:
+    raise ValueError(f"num_examples={num_examples} is not allowed: visits "
+                     f"has only {visits.shape[0]} rows.")
+  return _visit_errors(visits, jnp.asarray(epoch, jnp.int32), num_examples)
 
 
 class VisitError(ValueError):

@@ -110,3 +110,186 @@ def test_record_a_field_with_trailing_axes_and_refuse_mismatched_ones():
                                 [[0, 0], [3, 4], [0, 0], [1, 2]])
   with pytest.raises(ValueError, match=r"stats\['value'\] has shape \(2, 3\)"):
     trajectory.record(traj, {**stats, "value": jnp.ones((2, 3))}, 0)
+
+
+def _mlp_run(n, r, b, mesh, sharded):
+  """A tiny MLP's warm-up on `mesh`, trajectory replicated or row-sharded."""
+  import optax  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import sharding  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import train_step  # pylint: disable=g-import-not-at-top
+
+  model = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(3)])
+  apply_fn = lambda v, x, train, mask=None: (model.apply(v, x), None)
+  tx = optax.sgd(0.1)
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n)
+  step = jax.jit(trajectory.make_recording_step(
+      train_step.make_train_step(apply_fn, tx), mesh=mesh, sharded=sharded),
+                 donate_argnums=(0, 1))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+  state = sharding.replicate(train_step.create_train_state(variables, tx),
+                             mesh)
+  traj = (trajectory.init_trajectory(n, r, mesh=mesh) if sharded else
+          sharding.replicate(trajectory.init_trajectory(n, r), mesh))
+  for epoch in range(r):
+    order = np.random.default_rng([0, epoch]).permutation(n)
+    for start in range(0, n, b):  # the last batch padded
+      ids = order[start:start + b]
+      valid = np.arange(b) < len(ids)
+      ids = np.pad(ids, (0, b - len(ids)))
+      batch = {"image": x[ids], "label": y[ids].astype(np.int32),
+               "id": ids.astype(np.int32), "mask": valid}
+      state, traj, _ = step(state, traj, sharding.shard_batch(batch, mesh),
+                            epoch)
+  return traj, y
+
+
+def test_sharded_trajectory_equals_replicated_and_selects_the_same_mask():
+  from mrmc_jax import scoring  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import selection  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  n, r, b = 301, 3, 32  # N not a multiple of 8: padded to 304
+  mesh = sharding.make_mesh()
+  rep, y = _mlp_run(n, r, b, mesh, sharded=False)
+  shd, _ = _mlp_run(n, r, b, mesh, sharded=True)
+  n_pad = sharding.padded_rows(n, mesh)
+  assert n_pad == 304
+  for k, v in shd.items():
+    assert v.shape == (n_pad, r) and v.sharding.spec == sharding.P("data")
+    # Each of the 8 devices holds its own N_pad / 8 rows, not all N.
+    assert len(v.addressable_shards) == 8
+    for s in v.addressable_shards:
+      assert s.data.shape == (n_pad // 8, r)
+      assert s.data.nbytes == n_pad * r * v.dtype.itemsize // 8
+    assert rep[k].addressable_shards[0].data.shape == (n, r)
+    np.testing.assert_array_equal(np.asarray(v)[:n], np.asarray(rep[k]), k)
+  trajectory.check_visits(np.asarray(trajectory.unpad(shd, n)["visits"]))
+  assert [int(trajectory.epoch_visit_errors(shd["visits"], e, n))
+          for e in range(r)] == [0] * r
+  # One id recorded twice and one missed: two errors, on device.
+  bad = shd["visits"].at[0, 1].add(1).at[5, 1].add(-1)
+  assert int(trajectory.epoch_visit_errors(bad, 1, n)) == 2
+  # The padding rows are never visited.
+  np.testing.assert_array_equal(np.asarray(shd["visits"])[n:], 0)
+  # Selection: score the sharded [N_pad, R] losses row-parallel (each device
+  # its own rows), slice the [N] scores, select; the same scores and mask
+  # as from the replicated trajectory.
+  score_rows = sharding.map_rows(scoring.mrmc_scores, mesh)
+  scores = jax.jit(lambda l: score_rows(l)[:n])(shd["loss"])
+  want_scores = scoring.mrmc_scores(rep["loss"])
+  np.testing.assert_array_equal(np.asarray(scores), np.asarray(want_scores))
+  mask = selection.select_mask(scores, y, 0.3, num_classes=3)
+  want = selection.select_mask(want_scores, y, 0.3, num_classes=3)
+  assert int(np.sum(want)) == int(np.floor(0.3 * n))
+  np.testing.assert_array_equal(np.asarray(mask), np.asarray(want))
+
+
+@pytest.mark.parametrize("layout", ["2d", "named"])
+def test_sharded_record_on_2d_meshes_with_a_trailing_axis_field(layout):
+  from jax.sharding import Mesh, NamedSharding  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  devices = np.asarray(jax.devices()).reshape(4, 2)
+  if layout == "2d":  # rows over `data` (4), replicated over `model`
+    where, shards = Mesh(devices, ("data", "model")), 4
+  else:  # the batch's own sharding, split over the product of two axes
+    where = NamedSharding(Mesh(devices, ("a", "b")), sharding.P(("a", "b")))
+    shards = 8
+  n, d = 13, 2
+  rows = sharding.padded_rows(n, where)
+  assert rows == -(-n // shards) * shards
+  traj = {"value": sharding.zeros((rows, 1, d), jnp.float32,
+                                  sharding.rows_sharding(where)),
+          "visits": trajectory.init_trajectory(n, 1, (), mesh=where)["visits"]}
+  plain = {"value": jnp.zeros((n, 1, d)), "visits": jnp.zeros((n, 1), jnp.int32)}
+  rec = jax.jit(trajectory.record, static_argnames=("mesh", "sharded"))
+  order = np.random.default_rng(1).permutation(n)
+  for start in range(0, 16, 8):
+    ids = np.pad(order[start:start + 8], (0, max(0, start + 8 - n)))
+    stats = {"id": ids.astype(np.int32), "mask": np.arange(start, start + 8) < n,
+             "value": np.stack([ids, -ids], 1).astype(np.float32)}
+    traj = rec(traj, sharding.shard_batch(stats, where), 0, mesh=where,
+               sharded=True)
+    plain = trajectory.record(plain, stats, 0)
+  assert traj["value"].addressable_shards[0].data.shape == (rows // shards, 1, d)
+  for k in traj:
+    np.testing.assert_array_equal(np.asarray(traj[k])[:n], np.asarray(plain[k]))
+  # Outside jit too (the value checks run on concrete ids).
+  eager = trajectory.record(traj, sharding.shard_batch(stats, where), 0,
+                            mesh=where, sharded=True)
+  assert int(np.asarray(eager["visits"]).sum()) == n + int(stats["mask"].sum())
+
+
+def test_sharded_record_refuses_a_missing_mesh_and_unpadded_rows():
+  from mrmc_jax import sharding  # pylint: disable=g-import-not-at-top
+
+  stats = _stats([0, 1], [True, True], [1.0, 2.0])
+  with pytest.raises(ValueError, match="sharded=True is not allowed without"):
+    trajectory.record(trajectory.init_trajectory(4, 1), stats, 0, sharded=True)
+  mesh = sharding.make_mesh()
+  with pytest.raises(ValueError, match=r"traj has 12 rows, not a multiple of "
+                     r"the 8 devices.*padded_rows\(n, mesh\) = 16"):
+    trajectory.record(trajectory.init_trajectory(12, 1), stats, 0, mesh=mesh,
+                      sharded=True)
+  with pytest.raises(ValueError, match="num_rows=-1 is not allowed"):
+    sharding.padded_rows(-1, mesh)
+
+
+_TWO_PROCESS_WORKER = r"""
+import sys
+import jax
+import jax.numpy as jnp
+import numpy as np
+jax.distributed.initialize(sys.argv[2], 2, int(sys.argv[1]))
+from mrmc_jax import sharding, trajectory
+pid, n, mesh = jax.process_index(), 13, sharding.make_mesh()
+traj = trajectory.init_trajectory(n, 2, mesh=mesh)
+rec = jax.jit(lambda t, s, e: trajectory.record(t, s, e, mesh=mesh,
+                                                sharded=True),
+              donate_argnums=0)
+for e in range(2):
+  order = np.random.default_rng([0, e]).permutation(n)
+  for start in range(0, 16, 8):
+    ids = order[start:start + 8]
+    mask = np.arange(8) < len(ids)
+    ids = np.pad(ids, (0, 8 - len(ids)))[pid * 4:pid * 4 + 4]
+    stats = {"id": ids.astype(np.int32), "mask": mask[pid * 4:pid * 4 + 4],
+             "loss": ids.astype(np.float32) + e, "correct": ids % 2 == 0,
+             "p_true": np.zeros(4, np.float32), "el2n": np.zeros(4, np.float32)}
+    traj = rec(traj, sharding.shard_batch(stats, mesh), jnp.int32(e))
+assert [s.data.shape for s in traj["loss"].addressable_shards] == [(4, 2)] * 2
+assert int(trajectory.epoch_visit_errors(traj["visits"], 1, n)) == 0
+host = sharding.to_host(trajectory.unpad(traj, n))
+np.testing.assert_array_equal(host["loss"], np.arange(n)[:, None] + [0, 1])
+np.testing.assert_array_equal(host["visits"], 1)
+print("ok", pid)
+"""
+
+
+def test_sharded_record_across_two_processes():
+  """2 processes x 2 devices: each process holds 2 of the 4 row shards."""
+  import os  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root,
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  procs = [subprocess.Popen(
+      ["timeout", "-k", "5", "120", sys.executable, "-c", _TWO_PROCESS_WORKER,
+       str(i), address], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=150)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0 and f"ok {i}" in out, out[-2000:]
