@@ -77,7 +77,10 @@ def _unique_ids(ids: int | np.ndarray | Sequence[int]) -> np.ndarray:
                                                           np.integer)):
     raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype} "
                      f"{ids.shape}")
-  unique = np.unique(ids.astype(np.int64))
+  ids = ids.astype(np.int64)
+  if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+    return ids  # Already sorted and distinct (a split's ids): O(N), no sort.
+  unique = np.unique(ids)
   if len(unique) != len(ids):
     raise ValueError(f"ids must not repeat: {len(ids) - len(unique)} "
                      f"duplicates")
@@ -258,8 +261,10 @@ def _batched(split, ids: np.ndarray, local_batch: int,
   labels = np.where(mask, split.labels[rows], 0).astype(np.int32)
   encoded = None
   if isinstance(split, splits.ArraySplit):
-    used = np.unique(rows[mask])
-    if len(used) < len(split):
+    # Ids are distinct (checked upstream), so as many real rows as the
+    # split holds means the whole split: no per-epoch sort of N rows.
+    used = None if int(mask.sum()) == len(split) else np.unique(rows[mask])
+    if used is not None and len(used) < len(split):
       # A core-set: copy only its rows into TensorFlow, not the whole split.
       images = split.images[used]
       rows = np.searchsorted(used, rows)

@@ -108,8 +108,11 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
   spe = input_pipeline.num_batches(n, ctx.batch_size)
   tx = ctx.make_tx(max(schedule_epochs, epochs) * spe, spe)
   record_eval = "eval_trajectory" in need
+  # The [N, R] trajectory is split by rows over the devices (O(N R /
+  # devices) per chip); each device scatters the ids of its own range.
   recording = trajectory.make_recording_step(
-      train_step.make_train_step(ctx.apply_fn, tx), mesh=ctx.mesh)
+      train_step.make_train_step(ctx.apply_fn, tx), mesh=ctx.mesh,
+      sharded=True)
 
   def warm_step(state, traj, acc, batch, epoch):
     state, traj, stats = recording(state, traj, batch, epoch)
@@ -119,11 +122,12 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
   eval_fn = train_step.make_eval_step(ctx.apply_fn)
   eval_record = jax.jit(
       lambda variables, traj, batch, epoch: trajectory.record(
-          traj, eval_fn(variables, batch), epoch, mesh=ctx.mesh),
+          traj, eval_fn(variables, batch), epoch, mesh=ctx.mesh,
+          sharded=True),
       donate_argnums=(1,))
 
   def empty():
-    return sharding.replicate(trajectory.init_trajectory(n, epochs), ctx.mesh)
+    return trajectory.init_trajectory(n, epochs, mesh=ctx.mesh)
 
   tree = {"state": ctx.init_state(tx, seed_offset=0), "traj": empty(),
           "seconds": np.zeros((), np.float64)}
@@ -143,10 +147,14 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       for batch in ctx.eval_batches(ctx.data.train):
         eval_traj = eval_record(state.variables, eval_traj, batch, e)
       tree["eval_traj"] = eval_traj
-    # One host sync per epoch: every example must be recorded exactly once.
+    # One scalar host sync per epoch: every example recorded exactly once
+    # (counted on device; the [N] column comes to the host only to name
+    # the culprits).
     for key in ("traj", "eval_traj") if record_eval else ("traj",):
-      visits = sharding.to_host(tree[key]["visits"][:, epoch])
-      trajectory.check_visits(visits[:, None], first_epoch=epoch)
+      visits = tree[key]["visits"]
+      if int(trajectory.epoch_visit_errors(visits, epoch, n)):
+        trajectory.check_visits(
+            sharding.to_host(visits[:, epoch])[:n, None], first_epoch=epoch)
     m = loop.means(acc)
     return tree, {"train_loss": m["loss"], "train_accuracy": m["accuracy"]}
 
@@ -160,9 +168,9 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
 
   t0 = time.perf_counter()
   state = tree["state"]
-  art = dict(sharding.to_host(tree["traj"]))
+  art = {k: v[:n] for k, v in sharding.to_host(tree["traj"]).items()}
   if record_eval:
-    art.update({f"eval_{k}": v
+    art.update({f"eval_{k}": v[:n]
                 for k, v in sharding.to_host(tree["eval_traj"]).items()})
   if "features" in need:
     art["features"] = _features(ctx, state)
@@ -184,7 +192,8 @@ def _collect_rows(ctx: context_lib.Context, state: Any, rows_fn,
   """`[N, *width]` per-example values of every training example, by id.
 
   `rows_fn(variables, batch) -> [B, *width]` runs inside one jitted call
-  with the scatter into the replicated buffer (the one-field trajectory).
+  with the scatter into a buffer split by rows over the devices (the
+  one-field trajectory).
   """
   n = ctx.data.train.num_examples
 
@@ -192,14 +201,16 @@ def _collect_rows(ctx: context_lib.Context, state: Any, rows_fn,
     stats = {"id": batch["id"], "mask": batch["mask"],
              "value": rows_fn(variables, batch)}
     return trajectory.record({"value": buf, "visits": visits}, stats, 0,
-                             mesh=ctx.mesh)["value"]
+                             mesh=ctx.mesh, sharded=True)["value"]
 
-  visits = sharding.replicate(np.zeros((n, 1), np.int32), ctx.mesh)
+  rows = sharding.padded_rows(n, ctx.mesh)
+  where = sharding.rows_sharding(ctx.mesh)
+  visits = sharding.zeros((rows, 1), np.int32, where)
   collect = jax.jit(collect, donate_argnums=(1,))
-  buf = sharding.replicate(np.zeros((n, 1, *width), np.float32), ctx.mesh)
+  buf = sharding.zeros((rows, 1, *width), np.float32, where)
   for batch in ctx.eval_batches(ctx.data.train):
     buf = collect(state.variables, buf, batch)
-  return sharding.to_host(buf)[:, 0]
+  return sharding.to_host(buf)[:n, 0]
 
 
 def _features(ctx: context_lib.Context, state: Any) -> np.ndarray:
