@@ -71,18 +71,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
   return []
 
 
-# The one circle left when this check came: streaming.py imports helpers of
-# datasets.py, which imports it back. The data package (mrmc_jax/data/)
-# replaces both modules; the exemption ends with them.
-_KNOWN = ("mrmc_jax.streaming", "mrmc_jax.datasets")
-
-
 def test_the_package_has_no_import_circle():
   files = module_files()
   assert len(files) > 30
   graph = import_graph(files)
-  if all(m in files for m in _KNOWN):
-    graph[_KNOWN[0]].discard(_KNOWN[1])
   cycle = find_cycle(graph)
   assert not cycle, " -> ".join(cycle)
 

@@ -546,3 +546,29 @@ def test_compare_grid_extends_and_reuses(tmp_path, monkeypatch):
   assert len(rows) == 5
   md = open(os.path.join(workdir, "results.md")).read()
   assert "compile s" in md
+
+
+def test_images_changed_outside_any_sample_are_refused(capsys, tmp_path):
+  """One pixel of the last image changed after a warm-up: refused, untouched.
+
+  The data fingerprint hashes every training image, so a change anywhere
+  (the old fingerprint sampled 256 rows) refuses the rerun instead of
+  resuming a warm-up computed on other data.
+  """
+  from sklearn import datasets as sk  # pylint: disable=g-import-not-at-top
+  digits = sk.load_digits()
+  x = (digits.images * 15).astype(np.uint8)
+  y = digits.target
+  path = _npz(tmp_path, "digits", x_train=x[:600], y_train=y[:600],
+              x_test=x[600:800], y_test=y[600:800])
+  config = tiny_config(**{"dataset.name": f"npz:{path}",
+                          "selection.warmup_epochs": 2, "train.epochs": 1})
+  workdir = str(tmp_path / "run")
+  experiment.train_and_evaluate(config, workdir)
+  x[599, 7, 7] ^= 1
+  _npz(tmp_path, "digits", x_train=x[:600], y_train=y[:600],
+       x_test=x[600:800], y_test=y[600:800])
+  before = snapshot(workdir)
+  _refused(capsys, experiment.train_and_evaluate, config, workdir,
+           "train_images_sha256")
+  assert snapshot(workdir) == before
