@@ -122,6 +122,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.warmup_schedule = "truncated"
   config.train.augment = True
   config.train.checkpoint_every_epochs = 1
+  # Steps of an epoch between mid-epoch checkpoints (0: none). SIGTERM and
+  # a preemption notice save one at the step they arrive either way.
+  config.train.checkpoint_every_steps = 0
 
   # experiments/compare.py: methods x ratios x seeds (comma-separated).
   config.compare = ml_collections.ConfigDict()

@@ -41,6 +41,8 @@ class Context:
     schedule: `learning_rate`, `schedule`, `end_learning_rate` and
       `lr_warmup_epochs` (`config.schedule_settings`).
     checkpoint_every: epochs between checkpoints.
+    checkpoint_every_steps: steps of an epoch between mid-epoch checkpoints
+      (0: none).
   """
   data: data_lib.Dataset
   model: nn.Module
@@ -54,19 +56,21 @@ class Context:
   optimizer: dict[str, Any]
   schedule: dict[str, Any]
   checkpoint_every: int
+  checkpoint_every_steps: int = 0
 
   @property
   def image_shape(self) -> tuple[int, ...]:
     return self.data.train.image_shape
 
-  def train_batches(self, epoch: int, ids: Optional[np.ndarray] = None
-                    ) -> Iterator[dict[str, jax.Array]]:
-    """Sharded training batches of epoch `epoch` (of `ids`, or all data)."""
+  def train_batches(self, epoch: int, ids: Optional[np.ndarray] = None,
+                    start: int = 0) -> Iterator[dict[str, jax.Array]]:
+    """Sharded training batches of epoch `epoch` (of `ids`, or all data),
+    from its batch `start` on (a resumed epoch; the same on every process)."""
     ds = input_pipeline.train_dataset(
         self.data.train, batch_size=self.batch_size, seed=self.seed,
         epoch=epoch, augment=self.augment, mean=self.data.mean,
         std=self.data.std, ids=ids, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), start_step=start)
     for b in ds.as_numpy_iterator():
       yield sharding.shard_batch(b, self.mesh)
 
@@ -148,4 +152,5 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  eval_batch_size=tr.eval_batch_size, augment=tr.augment,
                  optimizer=config_lib.optimizer_settings(config),
                  schedule=config_lib.schedule_settings(config),
-                 checkpoint_every=tr.checkpoint_every_epochs)
+                 checkpoint_every=tr.checkpoint_every_epochs,
+                 checkpoint_every_steps=tr.checkpoint_every_steps)

@@ -1,0 +1,129 @@
+"""Preemption at any step: mid-epoch checkpoints, SIGTERM saves, stats cache.
+
+What docs/reliability.md ("Preemption") promises, on the tiny digits config
+of tests/test_reliability.py (warm-up: 12 steps per epoch, 3 epochs; core-set
+training: 4 steps per epoch, 3 epochs):
+  * `train.checkpoint_every_steps` changes nothing in the results;
+  * kill -9 after a mid-epoch checkpoint resumes from it (the progress bar
+    starts at its step) with every id visited once per epoch, the same mask,
+    scores, accuracy and metrics rows as an uninterrupted run;
+  * SIGTERM mid-epoch saves a checkpoint at the step it arrives (also with
+    `checkpoint_every_steps=0`), exits 143, and the rerun is identical;
+  * a relaunch reads the input statistics from the workdir.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mrmc_jax.runner import experiment
+from mrmc_jax.runner import loop
+from tests.test_reliability import config_flag
+from tests.test_reliability import metric_epochs
+from tests.test_reliability import run_cli
+from tests.test_reliability import tiny_config
+
+WARMUP_STEPS = 12  # per epoch: 1438 examples / 128
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run without mid-epoch checkpoints."""
+  workdir = str(tmp_path_factory.mktemp("reference") / "run")
+  summary = experiment.train_and_evaluate(tiny_config(), workdir)
+  return workdir, summary
+
+
+def assert_same_results(run, summary, reference):
+  ref, ref_summary = reference
+  for name in ("mask.npy", "scores.npy"):
+    np.testing.assert_array_equal(
+        np.load(os.path.join(run, "coreset", name)),
+        np.load(os.path.join(ref, "coreset", name)))
+  for key in ("test_accuracy", "test_loss", "num_selected"):
+    assert summary[key] == ref_summary[key], key
+  with np.load(os.path.join(run, "warmup", "artefacts.npz")) as art:
+    # Every id recorded exactly once in every warm-up epoch.
+    np.testing.assert_array_equal(art["visits"],
+                                  np.ones_like(art["visits"]))
+  for stage in ("warmup", "train"):
+    rows, ref_rows = metric_epochs(run, stage), metric_epochs(ref, stage)
+    assert [r["epoch"] for r in rows] == [1, 2, 3], rows
+    for key in ("step", "learning_rate", "train_loss", "train_accuracy"):
+      assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
+
+
+def step_checkpoints(run, stage):
+  path = os.path.join(run, "checkpoints", stage + loop.STEPS_SUFFIX)
+  return sorted(int(s) for s in os.listdir(path) if s.isdigit())
+
+
+def test_step_checkpoints_do_not_change_results(tmp_path, reference,
+                                                monkeypatch):
+  saved = []
+  save = loop.save_checkpoint
+
+  def counting_save(mngr, step, tree):
+    saved.append((os.path.basename(str(mngr.directory)), int(step)))
+    save(mngr, step, tree)
+
+  monkeypatch.setattr(loop, "save_checkpoint", counting_save)
+  run = str(tmp_path / "run")
+  summary = experiment.train_and_evaluate(
+      tiny_config(**{"train.checkpoint_every_steps": 5}), run)
+  steps = [s for d, s in saved if d == "warmup.steps"]
+  assert steps == [5, 10, 17, 22, 29, 34], saved
+  assert [s for d, s in saved if d == "train.steps"] == []  # 4 steps/epoch
+  assert_same_results(run, summary, reference)
+  # Each epoch checkpoint removes the mid-epoch ones it supersedes.
+  assert step_checkpoints(run, "warmup") == []
+
+
+def test_kill_and_sigterm_mid_epoch_resume_identically(tmp_path, reference):
+  run = str(tmp_path / "run")
+  args = [config_flag(**{"train.checkpoint_every_steps": 3}),
+          f"--workdir={run}"]
+  # kill -9 after warm-up epoch 2's checkpoint at step 6 (update 18).
+  proc = run_cli(args, worker_point="kill:after_checkpoint:warmup.steps:18")
+  assert proc.returncode == -9, proc.stderr[-3000:]
+  assert step_checkpoints(run, "warmup") == [15, 18]
+  assert sorted(os.listdir(os.path.join(run, "checkpoints", "warmup"))) == [
+      "1"]
+  # Resumed at update 18 (not at epoch 1's 12); SIGTERM after update 27 is
+  # taken at the next step: its checkpoint (28) is saved, then exit 143.
+  proc = run_cli(args, worker_point="term:after_checkpoint:warmup.steps:27")
+  assert proc.returncode == 143, proc.stderr[-3000:]
+  assert " 18/36 " in proc.stderr, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if "error: " in l]
+  assert len(lines) == 1 and "terminated" in lines[0], proc.stderr[-3000:]
+  assert step_checkpoints(run, "warmup") == [27, 28]
+  loop.verify_checkpoint(os.path.join(
+      run, "checkpoints", "warmup" + loop.STEPS_SUFFIX, "28"))
+  # Core-set training: kill -9 after update 7 (epoch 2, step 3).
+  proc = run_cli(args, worker_point="kill:after_checkpoint:train.steps:7")
+  assert proc.returncode == -9, proc.stderr[-3000:]
+  assert " 28/36 " in proc.stderr, proc.stderr[-3000:]
+  proc = run_cli(args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert " 7/12 " in proc.stderr, proc.stderr[-3000:]
+  with open(os.path.join(run, "summary.json")) as f:
+    summary = json.load(f)
+  assert_same_results(run, summary, reference)
+
+
+def test_sigterm_saves_without_step_checkpoints(tmp_path, reference):
+  # checkpoint_every_steps=0: SIGTERM right after warm-up epoch 1's
+  # checkpoint is taken at epoch 2's first step, which is saved first.
+  run = str(tmp_path / "run")
+  args = [config_flag(), f"--workdir={run}"]
+  proc = run_cli(args, worker_point="term:after_checkpoint:warmup:1")
+  assert proc.returncode == 143, proc.stderr[-3000:]
+  assert step_checkpoints(run, "warmup") == [WARMUP_STEPS + 1]
+  proc = run_cli(args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f" {WARMUP_STEPS + 1}/36 " in proc.stderr, proc.stderr[-3000:]
+  with open(os.path.join(run, "summary.json")) as f:
+    summary = json.load(f)
+  assert_same_results(run, summary, reference)
