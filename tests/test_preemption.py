@@ -14,10 +14,13 @@ training: 4 steps per epoch, 3 epochs):
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+from mrmc_jax.data import stats
+from mrmc_jax.runner import context
 from mrmc_jax.runner import experiment
 from mrmc_jax.runner import loop
 from tests.test_reliability import config_flag
@@ -127,3 +130,35 @@ def test_sigterm_saves_without_step_checkpoints(tmp_path, reference):
   with open(os.path.join(run, "summary.json")) as f:
     summary = json.load(f)
   assert_same_results(run, summary, reference)
+
+
+def test_relaunch_reads_the_input_statistics(tmp_path, reference,
+                                             monkeypatch):
+  ref, ref_summary = reference
+  config = tiny_config()
+  with open(os.path.join(ref, context.STATS_FILE)) as f:
+    record = json.load(f)
+  data = context.load_data(config)  # The statistics pass.
+  np.testing.assert_array_equal(np.float32(record["mean"]), data.mean)
+  np.testing.assert_array_equal(np.float32(record["std"]), data.std)
+  calls = []
+  compute = stats.compute_mean_std
+  monkeypatch.setattr(stats, "compute_mean_std",
+                      lambda images: calls.append(1) or compute(images))
+  # The relaunch loads the data without the statistics pass.
+  assert experiment.train_and_evaluate(config, ref) == ref_summary
+  assert calls == []
+  # Other data never reuse them: another source, or a workdir whose data
+  # (data.json) are not those the statistics were kept for.
+  assert context.cached_stats(
+      tiny_config(**{"dataset.image_size": 16}), ref) is None
+  other = str(tmp_path / "other")
+  os.makedirs(other)
+  shutil.copy(os.path.join(ref, context.STATS_FILE), other)
+  with open(os.path.join(ref, "data.json")) as f:
+    fingerprint = json.load(f)
+  with open(os.path.join(other, "data.json"), "w") as f:
+    json.dump({**fingerprint, "num_train": 1}, f)
+  assert context.cached_stats(config, other) is None
+  got = context.cached_stats(config, ref)
+  np.testing.assert_array_equal(got[0], data.mean)

@@ -304,6 +304,7 @@ def _train_and_evaluate(config, workdir, identity):
     config_lib.check_coreset_size(ratio, int(labels.shape[0]))
   data = data_fingerprint(ctx)
   wd.claim(workdir, identity, data)
+  context_lib.save_stats(ctx, data)  # A relaunch skips the statistics pass.
   opts = config_lib.selection_options(config)
   warm_stamp = wd.stamp(config_lib.warmup_identity(config, config.seed), data)
   sel_stamp = wd.stamp(warm_stamp, sel.method, ratio,
