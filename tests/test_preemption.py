@@ -19,10 +19,14 @@ import shutil
 import numpy as np
 import pytest
 
+from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.data import stats
 from mrmc_jax.runner import context
 from mrmc_jax.runner import experiment
 from mrmc_jax.runner import loop
+from tests import multihost
+from tests import test_scaleout as scaleout
+from tests.test_scaleout import one_device_run  # pylint: disable=unused-import
 from tests.test_reliability import config_flag
 from tests.test_reliability import metric_epochs
 from tests.test_reliability import run_cli
@@ -162,3 +166,34 @@ def test_relaunch_reads_the_input_statistics(tmp_path, reference,
   assert context.cached_stats(config, other) is None
   got = context.cached_stats(config, ref)
   np.testing.assert_array_equal(got[0], data.mean)
+
+
+def test_two_processes_resume_mid_epoch_at_the_same_step(tmp_path,
+                                                         one_device_run):
+  # Two processes x 2 devices, a mid-epoch checkpoint after every step; both
+  # are killed before the second batch of warm-up epoch 2 (after update 13
+  # was saved). The relaunch resumes both at step 1 of that epoch: each
+  # process is fed the rest of its columns of the epoch's layout, and the
+  # mask is the one-device run's.
+  workdir, record = str(tmp_path / "run"), str(tmp_path / "record")
+  flags = [f"--config.{k}={v}" for k, v in
+           {**scaleout.JOB, "train.checkpoint_every_steps": 1}.items()]
+  codes, out = multihost.launch(workdir, record, "a", flags,
+                                "--kill_in_warmup_epoch=1")
+  assert codes == [-9, -9], out[0][-3000:] + out[1][-3000:]
+  assert step_checkpoints(workdir, "warmup") == [12 + 1]
+  codes, out = multihost.launch(workdir, record, "b", flags)
+  assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
+  scaleout._same_run(workdir, one_device_run)  # pylint: disable=protected-access
+  batch = scaleout.JOB["train.batch_size"]
+  n = 1438
+  order = input_pipeline.epoch_order(n, 0, 1)
+  steps = input_pipeline.num_batches(n, batch)
+  want = np.full(steps * batch, input_pipeline.PAD_ID)
+  want[:n] = order
+  want = want.reshape(steps, batch)
+  for p in range(2):
+    fed = np.load(os.path.join(record, f"process_{p}_b.npz"))
+    assert "warmup_0" not in fed
+    np.testing.assert_array_equal(
+        fed["warmup_1"], want[1:, p * batch // 2:(p + 1) * batch // 2])
