@@ -184,7 +184,8 @@ def test_two_processes_resume_mid_epoch_at_the_same_step(tmp_path,
   assert step_checkpoints(workdir, "warmup") == [12 + 1]
   codes, out = multihost.launch(workdir, record, "b", flags)
   assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
-  scaleout._same_run(workdir, one_device_run)  # pylint: disable=protected-access
+  scaleout._same_run(  # pylint: disable=protected-access
+      workdir, one_device_run)
   batch = scaleout.JOB["train.batch_size"]
   n = 1438
   order = input_pipeline.epoch_order(n, 0, 1)
@@ -197,3 +198,12 @@ def test_two_processes_resume_mid_epoch_at_the_same_step(tmp_path,
     assert "warmup_0" not in fed
     np.testing.assert_array_equal(
         fed["warmup_1"], want[1:, p * batch // 2:(p + 1) * batch // 2])
+
+
+def test_negative_checkpoint_every_steps_fails_before_work(tmp_path):
+  run = str(tmp_path / "run")
+  with pytest.raises(ValueError,
+                     match=r"train.checkpoint_every_steps=-1 is not allowed"):
+    experiment.train_and_evaluate(
+        tiny_config(**{"train.checkpoint_every_steps": -1}), run)
+  assert not os.path.exists(run)

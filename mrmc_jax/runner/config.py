@@ -126,7 +126,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ("epochs", "batch_size", "eval_batch_size",
                "checkpoint_every_epochs"):
     validation.check_int(tr[name], f"train.{name}", minimum=1)
-  validation.check_int(tr.checkpoint_every_steps, "train.checkpoint_every_steps", minimum=0)
+  validation.check_int(tr.checkpoint_every_steps,
+                       "train.checkpoint_every_steps", minimum=0)
   check_lr_warmup(config)
   _check_float(tr.learning_rate, "train.learning_rate", positive=True)
   _check_float(tr.end_learning_rate, "train.end_learning_rate")
@@ -213,7 +214,8 @@ def warmup_identity(config: ml_collections.ConfigDict,
   for key in _NOT_WARMUP:
     ident.pop(key, None)
   ident["train"] = {k: v for k, v in ident["train"].items()
-                    if k not in ("checkpoint_every_epochs", "checkpoint_every_steps", "budget")}
+                    if k not in ("checkpoint_every_epochs",
+                                 "checkpoint_every_steps", "budget")}
   ident["seed"] = int(seed)
   ident["warmup_epochs"] = config.selection.warmup_epochs
   return ident
