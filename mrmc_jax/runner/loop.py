@@ -3,7 +3,10 @@
 `run_epochs` resumes from the stage's last readable orbax checkpoint, runs
 the remaining epochs through the stage's `epoch_fn`, writes one metrics row
 per epoch (TensorBoard and `metrics.jsonl`), shows progress with an ETA, and
-checkpoints every `checkpoint_every` epochs and after the last. The warm-up,
+checkpoints every `checkpoint_every` epochs and after the last; mid-epoch
+checkpoints (every `checkpoint_every_steps` steps, and at the step where a
+signal or orbax's preemption notice arrives, before the run stops) let a
+stage resume at any step (docs/reliability.md, "Preemption"). The warm-up,
 core-set training and each attribution setting are this loop with their own
 `epoch_fn`.
 
@@ -52,9 +55,10 @@ Tree = dict[str, Any]
 # `resume_step(tree)` of its layout (0, or k after a mid-epoch checkpoint:
 # `tree` then holds the state after k steps and `tree["acc"]` their sums);
 # `tick(tree)` after each step with the tree as it stands (same keys, the
-# step's outputs in place of the inputs it donated); scalars are host
-# floats (one sync per epoch).
-EpochFn = Callable[[Tree, int, Callable[[Tree], None]], tuple[Tree, dict]]
+# step's outputs in place of the inputs it donated), or `tick()` for a
+# stage that never resumes mid-epoch; scalars are host floats (one sync per
+# epoch).
+EpochFn = Callable[[Tree, int, Callable[..., None]], tuple[Tree, dict]]
 
 # Keys of a stage tree that only a mid-epoch checkpoint keeps: the epoch's
 # running sums (`acc`, the stage's own) and `epoch_step`, int64 [2]
