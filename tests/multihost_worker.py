@@ -67,9 +67,9 @@ def main():
   train_batches = context.Context.train_batches
   atomic = wd._atomic  # pylint: disable=protected-access
 
-  def recording_train_batches(self, epoch, ids=None):
+  def recording_train_batches(self, epoch, ids=None, start=0):
     stage = "warmup" if ids is None else "train"
-    for batch in train_batches(self, epoch, ids):
+    for batch in train_batches(self, epoch, ids, start):
       if (stage == "warmup" and epoch == args.kill_in_warmup_epoch and
           len(fed[f"{stage}_{epoch}"]) == 1):
         # The barrier waits for every step already queued on every process,

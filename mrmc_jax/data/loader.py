@@ -26,7 +26,8 @@ def load(name: str,
          image_size: int | tuple[int, int] | None = None,
          process_index: int = 0,
          process_count: int = 1,
-         allgather: Callable[[np.ndarray], np.ndarray] | None = None
+         allgather: Callable[[np.ndarray], np.ndarray] | None = None,
+         mean_std: tuple[np.ndarray, np.ndarray] | None = None
          ) -> splits.Dataset:
   """Loads a data set by name.
 
@@ -40,6 +41,9 @@ def load(name: str,
     process_count: number of processes.
     allgather: maps this process's array [k] to every process's [P, k];
       needed to stream with process_count > 1.
+    mean_std: the train split's (mean, std), float [C] each, if known
+      already (e.g. cached by an earlier run on the same data): the
+      statistics pass is skipped. Every process must pass it, or none.
 
   Returns:
     The `splits.Dataset`.
@@ -55,5 +59,6 @@ def load(name: str,
     return stream.open_dataset(
         catalog.parse_name(name).arg, data_dir, image_size=size,
         process_index=process_index, process_count=process_count,
-        allgather=allgather)
-  return sources.load_dataset(name, data_dir, image_size=size)
+        allgather=allgather, mean_std=mean_std)
+  return sources.load_dataset(name, data_dir, image_size=size,
+                              mean_std=mean_std)

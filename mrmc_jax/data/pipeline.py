@@ -332,7 +332,8 @@ def train_dataset(split: splits.IdSplit,
                   crop_padding: int = 4,
                   pad_mode: str = "constant",
                   min_augment_size: int = 32,
-                  crop: str = "auto") -> tf.data.Dataset:
+                  crop: str = "auto",
+                  start_step: int = 0) -> tf.data.Dataset:
   """One shuffled, optionally augmented training epoch.
 
   Args:
@@ -361,6 +362,10 @@ def train_dataset(split: splits.IdSplit,
       (random-resized crop, `augment`; on JPEG records only the window is
       decoded) or "auto": "inception" for images of at least
       `augment.MIN_INCEPTION_SIZE` (128) px on both sides, else "pad".
+    start_step: the first batch of the epoch's layout to yield (resuming
+      mid-epoch): batches 0..start_step-1 are left out before anything is
+      read, gathered or decoded; the rest are those of the whole epoch. In
+      [0, number of batches]; every process must pass the same value.
 
   Returns:
     tf.data.Dataset of batch dicts (module docstring) with B / P rows each.
@@ -376,6 +381,16 @@ def train_dataset(split: splits.IdSplit,
   local = _layout(order, batch_size, pad=pad_to_batch,
                   drop_remainder=drop_remainder, process_index=process_index,
                   process_count=process_count)
+  local_batch = batch_size // process_count
+  steps = num_batches(len(local), local_batch)
+  if (isinstance(start_step, bool) or
+      not isinstance(start_step, (int, np.integer)) or
+      not 0 <= start_step <= steps):
+    raise ValueError(f"start_step={start_step!r} is not allowed: use an int "
+                     f"in [0, {steps}] (the epoch's number of batches)")
+  # The layout is cut at a batch boundary: the batches that follow are
+  # exactly those of the whole epoch from `start_step` on.
+  local = local[int(start_step) * local_batch:]
   h, w, _ = split.image_shape
   aug = kind = None
   if augment and min(h, w) >= min_augment_size:
@@ -387,7 +402,7 @@ def train_dataset(split: splits.IdSplit,
                            padding=crop_padding)
     else:
       aug = crop_params(np.maximum(local, 0), seed, epoch)
-  return _batched(split, local, batch_size // process_count, mean, std, aug,
+  return _batched(split, local, local_batch, mean, std, aug,
                   kind, crop_padding, pad_mode)
 
 

@@ -224,3 +224,35 @@ def test_global_ids_of_a_sliced_split():
   np.testing.assert_array_equal(ids[mask], np.arange(19, N))
   np.testing.assert_array_equal(_pixel(_stack(batches, "image"))[mask],
                                 ids[mask])
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_start_step_yields_the_rest_of_the_epoch(process_count):
+  # Resuming at batch k gives exactly batches k.. of the whole epoch (ids,
+  # pixels, augmentation) on every process, so the epoch still visits
+  # every id once.
+  split = _random_split(n=37)
+  kwargs = {"batch_size": B, "seed": 3, "epoch": 1, "augment": True,
+            "mean": 0.0, "std": 1 / 255, "process_count": process_count}
+  for p in range(process_count):
+    whole = _batches(ip.train_dataset(split, process_index=p, **kwargs))
+    assert len(whole) == ip.num_batches(37, B)
+    for k in (0, 2, len(whole)):
+      rest = _batches(ip.train_dataset(split, process_index=p, start_step=k,
+                                       **kwargs))
+      assert len(rest) == len(whole) - k
+      for got, want in zip(rest, whole[k:]):
+        for key in want:
+          np.testing.assert_array_equal(got[key], want[key])
+  ids = _stack(_train(_id_split(), start_step=0), "id")
+  resumed = np.concatenate([_stack(_train(_id_split())[:3], "id"),
+                            _stack(_train(_id_split(), start_step=3), "id")])
+  np.testing.assert_array_equal(resumed, ids)
+  assert sorted(ids[ids >= 0]) == list(range(N))
+
+
+@pytest.mark.parametrize("bad", [-1, 6, 1.5, True])
+def test_start_step_out_of_range_is_refused(bad):
+  with pytest.raises(ValueError, match=r"start_step=.* in \[0, 5\]"):
+    ip.train_dataset(_id_split(), batch_size=B, seed=0, epoch=0,
+                     augment=False, mean=0.0, std=1.0, start_step=bad)

@@ -108,7 +108,8 @@ def load_dataset(name: str,
                  *,
                  split_seed: int = 0,
                  test_fraction: float = 0.2,
-                 image_size: int | tuple[int, int] | None = None
+                 image_size: int | tuple[int, int] | None = None,
+                 mean_std: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> splits.Dataset:
   """Loads a data set into memory as uint8 arrays with stable ids.
 
@@ -127,6 +128,8 @@ def load_dataset(name: str,
     image_size: (H, W) (or one int, square) to resize every image to
       (bilinear, antialiased); needed for folders and tfds sets whose images
       differ in size.
+    mean_std: the train split's (mean, std), float [C] each, if known
+      already (a relaunch): not computed again.
 
   Returns:
     The `Dataset`, with mean/std computed from its train split.
@@ -200,7 +203,10 @@ def load_dataset(name: str,
                                  train_split.image_shape):
     raise ValueError(f"train images are {train_split.image_shape} but test "
                      f"images are {test_split.image_shape}")
-  mean, std = stats.compute_mean_std(train_split.images)
+  if mean_std is None:
+    mean, std = stats.compute_mean_std(train_split.images)
+  else:
+    mean, std = (np.asarray(v, np.float32) for v in mean_std)
   return splits.Dataset(name=name, train=train_split, test=test_split,
                  num_classes=int(num_classes), mean=mean, std=std,
                  class_names=class_names)

@@ -170,7 +170,8 @@ def open_dataset(name: str,
                  image_size: tuple[int, int] | None = None,
                  process_index: int = 0,
                  process_count: int = 1,
-                 allgather: Callable[[np.ndarray], np.ndarray] | None = None
+                 allgather: Callable[[np.ndarray], np.ndarray] | None = None,
+                 mean_std: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> splits_lib.Dataset:
   """Opens a tfds data set prepared as ArrayRecord for streaming.
 
@@ -188,6 +189,9 @@ def open_dataset(name: str,
       process [P, k], in process order (e.g.
       `jax.experimental.multihost_utils.process_allgather`); needed when
       process_count > 1.
+    mean_std: the train split's (mean, std), float [C] each, known already
+      (a relaunch): the scan reads labels only and decodes no image. Every
+      process must pass it, or none.
 
   Returns:
     A `splits.Dataset` whose `train` and `test` are `StreamSplit`s, with
@@ -215,13 +219,15 @@ def open_dataset(name: str,
       raise ValueError(f"tfds split {name}:{split} is empty")
     start, stop = splits_lib.process_slice(n, process_index, process_count)
     part = scan(source, features, start, stop, image_size=image_size,
-                pixel_sums=split == "train")
+                pixel_sums=split == "train" and mean_std is None)
     labels = part["labels"]
     if process_count > 1:
       labels = _gather_labels(labels, n, process_count, allgather)
     found[split] = StreamSplit(source, features, labels, shape, image_size,
                                tfds_lib.split_files(builder, split))
-    if split == "train":
+    if split == "train" and mean_std is not None:
+      mean, std = (np.asarray(v, np.float32) for v in mean_std)
+    elif split == "train":
       words = stats.sums_to_words(*part["sums"])
       if process_count > 1:
         words = allgather(words)

@@ -128,3 +128,20 @@ def test_bad_input_fails_fast(data_dir, tmp_path):
   with pytest.raises(ValueError, match="ids must lie in"):
     input_pipeline.eval_dataset(stream.train, batch_size=BATCH, mean=0.5,
                                 std=0.5, ids=[0, N_TRAIN])
+
+
+def test_known_statistics_skip_the_pixel_pass(data_dir, monkeypatch):
+  # A relaunch passes the statistics it kept: no image is decoded for them.
+  first = streaming.open_dataset("digits32", data_dir)
+
+  def no_pixel_pass(*args, **kwargs):
+    raise AssertionError("the statistics pass ran")
+
+  monkeypatch.setattr(streaming.stats, "pixel_sums", no_pixel_pass)
+  again = streaming.open_dataset("digits32", data_dir,
+                                 mean_std=(first.mean, first.std))
+  np.testing.assert_array_equal(again.mean, first.mean)
+  np.testing.assert_array_equal(again.std, first.std)
+  np.testing.assert_array_equal(again.train.labels, first.train.labels)
+  with pytest.raises(AssertionError, match="statistics pass"):
+    streaming.open_dataset("digits32", data_dir)

@@ -36,7 +36,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from absl import flags
 from absl import logging
@@ -143,6 +143,7 @@ def _watch(signals: set[int]) -> None:
     _state["signum"] = signum
     timer = threading.Timer(GRACE_SECONDS, _exit_now, args=(signum,))
     timer.daemon = True
+    _state["timer"] = timer
     timer.start()
 
 
@@ -160,6 +161,21 @@ def start_signal_watcher() -> None:
   _state["watcher"] = threading.Thread(target=_watch, args=(signals,),
                                        name="signal-watcher", daemon=True)
   _state["watcher"].start()
+
+
+def pending_signal() -> Optional[int]:
+  """The SIGINT or SIGTERM that arrived, or None (cheap: no sync)."""
+  return _state["signum"]
+
+
+def hold_exit() -> None:
+  """Stops the watcher's grace timer: the step loop saves before it stops.
+
+  A second signal still ends the process at once.
+  """
+  timer = _state.get("timer")
+  if timer is not None:
+    timer.cancel()
 
 
 def check_interrupt() -> None:

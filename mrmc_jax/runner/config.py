@@ -137,6 +137,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for name in ("epochs", "batch_size", "eval_batch_size",
                "checkpoint_every_epochs"):
     validation.check_int(tr[name], f"train.{name}", minimum=1)
+  validation.check_int(tr.checkpoint_every_steps,
+                       "train.checkpoint_every_steps", minimum=0)
   check_lr_warmup(config)
   _check_float(tr.learning_rate, "train.learning_rate", positive=True)
   _check_float(tr.end_learning_rate, "train.end_learning_rate")

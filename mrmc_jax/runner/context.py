@@ -1,6 +1,13 @@
-"""What every stage needs: data, model, mesh and explicit settings."""
+"""What every stage needs: data, model, mesh and explicit settings.
+
+The input statistics (per-channel mean and std of the training images) are
+kept in the workdir (`data_stats.json`), so that a relaunch skips the
+statistics pass (docs/reliability.md, "Preemption").
+"""
 
 import dataclasses
+import json
+import os
 from typing import Any, Callable, Iterator, Optional
 
 import flax.linen as nn
@@ -18,6 +25,10 @@ from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
+from mrmc_jax.runner import workdir as wd
+
+# The input statistics of a workdir's data.
+STATS_FILE = "data_stats.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +52,10 @@ class Context:
     schedule: `learning_rate`, `schedule`, `end_learning_rate` and
       `lr_warmup_epochs` (`config.schedule_settings`).
     checkpoint_every: epochs between checkpoints.
+    checkpoint_every_steps: steps of an epoch between mid-epoch checkpoints
+      (0: none).
+    stats_record: the computed input statistics to keep in the workdir
+      (`save_stats`); None when they were read from it.
   """
   data: data_lib.Dataset
   model: nn.Module
@@ -54,19 +69,22 @@ class Context:
   optimizer: dict[str, Any]
   schedule: dict[str, Any]
   checkpoint_every: int
+  checkpoint_every_steps: int = 0
+  stats_record: Optional[dict[str, Any]] = None
 
   @property
   def image_shape(self) -> tuple[int, ...]:
     return self.data.train.image_shape
 
-  def train_batches(self, epoch: int, ids: Optional[np.ndarray] = None
-                    ) -> Iterator[dict[str, jax.Array]]:
-    """Sharded training batches of epoch `epoch` (of `ids`, or all data)."""
+  def train_batches(self, epoch: int, ids: Optional[np.ndarray] = None,
+                    start: int = 0) -> Iterator[dict[str, jax.Array]]:
+    """Sharded training batches of epoch `epoch` (of `ids`, or all data),
+    from its batch `start` on (a resumed epoch; the same on every process)."""
     ds = input_pipeline.train_dataset(
         self.data.train, batch_size=self.batch_size, seed=self.seed,
         epoch=epoch, augment=self.augment, mean=self.data.mean,
         std=self.data.std, ids=ids, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), start_step=start)
     for b in ds.as_numpy_iterator():
       yield sharding.shard_batch(b, self.mesh)
 
@@ -114,22 +132,91 @@ class Context:
                                                        steps_per_epoch))
 
 
-def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+def load_data(config: ml_collections.ConfigDict,
+              mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None
+              ) -> data_lib.Dataset:
   """The data set: held in memory, or streamed (`dataset.input`).
 
   Streamed splits are `StreamSplit`s: every process reads only its rows of
-  each batch, and the statistics pass is split between processes.
+  each batch, and the statistics pass is split between processes. With
+  `mean_std` (float [C] each, `cached_stats`) that pass is skipped.
   """
   return data_lib.load(
       config.dataset.name, config.dataset.data_dir,
       input=config.dataset.input, image_size=config.dataset.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      allgather=multihost_utils.process_allgather)
+      allgather=multihost_utils.process_allgather, mean_std=mean_std)
+
+
+def _stats_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config fields the statistics are computed from (JSON form)."""
+  ds = config.dataset
+  return json.loads(json.dumps(
+      {"name": ds.name, "data_dir": ds.data_dir, "input": ds.input,
+       "image_size": ds.image_size}, default=list))
+
+
+def cached_stats(config: ml_collections.ConfigDict, workdir: str
+                 ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+  """The input statistics `save_stats` kept in `workdir`, or None.
+
+  They are used only if written for the same source (`dataset.name`,
+  `data_dir`, `input`, `image_size`) and for the data recorded in the
+  workdir's `data.json` (its stamp). The run then checks that the data it
+  loaded are those of `data.json` (`workdir.claim`) before any stage, so
+  statistics of other data are never used. Process 0 decides, every process
+  follows (one broadcast) and reads the file.
+
+  Returns:
+    (mean, std), float32 [C] each, or None.
+
+  Raises:
+    ValueError: process 0 reads the file and this process cannot (the
+      workdir must be a folder every process sees).
+  """
+  path = os.path.join(workdir, STATS_FILE)
+  found = None
+  try:
+    record = wd.read_json(path)
+    data = wd.read_json(os.path.join(workdir, "data.json"))
+    if (record["source"] == _stats_source(config) and
+        record["data"] == wd.stamp(data)):
+      found = tuple(np.asarray(record[k], np.float32) for k in ("mean", "std"))
+  except (OSError, ValueError, KeyError, TypeError):
+    found = None  # Missing or damaged: computed again, then rewritten.
+  use = found is not None
+  if jax.process_count() > 1:
+    use = bool(multihost_utils.broadcast_one_to_all(np.int32(use)))
+  if use and found is None:
+    raise ValueError(f"process {jax.process_index()} cannot read {path}, "
+                     "which process 0 reads: the workdir must be shared by "
+                     "every process")
+  return found if use else None
+
+
+def save_stats(ctx: Context, data: dict[str, Any]) -> None:
+  """Keeps the statistics the run computed in its workdir (process 0).
+
+  Call once the workdir is claimed for `data` (`workdir.claim`), so that a
+  refused run writes nothing. Atomic (`workdir.write_json`).
+
+  Args:
+    ctx: the run's context.
+    data: the data fingerprint recorded in `data.json`.
+  """
+  if ctx.stats_record is not None and wd.is_writer():
+    wd.write_json(os.path.join(ctx.workdir, STATS_FILE),
+                  {**ctx.stats_record, "data": wd.stamp(data)})
 
 
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
-  data = load_data(config)
+  cached = cached_stats(config, workdir)
+  data = load_data(config, mean_std=cached)
+  record = None if cached is not None else {
+      "source": _stats_source(config),
+      "mean": np.asarray(data.mean, np.float32).reshape(-1).tolist(),
+      "std": np.asarray(data.std, np.float32).reshape(-1).tolist()}
   if config.dataset.validation_fraction:
     # Model choices are made on a split of the training data; the test
     # split is not used by the run.
@@ -148,4 +235,6 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  eval_batch_size=tr.eval_batch_size, augment=tr.augment,
                  optimizer=config_lib.optimizer_settings(config),
                  schedule=config_lib.schedule_settings(config),
-                 checkpoint_every=tr.checkpoint_every_epochs)
+                 checkpoint_every=tr.checkpoint_every_epochs,
+                 checkpoint_every_steps=tr.checkpoint_every_steps,
+                 stats_record=record)

@@ -93,6 +93,9 @@ BASE: tuple[Field, ...] = (
           "warm-up follows the training schedule's first R epochs) or own"),
     Field("train.augment", True, _ALL, "random crops and flips"),
     Field("train.checkpoint_every_epochs", 1, _NONE, "checkpoint interval"),
+    Field("train.checkpoint_every_steps", 0, _NONE, "steps of an epoch "
+          "between mid-epoch checkpoints (0: none; SIGTERM and a preemption "
+          "notice save one either way)"),
     Field("compare.methods", "full,random,el2n,grand,forgetting,ccs,"
           "moderate,dyn_unc,d2,mrmc,mrmc_r", _NONE, "experiments/compare.py: "
           "method specs, comma-separated (cells get them explicitly)"),

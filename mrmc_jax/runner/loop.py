@@ -3,7 +3,10 @@
 `run_epochs` resumes from the stage's last readable orbax checkpoint, runs
 the remaining epochs through the stage's `epoch_fn`, writes one metrics row
 per epoch (TensorBoard and `metrics.jsonl`), shows progress with an ETA, and
-checkpoints every `checkpoint_every` epochs and after the last. The warm-up,
+checkpoints every `checkpoint_every` epochs and after the last; mid-epoch
+checkpoints (every `checkpoint_every_steps` steps, and at the step where a
+signal or orbax's preemption notice arrives, before the run stops) let a
+stage resume at any step (docs/reliability.md, "Preemption"). The warm-up,
 core-set training and each attribution setting are this loop with their own
 `epoch_fn`.
 
@@ -29,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from typing import Any, Callable, Optional
 
@@ -41,14 +45,36 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from mrmc_jax import sharding
+from mrmc_jax import validation
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import metrics_io
 from mrmc_jax.runner import workdir as wd
 
 Tree = dict[str, Any]
-# epoch_fn(tree, epoch, tick) -> (tree, scalars): one epoch; `tick()` after
-# each step; scalars are host floats (one sync per epoch).
-EpochFn = Callable[[Tree, int, Callable[[], None]], tuple[Tree, dict]]
+# epoch_fn(tree, epoch, tick) -> (tree, scalars): one epoch, from step
+# `resume_step(tree)` of its layout (0, or k after a mid-epoch checkpoint:
+# `tree` then holds the state after k steps and `tree["acc"]` their sums);
+# `tick(tree)` after each step with the tree as it stands (same keys, the
+# step's outputs in place of the inputs it donated), or `tick()` for a
+# stage that never resumes mid-epoch; scalars are host floats (one sync per
+# epoch).
+EpochFn = Callable[[Tree, int, Callable[..., None]], tuple[Tree, dict]]
+
+# Keys of a stage tree that only a mid-epoch checkpoint keeps: the epoch's
+# running sums (`acc`, the stage's own) and `epoch_step`, int64 [2]
+# (epoch, steps of it done). Epoch checkpoints hold the rest, as before.
+STEP_KEYS = ("acc", "epoch_step")
+# Mid-epoch checkpoints of a stage live beside its epoch checkpoints, in
+# `<checkpoint_dir>` + this suffix, numbered by the stage's update count.
+STEPS_SUFFIX = ".steps"
+# Steps taken by this process in all stages: the step id of orbax's
+# preemption sync point, which must rise on every host alike.
+_steps_taken = [0]
+
+
+def resume_step(tree: Tree) -> int:
+  """The step of the epoch at which `epoch_fn` starts (0 unless resumed)."""
+  return int(np.asarray(tree["epoch_step"])[1])
 
 
 class Progress:
@@ -63,8 +89,6 @@ class Progress:
     self.step = initial
 
   def update(self):
-    # A SIGINT or SIGTERM stops the run here, between two steps.
-    cli.check_interrupt()
     self.step += 1
     self.bar.update(1)
     self.report(self.step)
@@ -150,8 +174,12 @@ def _all_finite(tree: Tree) -> bool:
   return True
 
 
-def restore(mngr: ocp.CheckpointManager, target: Tree) -> tuple[int, Tree]:
-  """Returns (completed epochs, tree) from the newest sound checkpoint.
+def restore(mngr: ocp.CheckpointManager, target: Tree,
+            unit: str = "epoch") -> tuple[int, Tree]:
+  """Returns (checkpoint number, tree) from the newest sound checkpoint.
+
+  The number is the completed epochs (epoch checkpoints), or updates
+  (`unit="update"`, mid-epoch checkpoints).
 
   A checkpoint whose files differ from its `sha256.json`, that fails to
   restore, or that holds non-finite values is skipped with one warning line
@@ -174,7 +202,7 @@ def restore(mngr: ocp.CheckpointManager, target: Tree) -> tuple[int, Tree]:
       # Removed, so that the epoch can be saved again under its number.
       mngr.delete(step)
       continue
-    logging.info("Resumed from %s at epoch %d.", mngr.directory, step)
+    logging.info("Resumed from %s at %s %d.", mngr.directory, unit, step)
     return int(step), tree
   return 0, target
 
@@ -300,6 +328,19 @@ def _stamp_array(stamp: str) -> np.ndarray:
   return np.frombuffer(stamp.encode().ljust(16)[:16], np.uint8).copy()
 
 
+def _without(tree: Tree, keys) -> Tree:
+  return {k: v for k, v in tree.items() if k not in keys}
+
+
+def _drop_superseded(mngr: Optional[ocp.CheckpointManager],
+                     updates: int) -> None:
+  """Deletes the mid-epoch checkpoints an epoch checkpoint has superseded."""
+  if mngr is not None:
+    for step in mngr.all_steps():
+      if step <= updates:
+        mngr.delete(step)
+
+
 def run_epochs(*,
                stage: str,
                workdir: str,
@@ -309,6 +350,7 @@ def run_epochs(*,
                steps_per_epoch: int,
                epoch_fn: EpochFn,
                checkpoint_every: int,
+               checkpoint_every_steps: int = 0,
                total_steps: Optional[int] = None,
                after_epoch: Optional[Callable[[Tree, int], dict]] = None,
                learning_rate: Optional[Callable[[int], Any]] = None,
@@ -316,16 +358,33 @@ def run_epochs(*,
                ) -> Tree:
   """Runs (or resumes) a stage's epochs; returns the final tree.
 
+  Mid-epoch checkpoints (docs/reliability.md, "Preemption"): every
+  `checkpoint_every_steps` steps of an epoch, and at the step where SIGINT,
+  SIGTERM or orbax's preemption notice (`reached_preemption`, JAX's
+  preemption sync point on multi-host jobs) arrives, the tree `tick` was
+  given is saved with `epoch_step` = (epoch, steps done) in
+  `<checkpoint_dir>.steps`, numbered by the stage's update count; the run
+  then stops with `cli.Interrupted`. A resume takes the newest sound such
+  checkpoint past the newest epoch checkpoint and hands `epoch_fn` a tree
+  whose `resume_step` is k: the epoch's layout is a function of (seed,
+  epoch), so its remaining batches are those it would have had. On a
+  multi-host job a signal alone (each host may see it at another step) stops
+  without saving; the preemption sync point is agreed by all hosts.
+
   Args:
     stage: the metrics stage name (`stage` field of metrics.jsonl, `tb/`).
     workdir: where metrics go.
     checkpoint_dir: the stage's orbax folder.
     tree: the initial state; must hold `seconds` (float64 scalar), the
-      stage's accumulated epoch time, restored with the rest.
+      stage's accumulated epoch time, restored with the rest; and, if
+      `epoch_fn` passes trees to `tick`, `acc`: its per-epoch sums (the
+      value is not used: `epoch_fn` starts an epoch with fresh sums).
     num_epochs: epochs in all; those already checkpointed are skipped.
     steps_per_epoch: for progress.
     epoch_fn: one epoch (see `EpochFn`).
     checkpoint_every: epochs between checkpoints (the last always saves).
+    checkpoint_every_steps: steps of an epoch between mid-epoch checkpoints
+      (0: none; signals and preemption notices still save one).
     total_steps: the progress total (default `num_epochs * steps_per_epoch`).
     after_epoch: optional `(tree, epoch) -> scalars`, outside the epoch time
       (e.g. test evaluation).
@@ -337,17 +396,36 @@ def run_epochs(*,
     The tree after the last epoch.
 
   Raises:
+    ValueError: `checkpoint_every_steps` negative.
     workdir.ConfigMismatchError: the checkpoints are of another stamp.
     NonFiniteError: a NaN or infinite loss, at the end of its epoch.
     workdir.CorruptFileError: `metrics.jsonl` is damaged where no
       checkpoint's copy covers it.
-    cli.Interrupted: SIGINT or SIGTERM, at the next step.
+    cli.Interrupted: SIGINT or SIGTERM (or a preemption notice), at the
+      next step, after its checkpoint is saved.
   """
+  validation.check_int(checkpoint_every_steps, "checkpoint_every_steps",
+                       minimum=0)
   total = num_epochs * steps_per_epoch if total_steps is None else total_steps
   mngr = checkpoint_manager(checkpoint_dir)
-  tree = {**tree, "stamp": _stamp_array(stamp)}
-  start, tree = restore(mngr, tree)
-  if start:
+  tree = {**tree, "stamp": _stamp_array(stamp),
+          "epoch_step": np.zeros(2, np.int64)}
+  start, restored = restore(mngr, _without(tree, STEP_KEYS))
+  tree = {**tree, **restored}
+  resumed_at = 0
+  step_path = checkpoint_dir + STEPS_SUFFIX
+  smngr = None
+  if os.path.isdir(step_path) and "acc" in tree:
+    smngr = checkpoint_manager(step_path)
+    # Those not past the restored epoch checkpoint are superseded by it.
+    _drop_superseded(smngr, start * steps_per_epoch)
+    updates, step_tree = restore(smngr, tree, unit="update")
+    if updates:
+      tree = step_tree
+      start, resumed_at = (int(x) for x in np.asarray(tree["epoch_step"]))
+      logging.info("%s resumes at epoch %d, step %d of %d.", stage,
+                   start + 1, resumed_at, steps_per_epoch)
+  if start or resumed_at:
     wd.check_stamp(checkpoint_dir, bytes(np.asarray(tree["stamp"])).decode(
         errors="replace").strip(), stamp.ljust(16)[:16].strip())
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -369,11 +447,50 @@ def run_epochs(*,
           if k not in ("step", "stage", "epoch") and
           isinstance(v, (int, float))})
   progress = Progress(total, stage, writer,
-                      initial=min(start * steps_per_epoch, total))
+                      initial=min(start * steps_per_epoch + resumed_at, total))
+
+  def save_steps(partial: Optional[Tree], epoch: int, done: int,
+                 t0: float) -> None:
+    nonlocal smngr
+    if partial is None or "acc" not in tree:
+      return  # This stage's epoch_fn cannot resume mid-epoch.
+    if smngr is None:
+      smngr = checkpoint_manager(step_path)
+    partial = {**partial, "stamp": tree["stamp"],
+               "epoch_step": np.array([epoch, done], np.int64),
+               "seconds": np.float64(float(tree["seconds"]) +
+                                     time.perf_counter() - t0)}
+    # Rows of the finished epochs first, as before an epoch checkpoint.
+    if wd.is_writer():
+      jsonl.commit()
+    save_checkpoint(smngr, epoch * steps_per_epoch + done, partial)
+
   try:
     for epoch in range(start, num_epochs):
+      done = resumed_at if epoch == start else 0
+      tree = {**tree, "epoch_step": np.array([epoch, done], np.int64)}
       t0 = time.perf_counter()
-      tree, scalars = epoch_fn(tree, epoch, progress.update)
+
+      def tick(partial: Optional[Tree] = None, epoch=epoch, t0=t0) -> None:
+        nonlocal done
+        done += 1
+        progress.update()
+        _steps_taken[0] += 1
+        signum = cli.pending_signal()
+        # Orbax's preemption notice: on a multi-host job all hosts reach
+        # this sync point at the same step (False without JAX's
+        # distributed preemption service).
+        preempted = mngr.reached_preemption(_steps_taken[0])
+        if signum is not None or preempted:
+          if preempted or jax.process_count() == 1:
+            cli.hold_exit()  # The save may outlast the watcher's grace.
+            save_steps(partial, epoch, done, t0)
+          raise cli.Interrupted(signal.SIGTERM if signum is None else signum)
+        if (checkpoint_every_steps and done % checkpoint_every_steps == 0 and
+            done < steps_per_epoch):
+          save_steps(partial, epoch, done, t0)
+
+      tree, scalars = epoch_fn(tree, epoch, tick)
       elapsed = time.perf_counter() - t0
       tree = {**tree, "seconds": np.float64(float(tree["seconds"]) + elapsed)}
       step = min((epoch + 1) * steps_per_epoch, total)
@@ -392,10 +509,13 @@ def run_epochs(*,
         # which the resume drops; the other order would lose them.
         if wd.is_writer():
           jsonl.commit()
-        save_checkpoint(mngr, epoch + 1, tree)
+        save_checkpoint(mngr, epoch + 1, _without(tree, STEP_KEYS))
+        _drop_superseded(smngr, (epoch + 1) * steps_per_epoch)
   finally:
     # Before an error's message, which would otherwise land mid-bar.
     progress.close()
   writer.flush()
   mngr.close()
+  if smngr is not None:
+    smngr.close()
   return tree

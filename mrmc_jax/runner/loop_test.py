@@ -161,3 +161,60 @@ def test_atomic_files_honour_the_umask_and_stale_temporaries_go(tmp_path):
     pass
   assert not (tmp_path / "sub" / ".tmp-mask.npy1234").exists()
   assert (tmp_path / "a.json").exists()
+
+
+def _toy_stage(tmp_path, name, num_epochs=3, spe=4, starts=None, **kwargs):
+  """A stage whose result depends on every step and their order."""
+
+  def epoch_fn(tree, epoch, tick):
+    k = loop.resume_step(tree)
+    if starts is not None:
+      starts.append((epoch, k))
+    w, acc = tree["w"], (tree["acc"] if k else np.zeros(3, np.float32))
+    for i in range(k, spe):
+      w = (w * np.float32(1.1) + np.float32(epoch * spe + i)).astype(
+          np.float32)
+      acc = acc + np.float32([i, 1.0, 2.0])
+      tick({**tree, "w": w, "acc": acc})
+    return {**tree, "w": w, "acc": acc}, {"train_loss": float(acc[0])}
+
+  return loop.run_epochs(
+      stage="s", workdir=str(tmp_path / name),
+      checkpoint_dir=str(tmp_path / name / "checkpoints" / "s"),
+      tree={"w": np.zeros((4, 3), np.float32), "acc": np.zeros(3, np.float32),
+            "seconds": np.zeros((), np.float64)},
+      num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
+      checkpoint_every=1, **kwargs)
+
+
+def test_preemption_notice_saves_the_step_then_resume_is_exact(
+    tmp_path, monkeypatch):
+  ref = _toy_stage(tmp_path, "ref")
+  # Orbax's preemption notice (the sync point all hosts reach) at the 6th
+  # step this process takes: epoch 2, step 2.
+  monkeypatch.setattr(loop, "_steps_taken", [0])
+  monkeypatch.setattr(loop.ocp.CheckpointManager, "reached_preemption",
+                      lambda self, step: step == 6)
+  with pytest.raises(loop.cli.Interrupted) as e:
+    _toy_stage(tmp_path, "run", checkpoint_every_steps=3)
+  assert e.value.signum == loop.signal.SIGTERM
+  steps = tmp_path / "run" / "checkpoints" / ("s" + loop.STEPS_SUFFIX)
+  # Epoch 1's step-3 checkpoint was superseded by its epoch checkpoint.
+  assert sorted(os.listdir(steps)) == ["6"]
+  loop.verify_checkpoint(str(steps / "6"))
+  monkeypatch.undo()
+  starts = []
+  got = _toy_stage(tmp_path, "run", checkpoint_every_steps=3, starts=starts)
+  assert starts == [(1, 2), (2, 0)]  # Resumed at epoch 2, step 2.
+  np.testing.assert_array_equal(got["w"], ref["w"])
+  rows = metrics_io.read_rows(str(tmp_path / "run" / "metrics.jsonl"))
+  ref_rows = metrics_io.read_rows(str(tmp_path / "ref" / "metrics.jsonl"))
+  assert [(r["epoch"], r["train_loss"]) for r in rows] == [
+      (r["epoch"], r["train_loss"]) for r in ref_rows] == [
+          (1, 6.0), (2, 6.0), (3, 6.0)]
+  assert os.listdir(steps) == []
+
+
+def test_checkpoint_every_steps_must_be_a_non_negative_int(tmp_path):
+  with pytest.raises(ValueError, match="checkpoint_every_steps=-1"):
+    _toy_stage(tmp_path, "bad", checkpoint_every_steps=-1)

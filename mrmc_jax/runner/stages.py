@@ -333,16 +333,17 @@ def train(ctx: Context, ids: np.ndarray, *, epochs: int,
 
   def epoch_fn(tree, epoch, tick):
     state = tree["state"]
-    acc = loop.zeros_on(ctx.mesh)
-    done = epoch * spe
-    for batch in ctx.train_batches(epoch, ids=ids):
+    k = loop.resume_step(tree)  # > 0: resumed mid-epoch
+    acc = tree["acc"] if k else loop.zeros_on(ctx.mesh)
+    done = epoch * spe + k
+    for batch in ctx.train_batches(epoch, ids=ids, start=k):
       if done >= total_steps:
         break
       state, acc = step_fn(state, acc, batch)
       done += 1
-      tick()
+      tick({**tree, "state": state, "acc": acc})
     loss, accuracy, count = (float(x) for x in np.asarray(acc))
-    return {**tree, "state": state}, {
+    return {**tree, "state": state, "acc": acc}, {
         "train_loss": loss / max(count, 1),
         "train_accuracy": accuracy / max(count, 1)}
 
@@ -359,9 +360,11 @@ def train(ctx: Context, ids: np.ndarray, *, epochs: int,
     return loop.run_epochs(
         stage="train", workdir=ctx.workdir, checkpoint_dir=checkpoint_dir,
         tree={"state": ctx.init_state(tx, seed_offset=1),
+              "acc": loop.zeros_on(ctx.mesh),
               "seconds": np.zeros((), np.float64)},
         num_epochs=num_epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
         checkpoint_every=ctx.checkpoint_every, total_steps=total_steps,
+        checkpoint_every_steps=ctx.checkpoint_every_steps,
         after_epoch=test_metrics, learning_rate=ctx.make_schedule(*length),
         stamp=stamp)
 

@@ -130,18 +130,19 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     return trajectory.init_trajectory(n, epochs, mesh=ctx.mesh)
 
   tree = {"state": ctx.init_state(tx, seed_offset=0), "traj": empty(),
-          "seconds": np.zeros((), np.float64)}
+          "acc": loop.zeros_on(ctx.mesh), "seconds": np.zeros((), np.float64)}
   if record_eval:
     tree["eval_traj"] = empty()
 
   def epoch_fn(tree, epoch, tick):
     state, traj = tree["state"], tree["traj"]
-    acc = loop.zeros_on(ctx.mesh)
+    k = loop.resume_step(tree)  # > 0: resumed mid-epoch, traj partly filled
+    acc = tree["acc"] if k else loop.zeros_on(ctx.mesh)
     e = sharding.replicate(np.int32(epoch), ctx.mesh)
-    for batch in ctx.train_batches(epoch):
+    for batch in ctx.train_batches(epoch, start=k):
       state, traj, acc = warm_step(state, traj, acc, batch, e)
-      tick()
-    tree = {**tree, "state": state, "traj": traj}
+      tick({**tree, "state": state, "traj": traj, "acc": acc})
+    tree = {**tree, "state": state, "traj": traj, "acc": acc}
     if record_eval:
       eval_traj = tree["eval_traj"]
       for batch in ctx.eval_batches(ctx.data.train):
@@ -163,6 +164,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       checkpoint_dir=os.path.join(ctx.workdir, "checkpoints", "warmup"),
       tree=tree, num_epochs=epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
       checkpoint_every=ctx.checkpoint_every,
+      checkpoint_every_steps=ctx.checkpoint_every_steps,
       learning_rate=ctx.make_schedule(max(schedule_epochs, epochs) * spe, spe),
       stamp=stamp)
 
