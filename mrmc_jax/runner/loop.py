@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from typing import Any, Callable, Optional
 
@@ -43,6 +42,7 @@ import tqdm
 from mrmc_jax import sharding
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import metrics_io
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import workdir as wd
 
 Tree = dict[str, Any]
@@ -77,7 +77,7 @@ def checkpoint_manager(path: str) -> ocp.CheckpointManager:
   # Two kept: if the newest is damaged, the one before it is the fallback.
   # Temporary folders of a save that a kill interrupted are removed.
   return ocp.CheckpointManager(
-      os.path.abspath(path),
+      storage.abspath(path),
       options=ocp.CheckpointManagerOptions(
           max_to_keep=2, create=True, cleanup_tmp_directories=True))
 
@@ -96,6 +96,9 @@ class NonFiniteError(ValueError):
 
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
+  if not storage.is_local(path):
+    h.update(storage.read_bytes(path))
+    return h.hexdigest()
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
@@ -104,12 +107,12 @@ def _sha256(path: str) -> str:
 
 def _file_hashes(step_dir: str) -> dict[str, str]:
   out = {}
-  for dirpath, _, files in os.walk(step_dir):
-    for name in files:
-      full = os.path.join(dirpath, name)
-      rel = os.path.relpath(full, step_dir)
-      if rel != MANIFEST and not name.startswith(".tmp-"):
-        out[rel] = _sha256(full)
+  for full in storage.walk_files(step_dir):
+    name = os.path.basename(full)
+    rel = os.path.relpath(full, step_dir) if storage.is_local(step_dir) else (
+        full[len(step_dir.rstrip("/")) + 1:])
+    if rel != MANIFEST and not name.startswith(".tmp-"):
+      out[rel] = _sha256(full)
   return out
 
 
@@ -126,7 +129,7 @@ def verify_checkpoint(path: str) -> None:
       save and the manifest), or a file missing, added or changed.
   """
   manifest = os.path.join(path, MANIFEST)
-  if not os.path.exists(manifest):
+  if not storage.exists(manifest):
     raise DamagedCheckpointError(f"no {MANIFEST}: the save did not finish")
   try:
     want = wd.read_json(manifest)["files"]
@@ -199,9 +202,8 @@ def finish_checkpoint(mngr: ocp.CheckpointManager, epoch: int) -> None:
     path = step_dir(mngr, epoch)
     workdir = os.path.dirname(os.path.dirname(str(mngr.directory)))
     metrics = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics):
-      with open(metrics, "rb") as f:
-        data = f.read()
+    if storage.exists(metrics):
+      data = storage.read_bytes(metrics)
       wd.write_bytes(os.path.join(path, METRICS_COPY), data)
     wd.write_json(os.path.join(path, MANIFEST),
                   {"files": _file_hashes(path)})
@@ -215,12 +217,12 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
   each other, so the longest is the newest. None if there is none.
   """
   best = None
-  if not os.path.isdir(checkpoints):
+  if not storage.isdir(checkpoints):
     return None
-  for stage in os.listdir(checkpoints):
+  for stage in storage.listdir(checkpoints):
     root = os.path.join(checkpoints, stage)
-    steps = sorted((int(s) for s in os.listdir(root) if s.isdigit()),
-                   reverse=True) if os.path.isdir(root) else []
+    steps = sorted((int(s) for s in storage.listdir(root) if s.isdigit()),
+                   reverse=True) if storage.isdir(root) else []
     for s in steps:
       path = os.path.join(root, str(s))
       try:
@@ -228,8 +230,7 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
         copy = os.path.join(path, METRICS_COPY)
         if METRICS_COPY not in want or _sha256(copy) != want[METRICS_COPY]:
           continue
-        with open(copy, "rb") as f:
-          data = f.read()
+        data = storage.read_bytes(copy)
       except (OSError, ValueError, KeyError, TypeError):
         continue
       if best is None or len(data) > len(best):
@@ -355,12 +356,12 @@ def run_epochs(*,
   if wd.is_writer():
     rows, warning = metrics_io.resume_rows(
         metrics_path, stage, start,
-        durable_metrics(os.path.dirname(os.path.abspath(checkpoint_dir))))
+        durable_metrics(storage.dirname(storage.abspath(checkpoint_dir))))
     if warning:
       logging.warning("%s", warning)
     # TensorBoard gets the durable rows again, in a fresh folder: events of
     # epochs past the checkpoint (a kill) would otherwise show twice.
-    shutil.rmtree(os.path.join(workdir, "tb", stage), ignore_errors=True)
+    storage.rmtree(os.path.join(workdir, "tb", stage))
   writer = metrics_io.create_writer(workdir, stage)
   if wd.is_writer():
     for row in rows:

@@ -1,6 +1,6 @@
 """PNG plots of a selection: score histogram, picks per class, trajectories."""
 
-import os
+import io
 
 import matplotlib
 
@@ -8,13 +8,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from mrmc_jax.runner import storage
+
 
 def _save(fig, path):
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110, bbox_inches="tight")
+  """Writes the figure as PNG, atomically (local path or object store)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)
-  os.replace(tmp, path)
+  storage.write_atomic(path, lambda f: f.write(buf.getvalue()))
 
 
 def score_histogram(scores: np.ndarray, mask: np.ndarray, path: str,
