@@ -276,6 +276,21 @@ def test_main_end_to_end_on_gs(finished_gs):
   assert summary["num_selected"] == int(_mask(finished_gs).sum())
 
 
+def test_rerun_of_a_finished_gs_run_gives_the_same_results(finished_gs,
+                                                           tmp_path):
+  root = finished_gs[len("gs://"):]
+  before = json.loads(_fs().cat_file(root + "/summary.json"))
+  mask = _mask(finished_gs)
+  proc = _run([config_flag(), f"--workdir={finished_gs}"], cwd=str(tmp_path))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  after = json.loads(_fs().cat_file(root + "/summary.json"))
+  assert after["test_accuracy"] == before["test_accuracy"]
+  np.testing.assert_array_equal(_mask(finished_gs), mask)
+  rows = [json.loads(l) for l in _fs().cat_file(root + "/metrics.jsonl").split(
+      b"\n") if l]
+  assert len(rows) == 5  # No epoch ran again.
+
+
 def test_kill_mid_warmup_resumes_to_the_same_mask(finished_gs, tmp_path):
   workdir = f"gs://{BUCKET}/runs/killed"
   args = [config_flag(), f"--workdir={workdir}"]
