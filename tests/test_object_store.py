@@ -322,3 +322,25 @@ def test_two_processes_on_one_gs_workdir(emulator, tmp_path):
   rows = [json.loads(l) for l in _fs().cat_file(
       workdir[5:] + "/metrics.jsonl").split(b"\n") if l]
   assert [r["epoch"] for r in rows if r["stage"] == "train"] == [1]
+
+
+def test_two_hosts_killed_and_relaunched_on_gs(finished_gs, tmp_path):
+  """2 processes x 2 CPU devices share a gs:// workdir; killed, relaunched."""
+  sys.path.insert(0, os.path.join(ROOT, "tests"))
+  import multihost  # pylint: disable=g-import-not-at-top
+  workdir = f"gs://{BUCKET}/runs/two_hosts"
+  job = [f"--config.{k}={v}" for k, v in {**TINY, "train.epochs": 1}.items()]
+  record = str(tmp_path / "record")
+  # Every process exits after warm-up epoch 2's checkpoint (saved by all
+  # processes into the bucket), like a job preempted there.
+  codes, out = multihost.launch(workdir, record, "a", job,
+                                "--stop_after_warmup_epoch=2")
+  assert codes == [3, 3], out[0][-3000:] + out[1][-3000:]
+  assert not _fs().exists(workdir[5:] + "/coreset/mask.npy")
+  codes, out = multihost.launch(workdir, record, "b", job)
+  assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
+  np.testing.assert_array_equal(_mask(workdir), _mask(finished_gs))
+  rows = [json.loads(l) for l in _fs().cat_file(
+      workdir[5:] + "/metrics.jsonl").split(b"\n") if l]
+  assert [r["epoch"] for r in rows if r["stage"] == "warmup"] == [1, 2, 3]
+  assert not os.path.exists(os.path.join(ROOT, "gs:"))

@@ -285,10 +285,6 @@ class LeaseBusyError(ValueError):
   """A live lease of another run is held on the workdir."""
 
 
-def _gcs_call(fs, method: str, url: str, **kw):
-  return fs.call(method, url, **kw)
-
-
 class Lease:
   """An exclusive lease on an object-store workdir, `<workdir>/.lease`.
 
