@@ -324,20 +324,23 @@ def test_two_processes_on_one_gs_workdir(emulator, tmp_path):
   assert [r["epoch"] for r in rows if r["stage"] == "train"] == [1]
 
 
-def test_two_hosts_killed_and_relaunched_on_gs(finished_gs, tmp_path):
-  """2 processes x 2 CPU devices share a gs:// workdir; killed, relaunched."""
+def test_two_hosts_killed_mid_epoch_and_relaunched_on_gs(finished_gs,
+                                                         tmp_path):
+  """2 processes x 4 CPU devices share a gs:// workdir; killed, relaunched."""
   sys.path.insert(0, os.path.join(ROOT, "tests"))
   import multihost  # pylint: disable=g-import-not-at-top
   workdir = f"gs://{BUCKET}/runs/two_hosts"
   job = [f"--config.{k}={v}" for k, v in {**TINY, "train.epochs": 1}.items()]
   record = str(tmp_path / "record")
-  # Every process exits after warm-up epoch 2's checkpoint (saved by all
-  # processes into the bucket), like a job preempted there.
+  # Every process sends itself SIGKILL inside warm-up epoch 2 (after its
+  # first batch); the relaunch resumes from epoch 1's checkpoint, which all
+  # processes saved into the bucket, and takes over the dead run's lease.
   codes, out = multihost.launch(workdir, record, "a", job,
-                                "--stop_after_warmup_epoch=2")
-  assert codes == [3, 3], out[0][-3000:] + out[1][-3000:]
+                                "--kill_in_warmup_epoch=2", local_devices=4)
+  assert codes == [-signal.SIGKILL] * 2, out[0][-3000:] + out[1][-3000:]
   assert not _fs().exists(workdir[5:] + "/coreset/mask.npy")
-  codes, out = multihost.launch(workdir, record, "b", job)
+  assert _fs().exists(workdir[5:] + "/.lease")
+  codes, out = multihost.launch(workdir, record, "b", job, local_devices=4)
   assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
   np.testing.assert_array_equal(_mask(workdir), _mask(finished_gs))
   rows = [json.loads(l) for l in _fs().cat_file(
