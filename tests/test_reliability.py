@@ -487,13 +487,8 @@ def main_flags():
   """experiments/main.py's flags, defined once in this process."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   if "workdir" not in flags.FLAGS:
-    import runpy  # pylint: disable=g-import-not-at-top
-    import signal  # pylint: disable=g-import-not-at-top
-    runpy.run_path(MAIN, run_name="main_flags")
-    # main.py's first lines block SIGINT and SIGTERM for its watcher
-    # thread; this process keeps Python's usual handling.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK,
-                           {signal.SIGINT, signal.SIGTERM})
+    from mrmc_jax.runner import entry  # pylint: disable=g-import-not-at-top
+    entry.define_flags("Config file (get_config()).")
   yield flags.FLAGS
   flags.FLAGS.unparse_flags()
 

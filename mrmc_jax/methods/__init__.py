@@ -37,6 +37,7 @@ from mrmc_jax.methods.registry import get_method
 from mrmc_jax.methods.registry import load_plugins
 from mrmc_jax.methods.registry import method_names
 from mrmc_jax.methods.registry import needs
+from mrmc_jax.methods.registry import option_readers
 from mrmc_jax.methods.registry import register
 from mrmc_jax.methods.registry import resolve
 from mrmc_jax.methods.registry import select

@@ -13,4 +13,5 @@ it (a test checks the import graph). Modules:
   compare      methods x ratios x seeds from one warm-up per seed.
   attribution  the loss-reduction attribution measurement.
   workdir, metrics_io, plots, cli: files, metrics, figures, entry points.
+  storage      local and object-store (gs://) files, the lease, decide_once.
 """

@@ -7,7 +7,6 @@ one epoch loop, and writes the matrices, heatmaps and `report.json`.
 
 import dataclasses
 import os
-import shutil
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
@@ -35,6 +34,7 @@ from mrmc_jax.attribution import stability_error
 from mrmc_jax.attribution import symmetry_error
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import loop
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import plots
 from mrmc_jax.runner import stages
 from mrmc_jax.runner import workdir as wd
@@ -92,13 +92,13 @@ def plot_heatmaps(matrices: Mapping[str, np.ndarray], probe_labels: np.ndarray,
     fig, ax = plt.subplots(figsize=(5.4, 4.6))
     im = draw(ax, name, hat)
     fig.colorbar(im, ax=ax, label=cbar)
-    plots._save(fig, os.path.join(out_dir, f"{name}.png"))
+    plots.save(fig, os.path.join(out_dir, f"{name}.png"))
   fig, axes = plt.subplots(1, len(hats), figsize=(4.2 * len(hats) + 1, 4.6),
                            squeeze=False, layout="constrained")
   for k, (ax, (name, hat)) in enumerate(zip(axes[0], hats.items())):
     im = draw(ax, name, hat, ylabel=k == 0)
   fig.colorbar(im, ax=list(axes[0]), label=cbar, shrink=0.8)
-  plots._save(fig, os.path.join(out_dir, "all.png"))
+  plots.save(fig, os.path.join(out_dir, "all.png"))
 
 
 # --------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def _run_attribution(config, workdir, config_json):
                          np.flatnonzero(everywhere))
   probe_labels = labels[probes].astype(np.int32)
   probes_path = os.path.join(workdir, "probes.json")
-  if os.path.exists(probes_path):
+  if storage.exists(probes_path):
     stored = wd.read_json(probes_path)["ids"]
     if stored != probes.tolist():
       raise RuntimeError(f"{probes_path} holds other probes than this run "
@@ -277,7 +277,7 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
   """
   paths = {k: os.path.join(ctx.workdir, k, f"{name}.{ext}") for k, ext in (
       ("matrices", "npy"), ("trajectories", "npy"), ("summaries", "json"))}
-  if os.path.exists(paths["matrices"]):
+  if storage.exists(paths["matrices"]):
     return {"matrix": np.load(paths["matrices"]),
             "losses": np.load(paths["trajectories"]),
             "summary": wd.read_json(paths["summaries"])}
@@ -352,7 +352,7 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
     wd.write_json(paths["summaries"], summary)
     # The matrix goes last: its presence marks the setting as finished.
     wd.write_npy(paths["matrices"], host.matrix)
-  shutil.rmtree(ckpt_dir, ignore_errors=True)
+  storage.rmtree(ckpt_dir)
   return {"matrix": np.asarray(host.matrix), "losses": np.asarray(host.losses),
           "summary": summary}
 

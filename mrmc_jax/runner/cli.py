@@ -294,6 +294,11 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   os.environ["TMPDIR"] = _state["tmpdir"]
   try:
     check_interrupt()
+    # A URL workdir of an unsupported scheme, or on storage that does not
+    # answer, is refused before any work (and never becomes a local folder
+    # named after the URL).
+    from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
+    storage.check_url(workdir)
     import jax  # pylint: disable=g-import-not-at-top
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], "GPU")

@@ -23,7 +23,6 @@ import dataclasses
 import io
 import os
 import re
-import shutil
 from typing import Any, Sequence
 
 import matplotlib
@@ -36,6 +35,8 @@ import numpy as np
 from mrmc_jax import methods
 from mrmc_jax import validation
 from mrmc_jax.runner import config as config_lib
+from mrmc_jax.runner import plots
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import stages
 from mrmc_jax.runner import workdir as wd
 
@@ -171,7 +172,8 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   rows = collect(workdir, todo, stamps)
   write_reports(workdir, rows, specs, ratios)
   if wd.is_writer():
-    print(open(os.path.join(workdir, "results.md")).read(), flush=True)
+    print(storage.read_bytes(os.path.join(workdir, "results.md")).decode(),
+          flush=True)
   return rows
 
 
@@ -185,7 +187,7 @@ def _finished(workdir, cell, stamp):
   if row is not None and wd.is_writer():
     # Not needed again; also removes those of a cell killed just after its
     # summary was written.
-    shutil.rmtree(os.path.join(cdir, "checkpoints"), ignore_errors=True)
+    storage.rmtree(os.path.join(cdir, "checkpoints"))
   return row
 
 
@@ -283,10 +285,7 @@ def plot(rows, specs, ratios, path):
   ax.set_ylabel("test accuracy (%)")
   ax.legend(fontsize=7, ncol=2)
   ax.grid(alpha=0.3)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path + ".tmp.png", dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  os.replace(path + ".tmp.png", path)
+  plots.save(fig, path)
 
 
 def write_reports(workdir, rows, specs, ratios) -> None:

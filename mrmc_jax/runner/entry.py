@@ -1,8 +1,9 @@
 """The command line every script in experiments/ shares.
 
-`main(job, config_help)` defines `--config` and `--workdir`, then runs the
-job (`module:function`, imported only after the flags are parsed, so that
-`--help` answers without loading JAX and TensorFlow) through `cli.run`.
+`main(job, config_help)` defines `--config` and `--workdir` (`define_flags`),
+then runs the job (`module:function`, imported only after the flags are
+parsed, so that `--help` answers without loading JAX and TensorFlow) through
+`cli.run`.
 """
 
 from absl import app
@@ -12,13 +13,18 @@ from ml_collections import config_flags
 from mrmc_jax.runner import cli
 
 
-def main(job: str, config_help: str) -> None:
-  """Parses the flags and runs `job` ("package.module:function")."""
+def define_flags(config_help: str) -> None:
+  """Defines the required `--config` (a config file) and `--workdir`."""
   flags.DEFINE_string("workdir", None,
                       "Directory for checkpoints and outputs.")
   config_flags.DEFINE_config_file("config", None, config_help,
                                   lock_config=True)
   flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(job: str, config_help: str) -> None:
+  """Parses the flags and runs `job` ("package.module:function")."""
+  define_flags(config_help)
 
   def run(argv):
     if len(argv) > 1:

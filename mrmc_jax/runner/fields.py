@@ -126,11 +126,19 @@ ATTRIBUTION: tuple[Field, ...] = (
 )
 
 
-def option_fields() -> tuple[Field, ...]:
-  """`selection.<option>` for every declared option with a config field."""
+def option_fields(builtin_only: bool = False) -> tuple[Field, ...]:
+  """`selection.<option>` for every declared option with a config field.
+
+  Args:
+    builtin_only: only the options the package's own methods read; a
+      registered method's options become fields of the configs that load
+      it (`selection.plugins`), never of every config of the process.
+  """
+  builtin = methods.option_readers(builtin_only=True)
   return tuple(Field(f"selection.{o.name}", o.default, (S, T), o.doc,
                      None if o.default is not None else o.type)
-               for o in methods.declared().values() if o.in_config)
+               for o in methods.declared().values()
+               if o.in_config and (not builtin_only or o.name in builtin))
 
 
 def declared() -> dict[str, Field]:
@@ -153,11 +161,11 @@ def _add(config: ml_collections.ConfigDict, fields) -> None:
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The base config: every field of `BASE` and of the declared options."""
+  """The base config: every field of `BASE` and the built-in methods' options."""
   config = ml_collections.ConfigDict()
   # The options go after selection.warmup_epochs, as they always did.
   _add(config, BASE[:13])
-  _add(config, option_fields())
+  _add(config, option_fields(builtin_only=True))
   _add(config, BASE[13:])
   return config
 

@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import time
 from typing import Any, Callable, Optional
@@ -48,6 +47,7 @@ from mrmc_jax import sharding
 from mrmc_jax import validation
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import metrics_io
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import workdir as wd
 
 Tree = dict[str, Any]
@@ -101,7 +101,7 @@ def checkpoint_manager(path: str) -> ocp.CheckpointManager:
   # Two kept: if the newest is damaged, the one before it is the fallback.
   # Temporary folders of a save that a kill interrupted are removed.
   return ocp.CheckpointManager(
-      os.path.abspath(path),
+      storage.abspath(path),
       options=ocp.CheckpointManagerOptions(
           max_to_keep=2, create=True, cleanup_tmp_directories=True))
 
@@ -120,6 +120,9 @@ class NonFiniteError(ValueError):
 
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
+  if not storage.is_local(path):
+    h.update(storage.read_bytes(path))
+    return h.hexdigest()
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
@@ -128,12 +131,12 @@ def _sha256(path: str) -> str:
 
 def _file_hashes(step_dir: str) -> dict[str, str]:
   out = {}
-  for dirpath, _, files in os.walk(step_dir):
-    for name in files:
-      full = os.path.join(dirpath, name)
-      rel = os.path.relpath(full, step_dir)
-      if rel != MANIFEST and not name.startswith(".tmp-"):
-        out[rel] = _sha256(full)
+  for full in storage.walk_files(step_dir):
+    name = os.path.basename(full)
+    rel = os.path.relpath(full, step_dir) if storage.is_local(step_dir) else (
+        full[len(step_dir.rstrip("/")) + 1:])
+    if rel != MANIFEST and not name.startswith(".tmp-"):
+      out[rel] = _sha256(full)
   return out
 
 
@@ -150,7 +153,7 @@ def verify_checkpoint(path: str) -> None:
       save and the manifest), or a file missing, added or changed.
   """
   manifest = os.path.join(path, MANIFEST)
-  if not os.path.exists(manifest):
+  if not storage.exists(manifest):
     raise DamagedCheckpointError(f"no {MANIFEST}: the save did not finish")
   try:
     want = wd.read_json(manifest)["files"]
@@ -227,9 +230,8 @@ def finish_checkpoint(mngr: ocp.CheckpointManager, epoch: int) -> None:
     path = step_dir(mngr, epoch)
     workdir = os.path.dirname(os.path.dirname(str(mngr.directory)))
     metrics = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics):
-      with open(metrics, "rb") as f:
-        data = f.read()
+    if storage.exists(metrics):
+      data = storage.read_bytes(metrics)
       wd.write_bytes(os.path.join(path, METRICS_COPY), data)
     wd.write_json(os.path.join(path, MANIFEST),
                   {"files": _file_hashes(path)})
@@ -243,12 +245,12 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
   each other, so the longest is the newest. None if there is none.
   """
   best = None
-  if not os.path.isdir(checkpoints):
+  if not storage.isdir(checkpoints):
     return None
-  for stage in os.listdir(checkpoints):
+  for stage in storage.listdir(checkpoints):
     root = os.path.join(checkpoints, stage)
-    steps = sorted((int(s) for s in os.listdir(root) if s.isdigit()),
-                   reverse=True) if os.path.isdir(root) else []
+    steps = sorted((int(s) for s in storage.listdir(root) if s.isdigit()),
+                   reverse=True) if storage.isdir(root) else []
     for s in steps:
       path = os.path.join(root, str(s))
       try:
@@ -256,8 +258,7 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
         copy = os.path.join(path, METRICS_COPY)
         if METRICS_COPY not in want or _sha256(copy) != want[METRICS_COPY]:
           continue
-        with open(copy, "rb") as f:
-          data = f.read()
+        data = storage.read_bytes(copy)
       except (OSError, ValueError, KeyError, TypeError):
         continue
       if best is None or len(data) > len(best):
@@ -415,7 +416,7 @@ def run_epochs(*,
   resumed_at = 0
   step_path = checkpoint_dir + STEPS_SUFFIX
   smngr = None
-  if os.path.isdir(step_path) and "acc" in tree:
+  if storage.isdir(step_path) and "acc" in tree:
     smngr = checkpoint_manager(step_path)
     # Those not past the restored epoch checkpoint are superseded by it.
     _drop_superseded(smngr, start * steps_per_epoch)
@@ -433,12 +434,12 @@ def run_epochs(*,
   if wd.is_writer():
     rows, warning = metrics_io.resume_rows(
         metrics_path, stage, start,
-        durable_metrics(os.path.dirname(os.path.abspath(checkpoint_dir))))
+        durable_metrics(storage.dirname(storage.abspath(checkpoint_dir))))
     if warning:
       logging.warning("%s", warning)
     # TensorBoard gets the durable rows again, in a fresh folder: events of
     # epochs past the checkpoint (a kill) would otherwise show twice.
-    shutil.rmtree(os.path.join(workdir, "tb", stage), ignore_errors=True)
+    storage.rmtree(os.path.join(workdir, "tb", stage))
   writer = metrics_io.create_writer(workdir, stage)
   if wd.is_writer():
     for row in rows:

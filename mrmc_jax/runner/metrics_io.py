@@ -14,26 +14,28 @@ with one line where no copy covers it.
 
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, Mapping, Optional
 
 from clu import metric_writers
 import jax
 import numpy as np
 
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import workdir as wd
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
   """The rows of a `metrics.jsonl`; a torn last line (a kill) is skipped."""
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return []
   rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
+  for line in storage.read_bytes(path).decode(errors="replace").splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
   return rows
 
 
@@ -60,9 +62,8 @@ def resume_rows(path: str, stage: str, epoch: int,
       epochs 1..`epoch`.
   """
   data = b""
-  if os.path.exists(path):
-    with open(path, "rb") as f:
-      data = f.read()
+  if storage.exists(path):
+    data = storage.read_bytes(path)
   warning = None
   head = durable or b""
   if durable is not None and not data.startswith(durable):
@@ -127,7 +128,7 @@ class JsonlWriter(metric_writers.MetricWriter):
   """
 
   def __init__(self, path: str, **static_fields: Any):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    storage.makedirs(os.path.dirname(path) or ".")
     self._path = path
     self._static = static_fields
     self._pending: list[str] = []
@@ -142,10 +143,7 @@ class JsonlWriter(metric_writers.MetricWriter):
     """Appends the pending rows and waits until they are on disk."""
     if not self._pending:
       return
-    with open(self._path, "a") as f:
-      f.write("".join(self._pending))
-      f.flush()
-      os.fsync(f.fileno())
+    storage.append_durable(self._path, "".join(self._pending).encode())
     self._pending = []
 
   def write_summaries(self, step, values, metadata=None):
@@ -176,9 +174,65 @@ class JsonlWriter(metric_writers.MetricWriter):
     self.commit()
 
 
+class _UploadingWriter(metric_writers.MetricWriter):
+  """TensorBoard events written locally and copied to an object store.
+
+  TensorFlow's summary writer reaches object stores only through its own
+  GCS client, which has no endpoint setting (so it cannot be pointed at an
+  emulator, and would bypass the workdir's storage layer). Events go to a
+  local folder instead, and every `flush()` (each epoch's commit) uploads
+  each events file whole, which is atomic per file.
+  """
+
+  def __init__(self, target: str):
+    self._target = target
+    self._local = tempfile.mkdtemp(prefix="tb-")
+    self._inner = metric_writers.create_default_writer(
+        self._local, asynchronous=False)
+
+  def write_scalars(self, step, scalars):
+    self._inner.write_scalars(step, scalars)
+
+  def write_summaries(self, step, values, metadata=None):
+    self._inner.write_summaries(step, values, metadata)
+
+  def write_images(self, step, images):
+    self._inner.write_images(step, images)
+
+  def write_videos(self, step, videos):
+    self._inner.write_videos(step, videos)
+
+  def write_audios(self, step, audios, *, sample_rate):
+    self._inner.write_audios(step, audios, sample_rate=sample_rate)
+
+  def write_texts(self, step, texts):
+    self._inner.write_texts(step, texts)
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    self._inner.write_histograms(step, arrays, num_buckets)
+
+  def write_hparams(self, hparams):
+    self._inner.write_hparams(hparams)
+
+  def flush(self):
+    self._inner.flush()
+    for path in storage.walk_files(self._local):
+      rel = os.path.relpath(path, self._local)
+      data = storage.read_bytes(path)
+      storage.write_atomic(os.path.join(self._target, rel),
+                           lambda f, d=data: f.write(d))
+
+  def close(self):
+    self.flush()
+    self._inner.close()
+    shutil.rmtree(self._local, ignore_errors=True)
+
+
 def create_writer(workdir: str, stage: str) -> metric_writers.MetricWriter:
   """TensorBoard under `workdir/tb/<stage>` and the log (process 0)."""
   if jax.process_index() != 0:
     return metric_writers.create_default_writer(just_logging=True)
-  return metric_writers.create_default_writer(
-      os.path.join(workdir, "tb", stage), asynchronous=False)
+  target = os.path.join(workdir, "tb", stage)
+  if not storage.is_local(workdir):
+    return _UploadingWriter(target)
+  return metric_writers.create_default_writer(target, asynchronous=False)

@@ -1,6 +1,6 @@
 """PNG plots of a selection: score histogram, picks per class, trajectories."""
 
-import os
+import io
 
 import matplotlib
 
@@ -8,13 +8,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from mrmc_jax.runner import storage
 
-def _save(fig, path):
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110, bbox_inches="tight")
+
+def save(fig, path):
+  """Writes the figure as PNG, atomically (local path or object store)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)
-  os.replace(tmp, path)
+  storage.write_atomic(path, lambda f: f.write(buf.getvalue()))
 
 
 def score_histogram(scores: np.ndarray, mask: np.ndarray, path: str,
@@ -31,7 +33,7 @@ def score_histogram(scores: np.ndarray, mask: np.ndarray, path: str,
   ax.set_ylabel("examples")
   ax.set_title(title or "score histogram")
   ax.legend()
-  _save(fig, path)
+  save(fig, path)
 
 
 def selected_per_class(labels: np.ndarray, mask: np.ndarray, num_classes: int,
@@ -47,7 +49,7 @@ def selected_per_class(labels: np.ndarray, mask: np.ndarray, num_classes: int,
   ax.set_ylabel("examples")
   ax.set_title(title or "selected per class")
   ax.legend()
-  _save(fig, path)
+  save(fig, path)
 
 
 def trajectories(losses: np.ndarray, scores: np.ndarray, fitted: np.ndarray,
@@ -74,4 +76,4 @@ def trajectories(losses: np.ndarray, scores: np.ndarray, fitted: np.ndarray,
     ax.set_xlabel("epoch")
     ax.legend(fontsize=7)
   axes[0].set_ylabel("loss")
-  _save(fig, path)
+  save(fig, path)

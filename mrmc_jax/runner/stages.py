@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import time
 from typing import Any, Iterator, Optional
 
@@ -46,6 +45,7 @@ from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import fields
 from mrmc_jax.runner import loop
 from mrmc_jax.runner import plots
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import warmup as warmup_lib
 from mrmc_jax.runner import workdir as wd
 
@@ -74,11 +74,7 @@ def array_sha256(array: np.ndarray) -> str:
 
 def file_sha256(path: str) -> str:
   """SHA-256 of a file's bytes."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -173,7 +169,7 @@ def read_selection(out: str, stamp: str) -> Optional[Selection]:
   Raises:
     workdir.ConfigMismatchError: it was computed from something else.
   """
-  if not os.path.exists(os.path.join(out, "mask.npy")):
+  if not storage.exists(os.path.join(out, "mask.npy")):
     return None
   timing_path = os.path.join(out, "selection.json")
   try:
@@ -376,7 +372,7 @@ def train(ctx: Context, ids: np.ndarray, *, epochs: int,
     # mask's hash). Never resumed from: trained again from scratch.
     logging.warning("%s; training the core-set again from scratch.", e)
     if wd.is_writer():
-      shutil.rmtree(checkpoint_dir, ignore_errors=True)
+      storage.rmtree(checkpoint_dir)
     tree = run()
   # The last epoch's test metrics, evaluated again from the final state
   # (the evaluation is deterministic; a resumed finished stage has none).
@@ -411,7 +407,7 @@ def read_summary(path: str, stamp: str) -> Optional[dict[str, Any]]:
   Raises:
     workdir.ConfigMismatchError: it was computed from something else.
   """
-  if not os.path.exists(path):
+  if not storage.exists(path):
     decide(False)
     return None
   try:

@@ -27,6 +27,7 @@ from mrmc_jax import train_step
 from mrmc_jax import trajectory
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import loop
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import workdir as wd
 
 
@@ -46,11 +47,7 @@ def _hash_path(art_path: str) -> str:
 
 
 def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
+  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 def read_artefacts(workdir: str, need: frozenset[str],
@@ -61,10 +58,10 @@ def read_artefacts(workdir: str, need: frozenset[str],
     workdir.ConfigMismatchError: they are of another stamp.
   """
   art_path = os.path.join(workdir, "warmup", "artefacts.npz")
-  if not os.path.exists(art_path):
+  if not storage.exists(art_path):
     return None
   try:
-    stored = wd.read_json(_hash_path(art_path)) if os.path.exists(
+    stored = wd.read_json(_hash_path(art_path)) if storage.exists(
         _hash_path(art_path)) else {}
     if not isinstance(stored, dict) or stored.get("sha256") != _sha256(
         art_path):

@@ -1,8 +1,9 @@
 """Crash-safe files in a run's workdir, its lock and its identity.
 
-Every file is written to a temporary name in the same folder and renamed into
-place, so a crash or a kill leaves either the old file or the new one, never
-a torn one. Only process 0 writes.
+Every file is written through `storage`: on a local path to a temporary name
+in the same folder and renamed into place, on an object store (`gs://`) by
+one upload of the whole object, so a crash or a kill leaves either the old
+file or the new one, never a torn one. Only process 0 writes.
 
 A run holds an exclusive lock on its workdir (`lock`) for its whole life, so
 two runs never write one workdir. The workdir's `config.json` (the run
@@ -18,11 +19,12 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
+
+from mrmc_jax.runner import storage
 
 
 def is_writer() -> bool:
@@ -30,34 +32,12 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-TMP_PREFIX = ".tmp-"
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
-# The mode `open` gives new files: mkstemp's temporaries are 0600.
-_FILE_MODE = 0o666 & ~_umask()
+TMP_PREFIX = storage.TMP_PREFIX
+_FILE_MODE = storage.FILE_MODE
 
 
 def _atomic(path: str, write) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
-                             prefix=TMP_PREFIX + os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fchmod(f.fileno(), _FILE_MODE)
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  storage.write_atomic(path, write)
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -72,6 +52,8 @@ def remove_stale_temporaries(workdir: str) -> list[str]:
     The removed paths.
   """
   removed = []
+  if not storage.is_local(workdir):
+    return removed  # Object-store writes use no temporaries.
   for dirpath, _, files in os.walk(workdir):
     for name in files:
       if name.startswith(TMP_PREFIX):
@@ -102,8 +84,7 @@ class CorruptFileError(ValueError):
 def read_json(path: str) -> Any:
   """Reads a JSON file; `CorruptFileError` naming the file if it is garbled."""
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(storage.read_bytes(path))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CorruptFileError(f"{path} is not valid JSON ({e}); {_advice(path)}"
                            ) from None
@@ -133,7 +114,7 @@ def write_npz(path: str, **arrays: np.ndarray) -> None:
 def read_npz(path: str) -> dict[str, np.ndarray]:
   """Reads an `.npz`; `CorruptFileError` naming the file if it is damaged."""
   try:
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(storage.open_read(path), allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   except FileNotFoundError:
     raise
@@ -145,7 +126,7 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
 def read_npy(path: str) -> np.ndarray:
   """Reads an `.npy`; `CorruptFileError` naming the file if it is damaged."""
   try:
-    return np.load(path, allow_pickle=False)
+    return np.load(storage.open_read(path), allow_pickle=False)
   except FileNotFoundError:
     raise
   except Exception as e:
@@ -188,25 +169,29 @@ def check_workdir(workdir: str, job: str, identity: dict[str, Any]) -> None:
       run, outputs without an identity, or a run of another config (the
       first differing field is named). Nothing is written.
   """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  storage.check_url(workdir)
+  if storage.is_local(workdir):
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      raise ValueError(f"--workdir={workdir} is a file, not a folder.")
+    parent = workdir
+    while not os.path.exists(parent):
+      parent = os.path.dirname(os.path.abspath(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+      raise ValueError(f"--workdir={workdir} is not writable ({parent} is "
+                       "read-only for this user).")
+  elif storage.isfile(workdir):
     raise ValueError(f"--workdir={workdir} is a file, not a folder.")
-  parent = workdir
-  while not os.path.exists(parent):
-    parent = os.path.dirname(os.path.abspath(parent))
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise ValueError(f"--workdir={workdir} is not writable ({parent} is "
-                     "read-only for this user).")
-  if not os.path.isdir(workdir):
+  if not storage.isdir(workdir):
     return
   mine = IDENTITY_FILES[job]
   for other_job, name in IDENTITY_FILES.items():
-    if name != mine and os.path.exists(os.path.join(workdir, name)):
+    if name != mine and storage.exists(os.path.join(workdir, name)):
       raise ConfigMismatchError(
           f"workdir {workdir} holds a {other_job} run ({name}), not a {job} "
           "run; use a new --workdir.")
   path = os.path.join(workdir, mine)
-  if not os.path.exists(path):
-    found = [n for n in _OUTPUTS if os.path.exists(os.path.join(workdir, n))]
+  if not storage.exists(path):
+    found = [n for n in _OUTPUTS if storage.exists(os.path.join(workdir, n))]
     if found:
       raise ConfigMismatchError(
           f"workdir {workdir} holds run outputs ({', '.join(found)}) but no "
@@ -225,7 +210,8 @@ def check_workdir(workdir: str, job: str, identity: dict[str, Any]) -> None:
 def lock(workdir: str) -> Iterator[None]:
   """Holds an exclusive lock on `workdir` (created if missing) while inside.
 
-  The lock is `flock` on the folder itself: no lock file to leave behind,
+  On an object store (`gs://`) the lock is a lease object,
+  `storage.Lease`. On a local path it is `flock` on the folder itself: no lock file to leave behind,
   and the kernel drops it when the process dies (kill -9 included), so a
   killed run never leaves a stale lock. Only process 0 locks: on a
   multi-host job the other processes write nothing to the workdir. A
@@ -237,6 +223,17 @@ def lock(workdir: str) -> Iterator[None]:
   """
   if not is_writer():
     yield
+    return
+  if not storage.is_local(workdir):
+    lease = storage.Lease(workdir)
+    try:
+      lease.acquire()
+    except storage.LeaseBusyError as e:
+      raise WorkdirBusyError(str(e)) from None
+    try:
+      yield
+    finally:
+      lease.release()
     return
   created = not os.path.isdir(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -284,15 +281,15 @@ def claim(workdir: str, identity: dict[str, Any],
   check_workdir(workdir, job, identity)
   path = os.path.join(workdir, IDENTITY_FILES[job])
   data_path = os.path.join(workdir, "data.json")
-  resumed = os.path.exists(path)
-  if data is not None and os.path.exists(data_path):
+  resumed = storage.exists(path)
+  if data is not None and storage.exists(data_path):
     old = read_json(data_path)
     if old != data:
       raise ConfigMismatchError(
           f"the data differ from the data of the run in {workdir} "
           f"({_first_difference(old, data)}); use a new --workdir.")
   if is_writer():
-    if data is not None and not os.path.exists(data_path):
+    if data is not None and not storage.exists(data_path):
       write_json(data_path, data)
     if not resumed:
       write_json(path, identity)
