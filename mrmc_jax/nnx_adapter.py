@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mrmc_jax import losses
+from mrmc_jax import train_step
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -108,19 +109,9 @@ def nnx_train_step(model: nnx.Module,
       objective, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)(
           train_model)
   optimizer.update(train_model, grads)
-  stats = losses.per_example_stats(
-      jax.lax.stop_gradient(logits), batch["label"], mask,
-      loss=None if loss_fn is None else jax.lax.stop_gradient(per_ex))
-  out = {
-      "train_loss": losses.masked_mean(stats["loss"], mask),
-      "train_accuracy": losses.masked_mean(
-          stats["correct"].astype(jnp.float32), mask),
-  }
-  if with_stats:
-    out.update(stats)
-    out["id"] = batch["id"]
-    out["mask"] = mask
-  return out
+  return train_step.step_outputs(logits, per_ex, batch, mask,
+                                 user_loss=loss_fn is not None,
+                                 with_stats=with_stats)
 
 
 def make_nnx_train_step(

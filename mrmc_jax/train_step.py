@@ -274,22 +274,44 @@ def make_train_step(
     if new_bs is not None and "batch_stats" in variables:
       changes["batch_stats"] = new_bs
     new_state = state.replace(**changes)
-    logits = jax.lax.stop_gradient(logits)
-    stats = losses.per_example_stats(
-        logits, batch["label"], mask,
-        loss=None if loss_fn is None else jax.lax.stop_gradient(per_ex))
-    out = {
-        "train_loss": losses.masked_mean(stats["loss"], mask),
-        "train_accuracy": losses.masked_mean(
-            stats["correct"].astype(jnp.float32), mask),
-    }
-    if with_stats:
-      out.update(stats)
-      out["id"] = batch["id"]
-      out["mask"] = mask
-    return new_state, out
+    return new_state, step_outputs(logits, per_ex, batch, mask,
+                                   user_loss=loss_fn is not None,
+                                   with_stats=with_stats)
 
   return step
+
+
+def step_outputs(logits: jax.Array, per_ex: jax.Array, batch: dict,
+                 mask: jax.Array, *, user_loss: bool,
+                 with_stats: bool) -> dict[str, jax.Array]:
+  """A train step's outputs from its forward pass (gradients stopped).
+
+  Args:
+    logits: float `[B, C]`.
+    per_ex: float `[B]`, the per-example training loss.
+    batch: the batch (its `label` `[B]` and `id` `[B]`).
+    mask: bool `[B]`, True for real rows.
+    user_loss: whether `per_ex` is a user's loss (then it is the recorded
+      `loss`; otherwise the statistics' own cross-entropy is).
+    with_stats: add the `[B]` statistics, `id` and `mask`.
+
+  Returns:
+    `train_loss` and `train_accuracy` (masked means), plus the `[B]`
+    statistics with `with_stats`.
+  """
+  stats = losses.per_example_stats(
+      jax.lax.stop_gradient(logits), batch["label"], mask,
+      loss=jax.lax.stop_gradient(per_ex) if user_loss else None)
+  out = {
+      "train_loss": losses.masked_mean(stats["loss"], mask),
+      "train_accuracy": losses.masked_mean(
+          stats["correct"].astype(jnp.float32), mask),
+  }
+  if with_stats:
+    out.update(stats)
+    out["id"] = batch["id"]
+    out["mask"] = mask
+  return out
 
 
 def make_eval_step(
