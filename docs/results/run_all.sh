@@ -134,3 +134,19 @@ if [[ "${ROUND:-}" == issue20 ]]; then
   PYTHONPATH=. $PY docs/results/ra_ablation.py runs
   PYTHONPATH=. $PY docs/results/merge_rerun.py runs --issue20
 fi
+
+# --- Label noise and cost: ROUND=issue20b ---------------------------------
+# Fashion-MNIST with 20% and 40% symmetric label noise (dataset.label_noise,
+# the same noisy labels for every seed: dataset.label_noise_seed=0), the two
+# levels side by side on 2 shared cores; label_noise.md. Each seed runs
+# every method before the next seed starts; full data runs last.
+NOISE_METHODS="random,mrmc,mrmc_ra,dual,el2n,ccs,moderate,full"
+if [[ "${ROUND:-}" == issue20b ]]; then
+  for f in 0.2 0.4; do
+    nice -n 5 $PY experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/noise_$f/fashion_mnist --config.dataset.label_noise=$f \
+      --config.compare.ratios=0.5,0.3,0.1 --config.compare.seeds=0,1,2 \
+      "--config.compare.methods=$NOISE_METHODS" > runs/issue20b-$f.log 2>&1 &
+  done
+  wait
+fi

@@ -40,6 +40,8 @@ from mrmc_jax import data as data_lib
 from mrmc_jax import methods
 from mrmc_jax import scoring
 from mrmc_jax import train_step
+from mrmc_jax import validation
+from mrmc_jax.data import noise as noise_lib
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import context as context_lib
@@ -87,9 +89,47 @@ def file_sha256(path: str) -> str:
 
 def load(config: ml_collections.ConfigDict, workdir: str
          ) -> tuple[Context, dict[str, Any]]:
-  """The run's context (data, model, mesh) and its data fingerprint."""
+  """The run's context (data, model, mesh) and its data fingerprint.
+
+  With `dataset.label_noise` > 0 the training labels (and a validation
+  split's, which is carved from them first) carry symmetric noise
+  (`data.noise`); the flipped ids are written to `noise/flipped.npy` (and
+  `noise/flipped_validation.npy`), or verified against the stored ones.
+  """
+  fraction = noise_lib.check_fraction(config.dataset.label_noise)
+  validation.check_seed(config.dataset.label_noise_seed,
+                        "dataset.label_noise_seed")
   ctx = context_lib.make_context(config, workdir)
+  if fraction > 0:
+    data, flipped, flipped_val = noise_lib.add_label_noise(
+        ctx.data, fraction, config.dataset.label_noise_seed,
+        noisy_test=bool(config.dataset.validation_fraction))
+    ctx = dataclasses.replace(ctx, data=data)
+    _keep_flipped(workdir, "flipped.npy", flipped)
+    if flipped_val is not None:
+      _keep_flipped(workdir, "flipped_validation.npy", flipped_val)
   return ctx, data_fingerprint(ctx)
+
+
+def _keep_flipped(workdir: str, name: str, ids: np.ndarray) -> None:
+  path = os.path.join(workdir, "noise", name)
+  if not wd.is_writer():
+    return
+  if os.path.exists(path):
+    try:
+      if np.array_equal(wd.read_npy(path), ids):
+        return
+      logging.warning("%s differs from the flipped ids of this config; "
+                      "writing them again.", path)
+    except wd.CorruptFileError as e:
+      logging.warning("%s; writing the flipped ids again.", e)
+  wd.write_npy(path, np.asarray(ids, np.int64))
+
+
+def flipped_ids(workdir: str) -> Optional[np.ndarray]:
+  """The training ids whose labels were flipped (`load`), or None."""
+  path = os.path.join(workdir, "noise", "flipped.npy")
+  return wd.read_npy(path) if os.path.exists(path) else None
 
 
 def data_fingerprint(ctx: Context) -> dict[str, Any]:
