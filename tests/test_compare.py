@@ -135,3 +135,19 @@ def test_bad_label_noise_fails_before_work(tmp_path):
   config.dataset.label_noise = 1.0
   with pytest.raises(ValueError, match="label_noise=1.0 is not allowed"):
     compare.run_comparison(config, str(tmp_path / "x"))
+
+
+def test_a_smaller_warmup_model_selects_for_the_configured_one(tmp_path):
+  config = tiny("moderate")
+  config.compare.seeds = "0"
+  config.compare.ratios = "0.5"
+  config.selection.warmup_model = "mlp_small"
+  workdir = str(tmp_path / "proxy")
+  rows = compare.run_comparison(config, workdir)
+  assert np.isfinite(rows[0]["test_accuracy"])
+  art = np.load(os.path.join(workdir, "warmup", "seed_0", "warmup",
+                             "artefacts.npz"))
+  assert art["features"].shape[1] == 128  # the proxy's penultimate layer
+  config.selection.warmup_model = "tiny_giant"
+  with pytest.raises(ValueError, match="warmup_model='tiny_giant' is not"):
+    compare.run_comparison(config, str(tmp_path / "bad"))

@@ -74,6 +74,9 @@ BASE: tuple[Field, ...] = (
           "(given to the selection stage explicitly)"),
     Field("selection.warmup_epochs", 10, _ALL, "R, epochs of warm-up on all "
           "data"),
+    Field("selection.warmup_model", "", (W,), "a model for the warm-up only "
+          "(selection via proxy, e.g. mlp_small); the core-sets train "
+          "model.name; empty: model.name"),
     Field("selection.plugins", "", (S, T), "comma-separated .py files or "
           "modules of the user's own methods (each calls methods.register)"),
     Field("train.epochs", 20, _ALL, "core-set training epochs (and the "

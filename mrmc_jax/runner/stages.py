@@ -38,6 +38,7 @@ import numpy as np
 
 from mrmc_jax import data as data_lib
 from mrmc_jax import methods
+from mrmc_jax import models
 from mrmc_jax import scoring
 from mrmc_jax import train_step
 from mrmc_jax import validation
@@ -96,6 +97,10 @@ def load(config: ml_collections.ConfigDict, workdir: str
   (`data.noise`); the flipped ids are written to `noise/flipped.npy` (and
   `noise/flipped_validation.npy`), or verified against the stored ones.
   """
+  proxy = config.selection.warmup_model
+  if proxy and proxy not in models.MODEL_NAMES:
+    raise ValueError(f"selection.warmup_model={proxy!r} is not allowed: use "
+                     f"one of {', '.join(models.MODEL_NAMES)} (or empty).")
   fraction = noise_lib.check_fraction(config.dataset.label_noise)
   validation.check_seed(config.dataset.label_noise_seed,
                         "dataset.label_noise_seed")
@@ -155,8 +160,21 @@ def warmup(ctx: Context, config: ml_collections.ConfigDict,
   art = warmup_lib.read_artefacts(ctx.workdir, need, stamp)
   if decide(art is not None):
     return art
-  return warmup_lib.run_warmup(ctx, need, stamp=stamp,
+  return warmup_lib.run_warmup(warmup_context(ctx, config), need,
+                               stamp=stamp,
                                **config_lib.warmup_settings(config))
+
+
+def warmup_context(ctx: Context, config: ml_collections.ConfigDict
+                   ) -> Context:
+  """The context the warm-up trains: `selection.warmup_model` if set."""
+  name = config.selection.warmup_model
+  if not name or name == config.model.name:
+    return ctx
+  model = models.create_model(name, ctx.data.num_classes,
+                              dtype=config_lib.DTYPES[config.model.dtype])
+  return dataclasses.replace(ctx, model=model,
+                             apply_fn=train_step.module_apply_fn(model))
 
 
 # --------------------------------------------------------------------------
