@@ -150,3 +150,15 @@ if [[ "${ROUND:-}" == issue20b ]]; then
   done
   wait
 fi
+# The proxy warm-up (selection.warmup_model=mlp_small, one hidden layer of
+# 128 against the configured 512-256 MLP) against the same-model warm-up,
+# one after the other under the same load: seed 0, mrmc_ra and dual at 0.1;
+# warmup_proxy.md.
+if [[ "${ROUND:-}" == issue20b_proxy ]]; then
+  for wm in mlp_small ""; do
+    nice -n 10 $PY experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/proxy_${wm:-same}/fashion_mnist \
+      "--config.selection.warmup_model=$wm" --config.compare.ratios=0.1 \
+      --config.compare.seeds=0 --config.compare.methods=mrmc_ra,dual
+  done > runs/issue20b-proxy.log 2>&1
+fi
