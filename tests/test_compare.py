@@ -151,3 +151,12 @@ def test_a_smaller_warmup_model_selects_for_the_configured_one(tmp_path):
   config.selection.warmup_model = "tiny_giant"
   with pytest.raises(ValueError, match="warmup_model='tiny_giant' is not"):
     compare.run_comparison(config, str(tmp_path / "bad"))
+
+
+def test_label_noise_refuses_streamed_input_before_loading(tmp_path):
+  config = tiny("random")
+  config.dataset.label_noise = 0.2
+  config.dataset.input = "stream"
+  # The load stage refuses it before reading any data.
+  with pytest.raises(ValueError, match="needs dataset.input=memory"):
+    compare.stages.load(config, str(tmp_path / "s"))

@@ -104,6 +104,10 @@ def load(config: ml_collections.ConfigDict, workdir: str
   fraction = noise_lib.check_fraction(config.dataset.label_noise)
   validation.check_seed(config.dataset.label_noise_seed,
                         "dataset.label_noise_seed")
+  if fraction > 0 and config.dataset.input != "memory":
+    raise ValueError(f"dataset.label_noise={fraction} needs "
+                     "dataset.input=memory: streamed splits are read by id "
+                     "and cannot be relabelled.")
   ctx = context_lib.make_context(config, workdir)
   if fraction > 0:
     data, flipped, flipped_val = noise_lib.add_label_noise(
