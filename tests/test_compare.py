@@ -160,3 +160,22 @@ def test_label_noise_refuses_streamed_input_before_loading(tmp_path):
   # The load stage refuses it before reading any data.
   with pytest.raises(ValueError, match="needs dataset.input=memory"):
     compare.stages.load(config, str(tmp_path / "s"))
+
+
+def test_load_stage_noises_a_validation_split_and_stores_the_ids(tmp_path):
+  config = tiny("random")
+  config.dataset.validation_fraction = 0.2
+  config.dataset.label_noise = 0.3
+  workdir = str(tmp_path / "v")
+  ctx, _ = compare.stages.load(config, workdir)
+  clean = compare.stages.context_lib.make_context(config, workdir).data
+  for name, noisy_split, clean_split in (
+      ("flipped.npy", ctx.data.train, clean.train),
+      ("flipped_validation.npy", ctx.data.test, clean.test)):
+    ids = np.load(os.path.join(workdir, "noise", name))
+    assert len(ids) == round(0.3 * clean_split.num_examples)
+    np.testing.assert_array_equal(
+        np.flatnonzero(noisy_split.labels != clean_split.labels), ids)
+  np.testing.assert_array_equal(compare.stages.flipped_ids(workdir),
+                                np.load(os.path.join(workdir, "noise",
+                                                     "flipped.npy")))
