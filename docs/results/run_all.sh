@@ -149,6 +149,12 @@ if [[ "${ROUND:-}" == issue20b ]]; then
       "--config.compare.methods=$NOISE_METHODS" > runs/issue20b-$f.log 2>&1 &
   done
   wait
+  # This round was stopped during seed 2; the reports use seeds 0-1.
+  for f in 0.2 0.4; do
+    PYTHONPATH=. $PY docs/results/noise_reports.py runs/noise_$f/fashion_mnist       0,1 docs/results/fashion_mnist/noise_$f
+    PYTHONPATH=. $PY docs/results/noise_signals.py runs/noise_$f/fashion_mnist 0
+  done
+  PYTHONPATH=. $PY docs/results/label_noise.py 0,1     runs/noise_0.2/fashion_mnist/results.csv runs/noise_0.4/fashion_mnist/results.csv
 fi
 # The proxy warm-up (selection.warmup_model=mlp_small, one hidden layer of
 # 128 against the configured 512-256 MLP) against the same-model warm-up,
