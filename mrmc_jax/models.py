@@ -297,6 +297,7 @@ _resnet50 = functools.partial(
 # Constructors taking (num_classes=..., dtype=..., **kwargs).
 _MODELS = {
     "mlp": MLP,
+    "mlp_small": functools.partial(MLP, hidden=(128,)),
     "small_cnn": SmallCNN,
     "resnet18_cifar": functools.partial(_resnet18, stem="cifar"),
     "resnet34_cifar": functools.partial(_resnet34, stem="cifar"),

@@ -88,3 +88,94 @@ def test_a_users_method_from_outside_the_package(tmp_path):
   with pytest.raises(ValueError, match="toy_power=-1 is not allowed"):
     compare.run_comparison(config, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad")
+
+
+def test_label_noise_and_cost_reports(tmp_path):
+  config = tiny("full,random,el2n")
+  config.compare.seeds = "0"
+  config.dataset.label_noise = 0.2
+  config.dataset.label_noise_seed = 4
+  workdir = str(tmp_path / "noisy")
+  rows = compare.run_comparison(config, workdir)
+  flipped = np.load(os.path.join(workdir, "noise", "flipped.npy"))
+  n = rows[0]["num_examples"]
+  assert len(flipped) == round(0.2 * n)
+  with open(os.path.join(workdir, "results.csv")) as f:
+    table = list(csv.DictReader(f))
+  for row in table:
+    if row["method"] == "full":
+      continue
+    mask = np.load(os.path.join(
+        workdir, "cells", row["method"], f"ratio_{float(row['ratio']):g}",
+        "seed_0", "coreset", "mask.npy"))
+    kept = int(mask[flipped].sum())
+    assert int(row["num_flipped_selected"]) == kept
+    assert float(row["flipped_selected"]) == pytest.approx(kept / len(flipped))
+    assert float(row["coreset_noise"]) == pytest.approx(kept / mask.sum())
+    # Cost: R warm-up epochs only for the method that reads the warm-up.
+    r_epochs = 3 if row["method"] == "el2n" else 0
+    assert int(row["warmup_epochs"]) == r_epochs
+    assert float(row["cost_epochs"]) == pytest.approx(
+        r_epochs + int(row["train_steps"]) / int(row["full_steps_per_epoch"]))
+    assert float(row["cost_seconds"]) > float(row["train_seconds"])
+  full = [r for r in table if r["method"] == "full"][0]
+  assert float(full["cost_epochs"]) == pytest.approx(1.0)  # train.epochs=1
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert f"Label noise: {len(flipped)} flipped" in md
+  assert "pays off after" in md and "W + k C <= k F" in md
+  assert os.path.exists(os.path.join(workdir, "cost.png"))
+  # A different noise seed is another data set: refused in this workdir.
+  config.dataset.label_noise_seed = 5
+  with pytest.raises(Exception, match="label_noise_seed"):
+    compare.run_comparison(config, workdir)
+
+
+def test_bad_label_noise_fails_before_work(tmp_path):
+  config = tiny("random")
+  config.dataset.label_noise = 1.0
+  with pytest.raises(ValueError, match="label_noise=1.0 is not allowed"):
+    compare.run_comparison(config, str(tmp_path / "x"))
+
+
+def test_a_smaller_warmup_model_selects_for_the_configured_one(tmp_path):
+  config = tiny("moderate")
+  config.compare.seeds = "0"
+  config.compare.ratios = "0.5"
+  config.selection.warmup_model = "mlp_small"
+  workdir = str(tmp_path / "proxy")
+  rows = compare.run_comparison(config, workdir)
+  assert np.isfinite(rows[0]["test_accuracy"])
+  art = np.load(os.path.join(workdir, "warmup", "seed_0", "warmup",
+                             "artefacts.npz"))
+  assert art["features"].shape[1] == 128  # the proxy's penultimate layer
+  config.selection.warmup_model = "tiny_giant"
+  with pytest.raises(ValueError, match="warmup_model='tiny_giant' is not"):
+    compare.run_comparison(config, str(tmp_path / "bad"))
+
+
+def test_label_noise_refuses_streamed_input_before_loading(tmp_path):
+  config = tiny("random")
+  config.dataset.label_noise = 0.2
+  config.dataset.input = "stream"
+  # The load stage refuses it before reading any data.
+  with pytest.raises(ValueError, match="needs dataset.input=memory"):
+    compare.stages.load(config, str(tmp_path / "s"))
+
+
+def test_load_stage_noises_a_validation_split_and_stores_the_ids(tmp_path):
+  config = tiny("random")
+  config.dataset.validation_fraction = 0.2
+  config.dataset.label_noise = 0.3
+  workdir = str(tmp_path / "v")
+  ctx, _ = compare.stages.load(config, workdir)
+  clean = compare.stages.context_lib.make_context(config, workdir).data
+  for name, noisy_split, clean_split in (
+      ("flipped.npy", ctx.data.train, clean.train),
+      ("flipped_validation.npy", ctx.data.test, clean.test)):
+    ids = np.load(os.path.join(workdir, "noise", name))
+    assert len(ids) == round(0.3 * clean_split.num_examples)
+    np.testing.assert_array_equal(
+        np.flatnonzero(noisy_split.labels != clean_split.labels), ids)
+  np.testing.assert_array_equal(compare.stages.flipped_ids(workdir),
+                                np.load(os.path.join(workdir, "noise",
+                                                     "flipped.npy")))

@@ -33,7 +33,7 @@ chain() {
     --workdir=$OUT/${ds}_ablation2 --config.compare.ratios=0.3,0.1 \
     "--config.compare.methods=$ABLATION2"
 }
-if [[ "${ROUND:-}" != issue12 ]]; then
+if [[ -z "${ROUND:-}" ]]; then
   chain fashion_mnist > $OUT-fashion_mnist.log 2>&1 &
   chain mnist > $OUT-mnist.log 2>&1 &
   wait
@@ -133,4 +133,38 @@ if [[ "${ROUND:-}" == issue20 ]]; then
     runs/refcheck/fashion_mnist 0
   PYTHONPATH=. $PY docs/results/ra_ablation.py runs
   PYTHONPATH=. $PY docs/results/merge_rerun.py runs --issue20
+fi
+
+# --- Label noise and cost: ROUND=issue20b ---------------------------------
+# Fashion-MNIST with 20% and 40% symmetric label noise (dataset.label_noise,
+# the same noisy labels for every seed: dataset.label_noise_seed=0), the two
+# levels side by side on 2 shared cores; label_noise.md. Each seed runs
+# every method before the next seed starts; full data runs last.
+NOISE_METHODS="random,mrmc,mrmc_ra,dual,el2n,ccs,moderate,full"
+if [[ "${ROUND:-}" == issue20b ]]; then
+  for f in 0.2 0.4; do
+    nice -n 5 $PY experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/noise_$f/fashion_mnist --config.dataset.label_noise=$f \
+      --config.compare.ratios=0.5,0.3,0.1 --config.compare.seeds=0,1,2 \
+      "--config.compare.methods=$NOISE_METHODS" > runs/issue20b-$f.log 2>&1 &
+  done
+  wait
+  # This round was stopped during seed 2; the reports use seeds 0-1.
+  for f in 0.2 0.4; do
+    PYTHONPATH=. $PY docs/results/noise_reports.py runs/noise_$f/fashion_mnist       0,1 docs/results/fashion_mnist/noise_$f
+    PYTHONPATH=. $PY docs/results/noise_signals.py runs/noise_$f/fashion_mnist 0
+  done
+  PYTHONPATH=. $PY docs/results/label_noise.py 0,1     runs/noise_0.2/fashion_mnist/results.csv runs/noise_0.4/fashion_mnist/results.csv
+fi
+# The proxy warm-up (selection.warmup_model=mlp_small, one hidden layer of
+# 128 against the configured 512-256 MLP) against the same-model warm-up,
+# one after the other under the same load: seed 0, mrmc_ra and dual at 0.1;
+# warmup_proxy.md.
+if [[ "${ROUND:-}" == issue20b_proxy ]]; then
+  for wm in mlp_small ""; do
+    nice -n 10 $PY experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/proxy_${wm:-same}/fashion_mnist \
+      "--config.selection.warmup_model=$wm" --config.compare.ratios=0.1 \
+      --config.compare.seeds=0 --config.compare.methods=mrmc_ra,dual
+  done > runs/issue20b-proxy.log 2>&1
 fi

@@ -14,8 +14,13 @@ from. A workdir of `experiments/main.py` is refused. After every cell the
 harness rewrites:
   `results.csv`    one row per finished cell;
   `results.md`     test accuracy mean +- std over seeds per method and ratio,
-                   with the full-data reference, and selection times;
-  `accuracy.png`   accuracy against ratio, one line per method.
+                   with the full-data reference, selection times, each
+                   cell's total cost and the reuses after which selection
+                   pays off (`runner.cost`), and under label noise the
+                   flipped examples each core-set kept;
+  `accuracy.png`   accuracy against ratio, one line per method;
+  `cost.png`       accuracy against total cost (seconds), every method,
+                   full data and Random as references.
 """
 
 import csv
@@ -23,7 +28,7 @@ import dataclasses
 import io
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import matplotlib
 
@@ -34,15 +39,20 @@ import numpy as np
 
 from mrmc_jax import methods
 from mrmc_jax import validation
+from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import plots
 from mrmc_jax.runner import storage
+from mrmc_jax.runner import cost as cost_lib
 from mrmc_jax.runner import stages
 from mrmc_jax.runner import workdir as wd
 
 FIELDS = ("method", "ratio", "seed", "test_accuracy", "num_selected",
           "num_examples", "selection_seconds", "selection_compile_seconds",
-          "train_seconds", "warmup_seconds")
+          "train_seconds", "warmup_seconds", "warmup_epochs", "train_steps",
+          "full_steps_per_epoch", "cost_epochs", "cost_seconds",
+          "num_flipped", "num_flipped_selected", "flipped_selected",
+          "coreset_noise")
 
 
 def slug(spec: str) -> str:
@@ -120,8 +130,13 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   for r in ratios:
     config_lib.check_coreset_size(r, n, name="compare.ratios entry")
   wd.claim(workdir, identity, data, job="compare")
+  stages.keep_noise(ctx0, workdir)
   opts0 = config_lib.selection_options(config)
   need = methods.needs(specs, opts0)
+  flipped = stages.flipped_ids(workdir) if config.dataset.label_noise else None
+  full_spe = input_pipeline.num_batches(n, config.train.batch_size)
+  # One full-data training in full-data epochs (for the pay-off reuses).
+  full_epochs = float(config.train.epochs)
   todo = cells(specs, ratios, seeds)
   stamps = {}
   for seed in seeds:
@@ -154,7 +169,7 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
                             budget=config.train.budget,
                             stamp=stages.checkpoint_stamp(st.result,
                                                           sel.mask))
-      row = stages.write_summary(os.path.join(cdir, "summary.json"), {
+      row = {
           "method": spec, "ratio": ratio, "seed": seed,
           "test_accuracy": result["test_accuracy"],
           "num_selected": int(sel.mask.sum()),
@@ -164,17 +179,38 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
               sel.timing.get("compile_seconds", 0.0)),
           "train_seconds": result["train_seconds"],
           "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
-          "stamp": st.result})
+          "warmup_epochs": (int(config.selection.warmup_epochs)
+                            if methods.needs([spec], opts) else 0),
+          "train_steps": int(result["train_steps"]),
+          "full_steps_per_epoch": int(full_spe)}
+      row.update({k: cost_lib.cell_cost(row)[k]
+                  for k in ("cost_epochs", "cost_seconds")})
+      if flipped is not None:
+        row.update(noise_counts(sel.mask, flipped))
+      row = stages.write_summary(os.path.join(cdir, "summary.json"),
+                                 {**row, "stamp": st.result})
       _finished(workdir, (spec, ratio, seed), st.result)
-      write_reports(workdir, collect(workdir, todo, stamps), specs, ratios)
+      write_reports(workdir, collect(workdir, todo, stamps), specs, ratios,
+                    full_epochs)
       print(f"{spec} ratio={ratio} seed={seed}: test accuracy "
             f"{100 * row['test_accuracy']:.2f}%", flush=True)
   rows = collect(workdir, todo, stamps)
-  write_reports(workdir, rows, specs, ratios)
+  write_reports(workdir, rows, specs, ratios, full_epochs)
   if wd.is_writer():
     print(storage.read_bytes(os.path.join(workdir, "results.md")).decode(),
           flush=True)
   return rows
+
+
+def noise_counts(mask: np.ndarray, flipped: np.ndarray) -> dict[str, Any]:
+  """How many of the flipped training ids (int [F]) a core-set (bool [N])
+  kept: `num_flipped`, `num_flipped_selected`, `flipped_selected` (their
+  fraction of the flipped ids) and `coreset_noise` (their share of the
+  core-set)."""
+  kept = int(np.asarray(mask, bool)[np.asarray(flipped, np.int64)].sum())
+  return {"num_flipped": int(len(flipped)), "num_flipped_selected": kept,
+          "flipped_selected": kept / max(len(flipped), 1),
+          "coreset_noise": kept / max(int(np.sum(mask)), 1)}
 
 
 def _finished(workdir, cell, stamp):
@@ -212,8 +248,13 @@ def _stats(values):
 
 
 def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
-                   ratios: Sequence[float]) -> str:
-  """Accuracy mean +- std (n seeds) per method and ratio, and timings."""
+                   ratios: Sequence[float],
+                   full_epochs: Optional[float] = None) -> str:
+  """Accuracy mean +- std (n seeds) per method and ratio, timings, costs.
+
+  `full_epochs`: one full-data training in full-data epochs (the config's
+  `train.epochs`), for the reuses to pay off when no `full` cell ran.
+  """
   by = {}
   for r in rows:
     by.setdefault((r["method"], r["ratio"]), []).append(r)
@@ -254,7 +295,95 @@ def markdown_table(rows: list[dict[str, Any]], specs: Sequence[str],
   if warm:
     lines += ["", f"Warm-up: {np.median(warm):.1f} s per seed (median), "
               "shared by every method and ratio."]
+  lines += cost_table(rows, specs, ratios, full_epochs)
+  lines += noise_table(rows, specs, ratios)
   return "\n".join(lines) + "\n"
+
+
+def _median(rows, key):
+  return float(np.median([r[key] for r in rows]))
+
+
+def _full_costs(rows, specs, full_epochs):
+  """One full-data training's cost: (epochs, seconds or None)."""
+  full = [r for r in rows if config_lib.ratio_free(r["method"])
+          and "train_steps" in r]
+  if full:
+    return (_median(full, "train_steps") / _median(full,
+                                                   "full_steps_per_epoch"),
+            _median(full, "train_seconds"))
+  return full_epochs, None
+
+
+def cost_table(rows, specs, ratios, full_epochs=None) -> list[str]:
+  """The total cost of each method and ratio and its pay-off (markdown)."""
+  rows = [r for r in rows if "train_steps" in r]
+  if not rows:
+    return []
+  f_epochs, f_seconds = _full_costs(rows, specs, full_epochs)
+  lines = ["", "Total cost per cell (median over seeds): epochs-equivalent "
+           "= R warm-up epochs on all data (only for a method that reads "
+           "the warm-up) + the core-set training's steps / one full-data "
+           "epoch's steps; seconds = warm-up + selection + core-set "
+           "training, measured. A core-set pays off after k reuses, the "
+           "smallest integer k with W + k C <= k F (W: warm-up + selection, "
+           "paid once; C: one core-set training; F: one full-data "
+           "training); for methods without warm-up W is the selection "
+           "alone.", "",
+           "| method | ratio | accuracy | cost (epochs) | cost (s) | "
+           "pays off after (epochs) | pays off after (s) |",
+           "|---|---|---|---|---|---|---|"]
+
+  def payoff(oneoff, each, full):
+    if full is None:
+      return "—"
+    k = cost_lib.reuses_to_pay_off(oneoff, each, full)
+    return "never" if k is None else str(k)
+
+  for spec in specs:
+    for ratio in ([1.0] if config_lib.ratio_free(spec) else ratios):
+      got = [r for r in rows if r["method"] == spec and r["ratio"] == ratio]
+      if not got:
+        continue
+      c = [cost_lib.cell_cost(r) for r in got]
+      med = {k: float(np.median([x[k] for x in c])) for k in c[0]}
+      train_s = _median(got, "train_seconds")
+      ratio_free = config_lib.ratio_free(spec)
+      lines.append(
+          f"| {spec} | {ratio:g} | "
+          f"{100 * np.mean([r['test_accuracy'] for r in got]):.2f} | "
+          f"{med['cost_epochs']:.1f} | {med['cost_seconds']:.1f} | "
+          + ("— | — |" if ratio_free else
+             f"{payoff(med['oneoff_epochs'], med['train_epochs_equivalent'], f_epochs)} | "
+             f"{payoff(med['oneoff_seconds'], train_s, f_seconds)} |"))
+  return lines
+
+
+def noise_table(rows, specs, ratios) -> list[str]:
+  """Under label noise: the flipped examples each core-set kept."""
+  rows = [r for r in rows if "num_flipped" in r]
+  if not rows:
+    return []
+  n_flipped = rows[0]["num_flipped"]
+  share = n_flipped / rows[0]["num_examples"]
+  lines = ["", f"Label noise: {n_flipped} flipped training labels "
+           f"({100 * share:.1f}%). Per method and ratio, mean over seeds: "
+           "the core-set's share of flipped examples (Random keeps about "
+           f"{100 * share:.1f}%), and in brackets the fraction of all "
+           "flipped examples it selected.", "",
+           "| method | " + " | ".join(f"{x:g}" for x in ratios) + " |",
+           "|---|" + "---|" * len(ratios)]
+  for spec in specs:
+    if config_lib.ratio_free(spec):
+      continue
+    cells_ = []
+    for ratio in ratios:
+      got = [r for r in rows if r["method"] == spec and r["ratio"] == ratio]
+      cells_.append("—" if not got else
+                    f"{100 * np.mean([r['coreset_noise'] for r in got]):.1f}%"
+                    f" ({100 * np.mean([r['flipped_selected'] for r in got]):.1f}%)")
+    lines.append(f"| {spec} | " + " | ".join(cells_) + " |")
+  return lines
 
 
 def plot(rows, specs, ratios, path):
@@ -288,8 +417,42 @@ def plot(rows, specs, ratios, path):
   plots.save(fig, path)
 
 
-def write_reports(workdir, rows, specs, ratios) -> None:
-  """results.csv, results.md and accuracy.png from the finished cells."""
+def plot_cost(rows, specs, ratios, path):
+  """Accuracy against total cost in seconds (log axis), one marker per
+  method and ratio (mean over seeds); full data and Random as references."""
+  rows = [r for r in rows if "cost_seconds" in r]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for spec in specs:
+    pts = []
+    for ratio in ([1.0] if config_lib.ratio_free(spec) else ratios):
+      got = [r for r in rows if r["method"] == spec and r["ratio"] == ratio]
+      if got:
+        pts.append((np.median([r["cost_seconds"] for r in got]),
+                    100 * np.mean([r["test_accuracy"] for r in got]), ratio))
+    if not pts:
+      continue
+    xs, ys, rs = zip(*pts)
+    if config_lib.ratio_free(spec):
+      ax.plot(xs, ys, marker="*", ms=12, color="black", ls="none",
+              label=f"{spec} data" if spec == "full" else spec)
+      continue
+    style = dict(color="gray", ls="--", lw=2) if spec == "random" else dict(
+        ls="-" if spec.startswith("mrmc") else ":")
+    ax.plot(xs, ys, marker="o", ms=4, label=spec, **style)
+    for x, y, r in pts:
+      ax.annotate(f"{r:g}", (x, y), fontsize=6, xytext=(2, 2),
+                  textcoords="offset points")
+  ax.set_xscale("log")
+  ax.set_xlabel("total cost: warm-up + selection + training (s)")
+  ax.set_ylabel("test accuracy (%)")
+  ax.legend(fontsize=7, ncol=2)
+  ax.grid(alpha=0.3, which="both")
+  plots.save(fig, path)
+
+
+def write_reports(workdir, rows, specs, ratios,
+                  full_epochs: Optional[float] = None) -> None:
+  """results.csv, results.md, accuracy.png and cost.png from the cells."""
   if not wd.is_writer():
     return
   buf = io.StringIO()
@@ -298,5 +461,6 @@ def write_reports(workdir, rows, specs, ratios) -> None:
   writer.writerows(rows)
   wd.write_text(os.path.join(workdir, "results.csv"), buf.getvalue())
   wd.write_text(os.path.join(workdir, "results.md"),
-                markdown_table(rows, specs, ratios))
+                markdown_table(rows, specs, ratios, full_epochs))
   plot(rows, specs, ratios, os.path.join(workdir, "accuracy.png"))
+  plot_cost(rows, specs, ratios, os.path.join(workdir, "cost.png"))

@@ -56,6 +56,9 @@ class Context:
       (0: none).
     stats_record: the computed input statistics to keep in the workdir
       (`save_stats`); None when they were read from it.
+    flipped: {file name: int ids} of the labels flipped by
+      `dataset.label_noise` (`stages.keep_noise` writes them once the
+      workdir is claimed); empty without noise.
   """
   data: data_lib.Dataset
   model: nn.Module
@@ -71,6 +74,7 @@ class Context:
   checkpoint_every: int
   checkpoint_every_steps: int = 0
   stats_record: Optional[dict[str, Any]] = None
+  flipped: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @property
   def image_shape(self) -> tuple[int, ...]:

@@ -68,6 +68,7 @@ def _train_and_evaluate(config, workdir, identity):
   ratio = 1.0 if config_lib.ratio_free(spec) else float(config.selection.ratio)
   config_lib.check_coreset_size(ratio, int(labels.shape[0]))
   wd.claim(workdir, identity, data)
+  stages.keep_noise(ctx, workdir)
   context_lib.save_stats(ctx, data)  # A relaunch skips the statistics pass.
   opts = config_lib.selection_options(config)
   warm_stamp = stages.warmup_stamp(config, config.seed, data)

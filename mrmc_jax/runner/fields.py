@@ -59,6 +59,12 @@ BASE: tuple[Field, ...] = (
     Field("dataset.validation_fraction", 0.0, _ALL, "if > 0, hold out this "
           "stratified fraction of train and evaluate on it instead of test"),
     Field("dataset.validation_seed", 0, _ALL, "seed of the held-out split"),
+    Field("dataset.label_noise", 0.0, _ALL, "symmetric label noise: this "
+          "fraction in [0, 1) of the training labels (and of a validation "
+          "split carved from them) flipped to a uniform other class; test "
+          "labels untouched; flipped ids in noise/flipped.npy"),
+    Field("dataset.label_noise_seed", 0, _ALL, "seed of the flipped rows "
+          "and labels (one noisy data set shared by every run seed)"),
     Field("model.name", "mlp", _ALL, "see mrmc_jax.models.create_model"),
     Field("model.dtype", "float32", _ALL, "float32 or bfloat16"),
     Field("selection.method", "mrmc", _NONE, "the method spec of "
@@ -68,6 +74,9 @@ BASE: tuple[Field, ...] = (
           "(given to the selection stage explicitly)"),
     Field("selection.warmup_epochs", 10, _ALL, "R, epochs of warm-up on all "
           "data"),
+    Field("selection.warmup_model", "", (W,), "a model for the warm-up only "
+          "(selection via proxy, e.g. mlp_small); the core-sets train "
+          "model.name; empty: model.name"),
     Field("selection.plugins", "", (S, T), "comma-separated .py files or "
           "modules of the user's own methods (each calls methods.register)"),
     Field("train.epochs", 20, _ALL, "core-set training epochs (and the "
@@ -164,9 +173,10 @@ def base_config() -> ml_collections.ConfigDict:
   """The base config: every field of `BASE` and the built-in methods' options."""
   config = ml_collections.ConfigDict()
   # The options go after selection.warmup_epochs, as they always did.
-  _add(config, BASE[:13])
+  cut = [f.path for f in BASE].index("selection.warmup_epochs") + 1
+  _add(config, BASE[:cut])
   _add(config, option_fields(builtin_only=True))
-  _add(config, BASE[13:])
+  _add(config, BASE[cut:])
   return config
 
 

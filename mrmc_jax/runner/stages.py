@@ -37,8 +37,11 @@ import numpy as np
 
 from mrmc_jax import data as data_lib
 from mrmc_jax import methods
+from mrmc_jax import models
 from mrmc_jax import scoring
 from mrmc_jax import train_step
+from mrmc_jax import validation
+from mrmc_jax.data import noise as noise_lib
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import context as context_lib
@@ -83,9 +86,62 @@ def file_sha256(path: str) -> str:
 
 def load(config: ml_collections.ConfigDict, workdir: str
          ) -> tuple[Context, dict[str, Any]]:
-  """The run's context (data, model, mesh) and its data fingerprint."""
+  """The run's context (data, model, mesh) and its data fingerprint.
+
+  With `dataset.label_noise` > 0 the training labels (and a validation
+  split's, which is carved from them first) carry symmetric noise
+  (`data.noise`); the flipped ids travel in `ctx.flipped`, and
+  `keep_noise` writes them to `noise/flipped.npy` (and
+  `noise/flipped_validation.npy`) once the workdir is claimed.
+  """
+  proxy = config.selection.warmup_model
+  if proxy and proxy not in models.MODEL_NAMES:
+    raise ValueError(f"selection.warmup_model={proxy!r} is not allowed: use "
+                     f"one of {', '.join(models.MODEL_NAMES)} (or empty).")
+  fraction = noise_lib.check_fraction(config.dataset.label_noise)
+  validation.check_seed(config.dataset.label_noise_seed,
+                        "dataset.label_noise_seed")
+  if fraction > 0 and config.dataset.input != "memory":
+    raise ValueError(f"dataset.label_noise={fraction} needs "
+                     "dataset.input=memory: streamed splits are read by id "
+                     "and cannot be relabelled.")
   ctx = context_lib.make_context(config, workdir)
+  if fraction > 0:
+    data, flipped, flipped_val = noise_lib.add_label_noise(
+        ctx.data, fraction, config.dataset.label_noise_seed,
+        noisy_test=bool(config.dataset.validation_fraction))
+    kept = {"flipped.npy": flipped}
+    if flipped_val is not None:
+      kept["flipped_validation.npy"] = flipped_val
+    ctx = dataclasses.replace(ctx, data=data, flipped=kept)
   return ctx, data_fingerprint(ctx)
+
+
+def keep_noise(ctx: Context, workdir: str) -> None:
+  """Writes (or checks) the flipped ids of `ctx`, after `workdir.claim`."""
+  for name, ids in ctx.flipped.items():
+    _keep_flipped(workdir, name, ids)
+
+
+def _keep_flipped(workdir: str, name: str, ids: np.ndarray) -> None:
+  path = os.path.join(workdir, "noise", name)
+  if not wd.is_writer():
+    return
+  if storage.exists(path):
+    try:
+      if np.array_equal(wd.read_npy(path), ids):
+        return
+      logging.warning("%s differs from the flipped ids of this config; "
+                      "writing them again.", path)
+    except wd.CorruptFileError as e:
+      logging.warning("%s; writing the flipped ids again.", e)
+  wd.write_npy(path, np.asarray(ids, np.int64))
+
+
+def flipped_ids(workdir: str) -> Optional[np.ndarray]:
+  """The training ids whose labels were flipped (`load`), or None."""
+  path = os.path.join(workdir, "noise", "flipped.npy")
+  return wd.read_npy(path) if storage.exists(path) else None
 
 
 def data_fingerprint(ctx: Context) -> dict[str, Any]:
@@ -111,8 +167,21 @@ def warmup(ctx: Context, config: ml_collections.ConfigDict,
   art = warmup_lib.read_artefacts(ctx.workdir, need, stamp)
   if decide(art is not None):
     return art
-  return warmup_lib.run_warmup(ctx, need, stamp=stamp,
+  return warmup_lib.run_warmup(warmup_context(ctx, config), need,
+                               stamp=stamp,
                                **config_lib.warmup_settings(config))
+
+
+def warmup_context(ctx: Context, config: ml_collections.ConfigDict
+                   ) -> Context:
+  """The context the warm-up trains: `selection.warmup_model` if set."""
+  name = config.selection.warmup_model
+  if not name or name == config.model.name:
+    return ctx
+  model = models.create_model(name, ctx.data.num_classes,
+                              dtype=config_lib.DTYPES[config.model.dtype])
+  return dataclasses.replace(ctx, model=model,
+                             apply_fn=train_step.module_apply_fn(model))
 
 
 # --------------------------------------------------------------------------
