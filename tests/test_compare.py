@@ -168,6 +168,9 @@ def test_load_stage_noises_a_validation_split_and_stores_the_ids(tmp_path):
   config.dataset.label_noise = 0.3
   workdir = str(tmp_path / "v")
   ctx, _ = compare.stages.load(config, workdir)
+  # Nothing is written before the workdir is claimed; then the ids are kept.
+  assert not os.path.exists(os.path.join(workdir, "noise"))
+  compare.stages.keep_noise(ctx, workdir)
   clean = compare.stages.context_lib.make_context(config, workdir).data
   for name, noisy_split, clean_split in (
       ("flipped.npy", ctx.data.train, clean.train),

@@ -76,6 +76,8 @@ def emulator(tmp_path_factory):
          "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test", "EPATH_USE_TF": "false"}
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
+  from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
+  storage.use_gcsfs()  # Also when an earlier test used epath (orbax).
   try:
     yield url
   finally:

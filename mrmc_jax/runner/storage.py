@@ -62,6 +62,20 @@ def _looks_like_url(path: str) -> bool:
       SCHEMES + ("s3", "az", "hf", "http", "https", "file", "memory"))
 
 
+def use_gcsfs() -> None:
+  """Points every epath user (orbax included) at gcsfs for `gs://`.
+
+  Sets `EPATH_USE_TF=false` unless the user chose, and forgets epath's
+  cached answer to "use TensorFlow?", which the first epath path of the
+  process (local ones included, e.g. an earlier orbax checkpoint) fixes.
+  """
+  os.environ.setdefault("EPATH_USE_TF", "false")
+  from etils.epath import gpath  # pylint: disable=g-import-not-at-top
+  cached = getattr(gpath, "_is_tf_installed", None)
+  if hasattr(cached, "cache_clear"):
+    cached.cache_clear()
+
+
 def check_url(path: str) -> None:
   """Refuses a workdir that is not a local path or reachable `gs://` URL.
 
@@ -88,7 +102,7 @@ def check_url(path: str) -> None:
   bucket = rest.split("/", 1)[0]
   if not bucket:
     raise ValueError(f"--workdir={path} names no bucket ({s}://BUCKET/path).")
-  os.environ.setdefault("EPATH_USE_TF", "false")
+  use_gcsfs()
   try:
     import gcsfs  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
