@@ -191,9 +191,18 @@ def warmup_context(ctx: Context, config: ml_collections.ConfigDict
 def selection_stamp(warm_stamp: str, config: ml_collections.ConfigDict,
                     spec: str, ratio: float,
                     opts: methods.SelectionOptions) -> str:
-  """What a selection computes from: the warm-up, spec, ratio, options."""
+  """What a selection computes from: the warm-up, spec, ratio, options.
+
+  The options are the built-in methods' and those the method reads: a
+  method registered elsewhere in the process (a plug-in, a test) does not
+  change the stamps of the others.
+  """
+  name, resolved = methods.resolve(spec, opts)
+  keep = (set(methods.option_readers(builtin_only=True)) |
+          set(methods.get_method(name).options) | {"seed", "epochs"})
+  values = {k: v for k, v in resolved.asdict().items() if k in keep}
   return wd.stamp(warm_stamp, fields.affecting(config, fields.S), spec,
-                  float(ratio), methods.resolve(spec, opts)[1].asdict())
+                  float(ratio), values)
 
 
 @dataclasses.dataclass(frozen=True)
