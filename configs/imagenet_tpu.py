@@ -13,7 +13,7 @@ Linear scaling is paired with 5 epochs of linear learning-rate warm-up
 before the cosine decay (Goyal et al., 2017): `train.schedule=
 "warmup_cosine"`, `train.lr_warmup_epochs=5`, in each stage's own epochs.
 
-Streamed input (`dataset.input="stream"`, mrmc_jax/streaming.py). Prepare the
+Streamed input (`dataset.input="stream"`, mrmc_jax/data/stream.py). Prepare the
 tfds data set ONCE, as ArrayRecord, into a shared data_dir, before launching:
 `tfds build imagenet2012 --file_format=array_record --data_dir=<shared
 data_dir> --manual_dir=<folder with the official tars>`. Each host then reads
