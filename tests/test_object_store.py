@@ -23,6 +23,9 @@ import urllib.request
 import numpy as np
 import pytest
 
+# End-to-end runs of a minute or more: `make test-slow` (CI runs both).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(ROOT, "experiments", "main.py")
 TINY = {"selection.warmup_epochs": 3, "train.epochs": 2,

@@ -32,6 +32,9 @@ from tests.test_reliability import metric_epochs
 from tests.test_reliability import run_cli
 from tests.test_reliability import tiny_config
 
+# End-to-end runs of a minute or more: `make test-slow` (CI runs both).
+pytestmark = pytest.mark.slow
+
 WARMUP_STEPS = 12  # per epoch: 1438 examples / 128
 
 

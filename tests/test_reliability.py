@@ -91,6 +91,7 @@ def finished(tmp_path_factory):
   return workdir, summary
 
 
+@pytest.mark.slow
 def test_kills_resume_to_the_same_mask_and_one_row_per_epoch(tmp_path,
                                                              finished,
                                                              caplog):

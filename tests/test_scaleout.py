@@ -269,6 +269,7 @@ def _launch(workdir, record, tag, *worker_flags, processes=2,
       *worker_flags, processes=processes, local_devices=local_devices)
 
 
+@pytest.mark.slow
 def test_two_processes_resume_and_select_the_one_device_mask(
     tmp_path, one_device_run):
   workdir, record = str(tmp_path / "run"), str(tmp_path / "record")

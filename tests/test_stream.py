@@ -86,6 +86,7 @@ def _launch(workdir, record, tag, data_dir, *worker_flags):
       *worker_flags)
 
 
+@pytest.mark.slow
 def test_two_processes_killed_mid_warmup_resume_to_the_one_process_mask(
     tmp_path, data_dir, memory_run):
   workdir, record = str(tmp_path / "run"), str(tmp_path / "record")
