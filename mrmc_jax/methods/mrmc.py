@@ -62,15 +62,80 @@ def mrmc_from_artefacts(art: dict[str, np.ndarray],
       epoch_offset=opts.epoch_offset + s))
 
 
+# The noise filter from MRMC's fit (`fit_filter_keep`).
+FILTER_OPTIONS = tuple(o.name for o in options_lib.declare(
+    options_lib.Option(
+        "fit_filter", float, 0.0, "drop examples whose fitted loss at the "
+        "last warm-up epoch, q w^-R, exceeds fit_filter * log(C) (taken only "
+        "if a class runs short); 0: off", low=0.0),
+))
+
+
+def fitted_last_loss(art: dict[str, np.ndarray],
+                     opts: options_lib.SelectionOptions) -> np.ndarray:
+  """MRMC's fitted loss at the last warm-up epoch, `q * w**-R_last`.
+
+  The part of the fitted initial loss `q` that the warm-up has not removed:
+  `q = mrmc score + fitted_last_loss` for the literal score. It uses the
+  same fit as `mrmc_from_artefacts` (source, epochs, burn-in, bound,
+  offset).
+
+  Args:
+    art: warm-up artefacts (`common.trajectory_view`).
+    opts: reads `MRMC_OPTIONS`.
+
+  Returns:
+    float64 `[N]`, >= 0.
+  """
+  traj = common.trajectory_view(art, opts)
+  s = opts.skip_epochs
+  loss = traj["loss"][:, s:]
+  q, w = scoring.fit_exponential_decay(
+      loss, traj["visits"][:, s:] > 0,
+      max_initial_ratio=opts.max_initial_ratio,
+      epoch_offset=opts.epoch_offset + s)
+  r_last = opts.epoch_offset + s + loss.shape[1] - 1
+  return np.asarray(scoring.fitted_curve(q, w, np.array([r_last])),
+                    np.float64)[:, 0]
+
+
+def fit_filter_keep(art: dict[str, np.ndarray],
+                    opts: options_lib.SelectionOptions,
+                    num_classes: int) -> np.ndarray | None:
+  """Which examples MRMC's fit says are being learned (`fit_filter`).
+
+  An example whose fitted loss at the last warm-up epoch is still above
+  `fit_filter * log(C)` (log C: the loss of a uniform prediction) is not
+  being learned by the warm-up; under label noise these are mostly the
+  flipped examples (docs/results/label_noise.md). Such examples are left
+  out of the selection and taken only when a class has too few others.
+
+  Args:
+    art: warm-up artefacts.
+    opts: reads `fit_filter` and `MRMC_OPTIONS`.
+    num_classes: C >= 2.
+
+  Returns:
+    bool `[N]`, True = may be selected; None when `fit_filter` is 0 (off).
+  """
+  if not opts.fit_filter:
+    return None
+  limit = float(opts.fit_filter) * float(np.log(num_classes))
+  return fitted_last_loss(art, opts) <= limit
+
+
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
-  return common.select_top(mrmc_from_artefacts(art, opts), labels, ratio,
-                           num_classes=num_classes,
-                           class_balanced=opts.class_balanced,
-                           seed=opts.seed)
+  scores = mrmc_from_artefacts(art, opts)
+  keep = fit_filter_keep(art, opts, num_classes)
+  keys = scores if keep is None else np.where(keep, scores, -np.inf)
+  _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
+                              class_balanced=opts.class_balanced,
+                              seed=opts.seed)
+  return scores, mask
 
 
 METHOD = common.Method(
     "mrmc", frozenset({"trajectory"}),
-    ("class_balanced", "seed") + MRMC_OPTIONS,
+    ("class_balanced", "seed") + MRMC_OPTIONS + FILTER_OPTIONS,
     _select, "maximum reduction as maximum contribution; keep highest")

@@ -20,6 +20,9 @@ lowest MRMC score) in two steps:
      shrinks; within it, larger loss reductions are preferred. Easiness is
      read from confidence, not from MRMC's rank: MRMC's low ranks hold both
      the examples learned before epoch 1 ends and those never learned.
+   - `"score"`: as `"conf"`, but the density is multiplied by MRMC's
+     score itself rather than its rank: DUAL's sampling law with MRMC's
+     score in place of DUAL's (zero scores are taken last).
    - `"beta"`: a Beta density over the rank itself, mode
      `m(ratio) = 1 - (1 - ratio) ** ra_shape`, `a = 1 + 14 m`,
      `b = 1 + 14 (1 - m)`: toward low MRMC scores as the ratio shrinks.
@@ -63,7 +66,7 @@ from mrmc_jax.methods import common
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import mrmc
 
-FORMS = ("beta", "uniform", "top", "conf", "mix")
+FORMS = ("beta", "uniform", "top", "conf", "mix", "score")
 _CONCENTRATION = 16.0
 
 
@@ -87,7 +90,8 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
                    ra_shape: float = 8.0, ra_form: str = "conf",
                    confidence=None, ra_anchor: float = 0.01,
                    anchor_scores=None, anchor_value=None,
-                   rank_factor: bool = True, seed: int = 0) -> np.ndarray:
+                   rank_factor: bool = True, keep=None,
+                   seed: int = 0) -> np.ndarray:
   """Cut the top tail, then sample the rest by a ratio-dependent density.
 
   See the module docstring for the rule. The rank u is within class when
@@ -102,9 +106,9 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     class_balanced: per-class quotas (default) or one global budget.
     ra_cut: in [0, 1]; the cut is `ra_cut * (1 - ratio)` of each class.
     ra_shape: > 0; the density's mode is `1 - (1 - ratio) ** ra_shape`.
-    ra_form: "beta", "uniform", "top", "conf" or "mix".
+    ra_form: "beta", "uniform", "top", "conf", "mix" or "score".
     confidence: float `[N]` in [0, 1], the mean true-class probability;
-      needed by `ra_form="conf"` only.
+      needed by `ra_form="conf"` and `"score"` only.
     ra_anchor: in [0, 1); `conf` only: the anchor is the mean confidence of
       the top `ra_anchor` fraction by score (at least 10 examples); 0 keeps
       DUAL's 10 examples, a noisy statistic (docs/results).
@@ -114,6 +118,9 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
       confidence (`conf` only; the ablation `ra_score="none"`).
     rank_factor: `conf` only: multiply the density by the rank factor
       `(pos + 1) / n_kept` (default) or not.
+    keep: optional bool `[N]` (`mrmc.fit_filter_keep`): examples with False
+      are left out (also of the anchor) and taken only when their class
+      (or the budget) has too few others. None: all may be selected.
     seed: int >= 0 (ranks of ties, sampling).
 
   Returns:
@@ -132,9 +139,22 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
   cut = cut_fraction(ratio, ra_cut)
   mode = beta_mode(ratio, ra_shape)
   labels = np.asarray(labels, np.int64)
+  if keep is not None:
+    keep = np.asarray(keep)
+    if keep.dtype != bool or keep.shape != np.shape(scores):
+      raise ValueError(f"keep has dtype {keep.dtype} and shape {keep.shape}; "
+                       f"it must be bool [N={np.shape(scores)[0]}] like "
+                       "scores.")
   groups, quotas, _ = common.group_quotas(labels, num_classes, ratio,
                                           class_balanced)
-  pos = common.within_group_position(scores, groups, seed)
+  # Left-out examples rank below every other of their group, and their keys
+  # are -inf: select_top and sample_by_weight take them last.
+  pos_keys = np.zeros(labels.shape[0])
+  if keep is not None:
+    pos_keys = np.where(keep, 0.0, -np.inf)
+  pos = common.within_group_position(
+      np.where(pos_keys == 0.0, np.asarray(scores, np.float64), -np.inf),
+      groups, seed)
   sizes = np.bincount(groups, minlength=quotas.shape[0])
   # Drop the top floor(cut * n) of each group, but leave at least its quota.
   n_drop = np.minimum(np.floor(cut * sizes + 1e-9).astype(np.int64),
@@ -143,7 +163,7 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
   kept = pos < kept_n
   u_kept = pos / np.maximum(kept_n - 1, 1)
   if ra_form == "top":
-    keys = np.where(kept, u_kept, -np.inf)
+    keys = np.where(kept, u_kept, -np.inf) + pos_keys
     _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
                                 class_balanced=class_balanced, seed=seed)
     return mask
@@ -153,13 +173,13 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     n_top = np.floor(mode * quotas + 1e-9).astype(np.int64)
     top = pos >= kept_n - n_top[groups]
     rand = np.random.default_rng(seed).random(pos.shape[0])
-    keys = np.where(kept, np.where(top, 2.0, rand), -np.inf)
+    keys = np.where(kept, np.where(top, 2.0, rand), -np.inf) + pos_keys
     _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
                                 class_balanced=class_balanced, seed=seed)
     return mask
   if ra_form == "uniform":
     log_w = np.where(kept, 0.0, -np.inf)
-  elif ra_form == "conf":
+  elif ra_form in ("conf", "score"):
     if confidence is None or np.shape(confidence) != np.shape(scores):
       raise ValueError("ra_form='conf' needs confidence, a float [N] array "
                        "like scores.")
@@ -171,12 +191,19 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
                        f"[N={np.shape(scores)[0]}] like scores.")
     common.check_number(ra_anchor, "ra_anchor", 0.0, 1.0, hi_open=True)
     num_anchors = max(10, int(np.ceil(ra_anchor * s.shape[0])))
+    if keep is not None:
+      s = np.where(keep, s, -np.inf)
     top = np.argsort(-s, kind="stable")[:num_anchors]
     anchor = (float(conf[top].mean()) if anchor_value is None
               else float(anchor_value))
     a, b = dual.beta_shape(ratio, anchor, ra_shape)
     log_pdf = dual.beta_log_density(conf, a, b)
-    if rank_factor:
+    if ra_form == "score":
+      # DUAL's law with MRMC's score in place of DUAL's: density x score.
+      with np.errstate(divide="ignore"):
+        log_pdf = log_pdf + np.log(np.maximum(
+            np.asarray(scores, np.float64), 0.0))
+    elif rank_factor:
       log_pdf = log_pdf + np.log((pos + 1.0) / kept_n)
     log_w = np.where(kept, log_pdf, -np.inf)
   else:
@@ -188,6 +215,7 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     x = np.clip(u_kept, half, 1.0 - half)
     log_w = np.where(kept, (a - 1.0) * np.log(x) + (b - 1.0) * np.log1p(-x),
                      -np.inf)
+  log_w = log_w + pos_keys
   _, mask = common.sample_by_weight(log_w, labels, ratio,
                                     num_classes=num_classes,
                                     class_balanced=class_balanced, seed=seed)
@@ -247,7 +275,9 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
                         ra_anchor=opts.ra_anchor,
                         anchor_scores=anchor_scores,
                         anchor_value=0.5 if none else None,
-                        rank_factor=not none, seed=opts.seed)
+                        rank_factor=not none,
+                        keep=mrmc.fit_filter_keep(art, opts, num_classes),
+                        seed=opts.seed)
   return np.asarray(scores, np.float32), np.asarray(mask)
 
 
@@ -270,6 +300,6 @@ METHOD = common.Method(
     "mrmc_ra", frozenset({"trajectory"}),
     ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form", "ra_anchor",
      "ra_score")
-    + mrmc.MRMC_OPTIONS, _select,
+    + mrmc.MRMC_OPTIONS + mrmc.FILTER_OPTIONS, _select,
     "samples by a Beta density over mean p_true, its location set by the "
     "ratio and the confidence of MRMC's top 1%, times MRMC's class rank")

@@ -183,3 +183,46 @@ def test_registry_row_reads_the_shuffled_score():
                           num_classes=3, opts=opts)
   np.testing.assert_array_equal(m4, m5)
   assert not np.array_equal(m4, m0)
+
+
+@pytest.mark.parametrize("form", ["conf", "score", "uniform", "top", "mix",
+                                  "beta"])
+def test_keep_leaves_rows_out_of_every_form(form):
+  rng = np.random.default_rng(2)
+  n = 400
+  labels = rng.integers(0, 2, n)
+  scores = rng.random(n)
+  conf = rng.random(n)
+  keep = rng.random(n) < 0.6
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.3, num_classes=2,
+                                ra_form=form, confidence=conf, keep=keep,
+                                seed=1)
+  np.testing.assert_array_equal(np.bincount(labels[mask], minlength=2),
+                                selection.class_quotas(labels, 2, 0.3))
+  assert not (mask & ~keep).any()
+  # When a class has too few kept rows, all of them go in first.
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.8, num_classes=2,
+                                ra_form=form, confidence=conf, keep=keep,
+                                seed=1)
+  assert (mask | ~keep).all()
+  with pytest.raises(ValueError, match="keep has dtype"):
+    mrmc_ra.mrmc_ra_select(scores, labels, 0.3, num_classes=2, ra_form=form,
+                           confidence=conf, keep=keep.astype(int))
+
+
+def test_score_form_weights_by_the_score():
+  # Two halves with equal confidence: the half with 9x the score should
+  # get about 90% of a small sample.
+  n = 4000
+  labels = np.zeros(n, int)
+  scores = np.where(np.arange(n) < n // 2, 9.0, 1.0)
+  conf = np.full(n, 0.5)
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.05, num_classes=1,
+                                ra_form="score", confidence=conf, seed=0)
+  share = mask[: n // 2].sum() / mask.sum()
+  assert 0.85 < share < 0.95
+  # Zero scores are taken last.
+  scores[:10] = 0.0
+  mask = mrmc_ra.mrmc_ra_select(scores, labels, 0.9, num_classes=1,
+                                ra_form="score", confidence=conf, seed=0)
+  assert not mask[:10].any()

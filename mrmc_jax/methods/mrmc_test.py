@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mrmc_jax import scoring
+from mrmc_jax import selection
 from mrmc_jax.methods import common
 from mrmc_jax.methods import mrmc
 from mrmc_jax.methods import options
@@ -34,3 +35,65 @@ def test_skip_epochs_fits_the_later_columns():
   want = scoring.mrmc_scores(art["loss"][:, 2:], art["visits"][:, 2:] > 0,
                              score="observed", epoch_offset=3)
   np.testing.assert_array_equal(mrmc.mrmc_from_artefacts(art, opts), want)
+
+
+def _noisy_artefacts(n=200, r=5, seed=0):
+  """Decaying losses; a quarter of the rows decay slowly from 4.5 (to 3.2).
+
+  The slow rows are the picture of a flipped label: a high loss that drops
+  by about as much as a clean row's, and stays high.
+  """
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n)
+  epochs = np.arange(1, r + 1)
+  q = rng.uniform(0.5, 2.0, n)
+  w = rng.uniform(1.2, 2.0, n)
+  loss = q[:, None] * w[:, None] ** -epochs[None, :]
+  stuck = rng.random(n) < 0.25
+  loss[stuck] = 4.5 * 1.07 ** -epochs[None, :] + 0.01 * rng.standard_normal(
+      (stuck.sum(), r))
+  art = {"loss": loss.astype(np.float32), "visits": np.ones((n, r)),
+         "correct": loss < 0.7, "p_true": np.exp(-loss),
+         "el2n": 1 - np.exp(-loss)}
+  return art, labels, stuck
+
+
+def test_fitted_last_loss_is_q_minus_the_score():
+  art, _, _ = _noisy_artefacts()
+  opts = options.SelectionOptions()
+  q, _ = scoring.fit_exponential_decay(art["loss"], art["visits"] > 0)
+  np.testing.assert_allclose(
+      mrmc.fitted_last_loss(art, opts) + mrmc.mrmc_from_artefacts(art, opts),
+      q, rtol=1e-4, atol=1e-5)
+  # Clean rows: the fit is exact, so the fitted last loss is the last loss.
+  art0, _, stuck = _noisy_artefacts()
+  np.testing.assert_allclose(mrmc.fitted_last_loss(art0, opts)[~stuck],
+                             art0["loss"][~stuck, -1], rtol=1e-3, atol=1e-4)
+
+
+def test_fit_filter_leaves_out_the_unlearned_rows():
+  art, labels, stuck = _noisy_artefacts()
+  opts = options.SelectionOptions()
+  assert mrmc.fit_filter_keep(art, opts, 2) is None
+  on = options.resolve("mrmc(fit_filter=1.0)", opts)[1]
+  keep = mrmc.fit_filter_keep(art, on, 2)
+  # log 2 = 0.69: the slow rows (last loss 3.2) are out, the others in.
+  np.testing.assert_array_equal(keep, ~stuck)
+  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  # Without the filter MRMC's top takes slow rows (their drop is large).
+  _, m_off = registry.select("mrmc", art, labels, 0.5, num_classes=2,
+                             opts=opts)
+  assert (m_off & stuck).any()
+  s_on, m_on = registry.select("mrmc(fit_filter=1.0)", art, labels, 0.5,
+                               num_classes=2, opts=opts)
+  assert not (m_on & stuck).any()
+  np.testing.assert_array_equal(s_on, mrmc.mrmc_from_artefacts(art, opts))
+  # At ratio 0.9 each class runs short of learned rows: all of them are
+  # kept, and the quota is filled from the stuck rows.
+  m9 = registry.select("mrmc(fit_filter=1.0)", art, labels, 0.9,
+                       num_classes=2, opts=opts)[1]
+  np.testing.assert_array_equal(np.bincount(labels[m9], minlength=2),
+                                selection.class_quotas(labels, 2, 0.9))
+  assert (m9 | stuck).all() and (m9 & stuck).any()
+  with pytest.raises(ValueError, match="fit_filter=-1"):
+    options.resolve("mrmc(fit_filter=-1)", opts)
