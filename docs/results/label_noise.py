@@ -2,11 +2,13 @@
 
   PYTHONPATH=. python docs/results/label_noise.py SEEDS CSV_0.2 CSV_0.4
 
-SEEDS (e.g. 0,1) keeps the seeds that finished for every method. Prints,
-per noise level: test accuracy mean ± std per method and ratio, the
+SEEDS (e.g. 0,1) keeps the seeds that finished for every method. A CSV
+whose path holds "validation" is a grid on the noisy validation split.
+Prints, per noise level: accuracy mean ± std per method and ratio, the
 core-set's share of flipped labels, the total cost, and the goal check: the
-best MRMC-family method (a name starting with `mrmc`) against Random and
-against every peer's mean at each ratio.
+best MRMC-family method (a name starting with `mrmc`, less the controls
+without MRMC's score: `ra_form=uniform`, `ra_score=none`) against Random
+and against every peer's mean at each ratio.
 """
 
 import csv
@@ -15,6 +17,11 @@ import sys
 import numpy as np
 
 REFERENCE = ("random", "full")
+
+
+def is_control(method):
+  """A control without MRMC's score: not of the MRMC family, not a peer."""
+  return "ra_form=uniform" in method or "ra_score=none" in method
 
 
 def read(path, seeds):
@@ -27,15 +34,17 @@ def read(path, seeds):
   return rows
 
 
-def table(rows, level):
+def table(rows, level, what="test"):
   methods = list(dict.fromkeys(r["method"] for r in rows))
   ratios = sorted({r["ratio"] for r in rows if r["method"] != "full"},
                   reverse=True)
   acc = {}
   for r in rows:
     acc.setdefault((r["method"], r["ratio"]), []).append(r)
-  out = [f"### {100 * level:.0f}% label noise", "",
-         "Test accuracy (%), mean ± std over seeds (n):", "",
+  out = [f"### {100 * level:.0f}% label noise"
+         + (", validation split" if what == "validation" else ""), "",
+         f"{what.capitalize()} accuracy (%), mean ± std over seeds (n):",
+         "",
          "| method | " + " | ".join(f"{x:g}" for x in ratios) + " |",
          "|---|" + "---|" * len(ratios)]
   means = {}
@@ -78,8 +87,9 @@ def table(rows, level):
     out.append(f"| {m} | " + " | ".join(cells) + " |")
   out += ["", "Goal check (the best MRMC-family mean at each ratio against "
           "Random and against the best peer's mean):", ""]
-  family = [m for m in methods if m.startswith("mrmc")]
-  peers = [m for m in methods if m not in REFERENCE and m not in family]
+  family = [m for m in methods if m.startswith("mrmc") and not is_control(m)]
+  peers = [m for m in methods if m not in REFERENCE and m not in family
+           and not is_control(m)]
   for x in ratios:
     fam = {m: means[(m, x)] for m in family if (m, x) in means}
     peer = {m: means[(m, x)] for m in peers if (m, x) in means}
@@ -100,7 +110,8 @@ def main(seeds, *paths):
   seeds = {int(s) for s in seeds.split(",")}
   for path in paths:
     level = 0.4 if "0.4" in path else 0.2
-    print(table(read(path, seeds), level))
+    what = "validation" if "validation" in path else "test"
+    print(table(read(path, seeds), level, what))
 
 
 if __name__ == "__main__":

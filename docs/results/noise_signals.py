@@ -11,12 +11,14 @@ skipped, bound, offset), as `mrmc` does.
 """
 
 import glob
+import json
 import os
 import sys
 
 import numpy as np
 
 from mrmc_jax import methods
+from mrmc_jax.methods import mrmc
 from mrmc_jax import scoring
 
 
@@ -59,6 +61,8 @@ def main(workdir, seed):
                                           / (loss.mean(1) + 1e-6),
       "MRMC fit: 1 / decay rate (log w)": -np.log(np.asarray(w)),
       "late rise (last - min loss)": art["loss"][:, -1] - art["loss"].min(1),
+      "MRMC fit: fitted loss at the last epoch (fit_filter's statistic)":
+          mrmc.fitted_last_loss(art, opts),
   }
   for path in sorted(glob.glob(os.path.join(
       workdir, "cells", "*", "ratio_0.3", f"seed_{seed}", "coreset",
@@ -70,6 +74,16 @@ def main(workdir, seed):
   print("| statistic | AUROC for flipped |\n|---|---|")
   for k, v in stats.items():
     print(f"| {k} | {auroc(np.asarray(v, np.float64), pos):.3f} |")
+  # fit_filter's cut: what it leaves out, and how many flipped it keeps.
+  last = mrmc.fitted_last_loss(art, opts)
+  with open(os.path.join(workdir, "data.json")) as f:
+    num_classes = int(json.load(f)["num_classes"])
+  print("\n| fit_filter | left out | of them flipped | flipped kept |"
+        "\n|---|---|---|---|")
+  for level in (0.5, 0.75, 1.0, 1.5):
+    out = last > level * np.log(num_classes)
+    print(f"| {level:g} | {out.mean():.1%} | {pos[out].mean():.1%} | "
+          f"{(pos & ~out).sum() / pos.sum():.1%} |")
 
 
 if __name__ == "__main__":

@@ -158,8 +158,8 @@ if [[ "${ROUND:-}" == issue20b ]]; then
 fi
 # The proxy warm-up (selection.warmup_model=mlp_small, one hidden layer of
 # 128 against the configured 512-256 MLP) against the same-model warm-up,
-# one after the other under the same load: seed 0, mrmc_ra and dual at 0.1;
-# warmup_proxy.md.
+# one after the other under the same load: seed 0, mrmc_ra and dual at 0.1
+# (superseded by ROUND=issue20c_proxy below).
 if [[ "${ROUND:-}" == issue20b_proxy ]]; then
   for wm in mlp_small ""; do
     nice -n 10 $PY experiments/compare.py --config=configs/fashion_mnist.py \
@@ -167,4 +167,89 @@ if [[ "${ROUND:-}" == issue20b_proxy ]]; then
       "--config.selection.warmup_model=$wm" --config.compare.ratios=0.1 \
       --config.compare.seeds=0 --config.compare.methods=mrmc_ra,dual
   done > runs/issue20b-proxy.log 2>&1
+fi
+
+# --- Seed 2 of the noise grids; MRMC's fit filter: ROUND=issue20c -------
+# (about 45 minutes of 2 shared cores.) 1) Seed 2 of the issue20b grids in
+# workdirs of their own (seeds 0-1 are in docs/results' results.csv).
+# 2) fit_filter chosen on a noisy validation split (10% of each class,
+# carrying the same noise rate; seeds 0-1; the test split not loaded):
+# round 1 (the filter at 1.0 in four forms, the unfiltered score form),
+# round 2 (the threshold), and the same at 40% noise as a check.
+# 3) The test grid: mrmc(fit_filter=0.75), the control without MRMC's
+# score (the filter, then uniform sampling) and Random (bitwise the cells
+# of the issue20b grid: a check).
+VAL_R1="random,dual,mrmc_ra,mrmc_ra(fit_filter=1.0),\
+mrmc_ra(fit_filter=1.0;ra_form=score),mrmc(fit_filter=1.0),\
+mrmc_ra(fit_filter=1.0;ra_form=uniform),mrmc_ra(ra_form=score)"
+VAL_R2="mrmc(fit_filter=0.5),mrmc(fit_filter=0.75),mrmc(fit_filter=1.5),\
+mrmc(fit_filter=2.0)"
+VAL_40="random,dual,mrmc_ra,mrmc(fit_filter=0.5),mrmc(fit_filter=0.75),\
+mrmc(fit_filter=1.0)"
+FF="random,mrmc(fit_filter=0.75),mrmc_ra(fit_filter=0.75;ra_form=uniform)"
+noisy() {
+  local f=$1 workdir=$2; shift 2
+  nice -n 5 $PY experiments/compare.py --config=configs/fashion_mnist.py \
+    --workdir=$workdir --config.dataset.label_noise=$f \
+    --config.compare.ratios=0.5,0.3,0.1 "$@"
+}
+if [[ "${ROUND:-}" == issue20c ]]; then
+  for f in 0.2 0.4; do
+    noisy $f runs/noise_${f}_s2/fashion_mnist --config.compare.seeds=2 \
+      "--config.compare.methods=$NOISE_METHODS" > runs/issue20c-$f.log 2>&1 &
+  done
+  wait
+  for methods in "$VAL_R1" "$VAL_R2"; do
+    noisy 0.2 runs/noise_val/fashion_mnist \
+      --config.dataset.validation_fraction=0.1 --config.compare.seeds=0,1 \
+      "--config.compare.methods=$methods"
+  done > runs/noise_val.log 2>&1
+  noisy 0.4 runs/noise_val40/fashion_mnist \
+    --config.dataset.validation_fraction=0.1 --config.compare.seeds=0,1 \
+    "--config.compare.methods=$VAL_40" > runs/noise_val40.log 2>&1 &
+  for f in 0.2 0.4; do
+    noisy $f runs/noise_ff_$f/fashion_mnist --config.compare.seeds=0,1,2 \
+      "--config.compare.methods=$FF" > runs/noise_ff_$f.log 2>&1 &
+  done
+  wait
+  for f in 0.2 0.4; do
+    out=docs/results/fashion_mnist/noise_$f
+    PYTHONPATH=. $PY docs/results/noise_reports.py \
+      runs/noise_ff_$f/fashion_mnist,runs/noise_${f}_s2/fashion_mnist \
+      0,1,2 $out $out/results.csv
+    PYTHONPATH=. $PY docs/results/noise_signals.py \
+      runs/noise_${f}_s2/fashion_mnist 2
+  done
+  PYTHONPATH=. $PY docs/results/noise_reports.py runs/noise_val/fashion_mnist \
+    0,1 runs/noise_val_report --all
+  PYTHONPATH=. $PY docs/results/noise_reports.py \
+    runs/noise_val40/fashion_mnist 0,1 runs/noise_val40_report --all
+  cp runs/noise_val_report/results.csv \
+    docs/results/fashion_mnist/noise_0.2/validation.csv
+  cp runs/noise_val40_report/results.csv \
+    docs/results/fashion_mnist/noise_0.4/validation.csv
+  PYTHONPATH=. $PY docs/results/label_noise.py 0,1,2 \
+    docs/results/fashion_mnist/noise_0.2/results.csv \
+    docs/results/fashion_mnist/noise_0.4/results.csv
+  PYTHONPATH=. $PY docs/results/label_noise.py 0,1 \
+    docs/results/fashion_mnist/noise_0.2/validation.csv \
+    docs/results/fashion_mnist/noise_0.4/validation.csv
+fi
+# The proxy warm-up on both sets, seeds 0-2, ratios 0.3 and 0.1: for each
+# set the proxy and the configured model's grids side by side (the same
+# load); warmup_proxy.md.
+if [[ "${ROUND:-}" == issue20c_proxy ]]; then
+  for ds in mnist fashion_mnist; do
+    for wm in mlp_small ""; do
+      nice -n 5 $PY experiments/compare.py --config=configs/$ds.py \
+        --workdir=runs/proxy3_${wm:-same}/$ds \
+        "--config.selection.warmup_model=$wm" \
+        --config.compare.ratios=0.3,0.1 --config.compare.seeds=0,1,2 \
+        --config.compare.methods=mrmc_ra,dual \
+        > runs/proxy3-$ds-${wm:-same}.log 2>&1 &
+    done
+    wait
+    PYTHONPATH=. $PY docs/results/proxy_table.py $ds \
+      runs/proxy3_mlp_small/$ds/results.csv runs/proxy3_same/$ds/results.csv
+  done
 fi

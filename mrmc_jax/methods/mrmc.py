@@ -7,6 +7,15 @@ the ablations of MRMC's open choices all share one warm-up. Using the first
 `epochs` columns of an R-epoch warm-up is the same as an `epochs`-epoch
 warm-up when the warm-up runs the truncated training schedule (the default,
 `train.warmup_schedule="truncated"`).
+
+Under label noise (`fit_filter`, docs/results/label_noise.md): the fit
+splits each example's fitted initial loss `q` into the part the warm-up
+removed (MRMC's score) and the part it left, `q * w**-R`. A flipped label's
+loss drops about as much as a clean example's but stays high, so MRMC's top
+holds flipped labels; `fit_filter=f` leaves out the examples whose fitted
+remaining loss is above `f * log(C)` (a uniform prediction's loss) before
+the top is taken. 0.75 was chosen on a noisy validation split; 0 (off) is
+the default and the paper's method.
 """
 
 import numpy as np
