@@ -507,6 +507,9 @@ def test_config_and_usage_errors_are_one_line(capsys, tmp_path, main_flags):
        "unknown field 'train.learning_rat' (did you mean "
        "'train.learning_rate'?)"),
       ([f"--config={default}", "extra"], "unexpected argument 'extra'"),
+      (["--config.selection.ratio=0.3"],
+       "--config.selection.ratio overrides a field of a config file, but "
+       "no --config=<file> was given"),
   ]:
     main_flags.unparse_flags()
     capsys.readouterr()

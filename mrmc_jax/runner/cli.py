@@ -209,6 +209,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _override_error(argv: list[str], e: BaseException) -> str:
   """Names the unknown field of a `--config.<field>=v` override."""
+  if not any(a.startswith("--config=") or a == "--config"
+             for a in argv[1:]):
+    override = next((a.split("=", 1)[0] for a in argv[1:]
+                     if a.startswith("--config.")), "--config.<field>")
+    return (f"{override} overrides a field of a config file, but no "
+            "--config=<file> was given (e.g. --config=configs/default.py).")
   try:
     from configs import base  # pylint: disable=g-import-not-at-top
     config = flags.FLAGS["config"].value
