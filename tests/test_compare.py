@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from configs import default
+from mrmc_jax.data import stats
 from mrmc_jax.runner import compare
+from mrmc_jax.runner import context
 
 
 def tiny(methods="full,random,mrmc,el2n,ccs,d2"):
@@ -38,10 +40,13 @@ def test_grid_runs_once_and_resumes(tmp_path, monkeypatch):
   # One warm-up per seed, shared by every method and ratio.
   assert sorted(os.listdir(os.path.join(workdir, "warmup"))) == [
       "seed_0", "seed_1"]
-  # Resume: nothing is trained again.
+  # The input statistics are kept like main.py's.
+  assert os.path.exists(os.path.join(workdir, context.STATS_FILE))
+  # Resume: nothing is trained again, and no statistics pass runs.
   def boom(*a, **k):
     raise AssertionError("a finished cell was redone")
   monkeypatch.setattr(compare.stages, "train", boom)
+  monkeypatch.setattr(stats, "compute_mean_std", boom)
   again = compare.run_comparison(tiny(), workdir)
   assert again == rows
 

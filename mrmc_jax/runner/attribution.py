@@ -197,7 +197,7 @@ def _run_attribution(config, workdir, config_json):
   for r in ratios:
     config_lib.check_coreset_size(r, len(labels), name="attribution.ratios")
   wd.claim(workdir, config_json, data, job="attribution")
-  stages.keep_noise(ctx, workdir)
+  stages.keep_claimed(ctx, workdir, data)
   opts = config_lib.selection_options(config)
   warm_stamp = stages.warmup_stamp(config, config.seed, data)
   art = stages.warmup(ctx, config, methods.needs([att.method], opts),

@@ -130,7 +130,7 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   for r in ratios:
     config_lib.check_coreset_size(r, n, name="compare.ratios entry")
   wd.claim(workdir, identity, data, job="compare")
-  stages.keep_noise(ctx0, workdir)
+  stages.keep_claimed(ctx0, workdir, data)
   opts0 = config_lib.selection_options(config)
   need = methods.needs(specs, opts0)
   flipped = stages.flipped_ids(workdir) if config.dataset.label_noise else None

@@ -57,7 +57,7 @@ class Context:
     stats_record: the computed input statistics to keep in the workdir
       (`save_stats`); None when they were read from it.
     flipped: {file name: int ids} of the labels flipped by
-      `dataset.label_noise` (`stages.keep_noise` writes them once the
+      `dataset.label_noise` (`stages.keep_claimed` writes them once the
       workdir is claimed); empty without noise.
   """
   data: data_lib.Dataset

@@ -21,7 +21,6 @@ import numpy as np
 
 from mrmc_jax import methods
 from mrmc_jax.runner import config as config_lib
-from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import stages
 from mrmc_jax.runner import workdir as wd
 
@@ -68,8 +67,7 @@ def _train_and_evaluate(config, workdir, identity):
   ratio = 1.0 if config_lib.ratio_free(spec) else float(config.selection.ratio)
   config_lib.check_coreset_size(ratio, int(labels.shape[0]))
   wd.claim(workdir, identity, data)
-  stages.keep_noise(ctx, workdir)
-  context_lib.save_stats(ctx, data)  # A relaunch skips the statistics pass.
+  stages.keep_claimed(ctx, workdir, data)
   opts = config_lib.selection_options(config)
   warm_stamp = stages.warmup_stamp(config, config.seed, data)
   sel_stamp = stages.selection_stamp(warm_stamp, config, spec, ratio, opts)

@@ -123,6 +123,17 @@ def keep_noise(ctx: Context, workdir: str) -> None:
     _keep_flipped(workdir, name, ids)
 
 
+def keep_claimed(ctx: Context, workdir: str, data: dict[str, Any]) -> None:
+  """What every job keeps once `workdir.claim` has accepted `data`.
+
+  The flipped ids (`keep_noise`) and the input statistics the load
+  computed (`context.save_stats`), so that a relaunch of any job (main,
+  compare, attribution) skips the statistics pass.
+  """
+  keep_noise(ctx, workdir)
+  context_lib.save_stats(ctx, data)
+
+
 def _keep_flipped(workdir: str, name: str, ids: np.ndarray) -> None:
   path = os.path.join(workdir, "noise", name)
   if not wd.is_writer():
