@@ -1,5 +1,6 @@
 """Every config file loads and passes validation; presets and overrides."""
 
+import copy
 import importlib
 import os
 
@@ -83,3 +84,77 @@ def test_readme_option_table_is_the_declarations():
   want = "\n".join(options.table_rows(
       registry.option_readers(builtin_only=True))) + "\n"
   assert got == want, "README.md's option table should read:\n" + want
+
+
+# The fields added with an `absent` value (since fields.py's rule).
+ADDED = ("selection.fit_filter",)
+
+
+def _without(config, paths):
+  """The config as a version without the fields `paths` built it."""
+  config = copy.deepcopy(config)
+  config.unlock()
+  for path in paths:
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    del node[leaf]
+  return config
+
+
+def test_fields_added_at_their_absent_value_change_no_stamp_or_identity():
+  declared = fields.declared()
+  assert all(declared[p].absent is not options.NOT_SET for p in ADDED)
+  config = default.get_config()
+  old = _without(config, ADDED)
+  # The stamps and the identity of a version without the fields.
+  data = {"data": 1}
+  warm = stages.warmup_stamp(config, 0, data)
+  assert warm == stages.warmup_stamp(old, 0, data)
+  assert (fields.affecting(config, fields.S) ==
+          fields.affecting(old, fields.S))
+  assert config_lib.run_identity(config) == config_lib.run_identity(old)
+  # Any other value is part of both.
+  for path, value in [("dataset.label_noise", 0.2),
+                      ("selection.fit_filter", 0.75)]:
+    other = copy.deepcopy(config)
+    *parents, leaf = path.split(".")
+    node = other
+    for p in parents:
+      node = node[p]
+    setattr(node, leaf, value)
+    assert config_lib.run_identity(other) != config_lib.run_identity(config)
+  noisy = default.get_config()
+  noisy.dataset.label_noise = 0.2
+  assert stages.warmup_stamp(noisy, 0, data) != warm
+  opts = config_lib.selection_options(config)
+  sel = stages.selection_stamp(warm, config, "mrmc", 0.3, opts)
+  off = config_lib.selection_options(
+      base.set_fields(default.get_config(), {"selection.fit_filter": 0.75}))
+  assert sel != stages.selection_stamp(warm, config, "mrmc", 0.3, off)
+  fit_filter = options.declared()["fit_filter"]
+  assert fit_filter.omitted(0.0) and fit_filter.omitted(0)
+  assert not fit_filter.omitted(0.75) and not fit_filter.omitted(False)
+
+
+def test_a_workdir_written_before_a_field_resumes(tmp_path):
+  from mrmc_jax.runner import workdir as wd  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  identity = config_lib.run_identity(config)
+  for stored in (config_lib.run_identity(_without(config, ADDED)),
+                 # An earlier build that stored the field at that value.
+                 {**identity, "selection": {**identity["selection"],
+                                            "fit_filter": 0.0}}):
+    workdir = str(tmp_path / f"w{len(os.listdir(tmp_path))}")
+    os.makedirs(workdir)
+    wd.write_json(os.path.join(workdir, "config.json"), stored)
+    wd.check_workdir(workdir, "main", identity)  # Accepted.
+  stored = {**identity, "selection": {**identity["selection"],
+                                      "fit_filter": 0.5}}
+  workdir = str(tmp_path / "changed")
+  os.makedirs(workdir)
+  wd.write_json(os.path.join(workdir, "config.json"), stored)
+  with pytest.raises(wd.ConfigMismatchError, match="selection.fit_filter: "
+                     "stored 0.5, given '<missing>'"):
+    wd.check_workdir(workdir, "main", identity)

@@ -76,7 +76,7 @@ FILTER_OPTIONS = tuple(o.name for o in options_lib.declare(
     options_lib.Option(
         "fit_filter", float, 0.0, "drop examples whose fitted loss at the "
         "last warm-up epoch, q w^-R, exceeds fit_filter * log(C) (taken only "
-        "if a class runs short); 0: off", low=0.0),
+        "if a class runs short); 0: off", low=0.0, absent=0.0),
 ))
 
 

@@ -26,6 +26,31 @@ from mrmc_jax import validation
 MAX_SEED = validation.MAX_SEED
 
 
+class _NotSet:
+  """The type of `NOT_SET`: no `absent` value declared."""
+
+  def __repr__(self):
+    return "NOT_SET"
+
+
+NOT_SET = _NotSet()
+
+
+def is_absent(absent: Any, value: Any) -> bool:
+  """Whether `value` is the declared `absent` value.
+
+  Numbers compare by value (a spec's `fit_filter=0` is the float 0.0);
+  anything else must have the same type (`False` is not `0`).
+  """
+  if absent is NOT_SET:
+    return False
+  number = (int, float)
+  if (isinstance(absent, number) and isinstance(value, number) and
+      not isinstance(absent, bool) and not isinstance(value, bool)):
+    return value == absent
+  return type(value) is type(absent) and value == absent
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
   """One selection knob, as its method module declares it.
@@ -41,6 +66,10 @@ class Option:
     optional: None is allowed (it means "all", "none" or "off", per doc).
     in_config: whether the config has a `selection.<name>` field (False for
       `seed`, the run's seed, and `epochs`, set only in a spec).
+    absent: for an option added after a release, the value that selects
+      what the release without it selected (its "off" value); at that value
+      it is left out of the identities and stamps (`runner.fields`).
+      `NOT_SET`: always part of them.
   """
   name: str
   type: type
@@ -53,6 +82,11 @@ class Option:
   high_open: bool = False
   optional: bool = False
   in_config: bool = True
+  absent: Any = NOT_SET
+
+  def omitted(self, value: Any) -> bool:
+    """Whether `value` is left out of identities and stamps (`absent`)."""
+    return is_absent(self.absent, value)
 
   def allowed(self) -> str:
     """The allowed values in words, e.g. "an int >= 1" or "one of a, b"."""

@@ -201,14 +201,16 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
   How a job is launched (coordinator port, process id, mesh size) is not
   part of what it computes: every process must match process 0's
-  config.json, and a job relaunched on another port must resume.
+  config.json, and a job relaunched on another port must resume. Fields
+  at their `absent` value are left out (`fields.drop_absent`).
   """
   config_json = json.loads(config.to_json_best_effort())
   config_json.pop("distributed", None)
   if not config_json.get("selection", {}).get("plugins", True):
     # No user methods: the config.json of workdirs made before the field.
     del config_json["selection"]["plugins"]
-  return config_json
+  # Fields at their `absent` value: the identity of a version without them.
+  return fields.drop_absent(config_json)
 
 
 def check_coreset_size(ratio: float, num_examples: int,

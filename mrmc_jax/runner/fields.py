@@ -12,6 +12,16 @@ runs every config file through it).
 The `selection.*` fields of the method options are not listed: they come
 from the options the method modules declare (`mrmc_jax.methods.options`),
 each affecting the selection.
+
+A field added after a release declares `absent`: the value at which it
+computes what the release without it computed (the "off" value: 0 for a
+new filter, "" for a new model override). At that value the field is left
+out of the run identity (`config.json`, `grid.json`) and of every stage
+stamp, so a workdir written before the field existed resumes after an
+upgrade; any other value is part of both, and such a workdir is refused.
+`absent` is declared when the field is added, never later (a workdir
+written while the field was part of the stamps would no longer match),
+and a field whose "off" value changes results must not declare it.
 """
 
 import dataclasses
@@ -20,6 +30,7 @@ from typing import Any, Iterator, Optional
 import ml_collections
 
 from mrmc_jax import methods
+from mrmc_jax.methods import options as options_lib
 
 W, S, T = "warmup", "selection", "train"
 STAGES = (W, S, T)
@@ -35,12 +46,20 @@ class Field:
     affects: the stages whose results it changes (a subset of `STAGES`).
     doc: one line.
     type: the field type when the default is None (a FieldReference).
+    absent: the value that computes what a version without the field
+      computed (module docstring); `NOT_SET` for the fields every
+      identity holds.
   """
   path: str
   default: Any
   affects: tuple[str, ...]
   doc: str
   type: Optional[type] = None
+  absent: Any = options_lib.NOT_SET
+
+  def omitted(self, value: Any) -> bool:
+    """Whether `value` is left out of identities and stamps (`absent`)."""
+    return options_lib.is_absent(self.absent, value)
 
 
 _ALL = (W, S, T)
@@ -145,7 +164,7 @@ def option_fields(builtin_only: bool = False) -> tuple[Field, ...]:
   """
   builtin = methods.option_readers(builtin_only=True)
   return tuple(Field(f"selection.{o.name}", o.default, (S, T), o.doc,
-                     None if o.default is not None else o.type)
+                     None if o.default is not None else o.type, o.absent)
                for o in methods.declared().values()
                if o.in_config and (not builtin_only or o.name in builtin))
 
@@ -218,4 +237,27 @@ def affecting(config: ml_collections.ConfigDict, stage: str
   """The values of the fields that affect `stage`, path -> value."""
   known = declared()
   return {path: value for path, value in leaves(config)
-          if stage in known[path].affects}
+          if stage in known[path].affects
+          and not known[path].omitted(value)}
+
+
+def drop_absent(identity: dict[str, Any]) -> dict[str, Any]:
+  """A run identity (nested dict) less the fields at their `absent` value.
+
+  Applied to the identity a run writes and to the one a workdir holds, so
+  that a field added after that workdir was written, at its `absent`
+  value, matches its absence.
+  """
+  known = declared()
+
+  def walk(node, prefix):
+    out = {}
+    for key, value in node.items():
+      path = prefix + key
+      if isinstance(value, dict):
+        out[key] = walk(value, path + ".")
+      elif not (path in known and known[path].omitted(value)):
+        out[key] = value
+    return out
+
+  return walk(identity, "")

@@ -211,7 +211,10 @@ def selection_stamp(warm_stamp: str, config: ml_collections.ConfigDict,
   name, resolved = methods.resolve(spec, opts)
   keep = (set(methods.option_readers(builtin_only=True)) |
           set(methods.get_method(name).options) | {"seed", "epochs"})
-  values = {k: v for k, v in resolved.asdict().items() if k in keep}
+  declared = methods.declared()
+  # An option at its `absent` value: the stamp of a version without it.
+  values = {k: v for k, v in resolved.asdict().items()
+            if k in keep and not declared[k].omitted(v)}
   return wd.stamp(warm_stamp, fields.affecting(config, fields.S), spec,
                   float(ratio), values)
 

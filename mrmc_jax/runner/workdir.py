@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional
 import jax
 import numpy as np
 
+from mrmc_jax.runner import fields
 from mrmc_jax.runner import storage
 
 
@@ -198,7 +199,10 @@ def check_workdir(workdir: str, job: str, identity: dict[str, Any]) -> None:
           f"{mine}, so what they were computed from is unknown; use a new "
           "--workdir.")
     return
-  old = read_json(path)
+  # A field stored at its `absent` value (or added since, at that value)
+  # is the same run as one without it (`fields.drop_absent`).
+  old = fields.drop_absent(read_json(path))
+  identity = fields.drop_absent(identity)
   if old != identity:
     diff = _first_difference(old, identity)
     raise ConfigMismatchError(
