@@ -107,3 +107,22 @@ def test_sample_by_weight_exact_quotas_and_law():
   with pytest.raises(ValueError, match="NaN or \\+inf"):
     common.sample_by_weight(np.array([np.nan, 0.0]), np.zeros(2, int), 0.5,
                             num_classes=1, class_balanced=True, seed=0)
+
+
+@pytest.mark.parametrize("num_groups", [7, 40_000])
+def test_within_group_position_is_the_lexsort_order(num_groups):
+  # Two stable sorts give the positions of lexsort((tie, score, group)),
+  # ties included, with small (int16) and large group ids.
+  rng = np.random.default_rng(num_groups)
+  n = 5000
+  scores = np.round(rng.random(n) * 8) / 8
+  scores[:20] = -np.inf
+  groups = rng.integers(0, num_groups, n)
+  tie = np.random.default_rng(11).permutation(n)
+  order = np.lexsort((tie, scores, groups))
+  sizes = np.bincount(groups)
+  starts = np.cumsum(sizes) - sizes
+  want = np.empty(n, np.int64)
+  want[order] = np.arange(n) - starts[groups[order]]
+  np.testing.assert_array_equal(
+      common.within_group_position(scores, groups, seed=11), want)
