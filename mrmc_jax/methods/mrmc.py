@@ -126,9 +126,16 @@ def fit_filter_keep(art: dict[str, np.ndarray],
 
   Returns:
     bool `[N]`, True = may be selected; None when `fit_filter` is 0 (off).
+
+  Raises:
+    ValueError: `fit_filter` > 0 with fewer than 2 classes.
   """
   if not opts.fit_filter:
     return None
+  if num_classes < 2:
+    raise ValueError(f"fit_filter={opts.fit_filter} needs at least 2 classes "
+                     f"(num_classes={num_classes}): its limit is "
+                     "fit_filter * log(C).")
   limit = float(opts.fit_filter) * float(np.log(num_classes))
   return fitted_last_loss(art, opts) <= limit
 

@@ -95,5 +95,7 @@ def test_fit_filter_leaves_out_the_unlearned_rows():
   np.testing.assert_array_equal(np.bincount(labels[m9], minlength=2),
                                 selection.class_quotas(labels, 2, 0.9))
   assert (m9 | stuck).all() and (m9 & stuck).any()
+  with pytest.raises(ValueError, match="needs at least 2 classes"):
+    mrmc.fit_filter_keep(art, on, 1)
   with pytest.raises(ValueError, match="fit_filter=-1"):
     options.resolve("mrmc(fit_filter=-1)", opts)
