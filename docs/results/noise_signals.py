@@ -44,13 +44,7 @@ def main(workdir, seed):
   pos = np.zeros(n, bool)
   pos[flipped] = True
   opts = methods.SelectionOptions()
-  s = opts.skip_epochs
-  loss = art["loss"][:, s:]
-  valid = art["visits"][:, s:] > 0
-  q, w = scoring.fit_exponential_decay(
-      loss, valid, max_initial_ratio=opts.max_initial_ratio,
-      epoch_offset=opts.epoch_offset + s)
-  epochs = np.arange(loss.shape[1]) + opts.epoch_offset + s
+  loss, q, w, epochs = mrmc.fit_from_artefacts(art, opts)
   fit = np.asarray(scoring.fitted_curve(q, w, epochs))
   stats = {
       "last-epoch loss": art["loss"][:, -1],

@@ -18,6 +18,8 @@ the top is taken. 0.75 was chosen on a noisy validation split; 0 (off) is
 the default and the paper's method.
 """
 
+from typing import Any
+
 import numpy as np
 
 from mrmc_jax import scoring
@@ -80,21 +82,21 @@ FILTER_OPTIONS = tuple(o.name for o in options_lib.declare(
 ))
 
 
-def fitted_last_loss(art: dict[str, np.ndarray],
-                     opts: options_lib.SelectionOptions) -> np.ndarray:
-  """MRMC's fitted loss at the last warm-up epoch, `q * w**-R_last`.
+def fit_from_artefacts(art: dict[str, np.ndarray],
+                       opts: options_lib.SelectionOptions
+                       ) -> tuple[np.ndarray, Any, Any, np.ndarray]:
+  """MRMC's fit of the stored trajectory, as `mrmc_from_artefacts` reads it.
 
-  The part of the fitted initial loss `q` that the warm-up has not removed:
-  `q = mrmc score + fitted_last_loss` for the literal score. It uses the
-  same fit as `mrmc_from_artefacts` (source, epochs, burn-in, bound,
-  offset).
+  The same source, epochs, burn-in, bound and offset as the score.
 
   Args:
     art: warm-up artefacts (`common.trajectory_view`).
     opts: reads `MRMC_OPTIONS`.
 
   Returns:
-    float64 `[N]`, >= 0.
+    `(loss [N, R''], q [N], w [N], epochs [R''])`: the fitted columns (after
+    the burn-in), the fit (`scoring.fit_exponential_decay`) and the epoch
+    index r of each column.
   """
   traj = common.trajectory_view(art, opts)
   s = opts.skip_epochs
@@ -103,8 +105,26 @@ def fitted_last_loss(art: dict[str, np.ndarray],
       loss, traj["visits"][:, s:] > 0,
       max_initial_ratio=opts.max_initial_ratio,
       epoch_offset=opts.epoch_offset + s)
-  r_last = opts.epoch_offset + s + loss.shape[1] - 1
-  return np.asarray(scoring.fitted_curve(q, w, np.array([r_last])),
+  return loss, q, w, np.arange(loss.shape[1]) + opts.epoch_offset + s
+
+
+def fitted_last_loss(art: dict[str, np.ndarray],
+                     opts: options_lib.SelectionOptions) -> np.ndarray:
+  """MRMC's fitted loss at the last warm-up epoch, `q * w**-R_last`.
+
+  The part of the fitted initial loss `q` that the warm-up has not removed:
+  `q = mrmc score + fitted_last_loss` for the literal score
+  (`fit_from_artefacts`).
+
+  Args:
+    art: warm-up artefacts (`common.trajectory_view`).
+    opts: reads `MRMC_OPTIONS`.
+
+  Returns:
+    float64 `[N]`, >= 0.
+  """
+  _, q, w, epochs = fit_from_artefacts(art, opts)
+  return np.asarray(scoring.fitted_curve(q, w, epochs[-1:]),
                     np.float64)[:, 0]
 
 

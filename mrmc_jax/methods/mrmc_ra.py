@@ -150,11 +150,11 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
   # Left-out examples rank below every other of their group, and their keys
   # are -inf: select_top and sample_by_weight take them last.
   pos_keys = np.zeros(labels.shape[0])
+  ranked = np.asarray(scores, np.float64)
   if keep is not None:
     pos_keys = np.where(keep, 0.0, -np.inf)
-  pos = common.within_group_position(
-      np.where(pos_keys == 0.0, np.asarray(scores, np.float64), -np.inf),
-      groups, seed)
+    ranked = np.where(keep, ranked, -np.inf)
+  pos = common.within_group_position(ranked, groups, seed)
   sizes = np.bincount(groups, minlength=quotas.shape[0])
   # Drop the top floor(cut * n) of each group, but leave at least its quota.
   n_drop = np.minimum(np.floor(cut * sizes + 1e-9).astype(np.int64),
@@ -181,8 +181,8 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
     log_w = np.where(kept, 0.0, -np.inf)
   elif ra_form in ("conf", "score"):
     if confidence is None or np.shape(confidence) != np.shape(scores):
-      raise ValueError("ra_form='conf' needs confidence, a float [N] array "
-                       "like scores.")
+      raise ValueError(f"ra_form={ra_form!r} needs confidence, a float [N] "
+                       "array like scores.")
     conf = np.clip(np.asarray(confidence, np.float64), 1e-6, 1.0 - 1e-6)
     s = np.asarray(scores if anchor_scores is None else anchor_scores,
                    np.float64)

@@ -208,6 +208,8 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   config_json.pop("distributed", None)
   if not config_json.get("selection", {}).get("plugins", True):
     # No user methods: the config.json of workdirs made before the field.
+    # (Not an `absent` field: its empty value is part of the stage stamps
+    # since 0.2.0, and marking it now would change them.)
     del config_json["selection"]["plugins"]
   # Fields at their `absent` value: the identity of a version without them.
   return fields.drop_absent(config_json)

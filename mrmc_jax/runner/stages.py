@@ -43,6 +43,7 @@ from mrmc_jax import train_step
 from mrmc_jax import validation
 from mrmc_jax.data import noise as noise_lib
 from mrmc_jax.data import pipeline as input_pipeline
+from mrmc_jax.methods import mrmc as mrmc_lib
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import fields
@@ -339,17 +340,10 @@ def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
     # A method that reads MRMC's fit: the trajectories of the highest- and
     # lowest-scored examples with their fitted curves (one fit, for the
     # plot).
-    traj = methods.trajectory_view(art, opts)
-    s = opts.skip_epochs
-    losses_ = traj["loss"][:, s:]
-    q, w = scoring.fit_exponential_decay(
-        losses_, traj["visits"][:, s:] > 0,
-        max_initial_ratio=opts.max_initial_ratio,
-        epoch_offset=opts.epoch_offset + s)
-    epochs = np.arange(losses_.shape[1]) + opts.epoch_offset + s
+    losses_, q, w, epochs = mrmc_lib.fit_from_artefacts(art, opts)
     fitted = np.asarray(scoring.fitted_curve(q, w, epochs))
     plots.trajectories(losses_, scores, fitted,
-                       np.arange(losses_.shape[1]) + 1 + s,
+                       np.arange(losses_.shape[1]) + 1 + opts.skip_epochs,
                        os.path.join(ctx.workdir, "plots", "trajectories.png"))
 
 
