@@ -87,7 +87,7 @@ def test_readme_option_table_is_the_declarations():
 
 
 # The fields added with an `absent` value (since fields.py's rule).
-ADDED = ("selection.fit_filter",)
+ADDED = ("selection.fit_filter", "dataset.label_noise_kind")
 
 
 def _without(config, paths):
@@ -117,7 +117,8 @@ def test_fields_added_at_their_absent_value_change_no_stamp_or_identity():
   assert config_lib.run_identity(config) == config_lib.run_identity(old)
   # Any other value is part of both.
   for path, value in [("dataset.label_noise", 0.2),
-                      ("selection.fit_filter", 0.75)]:
+                      ("selection.fit_filter", 0.75),
+                      ("dataset.label_noise_kind", "pairs:mnist")]:
     other = copy.deepcopy(config)
     *parents, leaf = path.split(".")
     node = other
