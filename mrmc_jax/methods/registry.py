@@ -31,6 +31,7 @@ from mrmc_jax.methods import mrmc_r
 from mrmc_jax.methods import mrmc_ra
 from mrmc_jax.methods import options as options_lib
 from mrmc_jax.methods import scores
+from mrmc_jax.methods import tdds
 
 Method = common.Method
 SelectionOptions = options_lib.SelectionOptions
@@ -61,6 +62,7 @@ _BUILTIN: tuple[Method, ...] = (
     scores.DYN_UNC,
     d2.METHOD,
     dual.METHOD,
+    tdds.METHOD,
 )
 
 _BY_NAME = {m.name: m for m in _BUILTIN}
