@@ -47,7 +47,8 @@ class LookalikeMap:
   Attributes:
     pairs: `(a, b)` class ids; each pair flips both ways.
     num_classes: C of the label set.
-    datasets: the `dataset.name`s whose class ids the pairs refer to.
+    datasets: the `dataset.name`s whose class ids the pairs refer to (a
+      tfds name also as `tfds:<name>`, with or without a version).
     doc: the pairs in words.
   """
   pairs: tuple[tuple[int, int], ...]
@@ -60,13 +61,13 @@ LOOKALIKE_MAPS: dict[str, LookalikeMap] = {
     # Class ids are the digits themselves.
     "mnist": LookalikeMap(
         ((1, 7), (3, 8), (4, 9), (5, 6)), 10,
-        ("digits", "mnist5k", "mnist_idx", "tfds:mnist"),
+        ("digits", "mnist5k", "mnist_idx", "mnist"),
         "1<->7, 3<->8, 4<->9, 5<->6 (0 and 2 are never flipped)"),
     # 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal,
     # 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.
     "fashion_mnist": LookalikeMap(
         ((0, 6), (2, 4), (7, 9)), 10,
-        ("fashion_mnist_idx", "tfds:fashion_mnist"),
+        ("fashion_mnist_idx", "fashion_mnist"),
         "T-shirt/top<->Shirt, Pullover<->Coat, Sneaker<->Ankle boot "
         "(Trouser, Dress, Sandal and Bag are never flipped)"),
 }
@@ -143,8 +144,8 @@ def pair_targets(spec: str, num_classes: int,
   validation.check_int(num_classes, "num_classes", minimum=2)
   if spec in LOOKALIKE_MAPS:
     m = LOOKALIKE_MAPS[spec]
-    if m.num_classes != num_classes or (dataset is not None
-                                        and dataset not in m.datasets):
+    if m.num_classes != num_classes or (
+        dataset is not None and _tfds_base(dataset) not in m.datasets):
       raise ValueError(
           f"label_noise_kind='pairs:{spec}' is not allowed for dataset "
           f"{dataset!r} with {num_classes} classes: the map is written for "
@@ -168,6 +169,11 @@ def pair_targets(spec: str, num_classes: int,
   rows = adjacency.sum(axis=1, keepdims=True)
   return np.divide(adjacency, rows, out=np.zeros_like(adjacency),
                    where=rows > 0)
+
+
+def _tfds_base(name: str) -> str:
+  """`tfds:mnist:3.0.1` and `mnist:3.0.1` as `mnist`; other names as is."""
+  return name.removeprefix("tfds:").split(":")[0]
 
 
 def check_targets(matrix: np.ndarray, num_classes: int,

@@ -129,6 +129,10 @@ def test_kind_parsing_and_refusals():
       noise.parse_kind(bad)
   with pytest.raises(ValueError, match="written for fashion_mnist_idx"):
     noise.pair_targets("fashion_mnist", 10, "mnist5k")
+  for name in ("fashion_mnist", "tfds:fashion_mnist", "fashion_mnist:3.0.1"):
+    assert noise.pair_targets("fashion_mnist", 10, name)[0, 6] == 1.0
+  with pytest.raises(ValueError, match="written for"):
+    noise.pair_targets("mnist", 10, "npz:mnist")
   with pytest.raises(ValueError, match="10 classes"):
     noise.pair_targets("mnist", 3, None)
   for bad in ("1-1", "1-10"):
