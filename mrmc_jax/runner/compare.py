@@ -17,7 +17,8 @@ harness rewrites:
                    with the full-data reference, selection times, each
                    cell's total cost and the reuses after which selection
                    pays off (`runner.cost`), and under label noise the
-                   flipped examples each core-set kept;
+                   flipped examples each core-set kept and, per class
+                   label, their share of its examples of that label;
   `accuracy.png`   accuracy against ratio, one line per method;
   `cost.png`       accuracy against total cost (seconds), every method,
                    full data and Random as references.
