@@ -2,12 +2,16 @@
 
 The input statistics (per-channel mean and std of the training images) are
 kept in the workdir (`data_stats.json`), so that a relaunch skips the
-statistics pass (docs/reliability.md, "Preemption").
+statistics pass (docs/reliability.md, "Preemption"). Streamed data sets
+keep their files' hashes, sizes and modification times (`data_files.json`),
+so that a relaunch checks them by metadata and a sampled re-hash
+(`data.fingerprints.file_records`) instead of reading every file.
 """
 
 import dataclasses
 import json
 import os
+import time
 from typing import Any, Callable, Iterator, Optional
 
 import flax.linen as nn
@@ -29,6 +33,8 @@ from mrmc_jax.runner import workdir as wd
 
 # The input statistics of a workdir's data.
 STATS_FILE = "data_stats.json"
+# The streamed files' hashes and metadata.
+FILES_FILE = "data_files.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Context:
     flipped: {file name: int ids} of the labels flipped by
       `dataset.label_noise` (`stages.keep_claimed` writes them once the
       workdir is claimed); empty without noise.
+    file_records: `data.fingerprints.file_records` of streamed data (kept
+      in the workdir by `save_files`); () in memory.
   """
   data: data_lib.Dataset
   model: nn.Module
@@ -75,6 +83,7 @@ class Context:
   checkpoint_every_steps: int = 0
   stats_record: Optional[dict[str, Any]] = None
   flipped: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  file_records: tuple[dict[str, Any], ...] = ()
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -213,8 +222,49 @@ def save_stats(ctx: Context, data: dict[str, Any]) -> None:
                   {**ctx.stats_record, "data": wd.stamp(data)})
 
 
+def known_files(workdir: str) -> list[dict[str, Any]]:
+  """The file records `save_files` kept in `workdir`, or [] (none, damaged).
+
+  Each process reads them for its own share of the files: one that cannot
+  hashes its share whole, which gives the same digests on the same data.
+  """
+  try:
+    found = wd.read_json(os.path.join(workdir, FILES_FILE))["files"]
+    return [r for r in found if isinstance(r, dict)]
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+
+
+def file_records(data: data_lib.Dataset, workdir: str, rehash: bool
+                 ) -> tuple[dict[str, Any], ...]:
+  """`data.fingerprints.file_records` of the loaded data, checked against
+  the records of `workdir` (every process; one collective when several)."""
+  # A new sample of blocks at each launch.
+  seed = time.time_ns() % 2**32
+  return tuple(data_lib.fingerprints.file_records(
+      data, known=known_files(workdir), rehash=rehash, seed=seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      allgather=multihost_utils.process_allgather))
+
+
+def save_files(ctx: Context) -> None:
+  """Keeps the file records of `ctx` in its workdir (process 0).
+
+  Call once `workdir.claim` has accepted the data, so that the records kept
+  are those of the data in `data.json`. Written only when they changed (a
+  first launch, files copied with new modification times).
+  """
+  if not ctx.file_records or not wd.is_writer():
+    return
+  records = list(ctx.file_records)
+  if known_files(ctx.workdir) != records:
+    wd.write_json(os.path.join(ctx.workdir, FILES_FILE), {"files": records})
+
+
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
+  if config.dataset.input == "stream":
+    data_lib.fingerprints.check_local(config.dataset.data_dir)
   cached = cached_stats(config, workdir)
   data = load_data(config, mean_std=cached)
   record = None if cached is not None else {
@@ -241,4 +291,6 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  schedule=config_lib.schedule_settings(config),
                  checkpoint_every=tr.checkpoint_every_epochs,
                  checkpoint_every_steps=tr.checkpoint_every_steps,
-                 stats_record=record)
+                 stats_record=record,
+                 file_records=file_records(data, workdir,
+                                           config.dataset.rehash_files))

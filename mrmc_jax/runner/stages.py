@@ -128,11 +128,13 @@ def keep_claimed(ctx: Context, workdir: str, data: dict[str, Any]) -> None:
   """What every job keeps once `workdir.claim` has accepted `data`.
 
   The flipped ids (`keep_noise`) and the input statistics the load
-  computed (`context.save_stats`), so that a relaunch of any job (main,
-  compare, attribution) skips the statistics pass.
+  computed (`context.save_stats`) and the streamed files' records
+  (`context.save_files`), so that a relaunch of any job (main, compare,
+  attribution) skips the statistics pass and reads no whole file.
   """
   keep_noise(ctx, workdir)
   context_lib.save_stats(ctx, data)
+  context_lib.save_files(ctx)
 
 
 def _keep_flipped(workdir: str, name: str, ids: np.ndarray) -> None:
@@ -157,8 +159,11 @@ def flipped_ids(workdir: str) -> Optional[np.ndarray]:
 
 
 def data_fingerprint(ctx: Context) -> dict[str, Any]:
-  """`data.fingerprint` of the context's loaded data (every example)."""
-  return data_lib.fingerprint(ctx.data)
+  """`data.fingerprint` of the context's loaded data (every example).
+
+  Streamed files enter as `context.file_records` checked them at load.
+  """
+  return data_lib.fingerprint(ctx.data, files=ctx.file_records or None)
 
 
 # --------------------------------------------------------------------------
