@@ -8,7 +8,12 @@ model (MLP, batch 256, per-example statistics on) on this machine's CPU.
 Streamed: the same images written as a tfds ArrayRecord set (PNG records)
 into `--data_dir`, then `data.fingerprint` of `stream.open_dataset` (SHA-256
 of every record file with its record count) against the statistics pass
-that `open_dataset` runs (decode every image).
+that `open_dataset` runs (decode every image); and the fingerprint's launch
+I/O per process (`fingerprints.file_records`, bytes counted by a wrapper
+around the file reads) at a first launch and at a relaunch that checks the
+files by metadata and a sampled re-hash, on 1 and 2 processes (threads
+standing for processes, the digests gathered as `process_allgather`
+would), beside the bytes the relaunch's label scan reads.
 
 Run: python benchmarks/fingerprint.py --data_dir runs/fmnist_ar
 """
@@ -47,6 +52,7 @@ def main():
   from mrmc_jax import data  # pylint: disable=g-import-not-at-top
   from mrmc_jax import models  # pylint: disable=g-import-not-at-top
   from mrmc_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import fingerprints as fp  # pylint: disable=g-import-not-at-top
   from mrmc_jax.data import stream  # pylint: disable=g-import-not-at-top
 
   full = data.load_dataset("fashion_mnist_idx")
@@ -92,13 +98,88 @@ def main():
   streamed = stream.open_dataset(name, args.data_dir)
   out["stream_stats_pass_s"] = round(time.perf_counter() - t0, 2)
   np.testing.assert_array_equal(streamed.mean, full.mean)
-  record_bytes = sum(os.path.getsize(p) for p in streamed.train.files)
-  out["stream_files"] = len(streamed.train.files)
+  paths = [*streamed.train.files, *streamed.test.files]
+  record_bytes = sum(os.path.getsize(p) for p in paths)
+  out["stream_files"] = len(paths)
   out["stream_mb"] = round(record_bytes / 2**20, 1)
   seconds = _best(lambda: data.fingerprint(streamed))
   out["fingerprint_stream_s"] = round(seconds, 3)
   out["fingerprint_stream_mb_per_s"] = round(record_bytes / 2**20 / seconds)
+
+  # Launch I/O of the fingerprint, per process: the bytes its file reads
+  # return (a counting opener), at the first launch and at a relaunch that
+  # has the first launch's records (`known`), on P simulated processes.
+  for p_count in (1, 2):
+    first, again = [_Counting() for _ in range(p_count)], [
+        _Counting() for _ in range(p_count)]
+    records = _threaded(p_count, lambda p, gather, c=first: fp.file_records(
+        streamed, process_index=p, process_count=p_count, allgather=gather,
+        opener=c[p]))[0]
+    t0 = time.perf_counter()
+    again_records = _threaded(p_count, lambda p, gather: fp.file_records(
+        streamed, known=records, seed=1, process_index=p,
+        process_count=p_count, allgather=gather, opener=again[p]))[0]
+    relaunch_s = time.perf_counter() - t0
+    assert again_records == records
+    out[f"P{p_count}_first_launch_mb_per_process"] = [
+        round(c.total / 2**20, 2) for c in first]
+    out[f"P{p_count}_relaunch_mb_per_process"] = [
+        round(c.total / 2**20, 2) for c in again]
+    out[f"P{p_count}_relaunch_s"] = round(relaunch_s, 3)
+  out["records_json_kb"] = round(len(json.dumps(records)) / 2**10, 1)
+  # The rest of a relaunch's input I/O (the label scan of `open_dataset`
+  # with known statistics, in ArrayRecord's C++ reader): the bytes this
+  # process read from files meanwhile (/proc/self/io rchar).
+  before = _rchar()
+  stream.open_dataset(name, args.data_dir,
+                      mean_std=(streamed.mean, streamed.std))
+  out["relaunch_label_scan_mb"] = round((_rchar() - before) / 2**20, 1)
   print(json.dumps(out), flush=True)
+
+
+class _Counting:
+  """Opens files for binary reading and counts the bytes the reads return."""
+
+  def __init__(self):
+    self.total = 0
+
+  def __call__(self, path):
+    f = open(path, "rb")
+    real = f.read
+
+    def read(n=-1):
+      chunk = real(n)
+      self.total += len(chunk)
+      return chunk
+
+    f.read = read
+    return f
+
+
+def _threaded(process_count, fn):
+  """fn(process_index, allgather) on threads standing for processes."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  barrier = threading.Barrier(process_count)
+  slots = [None] * process_count
+
+  def run(p):
+    def allgather(x):
+      slots[p] = np.asarray(x)
+      barrier.wait()
+      stacked = np.stack(slots)
+      barrier.wait()
+      return stacked
+    return fn(p, allgather)
+
+  with concurrent.futures.ThreadPoolExecutor(process_count) as pool:
+    return list(pool.map(run, range(process_count)))
+
+
+def _rchar() -> int:
+  with open("/proc/self/io") as f:
+    return int(next(l for l in f if l.startswith("rchar:")).split()[1])
 
 
 if __name__ == "__main__":

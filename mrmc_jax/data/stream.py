@@ -25,9 +25,9 @@ Statistics: the per-channel mean and std come from one streaming pass over
 the train split, split between the processes (each decodes N / P images) and
 summed exactly as integers (`stats`), so they equal those of
 `sources.load_dataset` bit for bit whatever the process count; the train and
-test labels are read in the same pass. The pass runs at every launch (a cached copy would need every
-process to agree on whether it exists before the collective that combines the
-partial sums).
+test labels are read in the same pass. A relaunch that knows the statistics
+(`mean_std`, which the runner keeps in its workdir) decodes no image, but
+still reads its share of the records for the labels.
 """
 
 from __future__ import annotations
