@@ -53,6 +53,7 @@ def main():
   from mrmc_jax import models  # pylint: disable=g-import-not-at-top
   from mrmc_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from mrmc_jax.data import fingerprints as fp  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import fingerprints_test  # pylint: disable=g-import-not-at-top
   from mrmc_jax.data import stream  # pylint: disable=g-import-not-at-top
 
   full = data.load_dataset("fashion_mnist_idx")
@@ -110,15 +111,17 @@ def main():
   # return (a counting opener), at the first launch and at a relaunch that
   # has the first launch's records (`known`), on P simulated processes.
   for p_count in (1, 2):
-    first, again = [_Counting() for _ in range(p_count)], [
-        _Counting() for _ in range(p_count)]
-    records = _threaded(p_count, lambda p, gather, c=first: fp.file_records(
-        streamed, process_index=p, process_count=p_count, allgather=gather,
-        opener=c[p]))[0]
+    first = [fingerprints_test.Counting() for _ in range(p_count)]
+    again = [fingerprints_test.Counting() for _ in range(p_count)]
+    records = fingerprints_test.threaded(
+        p_count, lambda p, gather, c=first: fp.file_records(
+            streamed, process_index=p, process_count=p_count,
+            allgather=gather, opener=c[p]))[0]
     t0 = time.perf_counter()
-    again_records = _threaded(p_count, lambda p, gather: fp.file_records(
-        streamed, known=records, seed=1, process_index=p,
-        process_count=p_count, allgather=gather, opener=again[p]))[0]
+    again_records = fingerprints_test.threaded(
+        p_count, lambda p, gather, c=again: fp.file_records(
+            streamed, known=records, seed=1, process_index=p,
+            process_count=p_count, allgather=gather, opener=c[p]))[0]
     relaunch_s = time.perf_counter() - t0
     assert again_records == records
     out[f"P{p_count}_first_launch_mb_per_process"] = [
@@ -135,46 +138,6 @@ def main():
                       mean_std=(streamed.mean, streamed.std))
   out["relaunch_label_scan_mb"] = round((_rchar() - before) / 2**20, 1)
   print(json.dumps(out), flush=True)
-
-
-class _Counting:
-  """Opens files for binary reading and counts the bytes the reads return."""
-
-  def __init__(self):
-    self.total = 0
-
-  def __call__(self, path):
-    f = open(path, "rb")
-    real = f.read
-
-    def read(n=-1):
-      chunk = real(n)
-      self.total += len(chunk)
-      return chunk
-
-    f.read = read
-    return f
-
-
-def _threaded(process_count, fn):
-  """fn(process_index, allgather) on threads standing for processes."""
-  import concurrent.futures  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  barrier = threading.Barrier(process_count)
-  slots = [None] * process_count
-
-  def run(p):
-    def allgather(x):
-      slots[p] = np.asarray(x)
-      barrier.wait()
-      stacked = np.stack(slots)
-      barrier.wait()
-      return stacked
-    return fn(p, allgather)
-
-  with concurrent.futures.ThreadPoolExecutor(process_count) as pool:
-    return list(pool.map(run, range(process_count)))
 
 
 def _rchar() -> int:

@@ -148,8 +148,8 @@ def test_block_digests_cover_the_file(tmp_path):
   assert fp._block_digest(path, 3, bs, fp._open_binary) == got["blocks"][3]  # pylint: disable=protected-access
 
 
-class _Counting:
-  """An opener that counts the bytes read, per file."""
+class Counting:
+  """An opener that counts the bytes its files' reads return, per file."""
 
   def __init__(self):
     self.read = collections.Counter()
@@ -181,26 +181,26 @@ def test_relaunch_reads_metadata_and_samples_only(data_dir, tmp_path):
   data = _copy_set(data_dir, tmp_path / "set")
   files = [*data.train.files, *data.test.files]
   size = sum(os.path.getsize(f) for f in files)
-  first = _Counting()
+  first = Counting()
   records = fp.file_records(data, opener=first)
   assert first.total == size
   assert fp.fingerprint(data, files=records) == fp.fingerprint(data)
-  again = _Counting()
+  again = Counting()
   assert fp.file_records(data, known=records, samples=0,
                          opener=again) == records
   assert again.total == 0
-  one = _Counting()
+  one = Counting()
   assert fp.file_records(data, known=records, samples=1, seed=3,
                          opener=one) == records
   assert len(one.read) == 1 and one.total <= fp._CHUNK  # pylint: disable=protected-access
-  full = _Counting()
+  full = Counting()
   assert fp.file_records(data, known=records, rehash=True,
                          opener=full) == records
   assert full.total == size
   # A copy with new modification times is hashed again: the same digests.
   copied = stream.open_dataset("digits32", shutil.copytree(
       tmp_path / "set", tmp_path / "copy"))
-  recopied = _Counting()
+  recopied = Counting()
   got = fp.file_records(copied, known=records, opener=recopied)
   assert recopied.total == size
   assert fp.fingerprint(copied, files=got) == fp.fingerprint(data)
@@ -226,8 +226,8 @@ def test_a_change_that_keeps_size_and_mtime_is_found_by_the_sample(
       data, files=records)["test_files"]
 
 
-def _threaded(process_count, fn):
-  """fn(process_index, allgather) in one thread per simulated process."""
+def threaded(process_count, fn):
+  """fn(process_index, allgather) on threads standing for processes."""
   barrier = threading.Barrier(process_count)
   slots = [None] * process_count
 
@@ -247,8 +247,8 @@ def _threaded(process_count, fn):
 def test_processes_hash_their_share_and_gather_the_digests(data_dir):
   data = stream.open_dataset("digits32", data_dir)
   alone = fp.file_records(data)
-  counters = [_Counting(), _Counting()]
-  got = _threaded(2, lambda p, gather: fp.file_records(
+  counters = [Counting(), Counting()]
+  got = threaded(2, lambda p, gather: fp.file_records(
       data, process_index=p, process_count=2, allgather=gather,
       opener=counters[p]))
   assert got == [alone, alone]
