@@ -94,12 +94,17 @@ def test_relaunch_checks_the_files_by_metadata_and_a_sample(
   data = json.load(open(os.path.join(workdir, "data.json")))
   assert [r["sha256"] for r in data["train_files"] + data["test_files"]] == [
       r["sha256"] for r in kept]
+  labels = np.load(os.path.join(workdir, "data_labels.npz"))
+  assert labels["train"].shape == (N,)
   calls = collections.Counter()
-  for name in ("_hash_file", "_block_digest"):
-    real = getattr(fingerprints, name)
-    monkeypatch.setattr(fingerprints, name, functools.partial(
-        lambda real, name, *a: calls.update([name]) or real(*a), real, name))
-  # A relaunch: no file hashed whole, one sampled block of each (tiny) file.
+  for module, name in ((fingerprints, "_hash_file"),
+                       (fingerprints, "_block_digest"), (stream, "scan")):
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, functools.partial(
+        lambda real, name, *a, **k: calls.update([name]) or real(*a, **k),
+        real, name))
+  # A relaunch: no file hashed whole, one sampled block of each (tiny)
+  # file, no record read for statistics or labels.
   assert experiment.train_and_evaluate(config, workdir) == summary
   assert calls == {"_block_digest": 2}
   # A full re-hash is a launch option, not part of the run's identity.

@@ -59,6 +59,11 @@ def _open_binary(path) -> BinaryIO:
   return open(path, "rb")
 
 
+def labels_digest(labels: np.ndarray) -> str:
+  """The hash of a split's labels that `fingerprint` records (int [N])."""
+  return _digest(np.asarray(labels).astype(np.int32))
+
+
 def file_digest(path: str | os.PathLike) -> str:
   """SHA-256 of a file's bytes (hex, first 32 digits)."""
   return _hash_file(path, os.path.getsize(path), _open_binary)["sha256"]
@@ -295,11 +300,11 @@ def fingerprint(data: splits.Dataset, *,
   out = {"num_train": int(len(train)),
          "image_shape": [int(d) for d in train.image_shape],
          "num_classes": int(data.num_classes),
-         "train_labels_sha256": _digest(train.labels.astype(np.int32)),
+         "train_labels_sha256": labels_digest(train.labels),
          **_split_content("train", train, files)}
   if data.test is not None:
     out["num_test"] = int(len(data.test))
-    out["test_labels_sha256"] = _digest(data.test.labels.astype(np.int32))
+    out["test_labels_sha256"] = labels_digest(data.test.labels)
     out.update(_split_content("test", data.test, files))
   return out
 

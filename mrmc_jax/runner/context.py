@@ -5,7 +5,8 @@ kept in the workdir (`data_stats.json`), so that a relaunch skips the
 statistics pass (docs/reliability.md, "Preemption"). Streamed data sets
 keep their files' hashes, sizes and modification times (`data_files.json`),
 so that a relaunch checks them by metadata and a sampled re-hash
-(`data.fingerprints.file_records`) instead of reading every file.
+(`data.fingerprints.file_records`) instead of reading every file, and their
+labels (`data_labels.npz`), so that it reads no record to get them.
 """
 
 import dataclasses
@@ -33,8 +34,9 @@ from mrmc_jax.runner import workdir as wd
 
 # The input statistics of a workdir's data.
 STATS_FILE = "data_stats.json"
-# The streamed files' hashes and metadata.
+# The streamed files' hashes and metadata, and the streamed splits' labels.
 FILES_FILE = "data_files.json"
+LABELS_FILE = "data_labels.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,19 +148,22 @@ class Context:
 
 
 def load_data(config: ml_collections.ConfigDict,
-              mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None
+              mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
+              labels: Optional[dict[str, np.ndarray]] = None
               ) -> data_lib.Dataset:
   """The data set: held in memory, or streamed (`dataset.input`).
 
   Streamed splits are `StreamSplit`s: every process reads only its rows of
   each batch, and the statistics pass is split between processes. With
-  `mean_std` (float [C] each, `cached_stats`) that pass is skipped.
+  `mean_std` (float [C] each, `cached_stats`) that pass decodes no image;
+  with the `labels` too (`cached_labels`) it reads no record.
   """
   return data_lib.load(
       config.dataset.name, config.dataset.data_dir,
       input=config.dataset.input, image_size=config.dataset.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      allgather=multihost_utils.process_allgather, mean_std=mean_std)
+      allgather=multihost_utils.process_allgather, mean_std=mean_std,
+      labels=labels)
 
 
 def _stats_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -197,6 +202,11 @@ def cached_stats(config: ml_collections.ConfigDict, workdir: str
       found = tuple(np.asarray(record[k], np.float32) for k in ("mean", "std"))
   except (OSError, ValueError, KeyError, TypeError):
     found = None  # Missing or damaged: computed again, then rewritten.
+  return _as_process_0(found, path)
+
+
+def _as_process_0(found: Any, path: str) -> Any:
+  """`found` if process 0 found it too, else None (one broadcast)."""
   use = found is not None
   if jax.process_count() > 1:
     use = bool(multihost_utils.broadcast_one_to_all(np.int32(use)))
@@ -205,6 +215,58 @@ def cached_stats(config: ml_collections.ConfigDict, workdir: str
                      "which process 0 reads: the workdir must be shared by "
                      "every process")
   return found if use else None
+
+
+def cached_labels(config: ml_collections.ConfigDict, workdir: str
+                  ) -> Optional[dict[str, np.ndarray]]:
+  """The streamed splits' labels `save_labels` kept in `workdir`, or None.
+
+  Used only if their hashes are those the workdir's `data.json` records;
+  the run then checks that the files it streams are those of `data.json`
+  (`file_records`, `workdir.claim`), so the labels are those of the files.
+  Process 0 decides, every process follows (one broadcast) and reads them.
+
+  Returns:
+    {"train": int32 [N], "test": int32 [M]} (test only with a test
+    split), or None (in-memory input, none kept, or not those of
+    `data.json`).
+  """
+  if config.dataset.input != "stream":
+    return None
+  path = os.path.join(workdir, LABELS_FILE)
+  found = None
+  try:
+    data = wd.read_json(os.path.join(workdir, "data.json"))
+    labels = wd.read_npz(path)
+    if all(data_lib.fingerprints.labels_digest(labels[k]) ==
+           data[f"{k}_labels_sha256"] for k in labels) and (
+               "test" in labels) == ("test_labels_sha256" in data):
+      found = labels
+  except (OSError, ValueError, KeyError, TypeError):
+    found = None  # Missing or damaged: scanned again, then rewritten.
+  return _as_process_0(found, path)
+
+
+def save_labels(ctx: Context) -> None:
+  """Keeps the streamed splits' labels in the workdir (process 0).
+
+  Call once `workdir.claim` has accepted the data (their hashes are in
+  `data.json`). Written when missing or damaged; in-memory data keep none.
+  """
+  if not ctx.file_records or not wd.is_writer():
+    return
+  path = os.path.join(ctx.workdir, LABELS_FILE)
+  labels = {k: np.asarray(v.labels, np.int32) for k, v in
+            (("train", ctx.data.train), ("test", ctx.data.test))
+            if v is not None}
+  try:
+    kept = wd.read_npz(path)
+    if kept.keys() == labels.keys() and all(
+        np.array_equal(kept[k], v) for k, v in labels.items()):
+      return
+  except (OSError, ValueError):
+    pass  # Missing or damaged: written again.
+  wd.write_npz(path, **labels)
 
 
 def save_stats(ctx: Context, data: dict[str, Any]) -> None:
@@ -266,7 +328,8 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   if config.dataset.input == "stream":
     data_lib.fingerprints.check_local(config.dataset.data_dir)
   cached = cached_stats(config, workdir)
-  data = load_data(config, mean_std=cached)
+  data = load_data(config, mean_std=cached,
+                   labels=cached_labels(config, workdir))
   record = None if cached is not None else {
       "source": _stats_source(config),
       "mean": np.asarray(data.mean, np.float32).reshape(-1).tolist(),
