@@ -13,7 +13,8 @@ I/O per process (`fingerprints.file_records`, bytes counted by a wrapper
 around the file reads) at a first launch and at a relaunch that checks the
 files by metadata and a sampled re-hash, on 1 and 2 processes (threads
 standing for processes, the digests gathered as `process_allgather`
-would), beside the bytes the relaunch's label scan reads.
+would); and the bytes `open_dataset` reads at a relaunch (/proc/self/io
+rchar) with known statistics, and with known statistics and labels.
 
 Run: python benchmarks/fingerprint.py --data_dir runs/fmnist_ar
 """
@@ -130,13 +131,18 @@ def main():
         round(c.total / 2**20, 2) for c in again]
     out[f"P{p_count}_relaunch_s"] = round(relaunch_s, 3)
   out["records_json_kb"] = round(len(json.dumps(records)) / 2**10, 1)
-  # The rest of a relaunch's input I/O (the label scan of `open_dataset`
-  # with known statistics, in ArrayRecord's C++ reader): the bytes this
-  # process read from files meanwhile (/proc/self/io rchar).
-  before = _rchar()
-  stream.open_dataset(name, args.data_dir,
-                      mean_std=(streamed.mean, streamed.std))
-  out["relaunch_label_scan_mb"] = round((_rchar() - before) / 2**20, 1)
+  # The rest of a relaunch's input I/O: `open_dataset` with known
+  # statistics (a label scan, in ArrayRecord's C++ reader), and with known
+  # statistics and labels (as the runner relaunches): the bytes this process
+  # read from files meanwhile (/proc/self/io rchar).
+  known = {"mean_std": (streamed.mean, streamed.std)}
+  for key, extra in (("open_known_stats_mb", {}),
+                     ("open_known_stats_and_labels_mb", {"labels": {
+                         "train": streamed.train.labels,
+                         "test": streamed.test.labels}})):
+    before = _rchar()
+    stream.open_dataset(name, args.data_dir, **known, **extra)
+    out[key] = round((_rchar() - before) / 2**20, 2)
   print(json.dumps(out), flush=True)
 
 
