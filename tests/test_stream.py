@@ -94,8 +94,8 @@ def test_relaunch_checks_the_files_by_metadata_and_a_sample(
   data = json.load(open(os.path.join(workdir, "data.json")))
   assert [r["sha256"] for r in data["train_files"] + data["test_files"]] == [
       r["sha256"] for r in kept]
-  labels = np.load(os.path.join(workdir, "data_labels.npz"))
-  assert labels["train"].shape == (N,)
+  assert np.load(os.path.join(workdir, "data_labels.npz"))["train"].shape == (
+      N,)
   calls = collections.Counter()
   for module, name in ((fingerprints, "_hash_file"),
                        (fingerprints, "_block_digest"), (stream, "scan")):
