@@ -23,6 +23,7 @@ from mrmc_jax.data import fingerprints
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.data import stream
 from mrmc_jax.data import stream_test as streaming_test
+from mrmc_jax.runner import context
 from mrmc_jax.runner import experiment
 from mrmc_jax.runner import workdir as wd
 import multihost  # pylint: disable=g-bad-import-order
@@ -112,6 +113,13 @@ def test_relaunch_checks_the_files_by_metadata_and_a_sample(
   config.dataset.rehash_files = True
   assert experiment.train_and_evaluate(config, workdir) == summary
   assert calls == {"_hash_file": 2}
+  # Kept labels that are not those of data.json are not used.
+  path = os.path.join(workdir, context.LABELS_FILE)
+  good = dict(np.load(path))
+  assert set(context.cached_labels(config, workdir)) == {"train", "test"}
+  np.savez(path, train=good["train"][::-1], test=good["test"])
+  assert context.cached_labels(config, workdir) is None
+  np.savez(path, **good)
   # Test images changed under kept size and modification time: the sampled
   # block differs, the file is hashed again, the rerun refused.
   config.dataset.rehash_files = False
