@@ -51,7 +51,8 @@ def _digest(*arrays: np.ndarray) -> str:
   for a in arrays:
     a = np.ascontiguousarray(a)
     h.update(f"{a.dtype.str}{a.shape}".encode())
-    h.update(memoryview(a).cast("B"))
+    if a.size:  # (An empty array has no bytes; its shape is hashed.)
+      h.update(memoryview(a).cast("B"))
   return h.hexdigest()[:32]
 
 

@@ -123,6 +123,16 @@ def test_test_and_validation_images_are_in_the_fingerprint():
   assert a["test_images_sha256"] != b["test_images_sha256"]
 
 
+def test_an_empty_test_split_has_a_fingerprint():
+  data = sources.load_dataset("digits")
+  empty = dataclasses.replace(data, test=splits.ArraySplit(
+      data.test.images[:0], data.test.labels[:0]))
+  got = fp.fingerprint(empty)
+  assert got["num_test"] == 0
+  assert got["test_images_sha256"] != fp.fingerprint(data)[
+      "test_images_sha256"]
+
+
 def test_older_record_names_what_it_cannot_vouch_for():
   given = fp.fingerprint(sources.load_dataset("digits"))
   old = {k: v for k, v in given.items() if k != "test_images_sha256"}
