@@ -221,7 +221,8 @@ def cached_labels(config: ml_collections.ConfigDict, workdir: str
                   ) -> Optional[dict[str, np.ndarray]]:
   """The streamed splits' labels `save_labels` kept in `workdir`, or None.
 
-  Used only if their hashes are those the workdir's `data.json` records;
+  Used only if their hashes are those the workdir's `data.json` records
+  (and, by `make_context`, only with the statistics `cached_stats` found);
   the run then checks that the files it streams are those of `data.json`
   (`file_records`, `workdir.claim`), so the labels are those of the files.
   Process 0 decides, every process follows (one broadcast) and reads them.
@@ -328,8 +329,10 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   if config.dataset.input == "stream":
     data_lib.fingerprints.check_local(config.dataset.data_dir)
   cached = cached_stats(config, workdir)
-  data = load_data(config, mean_std=cached,
-                   labels=cached_labels(config, workdir))
+  # Kept labels only with kept statistics, which are checked to come from
+  # the same source (name, data_dir, input, image_size).
+  data = load_data(config, mean_std=cached, labels=None if cached is None
+                   else cached_labels(config, workdir))
   record = None if cached is not None else {
       "source": _stats_source(config),
       "mean": np.asarray(data.mean, np.float32).reshape(-1).tolist(),
