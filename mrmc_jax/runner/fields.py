@@ -75,6 +75,10 @@ BASE: tuple[Field, ...] = (
     Field("dataset.input", "memory", _ALL, "memory (decode the splits into "
           "host memory) or stream (read a tfds set prepared as ArrayRecord "
           "by id)"),
+    Field("dataset.rehash_files", False, _NONE, "streamed input: hash every "
+          "ArrayRecord file again at this launch (False: files whose size "
+          "and modification time are unchanged are checked by a sampled "
+          "re-hash)", absent=False),
     Field("dataset.validation_fraction", 0.0, _ALL, "if > 0, hold out this "
           "stratified fraction of train and evaluate on it instead of test"),
     Field("dataset.validation_seed", 0, _ALL, "seed of the held-out split"),

@@ -183,11 +183,15 @@ def keep_claimed(ctx: Context, workdir: str, data: dict[str, Any]) -> None:
   """What every job keeps once `workdir.claim` has accepted `data`.
 
   The flipped ids (`keep_noise`) and the input statistics the load
-  computed (`context.save_stats`), so that a relaunch of any job (main,
-  compare, attribution) skips the statistics pass.
+  computed (`context.save_stats`), the streamed files' records and labels
+  (`context.save_files`, `save_labels`), so that a relaunch of any job
+  (main, compare, attribution) skips the statistics pass and reads no
+  whole file.
   """
   keep_noise(ctx, workdir)
   context_lib.save_stats(ctx, data)
+  context_lib.save_files(ctx)
+  context_lib.save_labels(ctx)
 
 
 def _keep_flipped(workdir: str, name: str, ids: np.ndarray) -> None:
@@ -212,8 +216,11 @@ def flipped_ids(workdir: str) -> Optional[np.ndarray]:
 
 
 def data_fingerprint(ctx: Context) -> dict[str, Any]:
-  """`data.fingerprint` of the context's loaded data (every example)."""
-  return data_lib.fingerprint(ctx.data)
+  """`data.fingerprint` of the context's loaded data (every example).
+
+  Streamed files enter as `context.file_records` checked them at load.
+  """
+  return data_lib.fingerprint(ctx.data, files=ctx.file_records or None)
 
 
 # --------------------------------------------------------------------------
