@@ -15,7 +15,8 @@ What `checked` verifies, in every library function the wrapped function
 calls (`per_example_stats`, `make_train_step`'s step, `record`,
 `make_recording_step`'s step, `select_mask`, `mrmc_scores`): labels in
 `[0, C)`, ids in `[0, N)` and the epoch in `[0, R)` on real (unpadded)
-rows, finite logits and losses, scores without NaN. Each check costs a
+rows, no id twice in one batch, finite logits and losses, scores without
+NaN, quotas within their classes. Each check costs a
 reduction over its inputs plus one host sync per call to read the error,
 so use the checked mode to debug and the plain step for speed.
 """
@@ -130,6 +131,29 @@ def check_not_nan(x: Array, name: str) -> None:
   i, _ = _first_bad(bad, x)
   checkify.debug_check(~jnp.any(bad), f"{name} (flat index {{i}}) is NaN",
                        i=i)
+
+
+def check_unique(ids: Array, name: str, *, mask: Optional[Array] = None
+                 ) -> None:
+  """Checked mode: no value of `ids [B]` on two rows where `mask`.
+
+  A sort of the B ids (padding rows moved past the largest id, each to a
+  value of its own), so it costs O(B log B), in the checked mode only.
+  """
+  if not _traced(ids, mask) or jnp.shape(ids)[0] < 2:
+    return
+  ids = jnp.asarray(ids).astype(jnp.int64 if jax.config.jax_enable_x64
+                                else jnp.int32)
+  if mask is not None:
+    # Padding rows get distinct values past every real id.
+    spare = jnp.max(ids) + 1 + jnp.arange(ids.shape[0], dtype=ids.dtype)
+    ids = jnp.where(mask, ids, spare)
+  s = jnp.sort(ids)
+  same = s[1:] == s[:-1]
+  i = jnp.argmax(same)
+  checkify.debug_check(
+      ~jnp.any(same), f"{name} {{v}} appears on two real rows of one batch "
+      "(recorded twice: two visits, one value)", v=s[i])
 
 
 def check_all(ok: Array, message: str) -> None:
