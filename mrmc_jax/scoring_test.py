@@ -423,9 +423,9 @@ def test_visits_leave_rows_never_fully_recorded_out():
 
 def test_visits_are_checked():
   x, visits = _visits_case()
-  with pytest.raises(ValueError, match=r"visits has shape \(20, 64\); it "
+  with pytest.raises(ValueError, match=r"visits has shape \(64, 5\); it "
                      r"must match losses, \(64, 20\)"):
-    scoring.mrmc_scores(x, visits=visits.T)
+    scoring.mrmc_scores(x, visits=visits[:, :5])
   with pytest.raises(ValueError, match=r"visits has dtype float32; expected "
                      r"an integer"):
     scoring.mrmc_scores(x, visits=visits.astype(np.float32))
@@ -433,8 +433,9 @@ def test_visits_are_checked():
 
 def test_a_transposed_trajectory_is_caught_when_valid_or_visits_say_so():
   x, visits = _visits_case()
-  with pytest.raises(ValueError, match=r"losses has shape \(20, 64\).*"
-                     r"transposed.*\[N, R\]"):
+  with pytest.raises(ValueError, match=r"losses has shape \(20, 64\) and "
+                     r"visits \(64, 20\), its transpose: one of them is "
+                     r"transposed; both must be \[N, R\]"):
     scoring.mrmc_scores(x.T, visits=visits)
   with pytest.raises(ValueError, match=r"transposed"):
     scoring.mrmc_scores(x.T, visits > 0)
