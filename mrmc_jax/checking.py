@@ -156,6 +156,21 @@ def check_unique(ids: Array, name: str, *, mask: Optional[Array] = None
       "(recorded twice: two visits, one value)", v=s[i])
 
 
+def check_quotas(quotas: Array, labels: Array, num_classes: int, *,
+                 eligible: Optional[Array] = None) -> None:
+  """Checked mode: no class quota above the class's eligible rows."""
+  if not _traced(quotas, labels, eligible):
+    return
+  ok = jnp.ones(jnp.shape(labels), bool) if eligible is None else eligible
+  y = jnp.where(ok, jnp.asarray(labels).astype(jnp.int32), num_classes)
+  have = jnp.bincount(y, length=num_classes + 1)[:num_classes]
+  over = jnp.asarray(quotas) > have
+  c = jnp.argmax(over)
+  checkify.debug_check(
+      ~jnp.any(over), "a quota exceeds the eligible examples of its class: "
+      "quotas[{c}] = {q} > {h}", c=c, q=jnp.asarray(quotas)[c], h=have[c])
+
+
 def check_all(ok: Array, message: str) -> None:
   """Checked mode: every entry of the bool array `ok` is True."""
   if not _traced(ok):

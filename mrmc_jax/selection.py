@@ -52,6 +52,47 @@ def checked_budget(ratio: float, num_examples: int) -> int:
   return int(np.floor(float(ratio) * num_examples + _EPS))
 
 
+def check_nonzero_budget(ratio: float, num_examples: int) -> None:
+  """Refuses a (checked) ratio that selects no example of N > 0."""
+  if num_examples and not checked_budget(ratio, num_examples):
+    raise ValueError(
+        f"ratio={ratio!r} selects floor({ratio!r} * N) = 0 of "
+        f"N={num_examples} examples; it must select at least one (ratio >= "
+        f"1/{num_examples}).")
+
+
+def warn_selection(mask: Any, scores: Any, labels: Any, num_classes: int,
+                   class_balanced: bool, fn: str = "select_mask") -> None:
+  """Warns about a concrete selection that looks silently wrong.
+
+  Two cases: selected rows whose score is -inf (the rows `mrmc_scores`
+  leaves out, taken only because their class had no other row left), and
+  a global top-k (`class_balanced=False`) that selected no example of a
+  class present in `labels`. One host transfer of the mask; callers use
+  it only outside `jax.jit`.
+  """
+  m = np.asarray(mask, bool)
+  s = np.asarray(scores)
+  bad = int(np.count_nonzero(np.isneginf(s[m])))
+  if bad:
+    warnings.warn(
+        f"{fn}: {bad} selected rows score -inf (rows mrmc_scores left out: "
+        "not recorded in every epoch, or non-finite losses); their classes "
+        "had too few other rows for their quotas.", stacklevel=3)
+  if not class_balanced:
+    y = np.asarray(labels)
+    ok = (y >= 0) & (y < num_classes)
+    present = np.bincount(y[ok], minlength=num_classes) > 0
+    picked = np.bincount(y[ok & m], minlength=num_classes) > 0
+    empty = np.flatnonzero(present & ~picked)
+    if empty.size:
+      warnings.warn(
+          f"{fn}: the global top-k (class_balanced=False) selected no "
+          f"example of {empty.size} of the {int(present.sum())} classes "
+          f"present (first {empty[:5].tolist()}); class_balanced=True keeps "
+          "every class.", stacklevel=3)
+
+
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
   """Splits the int `total` proportionally to int `weights` (exact ints).
 
@@ -94,10 +135,13 @@ def class_quotas(labels: np.ndarray,
     int64 `[C]` quotas.
 
   Raises:
-    ValueError: on a ratio outside (0, 1] or labels outside [0, C).
+    ValueError: on a ratio outside (0, 1] or one that selects no example,
+      or labels outside [0, C).
   """
+  validation.check_static(ratio, "ratio")
   validation.check_ratio(ratio)
   validation.check_labels(labels, num_classes)
+  check_nonzero_budget(ratio, int(np.shape(labels)[0]))
   return checked_class_quotas(np.asarray(labels), num_classes, ratio,
                               capacity)
 
@@ -294,7 +338,16 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
   Raises:
     ValueError: naming the argument, its shape or value, and what is allowed.
   """
-  del class_balanced  # Labels are checked in both modes (as on the host).
+  validation.check_static(num_classes, "num_classes")
+  validation.check_static(class_balanced, "class_balanced")
+  validation.check_static(ratio, "ratio", " (a float in (0, 1]), or pass "
+                          "traced quotas= / total=, which never recompile")
+  validation.check_array(scores, "scores", "float [N]")
+  validation.check_array(labels, "labels", "int [N]")
+  for name, x in (("quotas", quotas), ("eligible", eligible),
+                  ("priority", priority)):
+    if x is not None:
+      validation.check_array(x, name)
   if (isinstance(num_classes, bool)
       or not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
     raise ValueError(f"num_classes={num_classes!r} is not allowed: it must "
@@ -322,6 +375,7 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
       validation.check_integer_dtype(x, name)
   if ratio is not None:
     validation.check_ratio(ratio)
+    check_nonzero_budget(ratio, n)
   validation.check_index_range(labels, "labels", num_classes,
                                what="num_classes")
   if validation.is_concrete(scores):
@@ -331,6 +385,19 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
     if (q < 0).any():
       raise ValueError(f"quotas[{int(np.argmax(q < 0))}] = {int(q.min())} is "
                        "not allowed: quotas must be >= 0.")
+    if validation.is_concrete(labels, eligible):
+      y = np.asarray(labels)
+      ok = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+      have = np.bincount(y[ok], minlength=num_classes)[:num_classes]
+      over = np.flatnonzero(q > have)
+      if over.size:
+        c = int(over[0])
+        raise ValueError(
+            f"quotas[{c}] = {int(q[c])} is more than the {int(have[c])} "
+            f"eligible examples of class {c} ({over.size} classes over); "
+            "each quota must be at most its class's eligible count "
+            "(select_mask_host(candidates=) moves the excess to other "
+            "classes).")
 
 
 @functools.partial(jax.jit,
@@ -449,14 +516,21 @@ def select_mask(scores: Array,
                      "quotas/total, not both and not neither.")
   check_select_inputs(scores, labels, ratio, num_classes=num_classes,
                       quotas=quotas, total=total, eligible=eligible,
-                      priority=priority, tie_seed=tie_seed)
+                      priority=priority, tie_seed=tie_seed,
+                      class_balanced=class_balanced)
   if class_balanced:
     checking.check_index_range(labels, "label", num_classes)
+    if quotas is not None:
+      checking.check_quotas(quotas, labels, num_classes, eligible=eligible)
   checking.check_not_nan(scores, "score")
-  return _select_mask_jit(
+  mask = _select_mask_jit(
       scores, labels, ratio, num_classes=num_classes,
       class_balanced=class_balanced, quotas=quotas, total=total,
       eligible=eligible, priority=priority, tie_seed=tie_seed)
+  if validation.is_concrete(scores, labels, quotas, total, eligible,
+                            priority, tie_seed):
+    warn_selection(mask, scores, labels, num_classes, class_balanced)
+  return mask
 
 
 def select_mask_host(scores: Array,
@@ -498,9 +572,11 @@ def select_mask_host(scores: Array,
   Raises:
     ValueError: on bad ratio, labels, shapes or NaN scores.
   """
+  validation.check_static(ratio, "ratio")
   validation.check_ratio(ratio)
   validation.check_scores(scores)
   validation.check_labels(labels, num_classes)
+  check_nonzero_budget(ratio, int(np.shape(scores)[0]))
   arrays = {"scores": scores, "labels": labels}
   if candidates is not None:
     arrays["candidates"] = candidates
@@ -522,10 +598,13 @@ def select_mask_host(scores: Array,
   quotas = checked_class_quotas(labels_np, num_classes, ratio, capacity)
   priority = (jnp.zeros(n, jnp.bool_) if priority is None
               else jnp.asarray(priority, jnp.bool_))
-  return _select_mask_jit(
+  mask = _select_mask_jit(
       jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32), None,
       num_classes=num_classes, class_balanced=class_balanced,
       quotas=jnp.asarray(quotas, jnp.int32),
       total=jnp.int32(checked_budget(ratio, n)),
       eligible=eligible, priority=priority,
       tie_seed=None if tie_seed is None else jnp.int32(tie_seed))
+  warn_selection(mask, scores, labels_np, num_classes, class_balanced,
+                 fn="select_mask_host")
+  return mask
