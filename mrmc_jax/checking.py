@@ -59,6 +59,9 @@ def checked(fn: Callable[..., Any],
     (`checkify.JaxRuntimeError`, a `ValueError`) with the first failed
     check's message.
   """
+  if not callable(fn):
+    raise ValueError(f"checked got fn of type {type(fn).__name__}; expected "
+                     "a function (e.g. your jitted step).")
   if errors is None:
     errors = checkify.user_checks
   inner = checkify.checkify(fn, errors=errors)

@@ -209,6 +209,11 @@ def per_example_grad_norms(apply_fn: Callable[[PyTree, Array], Array],
   Returns:
     float32 `[B]` gradient norms.
   """
+  validation.check_array(images, "images", "[B, ...]")
+  validation.check_array(labels, "labels", "int [B]")
+  if not hasattr(variables, "keys") or wrt not in variables:
+    raise ValueError(f"variables has type {type(variables).__name__}; "
+                     f"expected a dict with a {wrt!r} entry (wrt={wrt!r}).")
   variables = dict(variables)
   rest = {k: v for k, v in variables.items() if k != wrt}
 

@@ -18,6 +18,7 @@ from mrmc_jax import checking
 from mrmc_jax import losses
 from mrmc_jax import scoring
 from mrmc_jax import selection
+from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
 
@@ -208,6 +209,33 @@ REFUSED = [
      lambda: jax.jit(lambda k: scoring.mrmc_scores(
          jnp.ones((N, R)), epoch_offset=k))(1),
      r"epoch_offset is traced"),
+    ("create_train_state: a list of variables",
+     lambda: train_step.create_train_state([1, 2], optax.sgd(0.1)),
+     r"variables has type list; expected the dict of model.init"),
+    ("grad norms: images as a list",
+     lambda: losses.per_example_grad_norms(
+         lambda v, x: x, {"params": {}}, [[0.0]] * B, LABELS),
+     r"images has type list; expected a jax or numpy array"),
+    ("shard_batch: a list batch",
+     lambda: sharding.shard_batch([np.zeros(8)], sharding.make_mesh()),
+     r"local_batch has type list; expected a dict"),
+    ("checked: not a function",
+     lambda: checking.checked(3),
+     r"checked got fn of type int; expected a function"),
+    ("budget: a traced ratio",
+     lambda: jax.jit(lambda r: selection.budget(r, 10))(0.5),
+     r"ratio is traced"),
+    ("class_quotas: a traced ratio",
+     lambda: jax.jit(lambda r: selection.class_quotas(
+         np.asarray(SEL_LABELS), C, r))(0.5),
+     r"ratio is traced"),
+    ("record: a traced sharded flag",
+     lambda: jax.jit(lambda s: trajectory.record(
+         trajectory.init_trajectory(N, R), _stats(), 0, sharded=s))(True),
+     r"sharded is traced"),
+    ("init_trajectory: a traced size",
+     lambda: jax.jit(lambda n: trajectory.init_trajectory(n, R))(N),
+     r"num_examples is traced"),
     # mrmc_scores (eagerly; under jit see the checked table)
     ("scores: NaN loss (eager)",
      lambda: scoring.mrmc_scores(jnp.array([[1.0, 0.5], [jnp.nan, 0.1]])),

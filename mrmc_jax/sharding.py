@@ -222,8 +222,12 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: MeshLike,
     Global `[B, ...]` arrays, `B = B_local * process count`.
 
   Raises:
-    ValueError: `axis` is not an axis of the mesh.
+    ValueError: `local_batch` is not a dict, or `axis` is not an axis of
+      the mesh.
   """
+  if not hasattr(local_batch, "items"):
+    raise ValueError(f"local_batch has type {type(local_batch).__name__}; "
+                     "expected a dict of [B_local, ...] arrays.")
   sharding = batch_sharding(mesh, axis)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}

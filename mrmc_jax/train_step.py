@@ -82,7 +82,16 @@ def create_train_state(variables: dict[str, PyTree],
     `tx` kept in the state is static pytree data, so a new optimiser object
     would mean a new jit signature; use flax's `TrainState.create` when you
     want it there.)
+
+  Raises:
+    ValueError: `variables` is not a dict with `params`.
   """
+  if not hasattr(variables, "keys") or "params" not in variables:
+    raise ValueError(
+        f"variables has type {type(variables).__name__}"
+        + (f" with keys {sorted(variables.keys())}"
+           if hasattr(variables, "keys") else "")
+        + "; expected the dict of model.init(...) with a 'params' entry.")
   params = variables["params"]
   return BatchStatsTrainState(
       step=jnp.zeros((), jnp.int32),

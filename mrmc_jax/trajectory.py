@@ -288,6 +288,7 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
     ValueError: see Checks above; `sharded` without `mesh`, or a row count
       that does not split evenly.
   """
+  validation.check_static(sharded, "sharded")
   check_record_inputs(traj, stats, epoch)
   if sharded:
     _check_sharded(traj, mesh, axis)

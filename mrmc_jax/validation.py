@@ -18,9 +18,8 @@ def is_concrete(*xs: Any) -> bool:
 
 
 def check_ratio(ratio: Any, name: str = "ratio") -> None:
-  """Checks that a selection ratio lies in (0, 1]."""
-  if not is_concrete(ratio):
-    return
+  """Checks that a selection ratio lies in (0, 1] (and is not traced)."""
+  check_static(ratio, name)
   r = np.asarray(ratio)
   if r.ndim != 0 or not np.isfinite(r) or not 0.0 < float(r) <= 1.0:
     raise ValueError(f"{name}={ratio!r} is not allowed: it must be a number "
