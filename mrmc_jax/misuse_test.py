@@ -201,6 +201,11 @@ REFUSED = [
     ("select: scores as a list",
      lambda: selection.select_mask([0.0] * N, SEL_LABELS, 0.5, num_classes=C),
      r"scores has type list; expected a jax or numpy array"),
+    ("select: scores of a transposed [R, N] trajectory",
+     lambda: selection.select_mask(
+         scoring.mrmc_scores(jnp.ones((N, R)).T), SEL_LABELS, 0.5,
+         num_classes=C),
+     r"scores has 2 rows and labels 6.*transposed \[R, N\]"),
     ("select: a traced ratio",
      lambda: jax.jit(lambda r: selection.select_mask(
          SCORES, SEL_LABELS, r, num_classes=C))(0.5),

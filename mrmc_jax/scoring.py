@@ -437,7 +437,7 @@ def _core(losses, valid, max_initial_ratio, epoch_offset, num_steps):
   """
   # Rows holding a NaN, inf or negative valid loss (only possible when
   # traced: concrete input is refused) are fitted as all-zero rows, so
-  # every output stays finite and they score 0.
+  # every output of the fit stays finite; mrmc_scores scores them -inf.
   invalid = invalid_rows(losses, valid)
   n, r = losses.shape
   opts = dict(max_initial_ratio=max_initial_ratio, epoch_offset=epoch_offset,
@@ -566,8 +566,8 @@ def _check_visits(visits: Any, losses: Any) -> Any:
       warnings.warn(
           f"mrmc_scores: {rows.size} of {visits.shape[0]} rows were not "
           f"recorded in every epoch (visits == 0; first rows "
-          f"{rows[:5].tolist()}); they score -inf and are left out of the "
-          "selection. check_visits names the epochs.", stacklevel=3)
+          f"{rows[:5].tolist()}); they score -inf, after every other row in "
+          "select_mask. check_visits names the epochs.", stacklevel=3)
   return visits
 
 

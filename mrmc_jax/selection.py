@@ -62,18 +62,19 @@ def check_nonzero_budget(ratio: float, num_examples: int) -> None:
 
 
 def warn_selection(mask: Any, scores: Any, labels: Any, num_classes: int,
-                   class_balanced: bool, fn: str = "select_mask") -> None:
+                   class_balanced: bool, fn: str = "select_mask",
+                   minus_inf: bool = True) -> None:
   """Warns about a concrete selection that looks silently wrong.
 
-  Two cases: selected rows whose score is -inf (the rows `mrmc_scores`
-  leaves out, taken only because their class had no other row left), and
-  a global top-k (`class_balanced=False`) that selected no example of a
-  class present in `labels`. One host transfer of the mask; callers use
-  it only outside `jax.jit`.
+  Two cases: with `minus_inf`, selected rows whose score is -inf (the rows
+  `mrmc_scores` leaves out, taken only because their class had no other
+  row left), and a global top-k (`class_balanced=False`) that selected no
+  example of a class present in `labels`. One host transfer of the mask;
+  callers use it only outside `jax.jit`.
   """
   m = np.asarray(mask, bool)
   s = np.asarray(scores)
-  bad = int(np.count_nonzero(np.isneginf(s[m])))
+  bad = int(np.count_nonzero(np.isneginf(s[m]))) if minus_inf else 0
   if bad:
     warnings.warn(
         f"{fn}: {bad} selected rows score -inf (rows mrmc_scores left out: "
@@ -138,7 +139,6 @@ def class_quotas(labels: np.ndarray,
     ValueError: on a ratio outside (0, 1] or one that selects no example,
       or labels outside [0, C).
   """
-  validation.check_static(ratio, "ratio")
   validation.check_ratio(ratio)
   validation.check_labels(labels, num_classes)
   check_nonzero_budget(ratio, int(np.shape(labels)[0]))
@@ -358,6 +358,11 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
                                or np.issubdtype(dtype, np.integer)):
     raise ValueError(f"scores has dtype {dtype}; expected a float dtype.")
   n = np.shape(scores)[0]
+  if np.ndim(labels) == 1 and np.shape(labels)[0] != n:
+    raise ValueError(
+        f"scores has {n} rows and labels {np.shape(labels)[0]}; they must "
+        "be equal (scores of a transposed [R, N] loss matrix have R rows: "
+        "score the [N, R] trajectory).")
   validation.check_leading(labels, "labels", n, "int [N] like scores")
   validation.check_integer_dtype(labels, "labels")
   for name, x in (("eligible", eligible), ("priority", priority)):
@@ -385,7 +390,7 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
     if (q < 0).any():
       raise ValueError(f"quotas[{int(np.argmax(q < 0))}] = {int(q.min())} is "
                        "not allowed: quotas must be >= 0.")
-    if validation.is_concrete(labels, eligible):
+    if class_balanced and validation.is_concrete(labels, eligible):
       y = np.asarray(labels)
       ok = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
       have = np.bincount(y[ok], minlength=num_classes)[:num_classes]
@@ -454,12 +459,17 @@ def select_mask(scores: Array,
   that rank.
 
   Checks: shapes and dtypes always (also inside your `jax.jit`: `[N, 1]`
-  scores, float labels, quotas not `[C]` are refused at trace time);
-  values when the arrays are concrete (labels outside `[0, C)`, NaN scores,
-  negative quotas). Traced values are not checked, but never wrap: rows
-  with a label outside `[0, C)` are not selected (class-balanced) and NaN
-  scores rank last, with -inf; the checked mode (`checking.checked`)
-  raises on both. `select_mask_host` also handles candidate sets whose
+  scores, float labels, quotas not `[C]` are refused at trace time), and
+  so are lists in place of arrays, a ratio that selects no example and
+  traced static arguments; values when the arrays are concrete (labels
+  outside `[0, C)`, NaN scores, negative quotas or quotas above their
+  class's eligible examples). Traced values are not checked, but never
+  wrap: rows with a label outside `[0, C)` are not selected
+  (class-balanced) and NaN scores rank last, with -inf; the checked mode
+  (`checking.checked`) raises on both and on quotas above their class.
+  On concrete inputs a `UserWarning` says when a selected row scores -inf
+  (`mrmc_scores` marks the rows it leaves out so) and when a global top-k
+  selected no example of some class. `select_mask_host` also handles candidate sets whose
   classes have fewer eligible examples than their quota.
 
   Pass large arrays (labels, scores) as arguments of your jitted
@@ -491,6 +501,9 @@ def select_mask(scores: Array,
   Raises:
     ValueError: see Checks above; `ratio` and `quotas`/`total` both or
       neither given; `candidates` with traced arrays.
+
+  Warns:
+    UserWarning: see Checks above (concrete inputs only).
   """
   if candidates is not None:
     warnings.warn(
@@ -570,9 +583,13 @@ def select_mask_host(scores: Array,
     if `candidates` has fewer).
 
   Raises:
-    ValueError: on bad ratio, labels, shapes or NaN scores.
+    ValueError: on bad ratio (also one that selects no example), labels,
+      shapes or NaN scores.
+
+  Warns:
+    UserWarning: a global top-k that selected no example of a class. (-inf
+      scores are a last resort here, as in the methods, without a warning.)
   """
-  validation.check_static(ratio, "ratio")
   validation.check_ratio(ratio)
   validation.check_scores(scores)
   validation.check_labels(labels, num_classes)
@@ -605,6 +622,8 @@ def select_mask_host(scores: Array,
       total=jnp.int32(checked_budget(ratio, n)),
       eligible=eligible, priority=priority,
       tie_seed=None if tie_seed is None else jnp.int32(tie_seed))
+  # The methods rank their last-resort rows -inf on purpose (taken only
+  # when a class runs short), so only the empty classes are warned here.
   warn_selection(mask, scores, labels_np, num_classes, class_balanced,
-                 fn="select_mask_host")
+                 fn="select_mask_host", minus_inf=False)
   return mask

@@ -212,6 +212,9 @@ def test_the_users_batch_axis_name_everywhere():
   kept = trajectory.unpad(traj, 8, mesh=mesh, axis="batch")
   assert kept["loss"].sharding.spec == P("batch")
   np.testing.assert_array_equal(kept["loss"], traj["loss"][:8])
+  with pytest.raises(ValueError, match=r"num_examples=13 is not allowed "
+                     r"with mesh=: the rows are split over 8 devices"):
+    trajectory.unpad(traj, 13, mesh=mesh, axis="batch")
   # A NamedSharding says it directly; the default axis names the mesh's own.
   where = NamedSharding(mesh, P("batch"))
   assert sharding.padded_rows(n, where) == 16
