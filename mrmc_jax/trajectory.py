@@ -499,7 +499,8 @@ def check_visits(visits: np.ndarray, epochs: Sequence[int] | None = None,
         f"{bad['duplicated'].size} recorded more than once (first ids "
         f"{bad['duplicated'][:5].tolist()}); {len(report)} faulty epochs in "
         "all. Every example must be recorded exactly once per epoch. Missed "
-        "ids: under jax.jit, record drops rows whose id is outside [0, N) "
-        "or whose epoch is outside [0, R); run the step under "
+        "ids: under jax.jit, record drops rows whose id is outside [0, N), "
+        "whose epoch is outside [0, R) or whose label is outside [0, C) "
+        "(the step's num_bad_labels counts those); run the step under "
         "mrmc_jax.checked(step) to raise on the first such batch. Duplicated "
         "ids: check the epoch's order (each id once per epoch).")
