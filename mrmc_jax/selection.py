@@ -469,8 +469,9 @@ def select_mask(scores: Array,
   (`checking.checked`) raises on both and on quotas above their class.
   On concrete inputs a `UserWarning` says when a selected row scores -inf
   (`mrmc_scores` marks the rows it leaves out so) and when a global top-k
-  selected no example of some class. `select_mask_host` also handles candidate sets whose
-  classes have fewer eligible examples than their quota.
+  selected no example of some class. `select_mask_host` also handles
+  candidate sets whose classes have fewer eligible examples than their
+  quota.
 
   Pass large arrays (labels, scores) as arguments of your jitted
   function, not as closed-over constants: XLA constant-folds the selector

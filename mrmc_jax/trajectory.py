@@ -14,10 +14,10 @@ mesh=mesh, sharded=True)`): the rows are split over the batch axes of the
 mesh (the axis `data`, or the `axis=` you give `shard_batch`, or a
 `NamedSharding`), so each device holds `N_pad * R / devices` values per
 field, where `N_pad = sharding.padded_rows(N, mesh, axis)` rounds N up to a
-multiple of the device count. Rows `N..N_pad-1` are padding: no example id addresses them,
-so they stay zero (`visits` 0) and are never selected once sliced off
-(`traj[k][:N]`, or `unpad`); score the padded array and slice the `[N]`
-scores. Both layouts record the same values.
+multiple of the device count. Rows `N..N_pad-1` are padding: no example
+id addresses them, so they stay zero (`visits` 0) and are never selected
+once sliced off (`traj[k][:N]`, or `unpad`); score the padded array and
+slice the `[N]` scores. Both layouts record the same values.
 """
 
 from typing import Any, Callable, Optional, Sequence
