@@ -148,9 +148,9 @@ def per_example_stats(logits: Array,
   if mask is not None:
     stats = {k: jnp.where(mask, v, jnp.zeros_like(v)) for k, v in stats.items()}
   bad = bad_labels(labels, num_classes, mask)
-  invalid = {"loss": jnp.nan, "correct": False, "p_true": jnp.nan,
-             "el2n": jnp.nan}
-  stats = {k: jnp.where(bad, jnp.asarray(invalid[k], v.dtype), v)
+  # NaN for every float statistic, False for the bool ones.
+  stats = {k: jnp.where(bad, jnp.asarray(
+      jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) else 0, v.dtype), v)
            for k, v in stats.items()}
   stats["bad_label"] = bad
   return stats
