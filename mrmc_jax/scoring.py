@@ -678,7 +678,8 @@ def mrmc_scores(
 
   Returns:
     float `[N]` scores; higher = larger fitted loss reduction; -inf for
-    the rows left out. With `with_info`, `(scores, info)`.
+    the rows left out (count them with `jnp.sum(jnp.isneginf(scores))`,
+    also under `jax.jit`). With `with_info`, `(scores, info)`.
 
   Raises:
     ValueError: as `fit_exponential_decay`, an unknown `score`, `visits`

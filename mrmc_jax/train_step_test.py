@@ -211,3 +211,12 @@ def test_a_state_that_is_not_a_train_state_is_refused():
                      r"of type dict; expected .*params, opt_state and "
                      r"replace"):
     jax.jit(step)(as_dict, batch)
+
+
+def test_eval_step_masks_a_label_outside_the_classes():
+  apply_fn, state, _ = _setup()
+  batch = _batch(np.zeros((3, 4)), [0, 3, 1], [0, 1, 2], [True] * 3)
+  out = jax.jit(train_step.make_eval_step(apply_fn))(state.variables, batch)
+  np.testing.assert_array_equal(out["mask"], [True, False, True])
+  np.testing.assert_array_equal(out["bad_label"], [False, True, False])
+  assert np.isnan(out["loss"][1])
