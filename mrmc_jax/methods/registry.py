@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from mrmc_jax import selection
 from mrmc_jax.methods import ccs
 from mrmc_jax.methods import common
 from mrmc_jax.methods import d2
@@ -254,9 +255,11 @@ def select(spec: str,
     input; for MRMC-R its final ranking.
 
   Raises:
-    ValueError: (one line) on a bad spec or option, before any work.
+    ValueError: (one line) on a bad spec or option, or a ratio that
+      selects no example, before any work.
   """
   name, opts = resolve(spec, opts)
+  selection.check_nonzero_budget(ratio, int(np.shape(labels)[0]))
   return _BY_NAME[name].select(art, labels, ratio,
                                num_classes=num_classes, opts=opts,
                                cache=cache)
