@@ -101,6 +101,11 @@ def _advice(path: str) -> str:
   return "delete it or use a new --workdir."
 
 
+def file_sha256(path: str) -> str:
+  """SHA-256 of a file's bytes (the content hash of every stage output)."""
+  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
+
+
 def write_npy(path: str, array: np.ndarray) -> None:
   """Writes one array as `.npy`, atomically."""
   _atomic(path, lambda f: np.save(f, np.asarray(array)))
