@@ -353,6 +353,8 @@ CONFIG_CASES = [
     ("nan_learning_rate", {"train.learning_rate": float("nan")},
      "train.learning_rate=nan is not allowed"),
     ("unknown_method", {"selection.method": "magic"}, "'magic' is not"),
+    ("unclosed_spec", {"selection.method": "mrmc("},
+     "method spec 'mrmc(' is not allowed"),
     ("other_config", {"selection.ratio": 0.2}, "different config"),
 ]
 
