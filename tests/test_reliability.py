@@ -573,3 +573,26 @@ def test_images_changed_outside_any_sample_are_refused(capsys, tmp_path):
   _refused(capsys, experiment.train_and_evaluate, config, workdir,
            "train_images_sha256")
   assert snapshot(workdir) == before
+
+
+def _jsonl(stage, epochs):
+  return b"".join(json.dumps({"stage": stage, "epoch": e, "step": e},
+                             sort_keys=True).encode() + b"\n"
+                  for e in epochs)
+
+
+def test_a_duplicated_metrics_row_is_repaired_from_the_copy(tmp_path):
+  # Issue: a duplicated last row was refused ("no copy can rebuild them")
+  # although the checkpoint's copy covers it.
+  from mrmc_jax.runner import metrics_io  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "metrics.jsonl")
+  durable = _jsonl("warmup", [1, 2]) + _jsonl("train", [1, 2])
+  open(path, "wb").write(durable + _jsonl("train", [2]))
+  rows, warning = metrics_io.resume_rows(path, "train", 2, durable)
+  assert [r["epoch"] for r in rows] == [1, 2]
+  assert "line 5 repeats epoch 2 of stage 'train'" in warning
+  assert open(path, "rb").read() == durable
+  # Without a copy it stays refused (nothing says which row is right).
+  open(path, "wb").write(durable + _jsonl("train", [2]))
+  with pytest.raises(wd.CorruptFileError, match=r"holds epochs \[1, 2, 2\]"):
+    metrics_io.resume_rows(path, "train", 2, None)
