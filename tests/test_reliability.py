@@ -596,3 +596,39 @@ def test_a_duplicated_metrics_row_is_repaired_from_the_copy(tmp_path):
   open(path, "wb").write(durable + _jsonl("train", [2]))
   with pytest.raises(wd.CorruptFileError, match=r"holds epochs \[1, 2, 2\]"):
     metrics_io.resume_rows(path, "train", 2, None)
+
+
+def test_runtime_fields_are_out_of_the_identity(capsys, tmp_path, finished):
+  # Issue: resuming without train.checkpoint_every_steps was refused, the
+  # field being in the run identity although step checkpoints change no
+  # result. A workdir that stored it (written before) resumes too.
+  ref, ref_summary = finished
+  w = _copy(finished, tmp_path, "runtime")
+  identity = wd.read_json(os.path.join(w, "config.json"))
+  assert "checkpoint_every_steps" not in identity["train"]
+  identity["train"].update(checkpoint_every_steps=0,
+                           checkpoint_every_epochs=1)
+  wd.write_json(os.path.join(w, "config.json"), identity)
+  summary = experiment.train_and_evaluate(
+      tiny_config(**{"train.checkpoint_every_steps": 7,
+                     "train.checkpoint_every_epochs": 2}), w)
+  assert summary == ref_summary
+
+
+def test_config_mismatch_names_a_command_that_works(capsys, tmp_path,
+                                                    finished):
+  w = _copy(finished, tmp_path, "edited")
+  identity = wd.read_json(os.path.join(w, "config.json"))
+  # A value that differs: resuming with the stored value works.
+  _refused(capsys, experiment.train_and_evaluate,
+           tiny_config(**{"train.epochs": 4}), w,
+           "use a new --workdir, or --config.train.epochs=3 to resume it")
+  # A garbled key no config has: only a new workdir works.
+  identity["train"]["epohcs"] = identity["train"].pop("epochs")
+  wd.write_json(os.path.join(w, "config.json"), identity)
+  _refused(capsys, experiment.train_and_evaluate, tiny_config(), w,
+           "(train.epohcs is not a config field); the run's identity is lost")
+  # Valid JSON that is not an object.
+  wd.write_json(os.path.join(w, "config.json"), [1])
+  _refused(capsys, experiment.train_and_evaluate, tiny_config(), w,
+           "config.json is damaged (not a JSON object)")
