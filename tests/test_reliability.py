@@ -632,3 +632,48 @@ def test_config_mismatch_names_a_command_that_works(capsys, tmp_path,
   wd.write_json(os.path.join(w, "config.json"), [1])
   _refused(capsys, experiment.train_and_evaluate, tiny_config(), w,
            "config.json is damaged (not a JSON object)")
+
+
+def test_a_full_disk_is_one_line(capsys, tmp_path, monkeypatch):
+  # A write that finds the disk full (here: the selection's first file)
+  # ends in one line that says so and how to resume, no traceback.
+  import errno  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
+  write = storage.write_atomic
+
+  def full(path, fn):
+    if path.endswith("scores.npy"):
+      raise OSError(errno.ENOSPC, "No space left on device", path)
+    return write(path, fn)
+
+  monkeypatch.setattr(storage, "write_atomic", full)
+  _refused(capsys, experiment.train_and_evaluate,
+           tiny_config(**{"selection.method": "random"}),
+           str(tmp_path / "w"), "no space left on the device of --workdir=")
+  # Orbax's (tensorstore's) form of the same failure.
+  line = cli._error_line(ValueError(  # pylint: disable=protected-access
+      "RESOURCE_EXHAUSTED: Failed to write 4 bytes to file 6: No space left "
+      "on device [os_error_code='28']"), "/w")
+  assert line.startswith("no space left on the device of --workdir=/w (")
+  assert line.endswith("free space, then rerun the same command to resume "
+                       "from the last checkpoint.")
+
+
+@pytest.mark.slow
+def test_a_full_tmpfs_is_one_line(tmp_path):
+  # A real full disk: a 3 MiB tmpfs (needs root; skipped elsewhere).
+  mnt = tmp_path / "small"
+  mnt.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs",
+                            str(mnt)], capture_output=True)
+  if mounted.returncode != 0:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    proc = run_cli([config_flag(), f"--workdir={mnt / 'run'}"])
+  finally:
+    subprocess.run(["umount", str(mnt)], check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if "error: " in l]
+  assert len(lines) == 1 and lines[0].startswith("error: no space left"), (
+      proc.stderr[-3000:])
