@@ -343,3 +343,22 @@ def test_validation_fraction_evaluates_a_split_of_train():
   assert m + held.data.test.num_examples == n
   assert abs(held.data.test.num_examples - 0.2 * n) <= full.data.num_classes
   assert held.data.test.num_examples != full.data.test.num_examples
+
+
+def test_a_plugin_that_breaks_the_contract_is_one_line_in_main(tmp_path,
+                                                               capsys):
+  # Issue: main.py died in the plot code (IndexError) on a wrong-length
+  # mask, and with ZeroDivisionError on an empty one.
+  from mrmc_jax.runner import cli  # pylint: disable=g-import-not-at-top
+  for method in ("short_mask", "empty_mask"):
+    config = tiny_config(**{
+        "selection.method": method,
+        "selection.plugins": os.path.join(ROOT, "tests", "plugins",
+                                          "broken_methods.py")})
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+      cli.run(experiment.train_and_evaluate, config, str(tmp_path / method))
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert e.value.code == cli.USAGE_ERROR
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: method {method!r} broke the selection contract"), lines
