@@ -12,6 +12,8 @@ Exit status (docs/reliability.md), the same for every script:
        file or preset, a bad config value, unreadable data, a workdir that
        is a file, read-only, in use or of another run. One line
        `error: ...` on stderr, and a workdir that existed is untouched.
+       Also a full disk or a storage that stops answering mid-run (one
+       line, no library traceback; rerun to resume).
   130  interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). One line on
        stderr; the run resumes from its last checkpoint when rerun.
 Anything else is a bug and exits 1 with its traceback.
@@ -303,9 +305,9 @@ def _error_line(e: BaseException, workdir: str) -> str:
       "No space left on device" in msg or "[os_error_code='28']" in msg):
     return (f"no space left on the device of --workdir={workdir} ({msg}); "
             f"free space, then {resume}.")
-  if "://" in str(workdir) and isinstance(e, (ConnectionError,
-                                              TimeoutError)) or (
-      "://" in str(workdir) and "Cannot connect to host" in msg):
+  remote = "://" in str(workdir)
+  if remote and (isinstance(e, (ConnectionError, TimeoutError)) or
+                 "Cannot connect to host" in msg):
     return (f"the storage of --workdir={workdir} stopped answering ({msg}); "
             f"when it is reachable, {resume}.")
   return msg
@@ -370,9 +372,10 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
     check_interrupt()
     return result
   except (ValueError, OSError) as e:
-    # Bad input (FileNotFoundError and PermissionError are OSErrors), a
-    # full disk, storage that stopped answering: one line, non-zero exit,
-    # nothing in a pre-existing workdir touched.
+    # Bad input (FileNotFoundError and PermissionError are OSErrors):
+    # one line, non-zero exit, nothing in a pre-existing workdir touched.
+    # A full disk or storage that stopped answering mid-run: one line that
+    # says so; every write is atomic, so the rerun resumes.
     _fail(_error_line(e, workdir))
   except Interrupted as e:
     _fail(*_signal_line(e.signum))

@@ -1,12 +1,15 @@
 """The stages every job composes: load, warm-up, select, train, evaluate.
 
-Each stage is a function of explicit inputs; next to it are its stamp
-(what its output is computed from: the config fields marked as affecting
-it in `runner.fields`, its explicit inputs, and the stamp of the stage it
-reads) and its done-check (the stored output is read back, verified against
-its content hashes and stamp, and used; damage takes the recompute path
-with one warning naming the file). Every done-check ends in `decide`, the
-one place where a multi-process job takes process 0's answer.
+Each stage is a value (`Stage`): its stamp (what its output is computed
+from: the config fields marked as affecting it in `runner.fields`, its
+explicit inputs, and the stamp of the stage it reads), its output files,
+its done-check (the stored output is read back and verified against its
+content hashes and stamp) and its run. One `run_stage` runs every stage:
+on every call, finished job or not, the outputs it returns are verified,
+and damage takes the recompute path with one warning naming the file.
+Every done-check ends in `decide`, the one place where a multi-process job
+takes process 0's answer. `run_cell` is the select -> train -> summary
+cell that `main` (one cell) and `compare` (a grid) share.
 
 What each stage leaves in its workdir (every file written atomically, by
 process 0):
