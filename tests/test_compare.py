@@ -8,6 +8,7 @@ import pytest
 
 from configs import default
 from mrmc_jax.data import stats
+from mrmc_jax.runner import cli
 from mrmc_jax.runner import compare
 from mrmc_jax.runner import context
 
@@ -95,6 +96,50 @@ def test_a_users_method_from_outside_the_package(tmp_path):
   with pytest.raises(ValueError, match="toy_power=-1 is not allowed"):
     compare.run_comparison(config, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("method,match", [
+    ("short_mask", "scores has shape (1338,), not (1438,)"),
+    ("empty_mask", "selected 0 of 1438 examples, not 431"),
+    ("wrong_count", "selected 434 of 1438 examples, not 431")])
+def test_a_plugin_that_breaks_the_contract_is_one_line(tmp_path, capsys,
+                                                       method, match):
+  config = tiny(method)
+  config.selection.plugins = os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "plugins",
+      "broken_methods.py")
+  config.compare.ratios = "0.3"
+  config.compare.seeds = "0"
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as e:
+    cli.run(compare.run_comparison, config, str(tmp_path / "w"))
+  err = capsys.readouterr().err
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert e.value.code == cli.USAGE_ERROR
+  assert len(lines) == 1 and lines[0].startswith("error: "), err
+  assert f"method {method!r} broke the selection contract" in lines[0]
+  assert match in lines[0], lines[0]
+
+
+def test_a_finished_cells_damaged_mask_is_recomputed(tmp_path, caplog):
+  config = tiny("random,mrmc")
+  config.compare.ratios = "0.3"
+  config.compare.seeds = "0"
+  workdir = str(tmp_path / "cmp")
+  rows = compare.run_comparison(config, workdir)
+  path = os.path.join(workdir, "cells", "mrmc", "ratio_0.3", "seed_0",
+                      "coreset", "mask.npy")
+  before = open(path, "rb").read()
+  data = bytearray(before)
+  data[-1] ^= 1
+  open(path, "wb").write(bytes(data))
+  caplog.clear()
+  again = compare.run_comparison(config, workdir)
+  warned = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING"]
+  assert len(warned) == 1 and path in warned[0], warned
+  assert again == rows
+  assert open(path, "rb").read() == before
 
 
 def test_label_noise_and_cost_reports(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -108,6 +109,76 @@ def test_damaged_outputs_are_recomputed_never_used(tmp_path, caplog):
   np.testing.assert_array_equal(np.load(mask_path), mask)
   stored = json.load(open(summary_path))
   assert stored["test_accuracy"] == summary["test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A finished tiny run (1 training epoch) and its summary."""
+  workdir = str(tmp_path_factory.mktemp("finished") / "run")
+  summary = experiment.train_and_evaluate(
+      tiny_config(**{"train.epochs": 1}), workdir)
+  return workdir, summary
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+# (file in the workdir, damage, the file the one warning names): each on a
+# finished workdir, whose summary used to be returned without a look.
+FINISHED_DAMAGE = [
+    ("coreset/mask.npy", lambda p: _flip_byte(p, os.path.getsize(p) - 1),
+     "coreset/mask.npy"),
+    ("coreset/scores.npy", lambda p: _flip_byte(p, os.path.getsize(p) // 2),
+     "coreset/scores.npy"),
+    ("coreset/indices.npy", lambda p: _flip_byte(p, os.path.getsize(p) - 8),
+     "coreset/indices.npy"),
+    ("coreset/selection.json", _truncate, "coreset/selection.json"),
+    ("warmup/artefacts.npz", _truncate, "warmup/artefacts.npz"),
+    ("warmup/artefacts.json", _truncate, "warmup/artefacts.json"),
+    ("warmup/artefacts.json",
+     lambda p: open(p, "w").write(open(p).read().replace('"sha256": "',
+                                                         '"sha256": "0')),
+     "warmup/artefacts.json"),
+]
+
+
+@pytest.mark.parametrize("name,damage,named", FINISHED_DAMAGE,
+                         ids=[f"{c[0]}-{i}" for i, c in
+                              enumerate(FINISHED_DAMAGE)])
+def test_a_finished_runs_damaged_output_is_recomputed(
+    tmp_path, caplog, finished_run, name, damage, named):
+  ref, ref_summary = finished_run
+  workdir = str(tmp_path / "run")
+  shutil.copytree(ref, workdir)
+  path = os.path.join(workdir, name)
+  before = open(path, "rb").read()
+  damage(path)
+  assert open(path, "rb").read() != before
+  caplog.clear()
+  summary = experiment.train_and_evaluate(tiny_config(**{"train.epochs": 1}),
+                                          workdir)
+  warned = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING"]
+  assert len(warned) == 1 and os.path.join(workdir, named) in warned[0], (
+      warned)
+  timing = ("seconds", "sha256")
+  assert {k: v for k, v in summary.items() if not any(t in k for t in timing)
+          } == {k: v for k, v in ref_summary.items()
+                if not any(t in k for t in timing)}
+  for f in ("coreset/mask.npy", "coreset/scores.npy", "coreset/indices.npy"):
+    assert open(os.path.join(workdir, f), "rb").read() == open(
+        os.path.join(ref, f), "rb").read(), f
+  art = np.load(os.path.join(workdir, "warmup", "artefacts.npz"))
+  ref_art = np.load(os.path.join(ref, "warmup", "artefacts.npz"))
+  for k in ref_art.files:
+    if k != "warmup_seconds":
+      np.testing.assert_array_equal(art[k], ref_art[k], err_msg=k)
+  # Verified again: the rerun of the repaired workdir warns no more.
+  caplog.clear()
+  experiment.train_and_evaluate(tiny_config(**{"train.epochs": 1}), workdir)
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_checkpoints_of_another_mask_are_never_resumed(tmp_path, caplog):
@@ -272,3 +343,22 @@ def test_validation_fraction_evaluates_a_split_of_train():
   assert m + held.data.test.num_examples == n
   assert abs(held.data.test.num_examples - 0.2 * n) <= full.data.num_classes
   assert held.data.test.num_examples != full.data.test.num_examples
+
+
+def test_a_plugin_that_breaks_the_contract_is_one_line_in_main(tmp_path,
+                                                               capsys):
+  # Issue: main.py died in the plot code (IndexError) on a wrong-length
+  # mask, and with ZeroDivisionError on an empty one.
+  from mrmc_jax.runner import cli  # pylint: disable=g-import-not-at-top
+  for method in ("short_mask", "empty_mask"):
+    config = tiny_config(**{
+        "selection.method": method,
+        "selection.plugins": os.path.join(ROOT, "tests", "plugins",
+                                          "broken_methods.py")})
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+      cli.run(experiment.train_and_evaluate, config, str(tmp_path / method))
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert e.value.code == cli.USAGE_ERROR
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: method {method!r} broke the selection contract"), lines

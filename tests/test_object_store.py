@@ -51,12 +51,10 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-  """The emulator's URL, with the process environment pointed at it."""
+def _start_emulator(log):
+  """A fake-gcs-server with the bucket: (process, URL)."""
   port = _free_port()
   url = f"http://127.0.0.1:{port}"
-  log = open(tmp_path_factory.mktemp("gcs") / "server.log", "w")
   proc = subprocess.Popen(
       [str(fake_gcs._get_binary_path()), "-scheme", "http",  # pylint: disable=protected-access
        "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
@@ -75,8 +73,20 @@ def emulator(tmp_path_factory):
       url + "/storage/v1/b", data=json.dumps({"name": BUCKET}).encode(),
       headers={"Content-Type": "application/json"}, method="POST")
   urllib.request.urlopen(req, timeout=5)
-  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test", "EPATH_USE_TF": "false"}
+  return proc, url
+
+
+def _emulator_env(url):
+  return {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+          "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test", "EPATH_USE_TF": "false"}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+  """The emulator's URL, with the process environment pointed at it."""
+  log = open(tmp_path_factory.mktemp("gcs") / "server.log", "w")
+  proc, url = _start_emulator(log)
+  env = _emulator_env(url)
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
   from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
@@ -352,3 +362,40 @@ def test_two_hosts_killed_mid_epoch_and_relaunched_on_gs(finished_gs,
       workdir[5:] + "/metrics.jsonl").split(b"\n") if l]
   assert [r["epoch"] for r in rows if r["stage"] == "warmup"] == [1, 2, 3]
   assert not os.path.exists(os.path.join(ROOT, "gs:"))
+
+
+def test_storage_that_stops_answering_mid_run_is_one_line(tmp_path):
+  # Issue: stopping the storage mid-run printed the storage clients'
+  # tracebacks before the `error:` line.
+  with open(tmp_path / "server.log", "w") as log:
+    proc, url = _start_emulator(log)
+    try:
+      env = {**os.environ, **_emulator_env(url), "PYTHONPATH": ROOT}
+      workdir = f"gs://{BUCKET}/runs/outage"
+      run = subprocess.Popen(
+          [sys.executable, MAIN, config_flag(**{"train.epochs": 30}),
+           f"--workdir={workdir}"], stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), env=env)
+      # Stopped once the core-set training has begun.
+      deadline = time.time() + 240
+      while time.time() < deadline and run.poll() is None:
+        try:
+          with urllib.request.urlopen(
+              f"{url}/storage/v1/b/{BUCKET}/o?prefix=runs/outage/coreset/"
+              "mask.npy", timeout=5) as r:
+            if json.load(r).get("items"):
+              break
+        except OSError:
+          pass
+        time.sleep(0.5)
+      time.sleep(3)
+    finally:
+      proc.kill()
+      proc.wait()
+    _, err = run.communicate(timeout=400)
+  assert run.returncode == 2, err[-3000:]
+  assert "Traceback" not in err, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1, err[-3000:]
+  assert "the storage of --workdir=gs://" in lines[0], lines[0]
+  assert "rerun the same command to resume" in lines[0], lines[0]

@@ -353,6 +353,8 @@ CONFIG_CASES = [
     ("nan_learning_rate", {"train.learning_rate": float("nan")},
      "train.learning_rate=nan is not allowed"),
     ("unknown_method", {"selection.method": "magic"}, "'magic' is not"),
+    ("unclosed_spec", {"selection.method": "mrmc("},
+     "method spec 'mrmc(' is not allowed"),
     ("other_config", {"selection.ratio": 0.2}, "different config"),
 ]
 
@@ -615,3 +617,105 @@ def test_test_images_changed_after_a_kill_or_a_finish_are_refused(capsys,
     _refused(capsys, experiment.train_and_evaluate, config, workdir,
              "test_images_sha256")
     assert snapshot(workdir) == before
+def _jsonl(stage, epochs):
+  return b"".join(json.dumps({"stage": stage, "epoch": e, "step": e},
+                             sort_keys=True).encode() + b"\n"
+                  for e in epochs)
+
+
+def test_a_duplicated_metrics_row_is_repaired_from_the_copy(tmp_path):
+  # Issue: a duplicated last row was refused ("no copy can rebuild them")
+  # although the checkpoint's copy covers it.
+  from mrmc_jax.runner import metrics_io  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "metrics.jsonl")
+  durable = _jsonl("warmup", [1, 2]) + _jsonl("train", [1, 2])
+  open(path, "wb").write(durable + _jsonl("train", [2]))
+  rows, warning = metrics_io.resume_rows(path, "train", 2, durable)
+  assert [r["epoch"] for r in rows] == [1, 2]
+  assert "line 5 repeats epoch 2 of stage 'train'" in warning
+  assert open(path, "rb").read() == durable
+  # Without a copy it stays refused (nothing says which row is right).
+  open(path, "wb").write(durable + _jsonl("train", [2]))
+  with pytest.raises(wd.CorruptFileError, match=r"holds epochs \[1, 2, 2\]"):
+    metrics_io.resume_rows(path, "train", 2, None)
+
+
+def test_runtime_fields_are_out_of_the_identity(capsys, tmp_path, finished):
+  # Issue: resuming without train.checkpoint_every_steps was refused, the
+  # field being in the run identity although step checkpoints change no
+  # result. A workdir that stored it (written before) resumes too.
+  ref, ref_summary = finished
+  w = _copy(finished, tmp_path, "runtime")
+  identity = wd.read_json(os.path.join(w, "config.json"))
+  assert "checkpoint_every_steps" not in identity["train"]
+  identity["train"].update(checkpoint_every_steps=0,
+                           checkpoint_every_epochs=1)
+  wd.write_json(os.path.join(w, "config.json"), identity)
+  summary = experiment.train_and_evaluate(
+      tiny_config(**{"train.checkpoint_every_steps": 7,
+                     "train.checkpoint_every_epochs": 2}), w)
+  assert summary == ref_summary
+
+
+def test_config_mismatch_names_a_command_that_works(capsys, tmp_path,
+                                                    finished):
+  w = _copy(finished, tmp_path, "edited")
+  identity = wd.read_json(os.path.join(w, "config.json"))
+  # A value that differs: resuming with the stored value works.
+  _refused(capsys, experiment.train_and_evaluate,
+           tiny_config(**{"train.epochs": 4}), w,
+           "use a new --workdir, or --config.train.epochs=3 to resume it")
+  # A garbled key no config has: only a new workdir works.
+  identity["train"]["epohcs"] = identity["train"].pop("epochs")
+  wd.write_json(os.path.join(w, "config.json"), identity)
+  _refused(capsys, experiment.train_and_evaluate, tiny_config(), w,
+           "(train.epohcs is not a config field); the run's identity is lost")
+  # Valid JSON that is not an object.
+  wd.write_json(os.path.join(w, "config.json"), [1])
+  _refused(capsys, experiment.train_and_evaluate, tiny_config(), w,
+           "config.json is damaged (not a JSON object)")
+
+
+def test_a_full_disk_is_one_line(capsys, tmp_path, monkeypatch):
+  # A write that finds the disk full (here: the selection's first file)
+  # ends in one line that says so and how to resume, no traceback.
+  import errno  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
+  write = storage.write_atomic
+
+  def full(path, fn):
+    if path.endswith("scores.npy"):
+      raise OSError(errno.ENOSPC, "No space left on device", path)
+    return write(path, fn)
+
+  monkeypatch.setattr(storage, "write_atomic", full)
+  _refused(capsys, experiment.train_and_evaluate,
+           tiny_config(**{"selection.method": "random"}),
+           str(tmp_path / "w"), "no space left on the device of --workdir=")
+  # Orbax's (tensorstore's) form of the same failure.
+  line = cli._error_line(ValueError(  # pylint: disable=protected-access
+      "RESOURCE_EXHAUSTED: Failed to write 4 bytes to file 6: No space left "
+      "on device [os_error_code='28']"), "/w")
+  assert line.startswith("no space left on the device of --workdir=/w (")
+  assert line.endswith("free space, then rerun the same command to resume "
+                       "from the last checkpoint.")
+
+
+@pytest.mark.slow
+def test_a_full_tmpfs_is_one_line(tmp_path):
+  # A real full disk: a 3 MiB tmpfs (needs root; skipped elsewhere).
+  mnt = tmp_path / "small"
+  mnt.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs",
+                            str(mnt)], capture_output=True)
+  if mounted.returncode != 0:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    proc = run_cli([config_flag(), f"--workdir={mnt / 'run'}"])
+  finally:
+    subprocess.run(["umount", str(mnt)], check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  lines = [l for l in proc.stderr.splitlines() if "error: " in l]
+  assert len(lines) == 1 and lines[0].startswith("error: no space left"), (
+      proc.stderr[-3000:])

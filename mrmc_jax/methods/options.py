@@ -19,6 +19,7 @@ import ast
 import dataclasses
 import math
 import numbers
+import re
 from typing import Any, Optional
 
 from mrmc_jax import validation
@@ -215,6 +216,12 @@ class SelectionOptions:
     return f"SelectionOptions({inner})"
 
 
+# The spec grammar: name [ "(" [key=value {";" key=value}] ")" ], the name an
+# identifier, values without parentheses or ";".
+_SPEC = re.compile(r"\s*(?P<name>[A-Za-z_]\w*)\s*"
+                   r"(?:\((?P<body>[^()]*)\))?\s*")
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
   """Splits `name(key=value;...)` into the name and its overrides.
 
@@ -230,17 +237,17 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
   Raises:
     ValueError: on bad syntax or a key that is not a declared option.
   """
-  spec = spec.strip()
-  name, _, rest = spec.partition("(")
+  m = _SPEC.fullmatch(spec) if isinstance(spec, str) else None
+  if m is None:
+    raise ValueError(f"method spec {spec!r} is not allowed: use name or "
+                     "name(key=value;key=value), name a Python identifier.")
+  name, body = m.group("name"), m.group("body")
   overrides = {}
-  if rest:
-    if not rest.endswith(")"):
-      raise ValueError(f"method spec {spec!r} is not allowed: use "
-                       "name(key=value;key=value).")
+  if body is not None:
     fields = set(field_names())
-    for item in filter(None, rest[:-1].split(";")):
+    for item in filter(None, (x.strip() for x in body.split(";"))):
       key, eq, value = (x.strip() for x in item.partition("="))
-      if not eq or key not in fields:
+      if not eq or key not in fields or not value:
         raise ValueError(f"option {item!r} in method spec {spec!r} is not "
                          f"allowed: use key=value with a key from "
                          f"{', '.join(sorted(fields))}.")

@@ -21,6 +21,20 @@ def test_parse_spec():
     options.resolve("mrmc(loss_source=test)", options.SelectionOptions())
 
 
+@pytest.mark.parametrize("spec", ["mrmc(", "mrmc)", "mrmc()x", "(rho=1)",
+                                  "mrmc((rho=1))", "mr mc", "mrmc(rho=)",
+                                  "9mrmc", ""])
+def test_parse_spec_refuses_what_the_grammar_does_not_derive(spec):
+  with pytest.raises(ValueError, match="is not allowed"):
+    options.parse_spec(spec)
+
+
+def test_parse_spec_empty_parentheses_and_trailing_separator():
+  assert options.parse_spec("mrmc()") == ("mrmc", {})
+  assert options.parse_spec("mrmc(skip_epochs=1;)") == (
+      "mrmc", {"skip_epochs": 1})
+
+
 def test_resolve_applies_overrides_on_the_defaults():
   base = options.SelectionOptions(rho=0.5, seed=3)
   name, opts = options.resolve("mrmc_r(gamma=1;epochs=None)", base)

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from mrmc_jax import selection
+from mrmc_jax import selection as selection_lib
 from mrmc_jax.methods import ccs
 from mrmc_jax.methods import common
 from mrmc_jax.methods import d2
@@ -153,6 +153,10 @@ def load_plugins(paths: Iterable[str]) -> None:
       except ImportError as e:
         raise ValueError(f"selection.plugins entry {path!r} is not allowed: "
                          f"{e}.") from None
+      except Exception as e:  # The user's code: any error, one line.
+        raise ValueError(f"selection.plugins entry {path!r} failed to load: "
+                         f"{type(e).__name__}: {e}".replace("\n", " ")
+                         ) from None
 
 
 def option_readers(builtin_only: bool = False) -> dict[str, list[str]]:
@@ -259,7 +263,58 @@ def select(spec: str,
       selects no example, before any work.
   """
   name, opts = resolve(spec, opts)
-  selection.check_nonzero_budget(ratio, int(np.shape(labels)[0]))
-  return _BY_NAME[name].select(art, labels, ratio,
-                               num_classes=num_classes, opts=opts,
-                               cache=cache)
+  selection_lib.check_nonzero_budget(ratio, int(np.shape(labels)[0]))
+  method = _BY_NAME[name]
+  got = method.select(art, labels, ratio, num_classes=num_classes,
+                      opts=opts, cache=cache)
+  return check_output(method, got, labels.shape[0], ratio)
+
+
+def check_output(method: Method, got: Any, num_examples: int,
+                 ratio: float) -> tuple[np.ndarray, np.ndarray]:
+  """The contract every method's `select` keeps, checked at the boundary.
+
+  A method returns `(scores, mask)`: scores float `[N]` without NaN (+-inf
+  is allowed: a method may mark examples it always or never keeps), and a
+  bool `[N]` mask selecting exactly `floor(ratio * N)` examples (all `N`
+  for a ratio-free method), at least one.
+
+  Args:
+    method: the method's row.
+    got: what its `select` returned.
+    num_examples: N.
+    ratio: the core-set fraction it was given.
+
+  Returns:
+    `(scores float32 [N], mask bool [N])` as host numpy arrays.
+
+  Raises:
+    ValueError: one line naming the method and the broken rule.
+  """
+  def broken(what):
+    return ValueError(f"method {method.name!r} broke the selection contract: "
+                      f"{what}; a method's select must return (scores float "
+                      f"[N], mask bool [N]) selecting floor(ratio * N) "
+                      "examples.")
+
+  if not isinstance(got, (tuple, list)) or len(got) != 2:
+    raise broken(f"it returned {type(got).__name__}, not (scores, mask)")
+  scores, mask = (np.asarray(x) for x in got)
+  for what, x in (("scores", scores), ("mask", mask)):
+    if x.shape != (num_examples,):
+      raise broken(f"{what} has shape {x.shape}, not ({num_examples},)")
+  if mask.dtype != bool:
+    raise broken(f"the mask has dtype {mask.dtype}, not bool")
+  if not (np.issubdtype(scores.dtype, np.floating) or
+          np.issubdtype(scores.dtype, np.integer)):
+    raise broken(f"the scores have dtype {scores.dtype}, not float")
+  if np.isnan(scores.astype(np.float64)).any():
+    raise broken(f"{int(np.isnan(scores.astype(np.float64)).sum())} scores "
+                 "are NaN")
+  want = (num_examples if method.ratio_free else
+          selection_lib.checked_budget(ratio, num_examples))
+  count = int(mask.sum())
+  if count < 1 or count != want:
+    raise broken(f"it selected {count} of {num_examples} examples, not "
+                 f"{want} (ratio {ratio:g})")
+  return scores.astype(np.float32), mask

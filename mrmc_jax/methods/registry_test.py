@@ -1,5 +1,7 @@
 """Tests for registry.py: the table, needs, and every method's mask size."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,53 @@ def test_a_ratio_that_selects_nothing_is_refused_for_every_method():
                      r"N\) = 0 of N=90 examples"):
     registry.select("random", art, labels, 0.01, num_classes=3,
                     opts=options.SelectionOptions())
+def _contract_breaker(name, returns):
+  """Registers a method whose select returns `returns(labels)`."""
+  def select_fn(art, labels, ratio, *, num_classes, opts, cache):
+    del art, ratio, num_classes, opts, cache
+    return returns(labels)
+
+  return registry.register(common.Method(name, frozenset(), (), select_fn,
+                                         "breaks the contract"))
+
+
+@pytest.mark.parametrize("name,returns,match", [
+    ("broken_length", lambda y: (np.zeros(y.size - 1), np.ones(y.size - 1,
+                                                                bool)),
+     r"scores has shape \(9,\), not \(10,\)"),
+    ("broken_empty", lambda y: (np.zeros(y.size), np.zeros(y.size, bool)),
+     "selected 0 of 10 examples, not 5"),
+    ("broken_count", lambda y: (np.zeros(y.size), np.arange(y.size) < 7),
+     "selected 7 of 10 examples, not 5"),
+    ("broken_int_mask", lambda y: (np.zeros(y.size),
+                                   (np.arange(y.size) < 5).astype(int)),
+     "the mask has dtype int64, not bool"),
+    ("broken_nan", lambda y: (np.full(y.size, np.nan), np.arange(y.size) < 5),
+     "10 scores are NaN"),
+    ("broken_tuple", lambda y: np.ones(y.size, bool),
+     "it returned ndarray, not"),
+])
+def test_select_checks_every_method_output_at_the_boundary(name, returns,
+                                                           match):
+  _contract_breaker(name, returns)
+  labels = np.arange(10) % 2
+  with pytest.raises(ValueError, match=f"method {name!r} broke the "
+                     "selection contract") as e:
+    registry.select(name, {}, labels, 0.5, num_classes=2,
+                    opts=options.SelectionOptions())
+  assert re.search(match, str(e.value)), str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_a_plugin_module_that_raises_on_import_is_one_line(tmp_path,
+                                                          monkeypatch):
+  (tmp_path / "raising_plugin_mod.py").write_text(
+      "raise RuntimeError('boom at import')\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  with pytest.raises(ValueError, match="'raising_plugin_mod' failed to load: "
+                     "RuntimeError: boom at import"):
+    registry.load_plugins(["raising_plugin_mod"])
+  path = tmp_path / "raising_plugin_file.py"
+  path.write_text("raise RuntimeError('boom')\n")
+  with pytest.raises(ValueError, match="failed to load: RuntimeError: boom"):
+    registry.load_plugins([str(path)])

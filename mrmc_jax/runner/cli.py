@@ -12,6 +12,8 @@ Exit status (docs/reliability.md), the same for every script:
        file or preset, a bad config value, unreadable data, a workdir that
        is a file, read-only, in use or of another run. One line
        `error: ...` on stderr, and a workdir that existed is untouched.
+       Also a full disk or a storage that stops answering mid-run (one
+       line, no library traceback; rerun to resume).
   130  interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). One line on
        stderr; the run resumes from its last checkpoint when rerun.
 Anything else is a bug and exits 1 with its traceback.
@@ -29,6 +31,7 @@ once. Every workdir write is atomic, so that is as safe as a kill -9, and
 the rerun resumes alike.
 """
 
+import errno
 import logging as std_logging
 import os
 import shutil
@@ -268,6 +271,48 @@ def _flag_error(argv: list[str], e: flags.Error) -> str:
   return str(e).split("\n")[0]
 
 
+# Libraries whose log records of a failure (often whole tracebacks) stay
+# off the console: the failure itself reaches the run as an exception.
+_QUIET_LOGGERS = ("asyncio", "gcsfs", "fsspec", "aiohttp", "urllib3",
+                  "google", "google_auth_httplib2")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _quiet_in_library_threads(hook):
+  """`sys.excepthook` that keeps tracebacks of library threads off stderr.
+
+  Native threads (tensorstore's) print a Python error of their callbacks
+  with `sys.excepthook`; after a failure (a full disk, lost storage) that is
+  a traceback such as "Event loop is closed" before the one `error:` line.
+  They go to the log at INFO; the main thread's exceptions (a bug) keep
+  their traceback.
+  """
+  def quiet(kind, value, tb):
+    if threading.current_thread() is threading.main_thread():
+      hook(kind, value, tb)
+    else:
+      logging.info("in a library thread: %s: %s", kind.__name__, value)
+  return quiet
+
+
+def _error_line(e: BaseException, workdir: str) -> str:
+  """The one line of a ValueError or OSError, naming what failed."""
+  msg = str(e)
+  if isinstance(e, OSError) and e.filename and e.filename not in msg:
+    msg = f"{e.filename}: {msg}"
+  resume = "rerun the same command to resume from the last checkpoint"
+  if (isinstance(e, OSError) and e.errno in _NO_SPACE) or (
+      "No space left on device" in msg or "[os_error_code='28']" in msg):
+    return (f"no space left on the device of --workdir={workdir} ({msg}); "
+            f"free space, then {resume}.")
+  remote = "://" in str(workdir)
+  if remote and (isinstance(e, (ConnectionError, TimeoutError)) or
+                 "Cannot connect to host" in msg):
+    return (f"the storage of --workdir={workdir} stopped answering ({msg}); "
+            f"when it is reachable, {resume}.")
+  return msg
+
+
 class _QuietOrbax(std_logging.Filter):
   """Keeps orbax's own warnings and errors (often whole tracebacks from its
   background threads) off the console: its failure reaches the run as an
@@ -288,8 +333,11 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
                for f in logging.get_absl_logger().filters):
       logging.get_absl_logger().addFilter(_QuietOrbax())
     # Unretrieved exceptions of orbax's asyncio tasks (a torn checkpoint
-    # that is then skipped) would print their coroutine tracebacks.
-    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    # that is then skipped) would print their coroutine tracebacks, and the
+    # storage clients log each failed request with its traceback: their
+    # failure reaches the run as an exception, which becomes the one line.
+    for name in _QUIET_LOGGERS:
+      std_logging.getLogger(name).setLevel(std_logging.CRITICAL)
   # TensorFlow's autograph writes generated modules to the temporary
   # folder and never removes them: give the run its own, removed at exit.
   _state["reported"] = False
@@ -298,6 +346,8 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   _state["tmpdir"] = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
   tempfile.tempdir = _state["tmpdir"]
   os.environ["TMPDIR"] = _state["tmpdir"]
+  old_hook = sys.excepthook
+  sys.excepthook = _quiet_in_library_threads(old_hook)
   try:
     check_interrupt()
     # A URL workdir of an unsupported scheme, or on storage that does not
@@ -322,17 +372,17 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
     check_interrupt()
     return result
   except (ValueError, OSError) as e:
-    # Bad input (FileNotFoundError and PermissionError are OSErrors): one
-    # line, non-zero exit, nothing in a pre-existing workdir touched.
-    msg = str(e)
-    if isinstance(e, OSError) and e.filename and e.filename not in msg:
-      msg = f"{e.filename}: {msg}"
-    _fail(msg)
+    # Bad input (FileNotFoundError and PermissionError are OSErrors):
+    # one line, non-zero exit, nothing in a pre-existing workdir touched.
+    # A full disk or storage that stopped answering mid-run: one line that
+    # says so; every write is atomic, so the rerun resumes.
+    _fail(_error_line(e, workdir))
   except Interrupted as e:
     _fail(*_signal_line(e.signum))
   except KeyboardInterrupt:
     _fail(*_signal_line(signal.SIGINT))
   finally:
+    sys.excepthook = old_hook
     tempfile.tempdir = None
     if old_tmp is None:
       os.environ.pop("TMPDIR", None)

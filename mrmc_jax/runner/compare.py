@@ -119,13 +119,6 @@ def run_comparison(config: ml_collections.ConfigDict,
     return _run_comparison(config, workdir, identity, specs, ratios, seeds)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Stamps:
-  warmup: str
-  selection: str
-  result: str
-
-
 def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   ctx0, data = stages.load(config, workdir)
   n = ctx0.data.train.num_examples
@@ -140,63 +133,56 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   # One full-data training in full-data epochs (for the pay-off reuses).
   full_epochs = float(config.train.epochs)
   todo = cells(specs, ratios, seeds)
-  stamps = {}
+  stamps = {(spec, ratio, seed): stages.cell_stamps(
+      config, seed, data, spec, ratio, opts0.replace(seed=seed))
+            for spec, ratio, seed in todo}
   for seed in seeds:
-    warm = stages.warmup_stamp(config, seed, data)
-    opts = opts0.replace(seed=seed)
-    for spec, ratio, s in todo:
-      if s == seed:
-        sel = stages.selection_stamp(warm, config, spec, ratio, opts)
-        stamps[(spec, ratio, seed)] = _Stamps(
-            warm, sel, stages.result_stamp(sel, config))
-  for seed in seeds:
-    pending = [c for c in todo if c[2] == seed and
-               _finished(workdir, c, stamps[c].result) is None]
-    if not pending:
-      continue
     ctx = dataclasses.replace(
         ctx0, seed=seed, workdir=os.path.join(workdir, "warmup",
                                               f"seed_{seed}"))
-    art = stages.warmup(ctx, config, need, stamps[pending[0]].warmup)
+    mine = [c for c in todo if c[2] == seed]
+    # Verified on every run, finished cells or not (`stages.run_stage`).
+    art = stages.warmup(ctx, config, need, stamps[mine[0]].warmup)
     opts = opts0.replace(seed=seed)
     cache: dict[str, Any] = {}
-    for spec, ratio, _ in pending:
+    for spec, ratio, _ in mine:
       st = stamps[(spec, ratio, seed)]
       cdir = _cell_dir(workdir, spec, ratio, seed)
       cctx = dataclasses.replace(ctx, workdir=cdir)
-      sel = stages.select(cctx, spec, art, ratio, opts, st.selection,
-                          cache=cache)
-      result = stages.train(cctx, np.flatnonzero(sel.mask),
-                            epochs=config.train.epochs,
-                            budget=config.train.budget,
-                            stamp=stages.checkpoint_stamp(st.result,
-                                                          sel.mask))
-      row = {
-          "method": spec, "ratio": ratio, "seed": seed,
-          "test_accuracy": result["test_accuracy"],
-          "num_selected": int(sel.mask.sum()),
-          "num_examples": int(sel.mask.size),
-          "selection_seconds": float(sel.timing["selection_seconds"]),
-          "selection_compile_seconds": float(
-              sel.timing.get("compile_seconds", 0.0)),
-          "train_seconds": result["train_seconds"],
-          "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
-          "warmup_epochs": (int(config.selection.warmup_epochs)
-                            if methods.needs([spec], opts) else 0),
-          "train_steps": int(result["train_steps"]),
-          "full_steps_per_epoch": int(full_spe)}
-      row.update({k: cost_lib.cell_cost(row)[k]
-                  for k in ("cost_epochs", "cost_seconds")})
-      if flipped is not None:
-        row.update(noise_counts(sel.mask, flipped, ctx0.data.train.labels,
-                                ctx0.data.num_classes))
-      row = stages.write_summary(os.path.join(cdir, "summary.json"),
-                                 {**row, "stamp": st.result})
-      _finished(workdir, (spec, ratio, seed), st.result)
-      write_reports(workdir, collect(workdir, todo, stamps), specs, ratios,
-                    full_epochs)
-      print(f"{spec} ratio={ratio} seed={seed}: test accuracy "
-            f"{100 * row['test_accuracy']:.2f}%", flush=True)
+
+      def summary_fn(sel, result, spec=spec, ratio=ratio):
+        row = {
+            "method": spec, "ratio": ratio, "seed": seed,
+            "test_accuracy": result["test_accuracy"],
+            "num_selected": int(sel.mask.sum()),
+            "num_examples": int(sel.mask.size),
+            "selection_seconds": float(sel.timing["selection_seconds"]),
+            "selection_compile_seconds": float(
+                sel.timing.get("compile_seconds", 0.0)),
+            "train_seconds": result["train_seconds"],
+            "warmup_seconds": float(art.get("warmup_seconds", 0.0)),
+            "warmup_epochs": (int(config.selection.warmup_epochs)
+                              if methods.needs([spec], opts) else 0),
+            "train_steps": int(result["train_steps"]),
+            "full_steps_per_epoch": int(full_spe)}
+        row.update({k: cost_lib.cell_cost(row)[k]
+                    for k in ("cost_epochs", "cost_seconds")})
+        if flipped is not None:
+          row.update(noise_counts(sel.mask, flipped, ctx0.data.train.labels,
+                                  ctx0.data.num_classes))
+        return row
+
+      row, computed = stages.run_cell(cctx, config, spec, art, ratio, opts,
+                                      st, summary_fn, cache=cache)
+      # Not needed again; also removes those of a cell killed just after
+      # its summary was written.
+      if wd.is_writer():
+        storage.rmtree(os.path.join(cdir, "checkpoints"))
+      if computed:
+        write_reports(workdir, collect(workdir, todo, stamps), specs, ratios,
+                      full_epochs)
+        print(f"{spec} ratio={ratio} seed={seed}: test accuracy "
+              f"{100 * row['test_accuracy']:.2f}%", flush=True)
   rows = collect(workdir, todo, stamps)
   write_reports(workdir, rows, specs, ratios, full_epochs)
   if wd.is_writer():
@@ -227,17 +213,12 @@ def noise_counts(mask: np.ndarray, flipped: np.ndarray,
 
 
 def _finished(workdir, cell, stamp):
-  """The cell's verified summary if it is finished (checkpoints removed).
+  """The cell's verified summary if it is finished, else None.
 
   Raises `ConfigMismatchError` if the cell was computed from something else.
   """
   cdir = _cell_dir(workdir, *cell)
-  row = stages.read_summary(os.path.join(cdir, "summary.json"), stamp)
-  if row is not None and wd.is_writer():
-    # Not needed again; also removes those of a cell killed just after its
-    # summary was written.
-    storage.rmtree(os.path.join(cdir, "checkpoints"))
-  return row
+  return stages.read_summary(os.path.join(cdir, "summary.json"), stamp)
 
 
 def _cell_dir(workdir, spec, ratio, seed) -> str:

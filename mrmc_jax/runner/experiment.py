@@ -5,15 +5,16 @@ and composes the stages of `runner.stages` (see there for what each
 leaves in the workdir), then writes `summary.json` and prints a result
 table.
 
-Rerunning with the same workdir resumes: finished stages are read back, and
-an interrupted stage restarts from its last epoch checkpoint. The data order
+Rerunning with the same workdir resumes: finished stages are read back and
+verified (a finished run's too: a damaged output is recomputed with one
+warning naming it, never returned), and an interrupted stage restarts from
+its last epoch checkpoint. The data order
 and augmentation of an epoch depend only on (seed, epoch), so a resumed run
 gives the same trajectories and the same mask as an uninterrupted one. The
 run holds the workdir's lock throughout; every stage output carries a stamp
 of the config and data it was computed from (docs/reliability.md).
 """
 
-import os
 from typing import Any
 
 import ml_collections
@@ -69,21 +70,14 @@ def _train_and_evaluate(config, workdir, identity):
   wd.claim(workdir, identity, data)
   stages.keep_claimed(ctx, workdir, data)
   opts = config_lib.selection_options(config)
-  warm_stamp = stages.warmup_stamp(config, config.seed, data)
-  sel_stamp = stages.selection_stamp(warm_stamp, config, spec, ratio, opts)
-  result_stamp = stages.result_stamp(sel_stamp, config)
-  summary_path = os.path.join(workdir, "summary.json")
-  # A finished run is read back: no stage (and no checkpoint) is needed.
-  summary = stages.read_summary(summary_path, result_stamp)
-  if summary is None:
-    art = stages.warmup(ctx, config, methods.needs([spec], opts), warm_stamp)
-    sel = stages.select(ctx, spec, art, ratio, opts, sel_stamp, plot=True)
-    result = stages.train(ctx, np.flatnonzero(sel.mask),
-                          epochs=config.train.epochs,
-                          budget=config.train.budget,
-                          stamp=stages.checkpoint_stamp(result_stamp,
-                                                        sel.mask))
-    summary = stages.write_summary(summary_path, {
+  stamps = stages.cell_stamps(config, config.seed, data, spec, ratio, opts)
+  # Every stage's outputs are verified on every run, finished or not; a
+  # damaged one is recomputed (one warning naming it), never returned.
+  art = stages.warmup(ctx, config, methods.needs([spec], opts),
+                      stamps.warmup)
+
+  def summary_fn(sel, result):
+    return {
         "method": spec,
         "ratio": ratio,
         "dataset": config.dataset.name,
@@ -98,8 +92,10 @@ def _train_and_evaluate(config, workdir, identity):
         "selection_compile_seconds": float(
             sel.timing.get("compile_seconds", 0.0)),
         **result,
-        "stamp": result_stamp,
-    })
+    }
+
+  summary, _ = stages.run_cell(ctx, config, spec, art, ratio, opts, stamps,
+                               summary_fn, plot=True)
   if wd.is_writer():
     print(format_table(summary), flush=True)
   return summary

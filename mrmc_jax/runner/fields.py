@@ -4,7 +4,9 @@ Each field is declared once, here, with the stages whose results it changes
 (`W` the warm-up, `S` the selection, `T` the core-set training; empty for
 fields that change no result, such as the checkpoint interval, or that the
 jobs pass to the stages explicitly, such as `seed`, `selection.method` and
-`selection.ratio`). The stage stamps (`stages.py`) are computed from these
+`selection.ratio`). A field that changes no result is marked `runtime`:
+it is left out of the run identity too, so a workdir resumes with any
+value of it. The stage stamps (`stages.py`) are computed from these
 marks, so a new field is a cache decision made where it is defined; a
 field without a declaration is refused by the config check (and a test
 runs every config file through it).
@@ -49,6 +51,9 @@ class Field:
     absent: the value that computes what a version without the field
       computed (module docstring); `NOT_SET` for the fields every
       identity holds.
+    runtime: how a job runs, not what it computes (checkpoint intervals):
+      any value gives the same results, so the field is in no run identity
+      and no stamp, and a workdir resumes with another value.
   """
   path: str
   default: Any
@@ -56,6 +61,7 @@ class Field:
   doc: str
   type: Optional[type] = None
   absent: Any = options_lib.NOT_SET
+  runtime: bool = False
 
   def omitted(self, value: Any) -> bool:
     """Whether `value` is left out of identities and stamps (`absent`)."""
@@ -130,10 +136,11 @@ BASE: tuple[Field, ...] = (
     Field("train.warmup_schedule", "truncated", _ALL, "truncated (the "
           "warm-up follows the training schedule's first R epochs) or own"),
     Field("train.augment", True, _ALL, "random crops and flips"),
-    Field("train.checkpoint_every_epochs", 1, _NONE, "checkpoint interval"),
+    Field("train.checkpoint_every_epochs", 1, _NONE, "checkpoint interval",
+          runtime=True),
     Field("train.checkpoint_every_steps", 0, _NONE, "steps of an epoch "
           "between mid-epoch checkpoints (0: none; SIGTERM and a preemption "
-          "notice save one either way)"),
+          "notice save one either way)", runtime=True),
     Field("compare.methods", "full,random,el2n,grand,forgetting,ccs,"
           "moderate,dyn_unc,d2,mrmc,mrmc_r", _NONE, "experiments/compare.py: "
           "method specs, comma-separated (cells get them explicitly)"),
@@ -252,11 +259,13 @@ def affecting(config: ml_collections.ConfigDict, stage: str
 
 
 def drop_absent(identity: dict[str, Any]) -> dict[str, Any]:
-  """A run identity (nested dict) less the fields at their `absent` value.
+  """A run identity (nested dict) less the fields at their `absent` value
+  and the `runtime` fields.
 
   Applied to the identity a run writes and to the one a workdir holds, so
   that a field added after that workdir was written, at its `absent`
-  value, matches its absence.
+  value, matches its absence, and a workdir that stored a runtime field
+  (written before 0.2.0 left them out) resumes with any value of it.
   """
   known = declared()
 
@@ -266,7 +275,8 @@ def drop_absent(identity: dict[str, Any]) -> dict[str, Any]:
       path = prefix + key
       if isinstance(value, dict):
         out[key] = walk(value, path + ".")
-      elif not (path in known and known[path].omitted(value)):
+      elif not (path in known and (known[path].omitted(value) or
+                                   known[path].runtime)):
         out[key] = value
     return out
 

@@ -8,8 +8,8 @@ epoch's checkpoint (which keeps a copy of the file), and on resume
 `resume_rows` checks the file against the newest copy and removes the rows
 of epochs past the restored checkpoint, so after any kill the file holds
 exactly one row per finished epoch of every stage, and damage (a truncated
-file, a flipped bit) is repaired from the copy with one warning, or refused
-with one line where no copy covers it.
+file, a flipped bit, a duplicated row) is repaired from the copy with one
+warning, or refused with one line where no copy covers it.
 """
 
 import json
@@ -76,6 +76,9 @@ def resume_rows(path: str, stage: str, epoch: int,
     tail = data[len(head):]
   lines = tail.split(b"\n")
   first_line = head.count(b"\n") + 1
+  # The epochs of `stage` the copy holds: a row after it repeating one of
+  # them (a duplicated row) is covered by the copy and dropped.
+  seen = {r.get("epoch") for r in _rows_of(head) if r.get("stage") == stage}
   kept = []
   for i, line in enumerate(lines):
     if not line.strip():
@@ -95,6 +98,14 @@ def resume_rows(path: str, stage: str, epoch: int,
           "row is then missing) or use a new --workdir.") from None
     if row.get("stage") == stage and (row.get("epoch") or 0) > epoch:
       continue
+    if row.get("stage") == stage:
+      if row.get("epoch") in seen and durable is not None:
+        warning = warning or (
+            f"{path} line {first_line + i} repeats epoch {row.get('epoch')} "
+            f"of stage {stage!r}; rebuilt from the copy kept with the newest "
+            "checkpoint.")
+        continue
+      seen.add(row.get("epoch"))
     kept.append(line + b"\n")
   out = head + b"".join(kept)
   rows = [json.loads(l) for l in out.splitlines() if l.strip()]
@@ -108,6 +119,19 @@ def resume_rows(path: str, stage: str, epoch: int,
   if out != data:
     wd.write_bytes(path, out)
   return mine, warning
+
+
+def _rows_of(data: bytes) -> list[dict[str, Any]]:
+  """The JSON rows of sound `metrics.jsonl` bytes (a checkpoint's copy)."""
+  rows = []
+  for line in data.splitlines():
+    try:
+      row = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+      continue
+    if isinstance(row, dict):
+      rows.append(row)
+  return rows
 
 
 def _common_prefix(a: bytes, b: bytes) -> bytes:

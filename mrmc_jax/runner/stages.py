@@ -1,12 +1,15 @@
 """The stages every job composes: load, warm-up, select, train, evaluate.
 
-Each stage is a function of explicit inputs; next to it are its stamp
-(what its output is computed from: the config fields marked as affecting
-it in `runner.fields`, its explicit inputs, and the stamp of the stage it
-reads) and its done-check (the stored output is read back, verified against
-its content hashes and stamp, and used; damage takes the recompute path
-with one warning naming the file). Every done-check ends in `decide`, the
-one place where a multi-process job takes process 0's answer.
+Each stage is a value (`Stage`): its stamp (what its output is computed
+from: the config fields marked as affecting it in `runner.fields`, its
+explicit inputs, and the stamp of the stage it reads), its output files,
+its done-check (the stored output is read back and verified against its
+content hashes and stamp) and its run. One `run_stage` runs every stage:
+on every call, finished job or not, the outputs it returns are verified,
+and damage takes the recompute path with one warning naming the file.
+Every done-check ends in `decide`, the one place where a multi-process job
+takes process 0's answer. `run_cell` is the select -> train -> summary
+cell that `main` (one cell) and `compare` (a grid) share.
 
 What each stage leaves in its workdir (every file written atomically, by
 process 0):
@@ -27,7 +30,7 @@ import io
 import json
 import os
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from absl import logging
 import jax
@@ -69,6 +72,70 @@ def decide(done: bool) -> bool:
   return done
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A stage as a value: what `run_stage` needs to read or make its outputs.
+
+  Attributes:
+    name: the stage's name (`warmup`, `select`, `train`).
+    stamp: what its outputs are computed from (the config fields of its
+      mark in `runner.fields`, its explicit inputs, and the stamp of the
+      stage it reads); every output carries it.
+    outputs: the files it leaves, the last one marking it complete.
+    read: the done-check: the outputs read back and verified (stamp and
+      content hashes), or None if the stage has not finished. Raises
+      `workdir.CorruptFileError` naming a damaged file, and
+      `workdir.ConfigMismatchError` for outputs of another stamp.
+    run: computes the outputs from the stage's inputs, writes them
+      (process 0, atomically, the completing file last) and returns them.
+    redo: what a damaged output leads to, in words (for the warning).
+  """
+  name: str
+  stamp: str
+  outputs: tuple[str, ...]
+  read: Callable[[], Any]
+  run: Callable[[], Any]
+  redo: str
+
+
+def run_stage(stage: Stage) -> Any:
+  """The stage's outputs: read back and verified, or computed.
+
+  Every call verifies every output it returns, whether the job finished or
+  not: a damaged output is never returned but recomputed from what it
+  depends on, with one warning naming the file. Process 0's answer
+  (`decide`) says which path every process takes.
+
+  Raises:
+    workdir.ConfigMismatchError: the outputs are of another stamp.
+  """
+  try:
+    got = stage.read()
+  except wd.CorruptFileError as e:
+    logging.warning("%s; %s.", e, stage.redo)
+    got = None
+  if decide(got is not None):
+    return got
+  return stage.run()
+
+
+def _damaged(path: str, why: str) -> wd.CorruptFileError:
+  return wd.CorruptFileError(f"{path} {why}")
+
+
+def read_verified_json(path: str) -> dict[str, Any]:
+  """A stage's JSON record (a dict); `CorruptFileError` naming it if not."""
+  try:
+    got = wd.read_json(path)
+  except FileNotFoundError:
+    raise _damaged(path, "is missing") from None
+  except wd.CorruptFileError:
+    raise _damaged(path, "is damaged (not valid JSON)") from None
+  if not isinstance(got, dict):
+    raise _damaged(path, "is damaged (not a JSON object)")
+  return got
+
+
 def array_sha256(array: np.ndarray) -> str:
   """SHA-256 of an array's `.npy` bytes (as `workdir.write_npy` writes)."""
   buf = io.BytesIO()
@@ -76,9 +143,7 @@ def array_sha256(array: np.ndarray) -> str:
   return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-def file_sha256(path: str) -> str:
-  """SHA-256 of a file's bytes."""
-  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
+file_sha256 = wd.file_sha256
 
 
 # --------------------------------------------------------------------------
@@ -238,12 +303,15 @@ def warmup(ctx: Context, config: ml_collections.ConfigDict,
   """The warm-up artefacts the methods `need` ({} if none): read or run."""
   if not need:
     return {}
-  art = warmup_lib.read_artefacts(ctx.workdir, need, stamp)
-  if decide(art is not None):
-    return art
-  return warmup_lib.run_warmup(warmup_context(ctx, config), need,
-                               stamp=stamp,
-                               **config_lib.warmup_settings(config))
+  return run_stage(Stage(
+      "warmup", stamp,
+      tuple(os.path.join(ctx.workdir, f) for f in warmup_lib.OUTPUTS),
+      read=lambda: warmup_lib.read_artefacts(ctx.workdir, need, stamp),
+      run=lambda: warmup_lib.run_warmup(
+          warmup_context(ctx, config), need, stamp=stamp,
+          **config_lib.warmup_settings(config)),
+      # The warm-up is deterministic: the artefacts come out the same.
+      redo="recomputing the warm-up artefacts from its last checkpoint"))
 
 
 def warmup_context(ctx: Context, config: ml_collections.ConfigDict
@@ -284,10 +352,16 @@ def selection_stamp(warm_stamp: str, config: ml_collections.ConfigDict,
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-  """A selection's outputs: scores float32 `[N]`, mask bool `[N]`, timing."""
+  """A selection's outputs: scores float32 `[N]`, mask bool `[N]`, timing.
+
+  `unchanged`: the mask is the one the workdir's later outputs (the
+  summary) were computed from: read back verified, or recomputed with the
+  SHA-256 that `selection.json` recorded. False for a new selection.
+  """
   scores: np.ndarray
   mask: np.ndarray
   timing: dict[str, Any]
+  unchanged: bool = True
 
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -319,39 +393,44 @@ _SELECTION_FILES = ("scores.npy", "indices.npy", "mask.npy")
 
 
 def read_selection(out: str, stamp: str) -> Optional[Selection]:
-  """A finished, verified selection in `out`, or None to select again.
+  """A finished, verified selection in `out`, or None if not finished.
 
   Raises:
+    workdir.CorruptFileError: a file of it is damaged (named).
     workdir.ConfigMismatchError: it was computed from something else.
   """
   if not storage.exists(os.path.join(out, "mask.npy")):
     return None
   timing_path = os.path.join(out, "selection.json")
-  try:
-    timing = wd.read_json(timing_path)
-    if not isinstance(timing, dict):
-      raise wd.CorruptFileError(f"{timing_path} is damaged")
-    wd.check_stamp(timing_path, timing.get("stamp", ""), stamp)
-    hashes = timing.get("sha256", {})
-    for name in _SELECTION_FILES:
-      path = os.path.join(out, name)
-      if hashes.get(name) != file_sha256(path):
-        raise wd.CorruptFileError(f"{path} does not match its SHA-256 in "
-                                  "selection.json")
-    scores = wd.read_npy(os.path.join(out, "scores.npy"))
-    mask = wd.read_npy(os.path.join(out, "mask.npy"))
-  except (wd.CorruptFileError, FileNotFoundError) as e:
-    # Selection is deterministic given the artefacts: recompute it.
-    logging.warning("%s; selecting again from the warm-up artefacts.", e)
-    return None
+  timing = read_verified_json(timing_path)
+  wd.check_stamp(timing_path, timing.get("stamp", ""), stamp)
+  hashes = timing.get("sha256", {})
+  for name in _SELECTION_FILES:
+    path = os.path.join(out, name)
+    if not storage.exists(path):
+      raise _damaged(path, "is missing")
+    if not isinstance(hashes, dict) or hashes.get(name) != file_sha256(path):
+      raise _damaged(path, "does not match its SHA-256 in selection.json")
+  scores = wd.read_npy(os.path.join(out, "scores.npy"))
+  mask = wd.read_npy(os.path.join(out, "mask.npy"))
   return Selection(scores, mask, timing)
+
+
+def _recorded_mask_sha256(out: str) -> Optional[str]:
+  """The mask's SHA-256 that `selection.json` recorded, if it is readable."""
+  try:
+    got = read_verified_json(os.path.join(out, "selection.json"))
+  except wd.CorruptFileError:
+    return None
+  hashes = got.get("sha256")
+  return hashes.get("mask.npy") if isinstance(hashes, dict) else None
 
 
 def select(ctx: Context, spec: str, art: dict[str, np.ndarray],
            ratio: float, opts: methods.SelectionOptions, stamp: str, *,
            cache: Optional[dict[str, Any]] = None,
            plot: bool = False) -> Selection:
-  """Selects (or reads back a finished selection) in `ctx.workdir/coreset`.
+  """Selects (or reads back a verified selection) in `ctx.workdir/coreset`.
 
   The timing holds `selection_seconds` (wall time less JAX compilation) and
   `compile_seconds`: the first selection of a method compiles, later ones
@@ -359,32 +438,40 @@ def select(ctx: Context, spec: str, art: dict[str, np.ndarray],
   cell of a method look slow.
   """
   out = os.path.join(ctx.workdir, "coreset")
-  got = read_selection(out, stamp)
-  if decide(got is not None):
-    return got
-  with compile_seconds() as compiling:
-    t0 = time.perf_counter()
-    scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
-                                  num_classes=ctx.data.num_classes, opts=opts,
-                                  cache=cache)
-    wall = time.perf_counter() - t0
-  scores = np.asarray(scores, np.float32)
-  mask = np.asarray(mask, bool)
-  indices = np.flatnonzero(mask).astype(np.int64)
-  timing = {"selection_seconds": max(wall - compiling[0], 0.0),
-            "compile_seconds": compiling[0], "stamp": stamp,
-            "sha256": {"scores.npy": array_sha256(scores),
-                       "indices.npy": array_sha256(indices),
-                       "mask.npy": array_sha256(mask)}}
-  if wd.is_writer():
-    wd.write_npy(os.path.join(out, "scores.npy"), scores)
-    wd.write_npy(os.path.join(out, "indices.npy"), indices)
-    if plot:
-      _plot_selection(ctx, spec, ratio, scores, mask, art, opts)
-    # The mask goes last: its presence marks the selection as complete.
-    wd.write_json(os.path.join(out, "selection.json"), timing)
-    wd.write_npy(os.path.join(out, "mask.npy"), mask)
-  return Selection(scores, mask, timing)
+
+  def run():
+    recorded = _recorded_mask_sha256(out)
+    with compile_seconds() as compiling:
+      t0 = time.perf_counter()
+      scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
+                                    num_classes=ctx.data.num_classes,
+                                    opts=opts, cache=cache)
+      wall = time.perf_counter() - t0
+    scores = np.asarray(scores, np.float32)
+    mask = np.asarray(mask, bool)
+    indices = np.flatnonzero(mask).astype(np.int64)
+    timing = {"selection_seconds": max(wall - compiling[0], 0.0),
+              "compile_seconds": compiling[0], "stamp": stamp,
+              "sha256": {"scores.npy": array_sha256(scores),
+                         "indices.npy": array_sha256(indices),
+                         "mask.npy": array_sha256(mask)}}
+    if wd.is_writer():
+      wd.write_npy(os.path.join(out, "scores.npy"), scores)
+      wd.write_npy(os.path.join(out, "indices.npy"), indices)
+      if plot:
+        _plot_selection(ctx, spec, ratio, scores, mask, art, opts)
+      # The mask goes last: its presence marks the selection as complete.
+      wd.write_json(os.path.join(out, "selection.json"), timing)
+      wd.write_npy(os.path.join(out, "mask.npy"), mask)
+    return Selection(scores, mask, timing,
+                     unchanged=recorded == timing["sha256"]["mask.npy"])
+
+  return run_stage(Stage(
+      "select", stamp, tuple(os.path.join(out, n) for n in (
+          "scores.npy", "indices.npy", "selection.json", "mask.npy")),
+      read=lambda: read_selection(out, stamp), run=run,
+      # Selection is deterministic given the artefacts.
+      redo="selecting again from the warm-up artefacts"))
 
 
 def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
@@ -549,23 +636,95 @@ def write_summary(path: str, summary: dict[str, Any]) -> dict[str, Any]:
   return summary
 
 
+def _read_summary(path: str, stamp: str) -> Optional[dict[str, Any]]:
+  """A finished summary, verified, or None (`Stage.read`)."""
+  if not storage.exists(path):
+    return None
+  summary = read_verified_json(path)
+  if summary.get("sha256") != _content_sha256(summary):
+    raise _damaged(path, "does not match its SHA-256")
+  wd.check_stamp(path, summary.get("stamp"), stamp)
+  return summary
+
+
 def read_summary(path: str, stamp: str) -> Optional[dict[str, Any]]:
   """A finished, verified summary, or None to finish the work again.
+
+  A damaged summary gets one warning naming it.
 
   Raises:
     workdir.ConfigMismatchError: it was computed from something else.
   """
-  if not storage.exists(path):
-    decide(False)
-    return None
   try:
-    summary = wd.read_json(path)
-    if not isinstance(summary, dict) or (
-        summary.get("sha256") != _content_sha256(summary)):
-      raise wd.CorruptFileError(f"{path} does not match its SHA-256")
+    summary = _read_summary(path, stamp)
   except wd.CorruptFileError as e:
     logging.warning("%s; finishing the work again.", e)
     summary = None
-  if summary is not None:
-    wd.check_stamp(path, summary.get("stamp"), stamp)
   return summary if decide(summary is not None) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class CellStamps:
+  """The stamps of one cell's stages (warm-up, selection, result)."""
+  warmup: str
+  selection: str
+  result: str
+
+
+def cell_stamps(config: ml_collections.ConfigDict, seed: int,
+                data: dict[str, Any], spec: str, ratio: float,
+                opts: methods.SelectionOptions) -> CellStamps:
+  """The stamps of the cell (spec, ratio, seed): `opts` of that seed."""
+  warm = warmup_stamp(config, seed, data)
+  sel = selection_stamp(warm, config, spec, ratio, opts)
+  return CellStamps(warm, sel, result_stamp(sel, config))
+
+
+def run_cell(ctx: Context, config: ml_collections.ConfigDict, spec: str,
+             art: dict[str, np.ndarray], ratio: float,
+             opts: methods.SelectionOptions, stamps: CellStamps,
+             summary_fn: Callable[[Selection, dict[str, Any]],
+                                  dict[str, Any]], *,
+             cache: Optional[dict[str, Any]] = None, plot: bool = False
+             ) -> tuple[dict[str, Any], bool]:
+  """One cell in `ctx.workdir`: select, train, write `summary.json`.
+
+  The selection is verified (or recomputed) on every call, finished cell
+  or not; the summary is read back only if it is intact and its mask is
+  the verified one, else the core-set is trained (from its last
+  checkpoint) and the summary written again.
+
+  Args:
+    ctx: the cell's context (its workdir holds `coreset/` and the summary).
+    config: the job's config (the training fields).
+    spec, ratio, opts: the method spec, core-set fraction and options.
+    art: the warm-up artefacts (verified) the selection reads.
+    stamps: the cell's stamps (`cell_stamps`).
+    summary_fn: `(selection, train result) -> summary` (without stamp).
+    cache: shared across the cells of one warm-up (`methods.select`).
+    plot: draw the selection's plots when it is computed.
+
+  Returns:
+    `(summary, computed)`: the verified or written summary, and whether it
+    was written now.
+  """
+  sel = select(ctx, spec, art, ratio, opts, stamps.selection, cache=cache,
+               plot=plot)
+  path = os.path.join(ctx.workdir, "summary.json")
+
+  def run():
+    result = train(ctx, np.flatnonzero(sel.mask), epochs=config.train.epochs,
+                   budget=config.train.budget,
+                   stamp=checkpoint_stamp(stamps.result, sel.mask))
+    return write_summary(path, {**summary_fn(sel, result),
+                                "stamp": stamps.result}), True
+
+  def read():
+    # A summary of a mask that was not verified is not returned (the mask
+    # it was trained on is unknown): the training resumes from its
+    # checkpoints if they hold this mask.
+    got = _read_summary(path, stamps.result) if sel.unchanged else None
+    return None if got is None else (got, False)
+
+  return run_stage(Stage("train", stamps.result, (path,), read=read, run=run,
+                         redo="finishing the work again"))

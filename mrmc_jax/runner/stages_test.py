@@ -39,3 +39,33 @@ def test_summary_round_trip_damage_and_other_stamp(tmp_path):
 
 def test_decide_on_one_process():
   assert stages.decide(True) is True and stages.decide(False) is False
+
+
+def test_run_stage_reads_verified_outputs_and_recomputes_damaged_ones(
+    caplog):
+  calls = []
+
+  def stage(read):
+    return stages.Stage("s", "stamp", ("out",), read=read,
+                        run=lambda: calls.append("run") or "computed",
+                        redo="computing it again")
+
+  assert stages.run_stage(stage(lambda: "stored")) == "stored"
+  assert stages.run_stage(stage(lambda: None)) == "computed"
+  assert calls == ["run"]
+
+  def damaged():
+    raise wd.CorruptFileError("out is damaged")
+
+  caplog.clear()
+  assert stages.run_stage(stage(damaged)) == "computed"
+  warned = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING"]
+  assert warned == ["out is damaged; computing it again."]
+
+  def other():
+    raise wd.ConfigMismatchError("out was computed from another config")
+
+  with pytest.raises(wd.ConfigMismatchError):
+    stages.run_stage(stage(other))
+  assert calls == ["run", "run"]

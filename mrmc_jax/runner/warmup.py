@@ -11,12 +11,10 @@ them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
 `stages.warmup`) verifies both.
 """
 
-import hashlib
 import os
 import time
 from typing import Any, Optional
 
-from absl import logging
 import jax
 import numpy as np
 
@@ -42,37 +40,45 @@ def artefact_keys(need: frozenset[str]) -> list[str]:
   return keys
 
 
+# The stage's files, relative to its workdir; the hashes go last.
+OUTPUTS = ("warmup/artefacts.npz", "warmup/artefacts.json")
+
+
 def _hash_path(art_path: str) -> str:
   return os.path.join(os.path.dirname(art_path), "artefacts.json")
-
-
-def _sha256(path: str) -> str:
-  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 def read_artefacts(workdir: str, need: frozenset[str],
                    stamp: str) -> Optional[dict[str, np.ndarray]]:
   """A finished warm-up's artefacts holding what `need` asks, or None.
 
+  The stage's done-check (`stages.warmup`): verified against the SHA-256
+  in `artefacts.json` and against `stamp`.
+
   Raises:
+    workdir.CorruptFileError: `artefacts.npz` or `artefacts.json` is
+      damaged (named); the warm-up is recomputed from its last checkpoint
+      (or from scratch), deterministic, so the artefacts come out the same.
     workdir.ConfigMismatchError: they are of another stamp.
   """
   art_path = os.path.join(workdir, "warmup", "artefacts.npz")
+  hash_path = _hash_path(art_path)
   if not storage.exists(art_path):
     return None
+  if not storage.exists(hash_path):
+    raise wd.CorruptFileError(f"{hash_path} is missing")
   try:
-    stored = wd.read_json(_hash_path(art_path)) if storage.exists(
-        _hash_path(art_path)) else {}
-    if not isinstance(stored, dict) or stored.get("sha256") != _sha256(
-        art_path):
-      raise wd.CorruptFileError(f"{art_path} does not match its SHA-256 in "
-                                f"{os.path.basename(_hash_path(art_path))}")
-    art = wd.read_npz(art_path)
-  except wd.CorruptFileError as e:
-    # Recomputed from the last warm-up checkpoint (or from scratch): the
-    # warm-up is deterministic, so the artefacts come out the same.
-    logging.warning("%s; recomputing it.", e)
-    return None
+    stored = wd.read_json(hash_path)
+  except wd.CorruptFileError:
+    raise wd.CorruptFileError(f"{hash_path} is damaged (not valid JSON)"
+                              ) from None
+  if not isinstance(stored, dict) or not isinstance(stored.get("sha256"),
+                                                    str):
+    raise wd.CorruptFileError(f"{hash_path} is damaged (no SHA-256)")
+  if stored["sha256"] != wd.file_sha256(art_path):
+    raise wd.CorruptFileError(f"{art_path} does not match its SHA-256 in "
+                              f"{hash_path}")
+  art = wd.read_npz(art_path)
   wd.check_stamp(art_path, str(art.pop("stamp", "")), stamp)
   if all(k in art for k in artefact_keys(need)):
     return art
@@ -181,7 +187,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
   if wd.is_writer():
     wd.write_npz(art_path, **art, stamp=np.array(stamp))
     # The stage file: the artefacts' content hash, checked when read back.
-    wd.write_json(_hash_path(art_path), {"sha256": _sha256(art_path),
+    wd.write_json(_hash_path(art_path), {"sha256": wd.file_sha256(art_path),
                                          "stamp": stamp})
   return art
 

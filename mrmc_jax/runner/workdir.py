@@ -102,6 +102,11 @@ def _advice(path: str) -> str:
   return "delete it or use a new --workdir."
 
 
+def file_sha256(path: str) -> str:
+  """SHA-256 of a file's bytes (the content hash of every stage output)."""
+  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
+
+
 def write_npy(path: str, array: np.ndarray) -> None:
   """Writes one array as `.npy`, atomically."""
   _atomic(path, lambda f: np.save(f, np.asarray(array)))
@@ -202,13 +207,14 @@ def check_workdir(workdir: str, job: str, identity: dict[str, Any]) -> None:
     return
   # A field stored at its `absent` value (or added since, at that value)
   # is the same run as one without it (`fields.drop_absent`).
-  old = fields.drop_absent(read_json(path))
+  stored = read_json(path)
+  if not isinstance(stored, dict):
+    raise ConfigMismatchError(f"{path} is damaged (not a JSON object); "
+                              f"{_advice(path)}")
+  old = fields.drop_absent(stored)
   identity = fields.drop_absent(identity)
   if old != identity:
-    diff = _first_difference(old, identity)
-    raise ConfigMismatchError(
-        f"workdir {workdir} holds a run of a different config ({diff}); "
-        "use a new --workdir or the same config to resume.")
+    raise ConfigMismatchError(_mismatch(workdir, path, old, identity))
 
 
 @contextlib.contextmanager
@@ -320,6 +326,50 @@ def check_stamp(path: str, stored: Optional[str], expected: str) -> None:
     raise ConfigMismatchError(
         f"{path} was computed from another config or other data (stamp "
         f"{stored}, expected {expected}); delete it or use a new --workdir.")
+
+
+def _mismatch(workdir: str, path: str, old: Any, identity: Any) -> str:
+  """The refusal of another config, with a command that works."""
+  diff = _first_difference(old, identity)
+  known = fields.declared()
+  unknown = [p for p in _paths(old) if p not in known]
+  if unknown:
+    # No config has that field: the file was edited or damaged.
+    return (f"{path} is damaged or edited ({unknown[0]} is not a config "
+            f"field); {_advice(path)}")
+  where, stored = _first_path(old, identity)
+  resume = ""
+  if where is not None and stored is not _MISSING and not isinstance(
+      stored, dict):
+    value = stored if isinstance(stored, str) else repr(stored)
+    resume = f", or --config.{where}={value} to resume it"
+  return (f"workdir {workdir} holds a run of a different config ({diff}); "
+          f"use a new --workdir{resume}.")
+
+
+_MISSING = object()
+
+
+def _paths(tree: dict[str, Any], prefix: str = "") -> list[str]:
+  """The dotted paths of a nested dict's leaves."""
+  out = []
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out += _paths(v, f"{prefix}{k}.")
+    else:
+      out.append(f"{prefix}{k}")
+  return out
+
+
+def _first_path(a: Any, b: Any, prefix: str = "") -> tuple[Optional[str],
+                                                           Any]:
+  """The dotted path of the first difference and its value in `a`."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      x, y = a.get(k, _MISSING), b.get(k, _MISSING)
+      if x != y:
+        return _first_path(x, y, f"{prefix}{k}.")
+  return (prefix.rstrip(".") or None), a
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
