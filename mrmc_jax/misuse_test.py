@@ -172,7 +172,6 @@ REFUSED = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name,call,message", REFUSED,
                          ids=[r[0] for r in REFUSED])
 def test_refused_with_a_clear_error(name, call, message):
