@@ -33,11 +33,11 @@ from mrmc_jax import trajectory
 
 
 def _synthetic(n, shape, classes, seed=0):
-  from mrmc_jax import datasets  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import splits  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
   labels = rng.integers(0, classes, n).astype(np.int32)
-  return datasets.ArraySplit(images, labels)
+  return splits.ArraySplit(images, labels)
 
 
 def _synthetic_batches(n, shape, classes, batch_size, steps, seed=0):
@@ -107,7 +107,7 @@ def step_overhead(model, n, shape, classes, batch_size, repeats, steps):
 
 def coreset_scaling(model, split, batch_size, epochs, ratio, repeats):
   """Median seconds of `epochs` epochs on all data vs on a `ratio` subset."""
-  from mrmc_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.data import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   tx = optim.make_optimizer(optimizer="sgd", learning_rate=0.05,
                             total_steps=1000, momentum=0.9)
   apply_fn = train_step.module_apply_fn(model)

@@ -13,7 +13,6 @@ functions load `flax.nnx` on first use, so `import mrmc_jax` stays light.
 """
 
 import importlib
-import warnings
 
 from mrmc_jax.checking import checked
 from mrmc_jax.losses import make_per_example_loss_fn
@@ -86,18 +85,6 @@ __all__ = [
     "all_gather",
 ]
 
-# Names that moved: {old: (new object's module attribute, message)}; each
-# is kept, with a DeprecationWarning, for one minor version.
-_MOVED = {
-    "TrainState": (
-        BatchStatsTrainState,
-        "mrmc_jax.TrainState is deprecated since 0.2.0 and will be removed in "
-        "0.3.0: use flax.training.train_state.TrainState (every step accepts "
-        "it, or any pytree with params, opt_state and replace), or "
-        "mrmc_jax.BatchStatsTrainState (flax's class plus batch_stats)."),
-}
-
-
 # Public names loaded on first access: {name: module}.
 _LAZY = {
     "nnx_train_step": "mrmc_jax.nnx_adapter",
@@ -110,10 +97,6 @@ def __getattr__(name: str):
   if name in _LAZY:
     obj = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = obj
-    return obj
-  if name in _MOVED:
-    obj, message = _MOVED[name]
-    warnings.warn(message, DeprecationWarning, stacklevel=2)
     return obj
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

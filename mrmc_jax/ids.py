@@ -142,7 +142,7 @@ class IdMap:
       ds: elements are dicts with a scalar `key` (tf.string or an integer).
       key: the field holding your key.
       id_key: the field to write the int32 id to (`id` is what the train
-        steps, `record` and `input_pipeline.apply_mask` read).
+        steps and `record` read).
 
     Returns:
       The pipeline with `id_key` added. An element whose key is not in the

@@ -166,11 +166,6 @@ REFUSED = [
          s, l, num_classes=C, quotas=q))(SCORES, SEL_LABELS,
                                          jnp.ones(C - 1, jnp.int32)),
      r"quotas has shape \(2,\); expected int \[C\]"),
-    ("select: candidates= under jit",
-     lambda: jax.jit(lambda s, l, c: selection.select_mask(
-         s, l, 0.5, num_classes=C, candidates=c))(SCORES, SEL_LABELS,
-                                                  jnp.ones(N, bool)),
-     r"candidates=\) needs concrete arrays"),
     # Silent before 0.3: duplicates, empty selections, unknown fields,
     # containers and traced static arguments.
     ("record: an id twice in one batch (eager)",
@@ -248,7 +243,6 @@ REFUSED = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name,call,message", REFUSED,
                          ids=[r[0] for r in REFUSED])
 def test_refused_with_a_clear_error(name, call, message):
@@ -349,11 +343,8 @@ def test_traced_select_mistakes_never_pick_the_bad_rows():
   assert not m[2]  # a label outside [0, C) takes no class's quota
 
 
-def test_deprecated_candidates_warns_and_matches_the_host_wrapper():
+def test_select_mask_candidates_removed_in_0_3_0():
   cand = jnp.array([True, True, False, True, True, True])
-  with pytest.warns(DeprecationWarning, match="select_mask_host"):
-    m = selection.select_mask(SCORES, SEL_LABELS, 0.5, num_classes=C,
-                              candidates=cand, tie_seed=3)
-  np.testing.assert_array_equal(m, selection.select_mask_host(
-      SCORES, SEL_LABELS, 0.5, num_classes=C, candidates=cand, tie_seed=3))
-  assert not m[2]
+  with pytest.raises(TypeError, match="candidates"):
+    selection.select_mask(SCORES, SEL_LABELS, 0.5, num_classes=C,
+                          candidates=cand)

@@ -27,7 +27,6 @@ decimal ratio such as 0.29 is not undercut by its binary rounding
 
 import functools
 from typing import Any, Optional
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -446,8 +445,7 @@ def select_mask(scores: Array,
                 total: Optional[Array] = None,
                 eligible: Optional[Array] = None,
                 priority: Optional[Array] = None,
-                tie_seed: Optional[Array] = None,
-                candidates: Optional[Array] = None) -> Array:
+                tie_seed: Optional[Array] = None) -> Array:
   """Keeps the highest-scored examples; jitted, and callable inside `jax.jit`.
 
   The budget comes either from a static `ratio` (`floor(ratio * N)` in all,
@@ -492,39 +490,17 @@ def select_mask(scores: Array,
       globally), whatever the scores (MRMC-R keeps its first stage so).
     tie_seed: optional int scalar (may be traced): ties in a seeded random
       order; None: ties to the lower id.
-    candidates: deprecated, use `select_mask_host(..., candidates=)`.
-      Still works with concrete arrays and a `ratio` (it calls
-      `select_mask_host`, warning); raises under `jax.jit`.
 
   Returns:
     bool `[N]` mask.
 
   Raises:
     ValueError: see Checks above; `ratio` and `quotas`/`total` both or
-      neither given; `candidates` with traced arrays.
+      neither given.
 
   Warns:
     UserWarning: see Checks above (concrete inputs only).
   """
-  if candidates is not None:
-    warnings.warn(
-        "select_mask(candidates=) is deprecated and will be removed in the "
-        "next minor version: use select_mask_host(scores, labels, ratio, "
-        "num_classes=..., candidates=...), which caps the class quotas at "
-        "the candidate counts; inside jax.jit pass eligible= with quotas=.",
-        DeprecationWarning, stacklevel=2)
-    if (ratio is None or eligible is not None or quotas is not None
-        or total is not None or not validation.is_concrete(
-            scores, labels, candidates, priority, tie_seed)):
-      raise ValueError(
-          "select_mask(candidates=) needs concrete arrays and a ratio (it "
-          "calls select_mask_host); inside jax.jit pass eligible=candidates "
-          "with quotas= capped at each class's candidate count.")
-    return select_mask_host(
-        scores, labels, ratio, num_classes=num_classes,
-        class_balanced=class_balanced, candidates=candidates,
-        priority=priority,
-        tie_seed=None if tie_seed is None else int(tie_seed))
   if (ratio is None) == (quotas is None and total is None):
     raise ValueError("select_mask needs either a static ratio or traced "
                      "quotas/total, not both and not neither.")

@@ -15,7 +15,6 @@ with zeroed statistics and `mask=False`, which the trajectory buffer skips.
 
 import inspect
 from typing import Any, Callable, Optional, Sequence
-import warnings
 
 import flax.linen as nn
 from flax.training import train_state
@@ -52,19 +51,6 @@ class BatchStatsTrainState(train_state.TrainState):
     if self.batch_stats:
       v["batch_stats"] = self.batch_stats
     return v
-
-
-def __getattr__(name: str) -> Any:
-  """`train_step.TrainState`: deprecated alias (0.2.0), removed in 0.3.0."""
-  if name == "TrainState":
-    warnings.warn(
-        "mrmc_jax.train_step.TrainState is deprecated and will be removed "
-        "in 0.3.0: use flax.training.train_state.TrainState (any state with "
-        "params, opt_state and replace works), or "
-        "train_step.BatchStatsTrainState for BatchNorm models.",
-        DeprecationWarning, stacklevel=2)
-    return BatchStatsTrainState
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def create_train_state(variables: dict[str, PyTree],

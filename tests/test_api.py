@@ -135,13 +135,12 @@ def test_version_is_one_in_setup_the_package_and_the_changelog():
   assert "## Deprecation policy" in changelog
 
 
-def test_train_state_alias_warns_and_is_flax_s_class():
-  with pytest.warns(DeprecationWarning, match="removed in 0.3.0"):
-    old = mj.TrainState
-  with pytest.warns(DeprecationWarning, match="removed in 0.3.0"):
-    assert train_step.TrainState is old
-  assert old is mj.BatchStatsTrainState
-  assert issubclass(old, train_state.TrainState)
+def test_train_state_alias_removed_in_0_3_0():
+  with pytest.raises(AttributeError, match="no attribute 'TrainState'"):
+    mj.TrainState  # pylint: disable=pointless-statement
+  with pytest.raises(AttributeError, match="no attribute 'TrainState'"):
+    train_step.TrainState  # pylint: disable=pointless-statement
+  assert issubclass(mj.BatchStatsTrainState, train_state.TrainState)
   with pytest.raises(AttributeError, match="no attribute 'nope'"):
     mj.nope  # pylint: disable=pointless-statement
   with warnings.catch_warnings():

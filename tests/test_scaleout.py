@@ -25,14 +25,15 @@ from jax.sharding import PartitionSpec as P
 
 from configs import base
 from configs import default
-from mrmc_jax import datasets
-from mrmc_jax import input_pipeline
 from mrmc_jax import models
 from mrmc_jax import scoring
 from mrmc_jax import selection
 from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
+from mrmc_jax.data import pipeline as input_pipeline
+from mrmc_jax.data import sources
+from mrmc_jax.data import splits
 from mrmc_jax.runner import experiment
 import multihost  # pylint: disable=g-bad-import-order
 
@@ -49,13 +50,13 @@ JOB = {"selection.warmup_epochs": 3, "train.epochs": 1,
 
 
 @functools.cache
-def _digits() -> datasets.Dataset:
-  return datasets.load_dataset("digits")
+def _digits() -> splits.Dataset:
+  return sources.load_dataset("digits")
 
 
-def _subset(n: int) -> datasets.ArraySplit:
+def _subset(n: int) -> splits.ArraySplit:
   train = _digits().train
-  return datasets.ArraySplit(train.images[:n], train.labels[:n])
+  return splits.ArraySplit(train.images[:n], train.labels[:n])
 
 
 @contextlib.contextmanager

@@ -18,8 +18,8 @@ import sys
 
 import numpy as np
 
-from mrmc_jax import datasets
 from mrmc_jax import selection
+from mrmc_jax.data import sources
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import options
 from mrmc_jax.methods import reference_check as ref
@@ -134,7 +134,7 @@ def check_d2(art, labels, num_classes, seed):
 
 def main(dataset: str, workdir: str, seed: str) -> None:
   seed = int(seed)
-  labels = np.asarray(datasets.load_dataset(dataset, None).train.labels)
+  labels = np.asarray(sources.load_dataset(dataset, None).train.labels)
   num_classes = int(labels.max()) + 1
   art = wd.read_npz(f"{workdir}/warmup/seed_{seed}/warmup/artefacts.npz")
   check_dual(art, labels, num_classes, seed)

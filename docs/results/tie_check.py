@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
-from mrmc_jax import datasets
 from mrmc_jax import selection
+from mrmc_jax.data import sources
 from mrmc_jax.methods import options
 from mrmc_jax.methods import registry
 from mrmc_jax.runner import workdir as wd
@@ -29,7 +29,7 @@ RATIOS = (0.7, 0.5, 0.3, 0.1)
 
 
 def main(dataset: str, workdir: str, seeds: str) -> None:
-  labels = np.asarray(datasets.load_dataset(dataset, None).train.labels)
+  labels = np.asarray(sources.load_dataset(dataset, None).train.labels)
   num_classes = int(labels.max()) + 1
   original = selection.select_mask_host
 

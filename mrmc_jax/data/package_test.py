@@ -1,10 +1,9 @@
-"""The data package: no import circle, and the old modules still work."""
+"""The data package: no import circle, and the removed modules are gone."""
 
 import ast
 import importlib
 import os
 import sys
-import warnings
 
 import pytest
 
@@ -48,19 +47,10 @@ def test_no_import_circle_inside_the_package():
   assert "sources" in graph and "stream" in graph  # the walk saw the package
 
 
-@pytest.mark.parametrize("old,names", [
-    ("mrmc_jax.datasets", ["load_dataset", "ArraySplit", "tfds_stream",
-                           "process_slice", "mean_std_from_sums"]),
-    ("mrmc_jax.streaming", ["open_dataset", "StreamSplit", "write_arrays"]),
-    ("mrmc_jax.input_pipeline", ["train_dataset", "eval_dataset",
-                                 "apply_mask", "pad_and_batch", "PAD_ID"]),
-])
-def test_old_modules_warn_and_reexport(old, names):
+@pytest.mark.parametrize("old", [
+    "mrmc_jax.datasets", "mrmc_jax.streaming", "mrmc_jax.input_pipeline",
+    "mrmc_jax.data._legacy"])
+def test_modules_removed_in_0_3_0_are_gone(old):
   sys.modules.pop(old, None)
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    module = importlib.import_module(old)
-  assert any(issubclass(w.category, DeprecationWarning) and
-             "mrmc_jax.data" in str(w.message) for w in caught)
-  for name in names:
-    assert hasattr(module, name), name
+  with pytest.raises(ModuleNotFoundError):
+    importlib.import_module(old)

@@ -74,7 +74,7 @@ _NONE = ()
 BASE: tuple[Field, ...] = (
     Field("seed", 0, _NONE, "seeds model init, data order, augmentation and "
           "random selection (given to every stage explicitly)"),
-    Field("dataset.name", "digits", _ALL, "see mrmc_jax.datasets.load_dataset"),
+    Field("dataset.name", "digits", _ALL, "see mrmc_jax.data.load_dataset"),
     Field("dataset.data_dir", None, _ALL, "where tfds/local data live", str),
     Field("dataset.image_size", None, _ALL, "resize images to this side "
           "(None keeps them)", int),
