@@ -43,7 +43,7 @@ from mrmc_jax.trajectory import record
 from mrmc_jax.trajectory import visit_report
 from mrmc_jax.trajectory import VisitError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     # Per-example statistics and train steps (Linen, any train state).

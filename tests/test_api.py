@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import types
 import warnings
 
@@ -124,11 +125,17 @@ def test_all_and_dir_list_functions_not_modules():
   assert set(namespace) - {"__builtins__"} == set(mj.__all__)
 
 
-def test_version_is_one_in_setup_the_package_and_the_changelog():
-  setup = open(os.path.join(ROOT, "setup.py")).read()
-  version = re.search(r'version="([^"]+)"', setup).group(1)
+def test_version_is_one_in_the_package_and_the_changelog():
+  # pyproject.toml takes the version from the package, nowhere else.
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    pyproject = tomllib.load(f)
+  assert "version" not in pyproject["project"]
+  assert pyproject["project"]["dynamic"] == ["version"]
+  assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+      "attr": "mrmc_jax.__version__"}
+  assert not os.path.exists(os.path.join(ROOT, "setup.py"))
+  version = mj.__version__
   assert re.fullmatch(r"0\.\d+\.\d+", version)
-  assert mj.__version__ == version
   changelog = open(os.path.join(ROOT, "CHANGELOG.md")).read()
   first = re.search(r"^## (\d+\.\d+\.\d+)", changelog, re.M).group(1)
   assert first == version
