@@ -4,6 +4,9 @@ A trajectory is a dict of arrays with `N` examples and `R` epochs:
   `loss`, `p_true`, `el2n`: float32 `[N, R]`.
   `correct`: bool `[N, R]`.
   `visits`: int32 `[N, R]`, how often example `i` was recorded in epoch `r`.
+Optional fields (`init_trajectory(..., fields=FIELDS + MARGIN_FIELDS)`):
+  `margin`, `p_margin`: float32 `[N, R]`, the logit and probability
+  margins of `losses.per_example_stats` (AUM's input).
 Each epoch must record every example exactly once; `check_visits` reports
 examples that were missed or seen twice instead of letting them silently
 corrupt the scores.
@@ -34,6 +37,9 @@ Array = jax.Array
 Trajectory = dict[str, Array]
 
 FIELDS = ("loss", "correct", "p_true", "el2n")
+# Recorded only when asked for (AUM and the margin difficulty scores): 8
+# more bytes per example and epoch.
+MARGIN_FIELDS = ("margin", "p_margin")
 # Every array of a trajectory: the recorded fields, then the visit counts.
 KEYS = FIELDS + ("visits",)
 
