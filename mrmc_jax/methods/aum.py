@@ -68,7 +68,7 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 OPTIONS = common.declare(
     common.Option("aum_margin", str, "logit", "AUM: the logit margin "
                   "(Pleiss et al.) or the probability margin (CCS's "
-                  "accumulated_margin)", choices=tuple(MARGIN_KEYS)),
+                  "accumulated_margin)", choices=tuple(MARGIN_KEYS), absent="logit"),
 )
 
 METHOD = common.Method(

@@ -238,7 +238,7 @@ OPTIONS = common.declare(
     common.Option("herding_pick", str, "farthest", "herding: the row "
                   "farthest from (t+1) mu - S_t (DeepCore's code) or the "
                   "closest (the herding of its paper)",
-                  choices=HERDING_PICKS),
+                  choices=HERDING_PICKS, absent="farthest"),
 )
 
 KCENTER = common.Method(

@@ -113,7 +113,7 @@ OPTIONS = common.declare(
     common.Option("least_confidence_on", str, "logits", "least confidence: "
                   "the largest logit (DeepCore's code) or the largest "
                   "softmax probability (its paper)",
-                  choices=LEAST_CONFIDENCE_INPUTS),
+                  choices=LEAST_CONFIDENCE_INPUTS, absent="logits"),
 )
 
 LEAST_CONFIDENCE = _row(
