@@ -231,8 +231,8 @@ def make_train_step(
     other stochastic layers; the step folds in `state.step`, so one key per
     run suffices. `stats` always holds the scalars `train_loss` and
     `train_accuracy` (means over valid rows); with `with_stats` also `[B]`
-    arrays `id`, `mask`, `loss`, `correct`, `p_true`, `el2n` (see
-    `losses.per_example_stats`). The step raises `ValueError` when traced
+    arrays `id`, `mask`, `loss`, `correct`, `p_true`, `el2n`, `margin`,
+    `p_margin` (see `losses.per_example_stats`). The step raises `ValueError` when traced
     on a batch without the keys `image`, `label`, `mask` (and `id`), on
     `label`/`mask`/`id` not `[B]` (e.g. `[B, 1]`), float labels, 1-D
     logits or a `loss_fn` output that is not `[B]` (an already-reduced
