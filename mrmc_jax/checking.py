@@ -15,7 +15,8 @@ What `checked` verifies, in every library function the wrapped function
 calls (`per_example_stats`, `make_train_step`'s step, `record`,
 `make_recording_step`'s step, `select_mask`, `mrmc_scores`): labels in
 `[0, C)`, ids in `[0, N)` and the epoch in `[0, R)` on real (unpadded)
-rows, finite logits and losses, scores without NaN. Each check costs a
+rows, no id twice in one batch, finite logits and losses, scores without
+NaN, quotas within their classes. Each check costs a
 reduction over its inputs plus one host sync per call to read the error,
 so use the checked mode to debug and the plain step for speed.
 """
@@ -58,6 +59,9 @@ def checked(fn: Callable[..., Any],
     (`checkify.JaxRuntimeError`, a `ValueError`) with the first failed
     check's message.
   """
+  if not callable(fn):
+    raise ValueError(f"checked got fn of type {type(fn).__name__}; expected "
+                     "a function (e.g. your jitted step).")
   if errors is None:
     errors = checkify.user_checks
   inner = checkify.checkify(fn, errors=errors)
@@ -130,6 +134,44 @@ def check_not_nan(x: Array, name: str) -> None:
   i, _ = _first_bad(bad, x)
   checkify.debug_check(~jnp.any(bad), f"{name} (flat index {{i}}) is NaN",
                        i=i)
+
+
+def check_unique(ids: Array, name: str, *, mask: Optional[Array] = None
+                 ) -> None:
+  """Checked mode: no value of `ids [B]` on two rows where `mask`.
+
+  A sort of the B ids (padding rows moved past the largest id, each to a
+  value of its own), so it costs O(B log B), in the checked mode only.
+  """
+  if not _traced(ids, mask) or jnp.shape(ids)[0] < 2:
+    return
+  ids = jnp.asarray(ids).astype(jnp.int64 if jax.config.jax_enable_x64
+                                else jnp.int32)
+  if mask is not None:
+    # Padding rows get distinct values past every real id.
+    spare = jnp.max(ids) + 1 + jnp.arange(ids.shape[0], dtype=ids.dtype)
+    ids = jnp.where(mask, ids, spare)
+  s = jnp.sort(ids)
+  same = s[1:] == s[:-1]
+  i = jnp.argmax(same)
+  checkify.debug_check(
+      ~jnp.any(same), f"{name} {{v}} appears on two real rows of one batch "
+      "(recorded twice: two visits, one value)", v=s[i])
+
+
+def check_quotas(quotas: Array, labels: Array, num_classes: int, *,
+                 eligible: Optional[Array] = None) -> None:
+  """Checked mode: no class quota above the class's eligible rows."""
+  if not _traced(quotas, labels, eligible):
+    return
+  ok = jnp.ones(jnp.shape(labels), bool) if eligible is None else eligible
+  y = jnp.where(ok, jnp.asarray(labels).astype(jnp.int32), num_classes)
+  have = jnp.bincount(y, length=num_classes + 1)[:num_classes]
+  over = jnp.asarray(quotas) > have
+  c = jnp.argmax(over)
+  checkify.debug_check(
+      ~jnp.any(over), "a quota exceeds the eligible examples of its class: "
+      "quotas[{c}] = {q} > {h}", c=c, q=jnp.asarray(quotas)[c], h=have[c])
 
 
 def check_all(ok: Array, message: str) -> None:

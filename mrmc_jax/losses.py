@@ -3,6 +3,11 @@
 All functions here return unreduced per-example values of shape `[B]` and
 honour a padding `mask` (`bool[B]`, False for padding rows): padded rows get a
 zero loss, zero statistics and no gradient.
+
+A real row whose label is outside `[0, C)` is refused when the labels are
+concrete; under `jax.jit` (values traced) `per_example_stats` flags it in
+`bad_label` and gives it NaN statistics, never a finite loss; the train
+steps leave it out of the loss and of recording and count it.
 """
 
 from typing import Any, Callable, Mapping, Optional
@@ -31,17 +36,27 @@ def per_example_loss(logits: Array,
   Returns:
     float32 `[B]` per-example cross-entropy.
   """
+  validation.check_array(logits, "logits", "float [B, C]")
+  validation.check_array(labels, "labels", "int [B]")
   logits = logits.astype(jnp.float32)
   return optax.losses.softmax_cross_entropy_with_integer_labels(
       logits, labels, where=None if mask is None else mask[:, None])
 
 
 def masked_mean(values: Array, mask: Optional[Array]) -> Array:
-  """Mean of `values [B]` over rows where `mask [B]` is True (0 if none)."""
+  """Mean of `values [B]` over rows where `mask [B]` is True (0 if none);
+  the other rows may hold anything, NaN included."""
   if mask is None:
     return jnp.mean(values)
-  mask = mask.astype(values.dtype)
-  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
+  return total / jnp.maximum(jnp.sum(mask.astype(values.dtype)), 1.0)
+
+
+def bad_labels(labels: Array, num_classes: int,
+               mask: Optional[Array] = None) -> Array:
+  """bool `[B]`: real rows (`mask`) whose label is outside `[0, C)`."""
+  bad = (labels < 0) | (labels >= num_classes)
+  return bad if mask is None else bad & mask
 
 
 def check_logits_labels(logits: Any, labels: Any, mask: Any = None,
@@ -53,6 +68,8 @@ def check_logits_labels(logits: Any, labels: Any, mask: Any = None,
   Raises:
     ValueError: naming the argument, its shape and the expected one.
   """
+  validation.check_array(logits, "logits", "float [B, C]")
+  validation.check_array(labels, labels_name, "int [B]")
   validation.check_rank(logits, "logits", 2,
                         "[B, C] (one row of class scores per example)")
   validation.check_float_dtype(logits, "logits")
@@ -84,7 +101,10 @@ def per_example_stats(logits: Array,
 
   Shapes and dtypes are checked at trace time, label values when concrete
   (outside `jax.jit`); under `jax.jit` the label range and finite logits
-  and losses are checked by the checked mode (`checking.checked`).
+  and losses are checked by the checked mode (`checking.checked`). Under
+  plain `jax.jit` a real row whose label is outside `[0, C)` is flagged in
+  `bad_label` and gets NaN `loss`, `p_true`, `el2n` and margins (never a
+  finite loss) and `correct=False`; `trajectory.record` drops flagged rows.
 
   Args:
     logits: float `[B, C]`.
@@ -104,6 +124,8 @@ def per_example_stats(logits: Array,
         2020; its mean over epochs is the AUM).
       `p_margin`: float32 probability margin `p_y - max_{k != y} p_k` (the
         `accumulated_margin` of CCS's code). Both are 0 with one class.
+      `bad_label`: bool, a real row whose label is outside `[0, C)`
+      (possible only under `jax.jit`; `bad_labels`).
 
   Raises:
     ValueError: 1-D logits, `[B, 1]` or float labels, a mask or loss not
@@ -139,6 +161,12 @@ def per_example_stats(logits: Array,
   }
   if mask is not None:
     stats = {k: jnp.where(mask, v, jnp.zeros_like(v)) for k, v in stats.items()}
+  bad = bad_labels(labels, num_classes, mask)
+  # NaN for every float statistic, False for the bool ones.
+  stats = {k: jnp.where(bad, jnp.asarray(
+      jnp.nan if jnp.issubdtype(v.dtype, jnp.floating) else 0, v.dtype), v)
+           for k, v in stats.items()}
+  stats["bad_label"] = bad
   return stats
 
 
@@ -195,6 +223,11 @@ def per_example_grad_norms(apply_fn: Callable[[PyTree, Array], Array],
   Returns:
     float32 `[B]` gradient norms.
   """
+  validation.check_array(images, "images", "[B, ...]")
+  validation.check_array(labels, "labels", "int [B]")
+  if not hasattr(variables, "keys") or wrt not in variables:
+    raise ValueError(f"variables has type {type(variables).__name__}; "
+                     f"expected a dict with a {wrt!r} entry (wrt={wrt!r}).")
   variables = dict(variables)
   rest = {k: v for k, v in variables.items() if k != wrt}
 

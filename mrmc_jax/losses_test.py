@@ -100,3 +100,24 @@ def test_stats_jit_and_no_jit_agree():
     eager = losses.per_example_stats(logits, labels, mask)
   for k in eager:
     np.testing.assert_allclose(jitted[k], eager[k], rtol=1e-6)
+
+
+def test_a_label_outside_the_classes_is_marked_invalid_under_jit():
+  # Under jax.jit the label range cannot be refused: such a row is flagged
+  # (`bad_label`) and gets NaN statistics, never a finite loss (a one-hot of
+  # a label == C is all zeros, which read as loss 0 and p_true 0 before).
+  logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0],
+                      [1.0, 0.0, 0.0]])
+  labels = jnp.array([0, 3, -1, 5])
+  mask = jnp.array([True, True, True, False])
+  stats = jax.jit(losses.per_example_stats)(logits, labels, mask)
+  np.testing.assert_array_equal(stats["bad_label"], [False, True, True, False])
+  assert np.isfinite(stats["loss"][0])
+  for k in ("loss", "p_true", "el2n"):
+    assert np.isnan(stats[k][1:3]).all(), k
+    assert stats[k][3] == 0.0, k  # padding stays zero, not flagged
+  assert not stats["correct"][1:].any()
+  # A user loss is not passed through for such rows either.
+  stats = jax.jit(losses.per_example_stats)(logits, labels, mask,
+                                            jnp.ones(4))
+  assert np.isnan(stats["loss"][1:3]).all()

@@ -100,6 +100,9 @@ def nnx_train_step(model: nnx.Module,
 
   def objective(m):
     logits = _logits(m, batch)
+    # As make_train_step: a label outside [0, C) leaves the loss.
+    mask = batch["mask"] & ~losses.bad_labels(batch["label"],
+                                              logits.shape[-1])
     if loss_fn is None:
       per_ex = losses.per_example_loss(logits, batch["label"], mask)
     else:
@@ -179,7 +182,7 @@ def make_nnx_eval_step(
     logits = _logits(_mode(model, train=False), batch)
     out = losses.per_example_stats(logits, batch["label"], batch["mask"])
     out["id"] = batch["id"]
-    out["mask"] = batch["mask"]
+    out["mask"] = batch["mask"] & ~out["bad_label"]
     return out
 
   return eval_step

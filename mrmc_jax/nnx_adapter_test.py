@@ -96,7 +96,7 @@ def test_custom_loss_and_plain_step():
   step = jax.jit(nnx_adapter.make_nnx_train_step(graphdef, loss_fn=smooth,
                                                   with_stats=False))
   _, out = step(state, _batches()[0])
-  assert set(out) == {"train_loss", "train_accuracy"}
+  assert set(out) == {"train_loss", "train_accuracy", "num_bad_labels"}
   assert np.isfinite(out["train_loss"])
 
 

@@ -55,14 +55,22 @@ Guarantees: `q` in `[0, max_initial_ratio * M]` and `w` in `[1, e**30]`,
 where `M` is the row's largest valid loss; the literal score is in
 `[0, q] subset [0, max_initial_ratio * M]`, the observed score in
 `[0, max_initial_ratio * M]` as well (it is at most the fitted loss at the
-first valid epoch, which the bound also caps). Scores are never NaN or inf:
-outside `jax.jit` a NaN, infinite or negative valid loss is refused, under
-`jax.jit` its row is fitted as an all-zero row (score 0) and reported by
-`invalid_rows` / `mrmc_scores(..., with_info=True)`.
+first valid epoch, which the bound also caps).
+
+Rows left out. Scores are never NaN or +inf. Outside `jax.jit` a NaN,
+infinite or negative valid loss is refused; under `jax.jit` its row is
+fitted as an all-zero row (`q = 0`, `w = 1`) and `mrmc_scores` gives it
+the score -inf. With `visits` (the trajectory's visit counts), a row not
+recorded in every epoch (an epoch never recorded, an id dropped by
+`drop_remainder`) also scores -inf, with a warning when the visits are
+concrete. -inf ranks after every other score in `selection.select_mask`,
+which warns if it ever has to select such a row; `with_info=True` returns
+the rows and their counts.
 """
 
 import math
 from typing import Any, NamedTuple, Optional, Tuple
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -390,7 +398,8 @@ def invalid_rows(losses: Any, valid: Optional[Any] = None) -> Array:
 
   Such rows cannot be fitted. Outside `jax.jit` the public functions refuse
   them; under `jax.jit` (where values cannot be refused) they are fitted as
-  all-zero rows instead: `q = 0`, `w = 1`, score 0. Count them with
+  all-zero rows instead (`q = 0`, `w = 1`) and `mrmc_scores` scores them
+  -inf. Count them with
   `jnp.sum(invalid_rows(losses, valid))`, or ask `mrmc_scores(...,
   with_info=True)`.
 
@@ -428,7 +437,7 @@ def _core(losses, valid, max_initial_ratio, epoch_offset, num_steps):
   """
   # Rows holding a NaN, inf or negative valid loss (only possible when
   # traced: concrete input is refused) are fitted as all-zero rows, so
-  # every output stays finite and they score 0.
+  # every output of the fit stays finite; mrmc_scores scores them -inf.
   invalid = invalid_rows(losses, valid)
   n, r = losses.shape
   opts = dict(max_initial_ratio=max_initial_ratio, epoch_offset=epoch_offset,
@@ -494,12 +503,13 @@ def _check_inputs(losses: Any, valid: Any, max_initial_ratio: Any,
   if valid is not None:
     if not isinstance(valid, (jax.Array, np.ndarray)):
       valid = np.asarray(valid)
-    if tuple(valid.shape) != tuple(losses.shape):
-      raise ValueError(f"valid has shape {tuple(valid.shape)}; it must match "
-                       f"losses, {tuple(losses.shape)}.")
+    check_like_losses(valid, "valid", losses)
     if valid.dtype != np.bool_:
       raise ValueError(f"valid has dtype {valid.dtype}; expected bool (True "
                        "= observed).")
+  validation.check_static(max_initial_ratio, "max_initial_ratio")
+  validation.check_static(epoch_offset, "epoch_offset")
+  validation.check_static(num_steps, "num_steps")
   if (isinstance(max_initial_ratio, bool)
       or not isinstance(max_initial_ratio, (int, float, np.integer,
                                             np.floating))
@@ -524,6 +534,41 @@ def _check_inputs(losses: Any, valid: Any, max_initial_ratio: Any,
                        f"valid losses must be finite, >= 0 and <= {top:.3g} "
                        "(mark missing entries False in `valid`).")
   return losses, valid, float(max_initial_ratio)
+
+
+def check_like_losses(x: Any, name: str, losses: Any) -> None:
+  """`x` (valid, visits) must have the shape of `losses`; a transposed one
+  is named as such."""
+  want, got = tuple(np.shape(losses)), tuple(np.shape(x))
+  if got == want:
+    return
+  if got == want[::-1]:
+    raise ValueError(f"losses has shape {want} and {name} {got}, its "
+                     "transpose: one of them is transposed; both must be "
+                     "[N, R] (examples x epochs).")
+  raise ValueError(f"{name} has shape {got}; it must match losses, {want}.")
+
+
+def unrecorded_rows(visits: Any) -> Array:
+  """Rows not recorded in every epoch: bool `[N]` of int `visits [N, R]`."""
+  return jnp.any(jnp.asarray(visits) <= 0, axis=1)
+
+
+def _check_visits(visits: Any, losses: Any) -> Any:
+  """Checks `mrmc_scores`' `visits`; warns about concrete unrecorded rows."""
+  if not isinstance(visits, (jax.Array, np.ndarray)):
+    visits = np.asarray(visits)
+  check_like_losses(visits, "visits", losses)
+  validation.check_integer_dtype(visits, "visits")
+  if validation.is_concrete(visits):
+    rows = np.flatnonzero(np.any(np.asarray(visits) <= 0, axis=1))
+    if rows.size:
+      warnings.warn(
+          f"mrmc_scores: {rows.size} of {visits.shape[0]} rows were not "
+          f"recorded in every epoch (visits == 0; first rows "
+          f"{rows[:5].tolist()}); they score -inf, after every other row in "
+          "select_mask. check_visits names the epochs.", stacklevel=3)
+  return visits
 
 
 def _checked_mode_checks(losses: Any, valid: Any) -> None:
@@ -584,6 +629,7 @@ def mrmc_scores(
     losses: Any,
     valid: Optional[Any] = None,
     *,
+    visits: Optional[Any] = None,
     score: str = "literal",
     max_initial_ratio: float = DEFAULT_MAX_INITIAL_RATIO,
     epoch_offset: int = 1,
@@ -603,43 +649,66 @@ def mrmc_scores(
   row); rising, flat, all-zero rows and rows with fewer than 2 valid entries
   score 0.
 
-  Never NaN or inf, also under `jax.jit`: outside it, a NaN, infinite or
-  negative valid loss is refused (`ValueError`); under `jax.jit`, where
-  values cannot be refused, such rows score 0 (fitted as all-zero rows),
-  are reported by `with_info=True`, and make the checked mode
-  (`checking.checked`) raise.
+  Rows left out score -inf (never NaN or +inf, also under `jax.jit`), and
+  `select_mask` ranks them after every other row:
+    * a NaN, infinite or negative valid loss: refused outside `jax.jit`
+      (`ValueError`); under it, where values cannot be refused, the row
+      scores -inf, is reported by `with_info=True`, and makes the checked
+      mode (`checking.checked`) raise;
+    * with `visits`, a row with a zero visit count in some epoch (never
+      recorded there): -inf, with a `UserWarning` naming the count and the
+      first rows when `visits` is concrete.
 
   Args:
     losses: float `[N, R]` per-epoch losses; see `fit_exponential_decay`.
     valid: optional bool `[N, R]`, True where observed.
+    visits: optional int `[N, R]`, the trajectory's visit counts
+      (`traj["visits"]`): rows with a 0 in any column score -inf. Pass it
+      whenever the trajectory comes from `record`.
     score: "literal" or "observed".
     max_initial_ratio: bound on `q / max_r l_r`; > 1.
     epoch_offset: epoch index of column 0 (1 = paper).
     num_steps: Newton steps of the fit.
     with_info: also return `info`, a dict with `invalid_rows` (bool `[N]`,
-      the rows that scored 0 for a NaN, inf or negative valid loss; see
-      `invalid_rows`) and `num_invalid` (int32 scalar, their count).
+      the rows left out for a NaN, inf or negative valid loss; see
+      `invalid_rows`), `unrecorded_rows` (bool `[N]`, left out for a zero
+      visit count; all False without `visits`), and the int32 counts
+      `num_invalid`, `num_unrecorded` and `num_excluded` (rows scored
+      -inf).
 
   Returns:
-    float `[N]` scores; higher = larger fitted loss reduction. With
-    `with_info`, `(scores, info)`.
+    float `[N]` scores; higher = larger fitted loss reduction; -inf for
+    the rows left out (count them with `jnp.sum(jnp.isneginf(scores))`,
+    also under `jax.jit`). With `with_info`, `(scores, info)`.
 
   Raises:
-    ValueError: as `fit_exponential_decay`, or an unknown `score`.
+    ValueError: as `fit_exponential_decay`, an unknown `score`, `visits`
+      not an int array of the shape of `losses`, or a `losses` that
+      `valid`'s or `visits`' shape shows to be transposed (`[R, N]`).
   """
   if score not in SCORES:
     raise ValueError(f"score={score!r} is not allowed: it must be one of "
                      f"{', '.join(repr(s) for s in SCORES)}.")
   losses, valid, ratio = _check_inputs(losses, valid, max_initial_ratio,
                                        epoch_offset, num_steps)
+  if visits is not None:
+    visits = _check_visits(visits, losses)
   _checked_mode_checks(losses, valid)
   res = _core(jnp.asarray(losses), valid, ratio, int(epoch_offset),
               int(num_steps))
   scores = res.literal if score == "literal" else res.observed
+  unrecorded = (jnp.zeros_like(res.invalid) if visits is None
+                else unrecorded_rows(visits))
+  left_out = res.invalid | unrecorded
+  scores = jnp.where(left_out, -jnp.inf, scores)
   if not with_info:
     return scores
+  count = lambda x: jnp.sum(x, dtype=jnp.int32)
   return scores, {"invalid_rows": res.invalid,
-                  "num_invalid": jnp.sum(res.invalid, dtype=jnp.int32)}
+                  "num_invalid": count(res.invalid),
+                  "unrecorded_rows": unrecorded,
+                  "num_unrecorded": count(unrecorded),
+                  "num_excluded": count(left_out)}
 
 
 def fitted_curve(q: Any, w: Any, epochs: Any) -> Array:

@@ -349,7 +349,7 @@ def test_fitted_curve():
     scoring.fitted_curve(jnp.ones(3), jnp.ones(3), jnp.ones((2, 2)))
 
 
-def test_non_finite_rows_score_zero_under_jit_and_are_counted():
+def test_non_finite_rows_score_minus_inf_under_jit_and_are_counted():
   x = np.stack([_exact(2.0, 1.5), _exact(1.0, 1.2), _exact(3.0, 1.1),
                 _exact(1.0, 1.3)]).astype(np.float32)
   x[1, 2] = np.nan
@@ -360,11 +360,12 @@ def test_non_finite_rows_score_zero_under_jit_and_are_counted():
   for v in (None, valid):
     scores, info = jax.jit(lambda x, v: scoring.mrmc_scores(
         x, v, with_info=True))(x, v)
-    assert np.isfinite(scores).all()
     bad = [False, True, True, v is None]
+    assert not np.isnan(scores).any()
+    np.testing.assert_array_equal(np.isneginf(scores), bad)
     np.testing.assert_array_equal(info["invalid_rows"], bad)
     assert int(info["num_invalid"]) == sum(bad)
-    np.testing.assert_array_equal(np.asarray(scores)[bad], 0.0)
+    assert int(info["num_excluded"]) == sum(bad)
     assert scores[0] > 0
     q, w = jax.jit(scoring.fit_exponential_decay)(x, v)
     np.testing.assert_array_equal(np.asarray(q)[bad], 0.0)
@@ -377,3 +378,74 @@ def test_non_finite_rows_score_zero_under_jit_and_are_counted():
   # The clean row's score is the one it gets alone.
   np.testing.assert_allclose(scores[0], scoring.mrmc_scores(x[:1])[0],
                              rtol=1e-6)
+
+
+def test_an_inf_column_under_jit_leaves_every_row_out_not_scored_zero():
+  x = np.stack([_exact(2.0, 1.5)] * N_PAD).astype(np.float32)
+  x[:, 3] = np.inf
+  scores = jax.jit(scoring.mrmc_scores)(x)
+  assert np.isneginf(scores).all()
+
+
+def _visits_case():
+  """Row 1 missed epoch 2, row 3 was never recorded (zero rows after 3)."""
+  x, _, _ = _pad([_exact(2.0, 1.5), _exact(1.0, 1.2), _exact(3.0, 1.1),
+                  np.zeros(R)])
+  visits = np.ones(x.shape, np.int32)
+  visits[1, 2] = 0
+  visits[3] = 0
+  return x, visits
+
+
+def test_visits_leave_rows_never_fully_recorded_out():
+  x, visits = _visits_case()
+  with pytest.warns(UserWarning, match=r"mrmc_scores: 2 of 64 rows were not "
+                    r"recorded in every epoch \(visits == 0; first rows "
+                    r"\[1, 3\]\); they score -inf"):
+    scores, info = scoring.mrmc_scores(x, visits=visits, with_info=True)
+  left_out = np.zeros(N_PAD, bool)
+  left_out[[1, 3]] = True
+  np.testing.assert_array_equal(np.isneginf(scores), left_out)
+  np.testing.assert_array_equal(info["unrecorded_rows"], left_out)
+  assert int(info["num_unrecorded"]) == 2 and int(info["num_excluded"]) == 2
+  # The other rows score as without visits.
+  np.testing.assert_allclose(np.asarray(scores)[~left_out],
+                             np.asarray(scoring.mrmc_scores(x))[~left_out])
+  # The same under jax.jit (no warning there: the -inf scores say it).
+  jitted = jax.jit(lambda x, v: scoring.mrmc_scores(x, visits=v))(x, visits)
+  np.testing.assert_array_equal(jitted, scores)
+  # Never selected: the never-seen id 3 had score 0 and a random tie before.
+  from mrmc_jax import selection  # pylint: disable=g-import-not-at-top
+  mask = selection.select_mask(scores, jnp.zeros(N_PAD, jnp.int32), 0.9,
+                               num_classes=1, tie_seed=0)
+  assert not mask[1] and not mask[3] and int(mask.sum()) == 57
+
+
+def test_visits_are_checked():
+  x, visits = _visits_case()
+  with pytest.raises(ValueError, match=r"visits has shape \(64, 5\); it "
+                     r"must match losses, \(64, 20\)"):
+    scoring.mrmc_scores(x, visits=visits[:, :5])
+  with pytest.raises(ValueError, match=r"visits has dtype float32; expected "
+                     r"an integer"):
+    scoring.mrmc_scores(x, visits=visits.astype(np.float32))
+
+
+def test_a_transposed_trajectory_is_caught_when_valid_or_visits_say_so():
+  x, visits = _visits_case()
+  with pytest.raises(ValueError, match=r"losses has shape \(20, 64\) and "
+                     r"visits \(64, 20\), its transpose: one of them is "
+                     r"transposed; both must be \[N, R\]"):
+    scoring.mrmc_scores(x.T, visits=visits)
+  with pytest.raises(ValueError, match=r"transposed"):
+    scoring.mrmc_scores(x.T, visits > 0)
+
+
+def test_traced_options_are_refused_with_one_line():
+  x, _ = _visits_case()
+  with pytest.raises(ValueError, match=r"max_initial_ratio is traced.*"
+                     r"static"):
+    jax.jit(lambda x, m: scoring.mrmc_scores(x, max_initial_ratio=m))(
+        x, 2.0)
+  with pytest.raises(ValueError, match=r"num_steps is traced"):
+    jax.jit(lambda x, k: scoring.fit_exponential_decay(x, num_steps=k))(x, 3)

@@ -52,6 +52,48 @@ def checked_budget(ratio: float, num_examples: int) -> int:
   return int(np.floor(float(ratio) * num_examples + _EPS))
 
 
+def check_nonzero_budget(ratio: float, num_examples: int) -> None:
+  """Refuses a (checked) ratio that selects no example of N > 0."""
+  if num_examples and not checked_budget(ratio, num_examples):
+    raise ValueError(
+        f"ratio={ratio!r} selects floor({ratio!r} * N) = 0 of "
+        f"N={num_examples} examples; it must select at least one (ratio >= "
+        f"1/{num_examples}).")
+
+
+def warn_selection(mask: Any, scores: Any, labels: Any, num_classes: int,
+                   class_balanced: bool, fn: str = "select_mask",
+                   minus_inf: bool = True) -> None:
+  """Warns about a concrete selection that looks silently wrong.
+
+  Two cases: with `minus_inf`, selected rows whose score is -inf (the rows
+  `mrmc_scores` leaves out, taken only because their class had no other
+  row left), and a global top-k (`class_balanced=False`) that selected no
+  example of a class present in `labels`. One host transfer of the mask;
+  callers use it only outside `jax.jit`.
+  """
+  m = np.asarray(mask, bool)
+  s = np.asarray(scores)
+  bad = int(np.count_nonzero(np.isneginf(s[m]))) if minus_inf else 0
+  if bad:
+    warnings.warn(
+        f"{fn}: {bad} selected rows score -inf (rows mrmc_scores left out: "
+        "not recorded in every epoch, or non-finite losses); their classes "
+        "had too few other rows for their quotas.", stacklevel=3)
+  if not class_balanced:
+    y = np.asarray(labels)
+    ok = (y >= 0) & (y < num_classes)
+    present = np.bincount(y[ok], minlength=num_classes) > 0
+    picked = np.bincount(y[ok & m], minlength=num_classes) > 0
+    empty = np.flatnonzero(present & ~picked)
+    if empty.size:
+      warnings.warn(
+          f"{fn}: the global top-k (class_balanced=False) selected no "
+          f"example of {empty.size} of the {int(present.sum())} classes "
+          f"present (first {empty[:5].tolist()}); class_balanced=True keeps "
+          "every class.", stacklevel=3)
+
+
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
   """Splits the int `total` proportionally to int `weights` (exact ints).
 
@@ -94,10 +136,12 @@ def class_quotas(labels: np.ndarray,
     int64 `[C]` quotas.
 
   Raises:
-    ValueError: on a ratio outside (0, 1] or labels outside [0, C).
+    ValueError: on a ratio outside (0, 1] or one that selects no example,
+      or labels outside [0, C).
   """
   validation.check_ratio(ratio)
   validation.check_labels(labels, num_classes)
+  check_nonzero_budget(ratio, int(np.shape(labels)[0]))
   return checked_class_quotas(np.asarray(labels), num_classes, ratio,
                               capacity)
 
@@ -294,7 +338,16 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
   Raises:
     ValueError: naming the argument, its shape or value, and what is allowed.
   """
-  del class_balanced  # Labels are checked in both modes (as on the host).
+  validation.check_static(num_classes, "num_classes")
+  validation.check_static(class_balanced, "class_balanced")
+  validation.check_static(ratio, "ratio", " (a float in (0, 1]), or pass "
+                          "traced quotas= / total=, which never recompile")
+  validation.check_array(scores, "scores", "float [N]")
+  validation.check_array(labels, "labels", "int [N]")
+  for name, x in (("quotas", quotas), ("eligible", eligible),
+                  ("priority", priority)):
+    if x is not None:
+      validation.check_array(x, name)
   if (isinstance(num_classes, bool)
       or not isinstance(num_classes, (int, np.integer)) or num_classes < 1):
     raise ValueError(f"num_classes={num_classes!r} is not allowed: it must "
@@ -305,6 +358,11 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
                                or np.issubdtype(dtype, np.integer)):
     raise ValueError(f"scores has dtype {dtype}; expected a float dtype.")
   n = np.shape(scores)[0]
+  if np.ndim(labels) == 1 and np.shape(labels)[0] != n:
+    raise ValueError(
+        f"scores has {n} rows and labels {np.shape(labels)[0]}; they must "
+        "be equal (scores of a transposed [R, N] loss matrix have R rows: "
+        "score the [N, R] trajectory).")
   validation.check_leading(labels, "labels", n, "int [N] like scores")
   validation.check_integer_dtype(labels, "labels")
   for name, x in (("eligible", eligible), ("priority", priority)):
@@ -322,6 +380,7 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
       validation.check_integer_dtype(x, name)
   if ratio is not None:
     validation.check_ratio(ratio)
+    check_nonzero_budget(ratio, n)
   validation.check_index_range(labels, "labels", num_classes,
                                what="num_classes")
   if validation.is_concrete(scores):
@@ -331,6 +390,19 @@ def check_select_inputs(scores: Any, labels: Any, ratio: Any = None, *,
     if (q < 0).any():
       raise ValueError(f"quotas[{int(np.argmax(q < 0))}] = {int(q.min())} is "
                        "not allowed: quotas must be >= 0.")
+    if class_balanced and validation.is_concrete(labels, eligible):
+      y = np.asarray(labels)
+      ok = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+      have = np.bincount(y[ok], minlength=num_classes)[:num_classes]
+      over = np.flatnonzero(q > have)
+      if over.size:
+        c = int(over[0])
+        raise ValueError(
+            f"quotas[{c}] = {int(q[c])} is more than the {int(have[c])} "
+            f"eligible examples of class {c} ({over.size} classes over); "
+            "each quota must be at most its class's eligible count "
+            "(select_mask_host(candidates=) moves the excess to other "
+            "classes).")
 
 
 @functools.partial(jax.jit,
@@ -387,13 +459,19 @@ def select_mask(scores: Array,
   that rank.
 
   Checks: shapes and dtypes always (also inside your `jax.jit`: `[N, 1]`
-  scores, float labels, quotas not `[C]` are refused at trace time);
-  values when the arrays are concrete (labels outside `[0, C)`, NaN scores,
-  negative quotas). Traced values are not checked, but never wrap: rows
-  with a label outside `[0, C)` are not selected (class-balanced) and NaN
-  scores rank last, with -inf; the checked mode (`checking.checked`)
-  raises on both. `select_mask_host` also handles candidate sets whose
-  classes have fewer eligible examples than their quota.
+  scores, float labels, quotas not `[C]` are refused at trace time), and
+  so are lists in place of arrays, a ratio that selects no example and
+  traced static arguments; values when the arrays are concrete (labels
+  outside `[0, C)`, NaN scores, negative quotas or quotas above their
+  class's eligible examples). Traced values are not checked, but never
+  wrap: rows with a label outside `[0, C)` are not selected
+  (class-balanced) and NaN scores rank last, with -inf; the checked mode
+  (`checking.checked`) raises on both and on quotas above their class.
+  On concrete inputs a `UserWarning` says when a selected row scores -inf
+  (`mrmc_scores` marks the rows it leaves out so) and when a global top-k
+  selected no example of some class. `select_mask_host` also handles
+  candidate sets whose classes have fewer eligible examples than their
+  quota.
 
   Pass large arrays (labels, scores) as arguments of your jitted
   function, not as closed-over constants: XLA constant-folds the selector
@@ -424,6 +502,9 @@ def select_mask(scores: Array,
   Raises:
     ValueError: see Checks above; `ratio` and `quotas`/`total` both or
       neither given; `candidates` with traced arrays.
+
+  Warns:
+    UserWarning: see Checks above (concrete inputs only).
   """
   if candidates is not None:
     warnings.warn(
@@ -449,14 +530,21 @@ def select_mask(scores: Array,
                      "quotas/total, not both and not neither.")
   check_select_inputs(scores, labels, ratio, num_classes=num_classes,
                       quotas=quotas, total=total, eligible=eligible,
-                      priority=priority, tie_seed=tie_seed)
+                      priority=priority, tie_seed=tie_seed,
+                      class_balanced=class_balanced)
   if class_balanced:
     checking.check_index_range(labels, "label", num_classes)
+    if quotas is not None:
+      checking.check_quotas(quotas, labels, num_classes, eligible=eligible)
   checking.check_not_nan(scores, "score")
-  return _select_mask_jit(
+  mask = _select_mask_jit(
       scores, labels, ratio, num_classes=num_classes,
       class_balanced=class_balanced, quotas=quotas, total=total,
       eligible=eligible, priority=priority, tie_seed=tie_seed)
+  if validation.is_concrete(scores, labels, quotas, total, eligible,
+                            priority, tie_seed):
+    warn_selection(mask, scores, labels, num_classes, class_balanced)
+  return mask
 
 
 def select_mask_host(scores: Array,
@@ -496,11 +584,17 @@ def select_mask_host(scores: Array,
     if `candidates` has fewer).
 
   Raises:
-    ValueError: on bad ratio, labels, shapes or NaN scores.
+    ValueError: on bad ratio (also one that selects no example), labels,
+      shapes or NaN scores.
+
+  Warns:
+    UserWarning: a global top-k that selected no example of a class. (-inf
+      scores are a last resort here, as in the methods, without a warning.)
   """
   validation.check_ratio(ratio)
   validation.check_scores(scores)
   validation.check_labels(labels, num_classes)
+  check_nonzero_budget(ratio, int(np.shape(scores)[0]))
   arrays = {"scores": scores, "labels": labels}
   if candidates is not None:
     arrays["candidates"] = candidates
@@ -522,10 +616,15 @@ def select_mask_host(scores: Array,
   quotas = checked_class_quotas(labels_np, num_classes, ratio, capacity)
   priority = (jnp.zeros(n, jnp.bool_) if priority is None
               else jnp.asarray(priority, jnp.bool_))
-  return _select_mask_jit(
+  mask = _select_mask_jit(
       jnp.asarray(scores, jnp.float32), jnp.asarray(labels, jnp.int32), None,
       num_classes=num_classes, class_balanced=class_balanced,
       quotas=jnp.asarray(quotas, jnp.int32),
       total=jnp.int32(checked_budget(ratio, n)),
       eligible=eligible, priority=priority,
       tie_seed=None if tie_seed is None else jnp.int32(tie_seed))
+  # The methods rank their last-resort rows -inf on purpose (taken only
+  # when a class runs short), so only the empty classes are warned here.
+  warn_selection(mask, scores, labels_np, num_classes, class_balanced,
+                 fn="select_mask_host", minus_inf=False)
+  return mask

@@ -277,3 +277,61 @@ def test_tie_ranks_is_a_permutation():
   np.testing.assert_array_equal(np.sort(r), np.arange(50))
   np.testing.assert_array_equal(np.asarray(selection.tie_ranks(5, None)),
                                 np.arange(5))
+
+
+def test_a_ratio_that_selects_nothing_is_refused():
+  scores, labels = jnp.arange(6.0), jnp.array([0, 1, 2, 0, 1, 2])
+  for fn in (selection.select_mask, selection.select_mask_host):
+    with pytest.raises(ValueError, match=r"ratio=0.1 selects floor\(0.1 \* "
+                       r"N\) = 0 of N=6 examples; it must select at least "
+                       r"one \(ratio >= 1/6\)"):
+      fn(scores, labels, 0.1, num_classes=3)
+  with pytest.raises(ValueError, match=r"ratio=0.1 selects .* 0 of N=6"):
+    selection.class_quotas(np.asarray(labels), 3, 0.1)
+
+
+def test_a_global_top_k_that_leaves_a_class_empty_warns():
+  labels = jnp.array([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4)
+  scores = jnp.where(labels == 0, 10.0, 0.0) + jnp.arange(16.0) / 100
+  for fn in (selection.select_mask, selection.select_mask_host):
+    with pytest.warns(UserWarning, match=r"the global top-k \(class_balanced"
+                      r"=False\) selected no example of 3 of the 4 classes "
+                      r"present \(first \[1, 2, 3\]\)"):
+      mask = fn(scores, labels, 0.25, num_classes=4, class_balanced=False)
+    np.testing.assert_array_equal(np.flatnonzero(mask), [0, 1, 2, 3])
+
+
+def test_quotas_larger_than_a_class_are_refused_when_concrete():
+  scores, labels = jnp.arange(6.0), jnp.array([0, 0, 1, 1, 1, 2])
+  with pytest.raises(ValueError, match=r"quotas\[0\] = 3 is more than the 2 "
+                     r"eligible examples of class 0"):
+    selection.select_mask(scores, labels, num_classes=3,
+                          quotas=jnp.array([3, 1, 1]))
+  with pytest.raises(ValueError, match=r"quotas\[1\] = 2 is more than the 1 "
+                     r"eligible examples of class 1"):
+    selection.select_mask(scores, labels, num_classes=3,
+                          quotas=jnp.array([1, 2, 0]),
+                          eligible=jnp.array([True] * 3 + [False] * 3))
+
+
+def test_selected_minus_inf_rows_warn():
+  # -inf ranks last: taken only when a class has no other row left, and
+  # then said (mrmc_scores marks the rows it leaves out with -inf).
+  scores = jnp.array([1.0, -jnp.inf, -jnp.inf, 2.0])
+  labels = jnp.array([0, 0, 1, 1])
+  with pytest.warns(UserWarning, match=r"1 selected rows score -inf"):
+    mask = selection.select_mask(scores, labels, 0.75, num_classes=2)
+  assert int(mask.sum()) == 3
+
+
+def test_wrong_containers_and_traced_static_arguments_are_refused():
+  scores, labels = jnp.arange(6.0), jnp.array([0, 1, 2, 0, 1, 2])
+  with pytest.raises(ValueError, match=r"scores has type list; expected a "
+                     r"jax or numpy array"):
+    selection.select_mask([0.1] * 6, labels, 0.5, num_classes=3)
+  with pytest.raises(ValueError, match=r"ratio is traced.*static.*quotas="):
+    jax.jit(lambda s, l, r: selection.select_mask(s, l, r, num_classes=3))(
+        scores, labels, 0.5)
+  with pytest.raises(ValueError, match=r"class_balanced is traced"):
+    jax.jit(lambda s, l, c: selection.select_mask(
+        s, l, 0.5, num_classes=3, class_balanced=c))(scores, labels, True)

@@ -6,8 +6,8 @@ The batch is split on one mesh axis (`data` by default; any name, e.g. the
 (`("data", "model")`) hold the batch replicated. Parameters and optimiser
 state are replicated (or sharded by you). N-sized buffers (the trajectory,
 features) are replicated, or split by rows over the same axes as the batch
-(`rows_sharding`, `padded_rows`, `zeros`), so each device holds N / devices
-rows. Each process
+(`rows_sharding`, `padded_rows`, `zeros`, each with the same `axis=`), so
+each device holds N / devices rows. Each process
 feeds its local rows, and `jax.make_array_from_process_local_data` assembles
 the global batch, so the same code runs on one CPU, eight simulated devices
 or a multi-host pod.
@@ -131,36 +131,37 @@ def _batch_devices(sharding: NamedSharding) -> int:
   return int(np.prod([sharding.mesh.shape[a] for a in names], dtype=np.int64))
 
 
-def num_row_shards(mesh: MeshLike) -> int:
-  """How many ways `batch_sharding(mesh)` splits a leading axis."""
-  return _batch_devices(batch_sharding(mesh))
+def num_row_shards(mesh: MeshLike, axis: Axis = DATA_AXIS) -> int:
+  """How many ways `batch_sharding(mesh, axis)` splits a leading axis."""
+  return _batch_devices(batch_sharding(mesh, axis))
 
 
-def padded_rows(num_rows: int, mesh: MeshLike) -> int:
-  """`num_rows` rounded up to a multiple of `num_row_shards(mesh)`.
+def padded_rows(num_rows: int, mesh: MeshLike, axis: Axis = DATA_AXIS) -> int:
+  """`num_rows` rounded up to a multiple of `num_row_shards(mesh, axis)`.
 
   A buffer of N rows split by rows over d devices needs N a multiple of d;
-  the extra rows are padding that no id addresses.
+  the extra rows are padding that no id addresses. `mesh` and `axis` as
+  for `batch_sharding`.
   """
   if isinstance(num_rows, bool) or not isinstance(num_rows, (int, np.integer)
                                                    ) or num_rows < 0:
     raise ValueError(f"num_rows={num_rows!r} is not allowed: it must be a "
                      "non-negative int.")
-  d = num_row_shards(mesh)
+  d = num_row_shards(mesh, axis)
   return -(-int(num_rows) // d) * d
 
 
-def rows_sharding(mesh: MeshLike) -> NamedSharding:
+def rows_sharding(mesh: MeshLike, axis: Axis = DATA_AXIS) -> NamedSharding:
   """Splits the leading (row) axis of an `[N, ...]` buffer like the batch.
 
-  The same sharding as `batch_sharding(mesh)`: rows over the batch axes,
-  replicated over the other mesh axes. N must be a multiple of
-  `num_row_shards(mesh)` (see `padded_rows`).
+  The same sharding as `batch_sharding(mesh, axis)`: rows over the batch
+  axes, replicated over the other mesh axes. N must be a multiple of
+  `num_row_shards(mesh, axis)` (see `padded_rows`).
   """
-  return batch_sharding(mesh)
+  return batch_sharding(mesh, axis)
 
 
-def map_rows(fn: Any, mesh: MeshLike) -> Any:
+def map_rows(fn: Any, mesh: MeshLike, axis: Axis = DATA_AXIS) -> Any:
   """Runs a row-wise `fn` on each device's own rows (a `shard_map`).
 
   For functions whose row i of the output depends only on row i of the
@@ -172,11 +173,14 @@ def map_rows(fn: Any, mesh: MeshLike) -> Any:
   Args:
     fn: `[n, ...] -> pytree of [n, ...]`, one argument.
     mesh: as for `rows_sharding`.
+    axis: the mesh axis name(s) the rows are split over, as for
+      `shard_batch` (left at its default with a `NamedSharding`).
 
   Returns:
-    `x -> fn(x)` over row shards; input and outputs `rows_sharding(mesh)`.
+    `x -> fn(x)` over row shards; input and outputs
+    `rows_sharding(mesh, axis)`.
   """
-  spec = rows_sharding(mesh).spec
+  spec = rows_sharding(mesh, axis).spec
   # No collectives inside a row-wise fn, so the varying-axes check (which
   # refuses e.g. a fori_loop whose carry starts from fresh zeros) is off.
   return jax.shard_map(fn, mesh=_mesh(mesh), in_specs=(spec,),
@@ -218,8 +222,12 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: MeshLike,
     Global `[B, ...]` arrays, `B = B_local * process count`.
 
   Raises:
-    ValueError: `axis` is not an axis of the mesh.
+    ValueError: `local_batch` is not a dict, or `axis` is not an axis of
+      the mesh.
   """
+  if not hasattr(local_batch, "items"):
+    raise ValueError(f"local_batch has type {type(local_batch).__name__}; "
+                     "expected a dict of [B_local, ...] arrays.")
   sharding = batch_sharding(mesh, axis)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}

@@ -174,3 +174,51 @@ def test_row_sharded_buffers_pad_split_and_map_rows():
   np.testing.assert_array_equal(out, np.arange(24.).reshape(8, 3).sum(1))
   assert {s.data.shape for s in out.addressable_shards} == {(1,)}
   assert "all-gather" not in jax.jit(fn).lower(rows).compile().as_text()
+
+
+def test_the_users_batch_axis_name_everywhere():
+  # A 1-D mesh whose axis is not called `data`: the sharded trajectory,
+  # record, map_rows and unpad take axis= like shard_batch.
+  from mrmc_jax import scoring  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import trajectory  # pylint: disable=g-import-not-at-top
+  mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+  n, r = 13, 3
+  traj = trajectory.init_trajectory(n, r, mesh=mesh, axis="batch")
+  assert traj["loss"].shape == (16, r)
+  assert traj["loss"].sharding.spec == P("batch")
+  rec = jax.jit(lambda t, s, e: trajectory.record(
+      t, s, e, mesh=mesh, sharded=True, axis="batch"))
+  rng = np.random.default_rng(0)
+  for e in range(r):
+    ids = np.r_[rng.permutation(n), [0, 0, 0]].astype(np.int32)
+    loss = (ids + 1.0) * 0.8**e
+    stats = {"id": ids, "mask": np.r_[np.ones(n, bool), np.zeros(3, bool)],
+             "loss": loss.astype(np.float32), "correct": loss < 1,
+             "p_true": np.zeros(16, np.float32),
+             "el2n": np.zeros(16, np.float32)}
+    traj = rec(traj, sharding.shard_batch(stats, mesh, axis="batch"),
+               jnp.int32(e))
+  np.testing.assert_array_equal(traj["visits"][:n], 1)
+  np.testing.assert_allclose(traj["loss"][:n, 2], (np.arange(n) + 1) * 0.64,
+                             rtol=1e-6)
+  scores = sharding.map_rows(scoring.mrmc_scores, mesh, axis="batch")(
+      traj["loss"])
+  assert scores.sharding.spec == P("batch")
+  np.testing.assert_allclose(scores[:n], scoring.mrmc_scores(traj["loss"][:n]),
+                             rtol=1e-5)
+  # unpad: replicated by default, or kept split by rows when asked.
+  small = trajectory.unpad(traj, 8)
+  assert small["loss"].shape == (8, r)
+  kept = trajectory.unpad(traj, 8, mesh=mesh, axis="batch")
+  assert kept["loss"].sharding.spec == P("batch")
+  np.testing.assert_array_equal(kept["loss"], traj["loss"][:8])
+  with pytest.raises(ValueError, match=r"num_examples=13 is not allowed "
+                     r"with mesh=: the rows are split over 8 devices"):
+    trajectory.unpad(traj, 13, mesh=mesh, axis="batch")
+  # A NamedSharding says it directly; the default axis names the mesh's own.
+  where = NamedSharding(mesh, P("batch"))
+  assert sharding.padded_rows(n, where) == 16
+  assert sharding.padded_rows(n, mesh, axis="batch") == 16
+  with pytest.raises(ValueError, match=r"axis='data' is not allowed: the "
+                     r"mesh has axes \('batch',\)"):
+    trajectory.init_trajectory(n, r, mesh=mesh)

@@ -82,7 +82,16 @@ def create_train_state(variables: dict[str, PyTree],
     `tx` kept in the state is static pytree data, so a new optimiser object
     would mean a new jit signature; use flax's `TrainState.create` when you
     want it there.)
+
+  Raises:
+    ValueError: `variables` is not a dict with `params`.
   """
+  if not hasattr(variables, "keys") or "params" not in variables:
+    raise ValueError(
+        f"variables has type {type(variables).__name__}"
+        + (f" with keys {sorted(variables.keys())}"
+           if hasattr(variables, "keys") else "")
+        + "; expected the dict of model.init(...) with a 'params' entry.")
   params = variables["params"]
   return BatchStatsTrainState(
       step=jnp.zeros((), jnp.int32),
@@ -154,6 +163,18 @@ def _optimizer(state: Any, tx: Optional[optax.GradientTransformation]
     raise ValueError("make_train_step got a tx and the state carries another "
                      "one in its `tx` field: pass tx=None to use the state's.")
   return own if tx is None else tx
+
+
+def check_state(state: Any, fn: str = "make_train_step's step") -> None:
+  """Refuses a state without `params`, `opt_state` and `replace` (a dict)."""
+  missing = [a for a in ("params", "opt_state", "replace")
+             if not hasattr(state, a)]
+  if missing:
+    raise ValueError(
+        f"{fn} got a state of type {type(state).__name__}; expected "
+        "flax's TrainState (e.g. create_train_state(variables, tx)) or any "
+        "pytree with the attributes params, opt_state and replace (it lacks "
+        f"{', '.join(missing)}).")
 
 
 def check_batch(batch: Any, *, need_id: bool = True,
@@ -230,9 +251,13 @@ def make_train_step(
     `step(state, batch, rng=None)`. `rng` (optional key) drives Dropout and
     other stochastic layers; the step folds in `state.step`, so one key per
     run suffices. `stats` always holds the scalars `train_loss` and
-    `train_accuracy` (means over valid rows); with `with_stats` also `[B]`
-    arrays `id`, `mask`, `loss`, `correct`, `p_true`, `el2n`, `margin`,
-    `p_margin` (see `losses.per_example_stats`). The step raises `ValueError` when traced
+    `train_accuracy` (means over valid rows) and `num_bad_labels`; with
+    `with_stats` also `[B]` arrays `id`, `mask`, `loss`, `correct`,
+    `p_true`, `el2n`, `margin`, `p_margin`, `bad_label` (see
+    `losses.per_example_stats`). A real row whose label is outside `[0, C)` (only possible under
+    `jax.jit`) is left out of the loss and gradient, gets `mask=False` (so
+    `record` counts no visit for it and `check_visits` names its id) and
+    is counted in `num_bad_labels`. The step raises `ValueError` when traced
     on a batch without the keys `image`, `label`, `mask` (and `id`), on
     `label`/`mask`/`id` not `[B]` (e.g. `[B, 1]`), float labels, 1-D
     logits or a `loss_fn` output that is not `[B]` (an already-reduced
@@ -242,9 +267,10 @@ def make_train_step(
   """
 
   def step(state, batch: Batch, rng: Optional[Array] = None):
+    check_state(state)
     check_batch(batch, need_id=with_stats)
     optimizer = _optimizer(state, tx)
-    mask = batch["mask"]
+    padding = batch["mask"]
     variables = _variables(state)
     if rng is not None and hasattr(state, "step"):
       rng = jax.random.fold_in(rng, state.step)
@@ -253,7 +279,9 @@ def make_train_step(
       # rng is passed only when given, so apply_fns without one still work.
       logits, new_stats = apply_fn(
           {**variables, "params": params}, batch["image"], train=True,
-          mask=mask, **({} if rng is None else {"rng": rng}))
+          mask=padding, **({} if rng is None else {"rng": rng}))
+      # A label outside [0, C) (only possible when traced) leaves the loss.
+      mask = padding & ~losses.bad_labels(batch["label"], logits.shape[-1])
       if loss_fn is None:
         per_ex = losses.per_example_loss(logits, batch["label"], mask)
       else:
@@ -274,7 +302,7 @@ def make_train_step(
     if new_bs is not None and "batch_stats" in variables:
       changes["batch_stats"] = new_bs
     new_state = state.replace(**changes)
-    return new_state, step_outputs(logits, per_ex, batch, mask,
+    return new_state, step_outputs(logits, per_ex, batch, padding,
                                    user_loss=loss_fn is not None,
                                    with_stats=with_stats)
 
@@ -296,16 +324,21 @@ def step_outputs(logits: jax.Array, per_ex: jax.Array, batch: dict,
     with_stats: add the `[B]` statistics, `id` and `mask`.
 
   Returns:
-    `train_loss` and `train_accuracy` (masked means), plus the `[B]`
-    statistics with `with_stats`.
+    `train_loss` and `train_accuracy` (masked means over the rows with a
+    label in `[0, C)`), `num_bad_labels` (int32, real rows whose label is
+    outside `[0, C)`: left out of the loss, the means and recording), plus
+    the `[B]` statistics with `with_stats`, whose `mask` is False on such
+    rows.
   """
   stats = losses.per_example_stats(
       jax.lax.stop_gradient(logits), batch["label"], mask,
       loss=jax.lax.stop_gradient(per_ex) if user_loss else None)
+  mask = mask & ~stats["bad_label"]
   out = {
       "train_loss": losses.masked_mean(stats["loss"], mask),
       "train_accuracy": losses.masked_mean(
           stats["correct"].astype(jnp.float32), mask),
+      "num_bad_labels": jnp.sum(stats["bad_label"], dtype=jnp.int32),
   }
   if with_stats:
     out.update(stats)
@@ -342,7 +375,7 @@ def make_eval_step(
       logits, _ = apply_fn(variables, batch["image"], train=False, mask=mask)
     out = losses.per_example_stats(logits, batch["label"], mask)
     out["id"] = batch["id"]
-    out["mask"] = mask
+    out["mask"] = mask & ~out["bad_label"]
     if with_features:
       out["features"] = jnp.where(mask[:, None], feats.astype(jnp.float32), 0)
     return out

@@ -172,3 +172,51 @@ def test_user_loss_is_trained_and_recorded():
   # Other statistics still come from the logits.
   ref = losses.per_example_stats(logits, batch["label"], batch["mask"])
   np.testing.assert_allclose(stats["p_true"], ref["p_true"], rtol=1e-5)
+
+
+def test_a_label_outside_the_classes_is_not_recorded_and_is_counted():
+  # Under jax.jit: the row leaves the loss (no gradient), is masked out of
+  # recording (its id counts no visit) and is counted in the stats.
+  from mrmc_jax import trajectory  # pylint: disable=g-import-not-at-top
+  apply_fn, state, tx = _setup()
+  x = np.random.default_rng(0).normal(size=(4, 4))
+  good = _batch(x, [0, 1, 2, 0], [0, 1, 2, 3], [True] * 4)
+  bad = {**good, "label": jnp.array([0, 3, 2, 0])}
+  step = jax.jit(trajectory.make_recording_step(
+      train_step.make_train_step(apply_fn, tx)))
+  traj = trajectory.init_trajectory(4, 1)
+  new_state, traj, stats = step(state, traj, bad, jnp.int32(0))
+  np.testing.assert_array_equal(traj["visits"][:, 0], [1, 0, 1, 1])
+  assert int(stats["num_bad_labels"]) == 1
+  np.testing.assert_array_equal(stats["bad_label"], [False, True, False, False])
+  assert not bool(stats["mask"][1])
+  assert np.isfinite(float(stats["train_loss"]))
+  # The update equals one on the three good rows alone.
+  only_good = {**good, "mask": jnp.array([True, False, True, True])}
+  ref_state, _, _ = step(state, trajectory.init_trajectory(4, 1), only_good,
+                         jnp.int32(0))
+  for a, b in zip(jax.tree_util.tree_leaves(new_state.params),
+                  jax.tree_util.tree_leaves(ref_state.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert int(step(state, trajectory.init_trajectory(4, 1), good,
+                  jnp.int32(0))[2]["num_bad_labels"]) == 0
+
+
+def test_a_state_that_is_not_a_train_state_is_refused():
+  apply_fn, state, tx = _setup()
+  step = train_step.make_train_step(apply_fn, tx)
+  batch = _batch(np.zeros((2, 4)), [0, 1], [0, 1], [True, True])
+  as_dict = {"params": state.params, "opt_state": state.opt_state}
+  with pytest.raises(ValueError, match=r"make_train_step's step got a state "
+                     r"of type dict; expected .*params, opt_state and "
+                     r"replace"):
+    jax.jit(step)(as_dict, batch)
+
+
+def test_eval_step_masks_a_label_outside_the_classes():
+  apply_fn, state, _ = _setup()
+  batch = _batch(np.zeros((3, 4)), [0, 3, 1], [0, 1, 2], [True] * 3)
+  out = jax.jit(train_step.make_eval_step(apply_fn))(state.variables, batch)
+  np.testing.assert_array_equal(out["mask"], [True, False, True])
+  np.testing.assert_array_equal(out["bad_label"], [False, True, False])
+  assert np.isnan(out["loss"][1])

@@ -14,12 +14,13 @@ corrupt the scores.
 Layouts on a mesh. Replicated (the default): every device holds all
 `[N, R]`. Sharded (`init_trajectory(..., mesh=mesh)` and `record(...,
 mesh=mesh, sharded=True)`): the rows are split over the batch axes of the
-mesh, so each device holds `N_pad * R / devices` values per field, where
-`N_pad = sharding.padded_rows(N, mesh)` rounds N up to a multiple of the
-device count. Rows `N..N_pad-1` are padding: no example id addresses them,
-so they stay zero (`visits` 0) and are never selected once sliced off
-(`traj[k][:N]`, or `unpad`); score the padded array and slice the `[N]`
-scores. Both layouts record the same values.
+mesh (the axis `data`, or the `axis=` you give `shard_batch`, or a
+`NamedSharding`), so each device holds `N_pad * R / devices` values per
+field, where `N_pad = sharding.padded_rows(N, mesh, axis)` rounds N up to a
+multiple of the device count. Rows `N..N_pad-1` are padding: no example
+id addresses them, so they stay zero (`visits` 0) and are never selected
+once sliced off (`traj[k][:N]`, or `unpad`); score the padded array and
+slice the `[N]` scores. Both layouts record the same values.
 """
 
 from typing import Any, Callable, Optional, Sequence
@@ -44,46 +45,112 @@ MARGIN_FIELDS = ("margin", "p_margin")
 KEYS = FIELDS + ("visits",)
 
 
+def check_fields(fields: Any) -> None:
+  """Refuses field names `init_trajectory` does not know (one line)."""
+  if isinstance(fields, str) or not isinstance(fields, (tuple, list)):
+    raise ValueError(f"fields={fields!r} is not allowed: pass a tuple of "
+                     f"names from "
+                     f"{', '.join(repr(f) for f in FIELDS + MARGIN_FIELDS)}.")
+  if "visits" in fields:
+    raise ValueError(f"fields={tuple(fields)!r} is not allowed: 'visits' is "
+                     "always added; name only the recorded fields.")
+  known = FIELDS + MARGIN_FIELDS
+  unknown = [f for f in fields if f not in known]
+  if unknown:
+    raise ValueError(f"fields={tuple(fields)!r} holds unknown names "
+                     f"{unknown}; allowed: "
+                     f"{', '.join(repr(f) for f in known)}.")
+  if len(set(fields)) != len(fields):
+    raise ValueError(f"fields={tuple(fields)!r} names a field twice.")
+
+
 def init_trajectory(num_examples: int,
                     num_epochs: int,
                     fields: Sequence[str] = FIELDS,
                     *,
-                    mesh: Optional[sharding.MeshLike] = None) -> Trajectory:
+                    mesh: Optional[sharding.MeshLike] = None,
+                    axis: sharding.Axis = sharding.DATA_AXIS) -> Trajectory:
   """Returns an empty trajectory of `num_examples x num_epochs`.
 
   Args:
     num_examples: N.
     num_epochs: R.
-    fields: the recorded fields (`correct` is bool, the others float32).
+    fields: the recorded fields, a tuple of names from `FIELDS` (`correct`
+      is bool, the others float32); an unknown name is refused.
     mesh: None for arrays on the default device (replicate them with
       `sharding.replicate` for the replicated layout); a `Mesh` or the
       batch's `NamedSharding` for the sharded layout: `[N_pad, R]` arrays
       split by rows like the batch (`sharding.rows_sharding`), created in
       place (no device or host ever holds the whole buffer), with
-      `N_pad = sharding.padded_rows(N, mesh)`. Record into it with
-      `record(..., mesh=mesh, sharded=True)`.
+      `N_pad = sharding.padded_rows(N, mesh, axis)`. Record into it with
+      `record(..., mesh=mesh, sharded=True, axis=axis)`.
+    axis: with a `Mesh`, the mesh axis name(s) the batch (and so the rows)
+      is split over, as for `shard_batch` (e.g. `'batch'` for
+      `Mesh(devices, ('batch',))`); left at its default with a
+      `NamedSharding`.
 
   Returns:
     `{field: array}` for each field plus `visits`, all zero, every array
     `[N, R]` (`[N_pad, R]`, row-sharded, with `mesh`).
+
+  Raises:
+    ValueError: a negative or traced size, an unknown field, or `axis`
+      not an axis of the mesh.
   """
+  validation.check_static(num_examples, "num_examples")
+  validation.check_static(num_epochs, "num_epochs")
   validation.check_int(num_examples, "num_examples", minimum=0)
   validation.check_int(num_epochs, "num_epochs", minimum=0)
+  check_fields(fields)
   dtypes = {f: jnp.bool_ if f == "correct" else jnp.float32 for f in fields}
   dtypes["visits"] = jnp.int32
   if mesh is None:
     return {f: jnp.zeros((num_examples, num_epochs), d)
             for f, d in dtypes.items()}
-  rows = sharding.padded_rows(num_examples, mesh)
-  where = sharding.rows_sharding(mesh)
+  rows = sharding.padded_rows(num_examples, mesh, axis)
+  where = sharding.rows_sharding(mesh, axis)
   return {f: sharding.zeros((rows, num_epochs), d, where)
           for f, d in dtypes.items()}
 
 
-def unpad(traj: Trajectory, num_examples: int) -> Trajectory:
+def unpad(traj: Trajectory, num_examples: int, *,
+          mesh: Optional[sharding.MeshLike] = None,
+          axis: sharding.Axis = sharding.DATA_AXIS) -> Trajectory:
   """The first `num_examples` rows of every array (drops the padding rows of
-  the sharded layout; the identity on an unpadded trajectory)."""
-  return {k: v[:num_examples] for k, v in traj.items()}
+  the sharded layout; the identity on an unpadded trajectory).
+
+  Args:
+    traj: `{name: [N_pad, R, ...] array}`.
+    num_examples: N <= N_pad.
+    mesh: None: plain slices (on one device, XLA's layout). A `Mesh` or
+      `NamedSharding`: the rows stay split like the batch
+      (`sharding.rows_sharding(mesh, axis)`); N must then be a multiple of
+      `sharding.num_row_shards(mesh, axis)`.
+    axis: as for `init_trajectory`.
+
+  Returns:
+    `{name: [N, R, ...] array}`.
+
+  Raises:
+    ValueError: N larger than the rows, or (with `mesh`) N that does not
+      split evenly over the devices.
+  """
+  validation.check_int(num_examples, "num_examples", minimum=0)
+  rows = min((np.shape(v)[0] for v in traj.values()), default=num_examples)
+  if num_examples > rows:
+    raise ValueError(f"num_examples={num_examples} is not allowed: traj has "
+                     f"only {rows} rows.")
+  if mesh is None:
+    return {k: v[:num_examples] for k, v in traj.items()}
+  where = sharding.rows_sharding(mesh, axis)
+  d = sharding.num_row_shards(mesh, axis)
+  if num_examples % d:
+    raise ValueError(
+        f"num_examples={num_examples} is not allowed with mesh=: the rows "
+        f"are split over {d} devices, so it must be a multiple of {d}; use "
+        "mesh=None (plain slices) or slice the [N] scores instead.")
+  return jax.jit(lambda t: {k: v[:num_examples] for k, v in t.items()},
+                 out_shardings=where)(traj)
 
 
 def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
@@ -118,6 +185,8 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
         f"(the trajectory's fields, plus id and mask); missing {missing}. "
         "Use make_train_step(..., with_stats=True), or build the trajectory "
         "with init_trajectory(n, r, fields=...) of the fields you record.")
+  for k in ("id", "mask"):
+    validation.check_array(stats[k], f"{name}[{k!r}]", "[B]")
   validation.check_rank(stats["mask"], f"{name}['mask']", 1, "bool [B]")
   b = stats["mask"].shape[0]
   validation.check_mask_dtype(stats["mask"], f"{name}['mask']")
@@ -143,24 +212,52 @@ def check_record_inputs(traj: Any, stats: Any, epoch: Any, *,
   validation.check_index_range(stats["id"], f"{name}['id']", n,
                                mask=stats["mask"], what="N, traj's rows")
   validation.check_index_range(epoch, "epoch", r, what="R, traj's columns")
+  check_unique_ids(stats["id"], stats["mask"], f"{name}['id']")
+
+
+def check_unique_ids(ids: Any, mask: Any, name: str = "stats['id']") -> None:
+  """Concrete ids: refuses an id on two real rows of one batch (one line).
+
+  Recorded twice, such an id would count two visits and keep one value.
+  Traced ids are checked by the checked mode (`checking.check_unique`).
+  """
+  if not validation.is_concrete(ids, mask) or not np.size(ids):
+    return
+  real = np.flatnonzero(np.asarray(mask, bool))
+  v = np.asarray(ids)[real]
+  order = np.argsort(v, kind="stable")
+  same = np.flatnonzero(v[order][1:] == v[order][:-1])
+  if same.size:
+    k = same[0]
+    a, b = sorted((int(real[order[k]]), int(real[order[k + 1]])))
+    raise ValueError(
+        f"{name} holds id {int(v[order[k]])} on 2 real rows (rows {a} and "
+        f"{b}), {same.size} repeats in all; every example must appear once "
+        "per batch (and once per epoch): check the epoch's order.")
 
 
 def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
            mesh: Optional[sharding.MeshLike] = None,
-           sharded: bool = False) -> Trajectory:
+           sharded: bool = False,
+           axis: sharding.Axis = sharding.DATA_AXIS) -> Trajectory:
   """Scatters one batch's statistics into column `epoch`, by global id.
 
   Pure and jit-able; donate `traj` to update it in place. Padding rows
-  (`stats["mask"] == False`) are dropped. An example seen twice in the same
-  epoch keeps its last value and counts two visits.
+  (`stats["mask"] == False`) are dropped, and so are rows flagged
+  `stats["bad_label"]` (a label outside `[0, C)` under `jax.jit`, see
+  `losses.per_example_stats`): they count no visit. An example seen twice
+  in the same epoch (over two batches, or in one batch under `jax.jit`)
+  keeps its last value and counts two visits, which `check_visits`
+  reports.
 
   Checks. Shapes and dtypes are checked at trace time (`[B, 1]` ids, a
   missing field, a float epoch are refused). Called outside `jax.jit`, an
-  id outside `[0, N)` on a real row or an epoch outside `[0, R)` is
-  refused. Under `jax.jit` such rows (negative ones included) are dropped
-  like padding, never wrapped around: they count no visit, so
-  `check_visits` reports the ids that were missed. The checked mode
-  (`checking.checked`) raises on them instead.
+  id outside `[0, N)` on a real row, an id on two real rows of the batch
+  or an epoch outside `[0, R)` is refused. Under `jax.jit` out-of-range
+  rows (negative ones included) are dropped like padding, never wrapped
+  around: they count no visit, so `check_visits` reports the ids that
+  were missed. The checked mode (`checking.checked`) raises on them, and
+  on an id repeated within the batch, instead.
 
   With the batch sharded over a mesh, pass `mesh` (and call this inside the
   same jitted function as the train step, e.g. via `make_recording_step`):
@@ -185,9 +282,12 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
     mesh: the mesh the batch is sharded over, if any: any `Mesh` (whatever
       its axis names, 1-D or e.g. `("data", "model")`) or the batch's
       `NamedSharding`. The rows are gathered to every device of that mesh,
-      so no axis name is needed here.
+      so the replicated layout needs no axis name; the sharded one takes
+      `axis`.
     sharded: `traj` is split by rows over the batch axes of `mesh` (needs
       `mesh`; the row count must be a multiple of their device count).
+    axis: with `sharded` and a `Mesh`, the mesh axis name(s) the rows are
+      split over, as given to `init_trajectory` and `shard_batch`.
 
   Returns:
     The updated trajectory, in the layout of `traj`.
@@ -196,18 +296,22 @@ def record(traj: Trajectory, stats: dict[str, Array], epoch: Array, *,
     ValueError: see Checks above; `sharded` without `mesh`, or a row count
       that does not split evenly.
   """
+  validation.check_static(sharded, "sharded")
   check_record_inputs(traj, stats, epoch)
   if sharded:
-    _check_sharded(traj, mesh)
+    _check_sharded(traj, mesh, axis)
   n, r = traj["visits"].shape
   checking.check_index_range(stats["id"], "id", n, mask=stats["mask"])
   checking.check_index_range(epoch, "epoch", r)
+  checking.check_unique(stats["id"], "id", mask=stats["mask"])
+  if "bad_label" in stats:
+    stats = {**stats, "mask": stats["mask"] & ~stats["bad_label"]}
   if mesh is not None:
     keep = set(traj) | {"id", "mask"}
     stats = sharding.all_gather({k: v for k, v in stats.items() if k in keep},
                                 mesh)
   if sharded:
-    return _record_sharded(traj, stats, epoch, mesh)
+    return _record_sharded(traj, stats, epoch, mesh, axis)
   return _scatter(traj, stats, stats["id"], epoch)
 
 
@@ -229,37 +333,39 @@ def _scatter(traj: Trajectory, stats: dict[str, Array], rows: Array,
   return out
 
 
-def _row_axes(mesh: sharding.MeshLike) -> tuple[str, ...]:
+def _row_axes(mesh: sharding.MeshLike,
+              axis: sharding.Axis) -> tuple[str, ...]:
   """The mesh axes the rows (and the batch) are split over, major first."""
-  first = tuple(sharding.rows_sharding(mesh).spec or (None,))[0]
+  first = tuple(sharding.rows_sharding(mesh, axis).spec or (None,))[0]
   if first is None:
     return ()
   return (first,) if isinstance(first, str) else tuple(first)
 
 
-def _check_sharded(traj: Trajectory, mesh: Any) -> None:
+def _check_sharded(traj: Trajectory, mesh: Any, axis: sharding.Axis) -> None:
   if mesh is None:
     raise ValueError("sharded=True is not allowed without mesh=: pass the "
                      "mesh (or the batch's NamedSharding) the trajectory is "
                      "split over.")
   n = traj["visits"].shape[0]
-  d = sharding.num_row_shards(mesh)
+  d = sharding.num_row_shards(mesh, axis)
   if n % d:
     raise ValueError(
         f"traj has {n} rows, not a multiple of the {d} devices its rows are "
         "split over; build it with init_trajectory(n, r, mesh=mesh), which "
         f"pads to sharding.padded_rows(n, mesh) = "
-        f"{sharding.padded_rows(n, mesh)}.")
+        f"{sharding.padded_rows(n, mesh, axis)}.")
 
 
 def _record_sharded(traj: Trajectory, stats: dict[str, Array], epoch: Array,
-                    mesh: sharding.MeshLike) -> Trajectory:
+                    mesh: sharding.MeshLike,
+                    axis: sharding.Axis) -> Trajectory:
   """`record` into row shards: each device scatters the ids of its range."""
-  names = _row_axes(mesh)
+  names = _row_axes(mesh, axis)
   if not names:  # rows not split: every device holds the whole buffer
     return _scatter(traj, stats, stats["id"], epoch)
-  the_mesh = sharding.rows_sharding(mesh).mesh
-  local_rows = traj["visits"].shape[0] // sharding.num_row_shards(mesh)
+  the_mesh = sharding.rows_sharding(mesh, axis).mesh
+  local_rows = traj["visits"].shape[0] // sharding.num_row_shards(mesh, axis)
   spec = P(names[0] if len(names) == 1 else names)
 
   def local(shard, stats, epoch):
@@ -282,6 +388,7 @@ def make_recording_step(
     *,
     mesh: Optional[sharding.MeshLike] = None,
     sharded: bool = False,
+    axis: sharding.Axis = sharding.DATA_AXIS,
 ) -> Callable[..., tuple[Any, Trajectory, dict[str, Array]]]:
   """Fuses a train step and `record` into one function to jit.
 
@@ -298,6 +405,7 @@ def make_recording_step(
       sharded; see `record`.
     sharded: the trajectory is split by rows over the mesh
       (`init_trajectory(..., mesh=mesh)`); see `record`.
+    axis: the mesh axis of the rows with `sharded`; see `record`.
 
   Returns:
     `step(state, traj, batch, epoch, rng=None) -> (state, traj, stats)`.
@@ -315,8 +423,8 @@ def make_recording_step(
       state, stats = train_step(state, batch)
     else:
       state, stats = train_step(state, batch, rng)
-    return state, record(traj, stats, epoch, mesh=mesh,
-                         sharded=sharded), stats
+    return state, record(traj, stats, epoch, mesh=mesh, sharded=sharded,
+                         axis=axis), stats
 
   return step
 
@@ -399,7 +507,8 @@ def check_visits(visits: np.ndarray, epochs: Sequence[int] | None = None,
         f"{bad['duplicated'].size} recorded more than once (first ids "
         f"{bad['duplicated'][:5].tolist()}); {len(report)} faulty epochs in "
         "all. Every example must be recorded exactly once per epoch. Missed "
-        "ids: under jax.jit, record drops rows whose id is outside [0, N) "
-        "or whose epoch is outside [0, R); run the step under "
+        "ids: under jax.jit, record drops rows whose id is outside [0, N), "
+        "whose epoch is outside [0, R) or whose label is outside [0, C) "
+        "(the step's num_bad_labels counts those); run the step under "
         "mrmc_jax.checked(step) to raise on the first such batch. Duplicated "
         "ids: check the epoch's order (each id once per epoch).")

@@ -29,8 +29,10 @@ def test_record_scatters_by_id_and_skips_padding():
 
 
 def test_missing_and_duplicate_are_detected():
+  # Under jax.jit (duplicates are refused when the ids are concrete).
   traj = trajectory.init_trajectory(4, 1)
-  traj = trajectory.record(traj, _stats([0, 1, 1], [True] * 3, [1., 2., 3.]), 0)
+  traj = jax.jit(trajectory.record)(
+      traj, _stats([0, 1, 1], [True] * 3, [1., 2., 3.]), jnp.int32(0))
   report = trajectory.visit_report(traj["visits"])
   np.testing.assert_array_equal(report[0]["missing"], [2, 3])
   np.testing.assert_array_equal(report[0]["duplicated"], [1])
@@ -293,3 +295,33 @@ def test_sharded_record_across_two_processes():
         p.kill()
   for i, (p, out) in enumerate(zip(procs, outs)):
     assert p.returncode == 0 and f"ok {i}" in out, out[-2000:]
+
+
+def test_record_drops_rows_flagged_bad_label():
+  traj = trajectory.init_trajectory(3, 1)
+  stats = {**_stats([0, 1, 2], [True] * 3, [1.0, jnp.nan, 2.0]),
+           "bad_label": jnp.array([False, True, False])}
+  traj = jax.jit(trajectory.record)(traj, stats, jnp.int32(0))
+  np.testing.assert_array_equal(traj["visits"][:, 0], [1, 0, 1])
+  assert float(traj["loss"][1, 0]) == 0.0
+
+
+def test_duplicate_ids_in_one_batch_are_refused_when_concrete():
+  traj = trajectory.init_trajectory(4, 1)
+  with pytest.raises(ValueError, match=r"stats\['id'\] holds id 1 on 2 real "
+                     r"rows \(rows 1 and 2\).*once per batch"):
+    trajectory.record(traj, _stats([0, 1, 1], [True] * 3, [1., 2., 3.]), 0)
+  # Padding rows may repeat an id.
+  trajectory.record(traj, _stats([0, 1, 1], [True, True, False], [1., 2., 3.]),
+                    0)
+
+
+def test_init_trajectory_refuses_unknown_fields():
+  with pytest.raises(ValueError, match=r"fields=\('los',\) holds unknown "
+                     r"names \['los'\]; allowed: 'loss', 'correct'"):
+    trajectory.init_trajectory(4, 2, fields=("los",))
+  with pytest.raises(ValueError, match=r"fields='loss' is not allowed: pass "
+                     r"a tuple"):
+    trajectory.init_trajectory(4, 2, fields="loss")
+  with pytest.raises(ValueError, match=r"'visits' is always"):
+    trajectory.init_trajectory(4, 2, fields=("loss", "visits"))

@@ -18,9 +18,8 @@ def is_concrete(*xs: Any) -> bool:
 
 
 def check_ratio(ratio: Any, name: str = "ratio") -> None:
-  """Checks that a selection ratio lies in (0, 1]."""
-  if not is_concrete(ratio):
-    return
+  """Checks that a selection ratio lies in (0, 1] (and is not traced)."""
+  check_static(ratio, name)
   r = np.asarray(ratio)
   if r.ndim != 0 or not np.isfinite(r) or not 0.0 < float(r) <= 1.0:
     raise ValueError(f"{name}={ratio!r} is not allowed: it must be a number "
@@ -157,3 +156,30 @@ def check_index_range(x: Any, name: str, stop: int, *, mask: Any = None,
     hint = f" ({what}={stop})" if what else ""
     raise ValueError(f"{name}{at} = {int(v[i])} is outside [0, {stop}){hint}; "
                      f"{int(bad.sum())} such entries.")
+
+
+def check_array(x: Any, name: str, expected: str = "") -> None:
+  """Checks `x` is an array (jax, numpy or a tracer), not a list or dict.
+
+  Args:
+    x: the argument.
+    name: its name in the message.
+    expected: its shape, for the message (e.g. "float [N]").
+  """
+  if not isinstance(x, (jax.Array, np.ndarray, np.generic)):
+    shape = f" {expected}" if expected else ""
+    raise ValueError(f"{name} has type {type(x).__name__}; expected a jax or "
+                     f"numpy array{shape} (e.g. jnp.asarray({name})).")
+
+
+def check_static(value: Any, name: str, hint: str = "") -> None:
+  """Checks a static argument (an option fixed at trace time) is not traced.
+
+  Args:
+    value: the argument.
+    name: its name in the message.
+    hint: what to pass instead, appended to the message.
+  """
+  if not is_concrete(value):
+    raise ValueError(f"{name} is traced (an argument of your jax.jit?), but "
+                     f"it is a static argument: pass a Python value{hint}.")

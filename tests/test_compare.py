@@ -155,6 +155,7 @@ def test_label_noise_and_cost_reports(tmp_path):
   assert float(full["cost_epochs"]) == pytest.approx(1.0)  # train.epochs=1
   md = open(os.path.join(workdir, "results.md")).read()
   assert f"Label noise: {len(flipped)} flipped" in md
+  assert "Flipped share per class label" in md and "Ratio 0.2:" in md
   assert "pays off after" in md and "W + k C <= k F" in md
   assert os.path.exists(os.path.join(workdir, "cost.png"))
   # A different noise seed is another data set: refused in this workdir.
@@ -215,3 +216,56 @@ def test_load_stage_noises_a_validation_split_and_stores_the_ids(tmp_path):
   np.testing.assert_array_equal(compare.stages.flipped_ids(workdir),
                                 np.load(os.path.join(workdir, "noise",
                                                      "flipped.npy")))
+
+
+def test_load_stage_applies_class_conditional_noise(tmp_path):
+  config = tiny("random")
+  config.dataset.label_noise = 0.25
+  config.dataset.label_noise_kind = "pairs:mnist"  # digits: 1-7 3-8 4-9 5-6
+  ctx, data = compare.stages.load(config, str(tmp_path / "p"))
+  clean = compare.stages.context_lib.make_context(
+      config, str(tmp_path / "p")).data.train.labels
+  ids = ctx.flipped["flipped.npy"]
+  moves = set(zip(clean[ids].tolist(), ctx.data.train.labels[ids].tolist()))
+  assert moves <= {(1, 7), (7, 1), (3, 8), (8, 3), (4, 9), (9, 4), (5, 6),
+                   (6, 5)}
+  for c in (1, 3, 4, 5, 6, 7, 8, 9):
+    assert (clean[ids] == c).sum() == round(0.25 * (clean == c).sum())
+  # A matrix file gives the same noise as the pairs it encodes.
+  t = compare.stages.noise_lib.pair_targets("mnist", 10)
+  np.savetxt(tmp_path / "t.csv", t, delimiter=",")
+  config.dataset.label_noise_kind = f"matrix:{tmp_path / 't.csv'}"
+  ctx2, data2 = compare.stages.load(config, str(tmp_path / "m"))
+  np.testing.assert_array_equal(ctx2.flipped["flipped.npy"], ids)
+  assert data2 == data
+
+
+@pytest.mark.parametrize("kind,fraction,match", [
+    ("pairs:cifar", 0.2, "label_noise_kind='pairs:cifar' is not allowed"),
+    ("pairs:mnist", 0.0, "not allowed with dataset.label_noise=0"),
+    ("pairs:fashion_mnist", 0.2, "written for fashion_mnist_idx"),
+    ("matrix:no/such.npy", 0.2, "no file 'no/such.npy'"),
+    ("matrix:SMALL", 0.2, r"shape \(2, 2\); .* 10 x 10"),
+])
+def test_bad_noise_kinds_are_refused(tmp_path, kind, fraction, match):
+  np.save(tmp_path / "small.npy", np.array([[0., 1.], [1., 0.]]))
+  config = tiny("random")
+  config.dataset.label_noise = fraction
+  config.dataset.label_noise_kind = kind.replace(
+      "SMALL", str(tmp_path / "small.npy"))
+  with pytest.raises(ValueError, match=match):
+    compare.stages.load(config, str(tmp_path / "x"))
+
+
+def test_noise_report_gives_the_flipped_share_per_class():
+  mask = np.array([1, 1, 1, 1, 0, 0], bool)
+  labels = np.array([0, 0, 1, 1, 2, 2])
+  got = compare.noise_counts(mask, np.array([1, 2, 3, 4]), labels, 3)
+  assert got["flipped_share_by_class"] == [0.5, 1.0, None]
+  assert got["coreset_noise"] == 0.75
+  rows = [dict(method="random", ratio=0.5, seed=s, num_examples=6,
+               **compare.noise_counts(mask, f, labels, 3))
+          for s, f in ((0, np.array([1, 2, 3])), (1, np.array([0, 1])))]
+  md = "\n".join(compare.noise_table(rows, ["random"], [0.5]))
+  # Label 0: 1/2 and 2/2 flipped; label 1: 2/2 and 0/2; label 2 none kept.
+  assert "| random | **75.0%** | 50.0% | — |" in md

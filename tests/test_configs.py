@@ -87,8 +87,9 @@ def test_readme_option_table_is_the_declarations():
 
 
 # The fields added with an `absent` value (since fields.py's rule).
-ADDED = ("selection.fit_filter", "selection.aum_margin",
-         "selection.least_confidence_on", "selection.herding_pick")
+ADDED = ("selection.fit_filter", "dataset.label_noise_kind",
+         "selection.aum_margin", "selection.least_confidence_on",
+         "selection.herding_pick")
 
 
 def _without(config, paths):
@@ -118,7 +119,8 @@ def test_fields_added_at_their_absent_value_change_no_stamp_or_identity():
   assert config_lib.run_identity(config) == config_lib.run_identity(old)
   # Any other value is part of both.
   for path, value in [("dataset.label_noise", 0.2),
-                      ("selection.fit_filter", 0.75)]:
+                      ("selection.fit_filter", 0.75),
+                      ("dataset.label_noise_kind", "pairs:mnist")]:
     other = copy.deepcopy(config)
     *parents, leaf = path.split(".")
     node = other

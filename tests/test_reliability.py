@@ -428,6 +428,16 @@ def test_bad_workdirs_refused_and_untouched(capsys, tmp_path, finished):
   before = snapshot(w)
   _refused(capsys, job, config, w, "train_labels_sha256")
   assert snapshot(w) == before
+  # A data.json written before the test images were in the fingerprint:
+  # its results cannot be shown to match them.
+  w = _copy(finished, tmp_path, "older")
+  stored = wd.read_json(os.path.join(w, "data.json"))
+  del stored["test_images_sha256"]
+  wd.write_json(os.path.join(w, "data.json"), stored)
+  before = snapshot(w)
+  _refused(capsys, job, config, w, "written before the data fingerprint "
+           "covered the test images")
+  assert snapshot(w) == before
   # A workdir in use by another run.
   w = _copy(finished, tmp_path, "busy")
   before = snapshot(w)
@@ -571,3 +581,37 @@ def test_images_changed_outside_any_sample_are_refused(capsys, tmp_path):
   _refused(capsys, experiment.train_and_evaluate, config, workdir,
            "train_images_sha256")
   assert snapshot(workdir) == before
+
+
+@pytest.mark.slow
+def test_test_images_changed_after_a_kill_or_a_finish_are_refused(capsys,
+                                                                  tmp_path):
+  """Zeroed test images after a kill and after a finished run: refused.
+
+  The test accuracy is computed from them, so neither the killed run's
+  checkpoints nor the finished run's cached summary may be used on them
+  (before they were in data.json: exit 0 and 7.56% instead of 96.22%).
+  """
+  from sklearn import datasets as sk  # pylint: disable=g-import-not-at-top
+  digits = sk.load_digits()
+  x = (digits.images * 15).astype(np.uint8)
+  y = digits.target
+  path = _npz(tmp_path, "digits", x_train=x[:600], y_train=y[:600],
+              x_test=x[600:800], y_test=y[600:800])
+  overrides = {"dataset.name": f"npz:{path}", "selection.warmup_epochs": 2,
+               "train.epochs": 2}
+  killed = str(tmp_path / "killed")
+  proc = run_cli([config_flag(**overrides), f"--workdir={killed}"],
+                 worker_point="kill:after_checkpoint:train:1")
+  assert proc.returncode == -9, proc.stderr[-3000:]
+  assert not os.path.exists(os.path.join(killed, "summary.json"))
+  config = tiny_config(**overrides)
+  finished = str(tmp_path / "finished")
+  experiment.train_and_evaluate(config, finished)
+  _npz(tmp_path, "digits", x_train=x[:600], y_train=y[:600],
+       x_test=np.zeros_like(x[600:800]), y_test=y[600:800])
+  for workdir in (killed, finished):
+    before = snapshot(workdir)
+    _refused(capsys, experiment.train_and_evaluate, config, workdir,
+             "test_images_sha256")
+    assert snapshot(workdir) == before

@@ -7,7 +7,11 @@ with SIGKILL in the middle of a warm-up epoch and relaunched, every id is
 visited once per epoch and the mask is the one-process mask.
 """
 
+import collections
+import functools
+import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -15,9 +19,13 @@ import pytest
 
 from configs import base
 from configs import default
+from mrmc_jax.data import fingerprints
 from mrmc_jax.data import pipeline as input_pipeline
+from mrmc_jax.data import stream
 from mrmc_jax.data import stream_test as streaming_test
+from mrmc_jax.runner import context
 from mrmc_jax.runner import experiment
+from mrmc_jax.runner import workdir as wd
 import multihost  # pylint: disable=g-bad-import-order
 
 N = streaming_test.N_TRAIN
@@ -67,8 +75,77 @@ def test_stream_equals_memory(tmp_path, data_dir, memory_run):
   assert summary["num_selected"] == memory_run[1]["num_selected"]
 
 
+def _stream_files(data_dir):
+  data = stream.open_dataset("digits32", data_dir)
+  return [*data.train.files, *data.test.files]
+
+
+def test_relaunch_checks_the_files_by_metadata_and_a_sample(
+    tmp_path, data_dir, monkeypatch):
+  data_dir = shutil.copytree(data_dir, tmp_path / "tfds",
+                             copy_function=shutil.copy2)
+  config = _config(**{"dataset.data_dir": str(data_dir),
+                      "dataset.input": "stream", "train.augment": False,
+                      "selection.warmup_epochs": 2})
+  workdir = str(tmp_path / "run")
+  summary = experiment.train_and_evaluate(config, workdir)
+  kept = json.load(open(os.path.join(workdir, "data_files.json")))["files"]
+  assert [(r["split"], r["records"]) for r in kept] == [
+      ("train", N), ("test", streaming_test.N_TEST)]
+  data = json.load(open(os.path.join(workdir, "data.json")))
+  assert [r["sha256"] for r in data["train_files"] + data["test_files"]] == [
+      r["sha256"] for r in kept]
+  assert np.load(os.path.join(workdir, "data_labels.npz"))["train"].shape == (
+      N,)
+  calls = collections.Counter()
+  for module, name in ((fingerprints, "_hash_file"),
+                       (fingerprints, "_block_digest"), (stream, "scan")):
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, functools.partial(
+        lambda real, name, *a, **k: calls.update([name]) or real(*a, **k),
+        real, name))
+  # A relaunch: no file hashed whole, one sampled block of each (tiny)
+  # file, no record read for statistics or labels.
+  assert experiment.train_and_evaluate(config, workdir) == summary
+  assert calls == {"_block_digest": 2}
+  # A full re-hash is a launch option, not part of the run's identity.
+  calls.clear()
+  config.dataset.rehash_files = True
+  assert experiment.train_and_evaluate(config, workdir) == summary
+  assert calls == {"_hash_file": 2}
+  # Kept labels that are not those of data.json are not used.
+  path = os.path.join(workdir, context.LABELS_FILE)
+  good = dict(np.load(path))
+  assert set(context.cached_labels(config, workdir)) == {"train", "test"}
+  np.savez(path, train=good["train"][::-1], test=good["test"])
+  assert context.cached_labels(config, workdir) is None
+  np.savez(path, **good)
+  # Test images changed under kept size and modification time: the sampled
+  # block differs, the file is hashed again, the rerun refused.
+  config.dataset.rehash_files = False
+  images, labels = streaming_test._digits32()  # pylint: disable=protected-access
+  images = images.copy()
+  images[N + 5, 9, 9, 0] ^= 1
+  other = tmp_path / "other"
+  stream.write_arrays("digits32", other,
+                      {"train": (images[:N], labels[:N]),
+                       "test": (images[N:], labels[N:])},
+                      image_shape=(32, 32, 1), num_classes=10)
+  name = os.path.basename(_stream_files(data_dir)[1])
+  path = data_dir / "digits32" / "1.0.0" / name
+  st = os.stat(path)
+  new = (other / "digits32" / "1.0.0" / name).read_bytes()
+  assert len(new) == st.st_size and new != path.read_bytes()
+  path.write_bytes(new)
+  os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+  with pytest.raises(wd.ConfigMismatchError, match="test_files"):
+    experiment.train_and_evaluate(config, workdir)
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"dataset.input": "disk"}, r"dataset.input='disk' is not allowed"),
+    ({"dataset.input": "stream", "dataset.data_dir": "gs://b/tfds"},
+     r"dataset.data_dir='gs://b/tfds'.*mount the bucket"),
     ({"dataset.input": "stream", "dataset.name": "digits"},
      r"dataset.input='stream' is not allowed for dataset.name='digits'"),
 ])

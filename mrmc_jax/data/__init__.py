@@ -11,7 +11,8 @@ Modules (one concept each):
 * `splits`: `IdSplit`, `ArraySplit`, `Dataset`, process ranges, holdouts,
   label checks.
 * `stats`: exact integer pixel sums, mean and std.
-* `fingerprints`: `fingerprint`, a hash of every training example.
+* `fingerprints`: `fingerprint`, a hash of every train and test example;
+  `file_records`, streamed files hashed once and checked by metadata.
 * `pipeline`: tf.data batches for training and evaluation (the one input
   path of the runner and the examples).
 

@@ -9,7 +9,7 @@ each process scanning its share).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -27,7 +27,8 @@ def load(name: str,
          process_index: int = 0,
          process_count: int = 1,
          allgather: Callable[[np.ndarray], np.ndarray] | None = None,
-         mean_std: tuple[np.ndarray, np.ndarray] | None = None
+         mean_std: tuple[np.ndarray, np.ndarray] | None = None,
+         labels: Mapping[str, np.ndarray] | None = None
          ) -> splits.Dataset:
   """Loads a data set by name.
 
@@ -44,6 +45,9 @@ def load(name: str,
     mean_std: the train split's (mean, std), float [C] each, if known
       already (e.g. cached by an earlier run on the same data): the
       statistics pass is skipped. Every process must pass it, or none.
+    labels: streamed input only: the "train" and "test" labels, int [N]
+      each, known already (`stream.open_dataset`): those splits are not
+      scanned. Every process must pass the same, or none.
 
   Returns:
     The `splits.Dataset`.
@@ -59,6 +63,9 @@ def load(name: str,
     return stream.open_dataset(
         catalog.parse_name(name).arg, data_dir, image_size=size,
         process_index=process_index, process_count=process_count,
-        allgather=allgather, mean_std=mean_std)
+        allgather=allgather, mean_std=mean_std, labels=labels)
+  if labels is not None:
+    raise ValueError("labels are taken by input='stream' only, not "
+                     f"input={input!r}")
   return sources.load_dataset(name, data_dir, image_size=size,
                               mean_std=mean_std)

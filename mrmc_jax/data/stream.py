@@ -25,9 +25,9 @@ Statistics: the per-channel mean and std come from one streaming pass over
 the train split, split between the processes (each decodes N / P images) and
 summed exactly as integers (`stats`), so they equal those of
 `sources.load_dataset` bit for bit whatever the process count; the train and
-test labels are read in the same pass. The pass runs at every launch (a cached copy would need every
-process to agree on whether it exists before the collective that combines the
-partial sums).
+test labels are read in the same pass. A relaunch that knows the statistics
+and the labels (`mean_std`, `labels`, which the runner keeps in its workdir)
+reads no record.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def open_dataset(name: str,
                  process_index: int = 0,
                  process_count: int = 1,
                  allgather: Callable[[np.ndarray], np.ndarray] | None = None,
-                 mean_std: tuple[np.ndarray, np.ndarray] | None = None
+                 mean_std: tuple[np.ndarray, np.ndarray] | None = None,
+                 labels: Mapping[str, np.ndarray] | None = None
                  ) -> splits_lib.Dataset:
   """Opens a tfds data set prepared as ArrayRecord for streaming.
 
@@ -192,6 +193,10 @@ def open_dataset(name: str,
     mean_std: the train split's (mean, std), float [C] each, known already
       (a relaunch): the scan reads labels only and decodes no image. Every
       process must pass it, or none.
+    labels: the labels of the splits, known already (a relaunch): "train"
+      and "test" -> int [N] each. A split whose labels are given is not
+      scanned (the train split only with `mean_std`): no record is read.
+      Every process must pass the same, or none.
 
   Returns:
     A `splits.Dataset` whose `train` and `test` are `StreamSplit`s, with
@@ -217,13 +222,24 @@ def open_dataset(name: str,
     n = len(source)
     if n == 0:
       raise ValueError(f"tfds split {name}:{split} is empty")
-    start, stop = splits_lib.process_slice(n, process_index, process_count)
-    part = scan(source, features, start, stop, image_size=image_size,
-                pixel_sums=split == "train" and mean_std is None)
-    labels = part["labels"]
-    if process_count > 1:
-      labels = _gather_labels(labels, n, process_count, allgather)
-    found[split] = StreamSplit(source, features, labels, shape, image_size,
+    key = "train" if split == "train" else "test"
+    given = None if labels is None else labels.get(key)
+    if given is not None and (key == "test" or mean_std is not None):
+      split_labels = np.asarray(given)
+      if split_labels.shape != (n,):
+        raise ValueError(f"labels[{key!r}] must be [{n}], the size of "
+                         f"{name}:{split}, got {split_labels.shape}")
+    else:
+      start, stop = splits_lib.process_slice(n, process_index,
+                                             process_count)
+      part = scan(source, features, start, stop, image_size=image_size,
+                  pixel_sums=split == "train" and mean_std is None)
+      split_labels = part["labels"]
+      if process_count > 1:
+        split_labels = _gather_labels(split_labels, n, process_count,
+                                      allgather)
+    found[split] = StreamSplit(source, features, split_labels, shape,
+                               image_size,
                                tfds_lib.split_files(builder, split))
     if split == "train" and mean_std is not None:
       mean, std = (np.asarray(v, np.float32) for v in mean_std)

@@ -145,3 +145,24 @@ def test_known_statistics_skip_the_pixel_pass(data_dir, monkeypatch):
   np.testing.assert_array_equal(again.train.labels, first.train.labels)
   with pytest.raises(AssertionError, match="statistics pass"):
     streaming.open_dataset("digits32", data_dir)
+
+
+def test_known_labels_and_statistics_read_no_record(data_dir, monkeypatch):
+  full = streaming.open_dataset("digits32", data_dir)
+  scans = []
+  real = streaming.scan
+  monkeypatch.setattr(streaming, "scan",
+                      lambda *a, **k: scans.append(a) or real(*a, **k))
+  labels = {"train": full.train.labels, "test": full.test.labels}
+  known = streaming.open_dataset("digits32", data_dir,
+                                 mean_std=(full.mean, full.std),
+                                 labels=labels)
+  assert not scans
+  np.testing.assert_array_equal(known.train.labels, full.train.labels)
+  np.testing.assert_array_equal(known.test.labels, full.test.labels)
+  # Train labels without the statistics: the train split is scanned.
+  streaming.open_dataset("digits32", data_dir, labels=labels)
+  assert len(scans) == 1
+  with pytest.raises(ValueError, match=r"labels\['test'\] must be \[37\]"):
+    streaming.open_dataset("digits32", data_dir,
+                           labels={"test": labels["test"][:5]})

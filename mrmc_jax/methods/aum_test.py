@@ -72,6 +72,9 @@ def test_aum_scores_are_the_mean_logit_margin():
                              _ref_aum(logits, labels), rtol=1e-5, atol=1e-5)
 
 
+# At 0.1 the global top-k may leave a class empty, which the selector warns
+# about.
+@pytest.mark.filterwarnings("ignore:select_mask_host")
 @pytest.mark.parametrize("ratio", [0.5, 0.3, 0.1])
 def test_global_aum_equals_ccs_selection(ratio):
   logits, labels = _epochs(1)

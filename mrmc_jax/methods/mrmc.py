@@ -54,7 +54,8 @@ def mrmc_from_artefacts(art: dict[str, np.ndarray],
     opts: reads `MRMC_OPTIONS`.
 
   Returns:
-    float32 `[N]` MRMC scores, higher = keep.
+    float32 `[N]` MRMC scores, higher = keep; -inf for a row that some
+    fitted epoch never recorded (`scoring.mrmc_scores(..., visits=)`).
 
   Raises:
     ValueError: on a missing source, bad `epochs` or `skip_epochs` (it must
@@ -67,8 +68,10 @@ def mrmc_from_artefacts(art: dict[str, np.ndarray],
     raise ValueError(f"skip_epochs={s} is not allowed: it must be in "
                      f"[0, {r - 2}] so that at least 2 of the {r} warm-up "
                      "epochs are fitted.")
+  visits = np.asarray(traj["visits"][:, s:]).astype(np.int32)
+  # A row with an epoch never recorded scores -inf (left out, warned).
   return np.asarray(scoring.mrmc_scores(
-      traj["loss"][:, s:], traj["visits"][:, s:] > 0, score=opts.score,
+      traj["loss"][:, s:], visits > 0, visits=visits, score=opts.score,
       max_initial_ratio=opts.max_initial_ratio,
       epoch_offset=opts.epoch_offset + s))
 

@@ -99,3 +99,21 @@ def test_fit_filter_leaves_out_the_unlearned_rows():
     mrmc.fit_filter_keep(art, on, 1)
   with pytest.raises(ValueError, match="fit_filter=-1"):
     options.resolve("mrmc(fit_filter=-1)", opts)
+
+
+def test_rows_an_epoch_never_recorded_are_left_out_of_the_selection():
+  # The runner passes the visit counts: an id that missed a fitted epoch
+  # scores -inf (with a warning) and is not selected.
+  rng = np.random.default_rng(0)
+  n, r = 40, 6
+  loss = rng.uniform(0.5, 2.0, (n, 1)) * 0.7**np.arange(r)
+  visits = np.ones((n, r), np.int32)
+  visits[3, 4] = 0
+  loss[3, 4] = 0.0  # never recorded: the buffer's zero
+  art = {"loss": loss.astype(np.float32), "visits": visits,
+         "correct": np.ones((n, r), bool), "p_true": np.ones((n, r)),
+         "el2n": np.ones((n, r))}
+  opts = options.SelectionOptions(seed=0)
+  with pytest.warns(UserWarning, match=r"1 of 40 rows were not recorded"):
+    scores = mrmc.mrmc_from_artefacts(art, opts)
+  assert np.isneginf(scores[3]) and np.isfinite(np.delete(scores, 3)).all()

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from mrmc_jax import selection
 from mrmc_jax.methods import aum
 from mrmc_jax.methods import ccs
 from mrmc_jax.methods import common
@@ -38,6 +39,7 @@ from mrmc_jax.methods import mrmc_r
 from mrmc_jax.methods import mrmc_ra
 from mrmc_jax.methods import options as options_lib
 from mrmc_jax.methods import scores
+from mrmc_jax.methods import tdds
 from mrmc_jax.methods import uncertainty
 
 Method = common.Method
@@ -69,6 +71,7 @@ _BUILTIN: tuple[Method, ...] = (
     scores.DYN_UNC,
     d2.METHOD,
     dual.METHOD,
+    tdds.METHOD,
     aum.METHOD,
     uncertainty.LEAST_CONFIDENCE,
     uncertainty.MARGIN,
@@ -268,9 +271,11 @@ def select(spec: str,
     input; for MRMC-R its final ranking.
 
   Raises:
-    ValueError: (one line) on a bad spec or option, before any work.
+    ValueError: (one line) on a bad spec or option, or a ratio that
+      selects no example, before any work.
   """
   name, opts = resolve(spec, opts)
+  selection.check_nonzero_budget(ratio, int(np.shape(labels)[0]))
   return _BY_NAME[name].select(art, labels, ratio,
                                num_classes=num_classes, opts=opts,
                                cache=cache)

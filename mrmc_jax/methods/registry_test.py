@@ -185,3 +185,11 @@ def test_register_a_method_from_outside():
   with pytest.raises(ValueError, match="does not record"):
     registry.register(common.Method("reg_bad", frozenset({"logits"}), (),
                                     select_fn, "x"))
+
+
+def test_a_ratio_that_selects_nothing_is_refused_for_every_method():
+  art, labels = synthetic_artefacts(n=90, r=4)
+  with pytest.raises(ValueError, match=r"ratio=0.01 selects floor\(0.01 \* "
+                     r"N\) = 0 of N=90 examples"):
+    registry.select("random", art, labels, 0.01, num_classes=3,
+                    opts=options.SelectionOptions())

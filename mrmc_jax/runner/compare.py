@@ -17,7 +17,8 @@ harness rewrites:
                    with the full-data reference, selection times, each
                    cell's total cost and the reuses after which selection
                    pays off (`runner.cost`), and under label noise the
-                   flipped examples each core-set kept;
+                   flipped examples each core-set kept and, per class
+                   label, their share of its examples of that label;
   `accuracy.png`   accuracy against ratio, one line per method;
   `cost.png`       accuracy against total cost (seconds), every method,
                    full data and Random as references.
@@ -39,6 +40,7 @@ import numpy as np
 
 from mrmc_jax import methods
 from mrmc_jax import validation
+from mrmc_jax.data import noise as noise_lib
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import plots
@@ -52,7 +54,7 @@ FIELDS = ("method", "ratio", "seed", "test_accuracy", "num_selected",
           "train_seconds", "warmup_seconds", "warmup_epochs", "train_steps",
           "full_steps_per_epoch", "cost_epochs", "cost_seconds",
           "num_flipped", "num_flipped_selected", "flipped_selected",
-          "coreset_noise")
+          "coreset_noise", "flipped_share_by_class")
 
 
 def slug(spec: str) -> str:
@@ -186,7 +188,8 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
       row.update({k: cost_lib.cell_cost(row)[k]
                   for k in ("cost_epochs", "cost_seconds")})
       if flipped is not None:
-        row.update(noise_counts(sel.mask, flipped))
+        row.update(noise_counts(sel.mask, flipped, ctx0.data.train.labels,
+                                ctx0.data.num_classes))
       row = stages.write_summary(os.path.join(cdir, "summary.json"),
                                  {**row, "stamp": st.result})
       _finished(workdir, (spec, ratio, seed), st.result)
@@ -202,15 +205,25 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
   return rows
 
 
-def noise_counts(mask: np.ndarray, flipped: np.ndarray) -> dict[str, Any]:
+def noise_counts(mask: np.ndarray, flipped: np.ndarray,
+                 labels: Optional[np.ndarray] = None,
+                 num_classes: Optional[int] = None) -> dict[str, Any]:
   """How many of the flipped training ids (int [F]) a core-set (bool [N])
   kept: `num_flipped`, `num_flipped_selected`, `flipped_selected` (their
-  fraction of the flipped ids) and `coreset_noise` (their share of the
-  core-set)."""
+  fraction of the flipped ids), `coreset_noise` (their share of the
+  core-set) and, given the (noisy) training labels int [N], the
+  `flipped_share_by_class` (per label c, the share of flipped examples
+  among the kept examples labelled c; None where none is kept)."""
   kept = int(np.asarray(mask, bool)[np.asarray(flipped, np.int64)].sum())
-  return {"num_flipped": int(len(flipped)), "num_flipped_selected": kept,
-          "flipped_selected": kept / max(len(flipped), 1),
-          "coreset_noise": kept / max(int(np.sum(mask)), 1)}
+  out = {"num_flipped": int(len(flipped)), "num_flipped_selected": kept,
+         "flipped_selected": kept / max(len(flipped), 1),
+         "coreset_noise": kept / max(int(np.sum(mask)), 1)}
+  if labels is not None:
+    share = noise_lib.flipped_share_by_class(mask, flipped, labels,
+                                             num_classes)
+    out["flipped_share_by_class"] = [None if np.isnan(x) else float(x)
+                                     for x in share]
+  return out
 
 
 def _finished(workdir, cell, stamp):
@@ -383,6 +396,44 @@ def noise_table(rows, specs, ratios) -> list[str]:
                     f"{100 * np.mean([r['coreset_noise'] for r in got]):.1f}%"
                     f" ({100 * np.mean([r['flipped_selected'] for r in got]):.1f}%)")
     lines.append(f"| {spec} | " + " | ".join(cells_) + " |")
+  return lines + class_noise_tables(rows, specs, ratios)
+
+
+def class_noise_tables(rows, specs, ratios) -> list[str]:
+  """Per ratio: each method's flipped share per class label (markdown).
+
+  A cell is the mean over seeds of the share of flipped examples among the
+  core-set's examples labelled c (`noise_counts`); the largest share of a
+  row is in bold. Cells written before the per-class share was recorded
+  are left out.
+  """
+  rows = [r for r in rows if r.get("flipped_share_by_class") is not None]
+  if not rows:
+    return []
+  num_classes = len(rows[0]["flipped_share_by_class"])
+  lines = ["", "Flipped share per class label: among a core-set's examples "
+           "labelled c, the share whose label was flipped (mean over seeds; "
+           "the largest of each row in bold). A method that gathers one "
+           "label's flipped examples trains that label on wrong ones."]
+  for ratio in ratios:
+    lines += ["", f"Ratio {ratio:g}:", "",
+              "| method | " + " | ".join(str(c) for c in range(num_classes))
+              + " |", "|---|" + "---|" * num_classes]
+    for spec in specs:
+      got = [r["flipped_share_by_class"] for r in rows
+             if r["method"] == spec and r["ratio"] == ratio]
+      if config_lib.ratio_free(spec) or not got:
+        continue
+      shares = np.array([[np.nan if x is None else x for x in g]
+                         for g in got], np.float64)
+      # The mean over the seeds that kept the label (NaN where none did).
+      mean = np.array([col[~np.isnan(col)].mean() if (~np.isnan(col)).any()
+                       else np.nan for col in shares.T])
+      top = np.nanargmax(mean) if np.isfinite(mean).any() else -1
+      cells_ = ["—" if np.isnan(m) else
+                (f"**{100 * m:.1f}%**" if c == top else f"{100 * m:.1f}%")
+                for c, m in enumerate(mean)]
+      lines.append(f"| {spec} | " + " | ".join(cells_) + " |")
   return lines
 
 

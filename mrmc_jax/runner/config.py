@@ -206,6 +206,8 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """
   config_json = json.loads(config.to_json_best_effort())
   config_json.pop("distributed", None)
+  # How a launch checks its files, not what it computes.
+  config_json.get("dataset", {}).pop("rehash_files", None)
   if not config_json.get("selection", {}).get("plugins", True):
     # No user methods: the config.json of workdirs made before the field.
     # (Not an `absent` field: its empty value is part of the stage stamps

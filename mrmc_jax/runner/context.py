@@ -2,12 +2,17 @@
 
 The input statistics (per-channel mean and std of the training images) are
 kept in the workdir (`data_stats.json`), so that a relaunch skips the
-statistics pass (docs/reliability.md, "Preemption").
+statistics pass (docs/reliability.md, "Preemption"). Streamed data sets
+keep their files' hashes, sizes and modification times (`data_files.json`),
+so that a relaunch checks them by metadata and a sampled re-hash
+(`data.fingerprints.file_records`) instead of reading every file, and their
+labels (`data_labels.npz`), so that it reads no record to get them.
 """
 
 import dataclasses
 import json
 import os
+import time
 from typing import Any, Callable, Iterator, Optional
 
 import flax.linen as nn
@@ -29,6 +34,9 @@ from mrmc_jax.runner import workdir as wd
 
 # The input statistics of a workdir's data.
 STATS_FILE = "data_stats.json"
+# The streamed files' hashes and metadata, and the streamed splits' labels.
+FILES_FILE = "data_files.json"
+LABELS_FILE = "data_labels.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,8 @@ class Context:
     flipped: {file name: int ids} of the labels flipped by
       `dataset.label_noise` (`stages.keep_claimed` writes them once the
       workdir is claimed); empty without noise.
+    file_records: `data.fingerprints.file_records` of streamed data (kept
+      in the workdir by `save_files`); () in memory.
   """
   data: data_lib.Dataset
   model: nn.Module
@@ -75,6 +85,7 @@ class Context:
   checkpoint_every_steps: int = 0
   stats_record: Optional[dict[str, Any]] = None
   flipped: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  file_records: tuple[dict[str, Any], ...] = ()
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -137,19 +148,22 @@ class Context:
 
 
 def load_data(config: ml_collections.ConfigDict,
-              mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None
+              mean_std: Optional[tuple[np.ndarray, np.ndarray]] = None,
+              labels: Optional[dict[str, np.ndarray]] = None
               ) -> data_lib.Dataset:
   """The data set: held in memory, or streamed (`dataset.input`).
 
   Streamed splits are `StreamSplit`s: every process reads only its rows of
   each batch, and the statistics pass is split between processes. With
-  `mean_std` (float [C] each, `cached_stats`) that pass is skipped.
+  `mean_std` (float [C] each, `cached_stats`) that pass decodes no image;
+  with the `labels` too (`cached_labels`) it reads no record.
   """
   return data_lib.load(
       config.dataset.name, config.dataset.data_dir,
       input=config.dataset.input, image_size=config.dataset.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      allgather=multihost_utils.process_allgather, mean_std=mean_std)
+      allgather=multihost_utils.process_allgather, mean_std=mean_std,
+      labels=labels)
 
 
 def _stats_source(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -188,6 +202,11 @@ def cached_stats(config: ml_collections.ConfigDict, workdir: str
       found = tuple(np.asarray(record[k], np.float32) for k in ("mean", "std"))
   except (OSError, ValueError, KeyError, TypeError):
     found = None  # Missing or damaged: computed again, then rewritten.
+  return _as_process_0(found, path)
+
+
+def _as_process_0(found: Any, path: str) -> Any:
+  """`found` if process 0 found it too, else None (one broadcast)."""
   use = found is not None
   if jax.process_count() > 1:
     use = bool(multihost_utils.broadcast_one_to_all(np.int32(use)))
@@ -196,6 +215,59 @@ def cached_stats(config: ml_collections.ConfigDict, workdir: str
                      "which process 0 reads: the workdir must be shared by "
                      "every process")
   return found if use else None
+
+
+def cached_labels(config: ml_collections.ConfigDict, workdir: str
+                  ) -> Optional[dict[str, np.ndarray]]:
+  """The streamed splits' labels `save_labels` kept in `workdir`, or None.
+
+  Used only if their hashes are those the workdir's `data.json` records
+  (and, by `make_context`, only with the statistics `cached_stats` found);
+  the run then checks that the files it streams are those of `data.json`
+  (`file_records`, `workdir.claim`), so the labels are those of the files.
+  Process 0 decides, every process follows (one broadcast) and reads them.
+
+  Returns:
+    {"train": int32 [N], "test": int32 [M]} (test only with a test
+    split), or None (in-memory input, none kept, or not those of
+    `data.json`).
+  """
+  if config.dataset.input != "stream":
+    return None
+  path = os.path.join(workdir, LABELS_FILE)
+  found = None
+  try:
+    data = wd.read_json(os.path.join(workdir, "data.json"))
+    labels = wd.read_npz(path)
+    if all(data_lib.fingerprints.labels_digest(labels[k]) ==
+           data[f"{k}_labels_sha256"] for k in labels) and (
+               "test" in labels) == ("test_labels_sha256" in data):
+      found = labels
+  except (OSError, ValueError, KeyError, TypeError):
+    found = None  # Missing or damaged: scanned again, then rewritten.
+  return _as_process_0(found, path)
+
+
+def save_labels(ctx: Context) -> None:
+  """Keeps the streamed splits' labels in the workdir (process 0).
+
+  Call once `workdir.claim` has accepted the data (their hashes are in
+  `data.json`). Written when missing or damaged; in-memory data keep none.
+  """
+  if not ctx.file_records or not wd.is_writer():
+    return
+  path = os.path.join(ctx.workdir, LABELS_FILE)
+  labels = {k: np.asarray(v.labels, np.int32) for k, v in
+            (("train", ctx.data.train), ("test", ctx.data.test))
+            if v is not None}
+  try:
+    kept = wd.read_npz(path)
+    if kept.keys() == labels.keys() and all(
+        np.array_equal(kept[k], v) for k, v in labels.items()):
+      return
+  except (OSError, ValueError):
+    pass  # Missing or damaged: written again.
+  wd.write_npz(path, **labels)
 
 
 def save_stats(ctx: Context, data: dict[str, Any]) -> None:
@@ -213,10 +285,54 @@ def save_stats(ctx: Context, data: dict[str, Any]) -> None:
                   {**ctx.stats_record, "data": wd.stamp(data)})
 
 
+def known_files(workdir: str) -> list[dict[str, Any]]:
+  """The file records `save_files` kept in `workdir`, or [] (none, damaged).
+
+  Each process reads them for its own share of the files: one that cannot
+  hashes its share whole, which gives the same digests on the same data.
+  """
+  try:
+    found = wd.read_json(os.path.join(workdir, FILES_FILE))["files"]
+    return [r for r in found if isinstance(r, dict)]
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+
+
+def file_records(data: data_lib.Dataset, workdir: str, rehash: bool
+                 ) -> tuple[dict[str, Any], ...]:
+  """`data.fingerprints.file_records` of the loaded data, checked against
+  the records of `workdir` (every process; one collective when several)."""
+  # A new sample of blocks at each launch.
+  seed = time.time_ns() % 2**32
+  return tuple(data_lib.fingerprints.file_records(
+      data, known=known_files(workdir), rehash=rehash, seed=seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      allgather=multihost_utils.process_allgather))
+
+
+def save_files(ctx: Context) -> None:
+  """Keeps the file records of `ctx` in its workdir (process 0).
+
+  Call once `workdir.claim` has accepted the data, so that the records kept
+  are those of the data in `data.json`. Written only when they changed (a
+  first launch, files copied with new modification times).
+  """
+  if not ctx.file_records or not wd.is_writer():
+    return
+  records = list(ctx.file_records)
+  if known_files(ctx.workdir) != records:
+    wd.write_json(os.path.join(ctx.workdir, FILES_FILE), {"files": records})
+
+
 def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the data, builds the model and the mesh (after validation)."""
+  if config.dataset.input == "stream":
+    data_lib.fingerprints.check_local(config.dataset.data_dir)
   cached = cached_stats(config, workdir)
-  data = load_data(config, mean_std=cached)
+  # Kept labels only with kept statistics, which are checked to come from
+  # the same source (name, data_dir, input, image_size).
+  data = load_data(config, mean_std=cached, labels=None if cached is None
+                   else cached_labels(config, workdir))
   record = None if cached is not None else {
       "source": _stats_source(config),
       "mean": np.asarray(data.mean, np.float32).reshape(-1).tolist(),
@@ -241,4 +357,6 @@ def make_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
                  schedule=config_lib.schedule_settings(config),
                  checkpoint_every=tr.checkpoint_every_epochs,
                  checkpoint_every_steps=tr.checkpoint_every_steps,
-                 stats_record=record)
+                 stats_record=record,
+                 file_records=file_records(data, workdir,
+                                           config.dataset.rehash_files))

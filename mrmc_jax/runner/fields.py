@@ -75,13 +75,23 @@ BASE: tuple[Field, ...] = (
     Field("dataset.input", "memory", _ALL, "memory (decode the splits into "
           "host memory) or stream (read a tfds set prepared as ArrayRecord "
           "by id)"),
+    Field("dataset.rehash_files", False, _NONE, "streamed input: hash every "
+          "ArrayRecord file again at this launch (False: files whose size "
+          "and modification time are unchanged are checked by a sampled "
+          "re-hash)", absent=False),
     Field("dataset.validation_fraction", 0.0, _ALL, "if > 0, hold out this "
           "stratified fraction of train and evaluate on it instead of test"),
     Field("dataset.validation_seed", 0, _ALL, "seed of the held-out split"),
-    Field("dataset.label_noise", 0.0, _ALL, "symmetric label noise: this "
-          "fraction in [0, 1) of the training labels (and of a validation "
-          "split carved from them) flipped to a uniform other class; test "
+    Field("dataset.label_noise", 0.0, _ALL, "label noise: this fraction "
+          "in [0, 1) of the training labels (and of a validation split "
+          "carved from them) flipped as dataset.label_noise_kind says; test "
           "labels untouched; flipped ids in noise/flipped.npy"),
+    Field("dataset.label_noise_kind", "symmetric", _ALL, "symmetric (to a "
+          "uniform other class), pairs:<map> (look-alike map: mnist, "
+          "fashion_mnist), pairs:<a-b,c>d> (pair list) or matrix:<path> "
+          "(C x C target matrix, .npy or text): each class with targets "
+          "flips exactly that fraction of its labels",
+          absent="symmetric"),
     Field("dataset.label_noise_seed", 0, _ALL, "seed of the flipped rows "
           "and labels (one noisy data set shared by every run seed)"),
     Field("model.name", "mlp", _ALL, "see mrmc_jax.models.create_model"),

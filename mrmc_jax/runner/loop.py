@@ -303,7 +303,8 @@ def check_finite_arrays(arrays: dict[str, np.ndarray], what: str) -> None:
 def sums(stats: dict[str, jax.Array]) -> jax.Array:
   """`[loss sum, correct sum, count]` over the valid rows of `[B]` stats."""
   m = stats["mask"].astype(jnp.float32)
-  return jnp.stack([jnp.sum(stats["loss"] * m),
+  # where, not a product: rows out of the mask may hold NaN (a bad label).
+  return jnp.stack([jnp.sum(jnp.where(stats["mask"], stats["loss"], 0.0)),
                     jnp.sum(stats["correct"].astype(jnp.float32) * m),
                     jnp.sum(m)])
 

@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -218,3 +219,11 @@ def test_preemption_notice_saves_the_step_then_resume_is_exact(
 def test_checkpoint_every_steps_must_be_a_non_negative_int(tmp_path):
   with pytest.raises(ValueError, match="checkpoint_every_steps=-1"):
     _toy_stage(tmp_path, "bad", checkpoint_every_steps=-1)
+
+
+def test_sums_ignore_nan_on_rows_out_of_the_mask():
+  # A label outside [0, C) under jit: NaN statistics, mask False.
+  stats = {"loss": jnp.array([1.0, jnp.nan, 3.0]),
+           "correct": jnp.array([True, False, False]),
+           "mask": jnp.array([True, False, True])}
+  np.testing.assert_allclose(loop.sums(stats), [4.0, 1.0, 2.0])

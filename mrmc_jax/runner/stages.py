@@ -90,10 +90,11 @@ def load(config: ml_collections.ConfigDict, workdir: str
   """The run's context (data, model, mesh) and its data fingerprint.
 
   With `dataset.label_noise` > 0 the training labels (and a validation
-  split's, which is carved from them first) carry symmetric noise
-  (`data.noise`); the flipped ids travel in `ctx.flipped`, and
-  `keep_noise` writes them to `noise/flipped.npy` (and
-  `noise/flipped_validation.npy`) once the workdir is claimed.
+  split's, which is carved from them first) carry the noise of
+  `dataset.label_noise_kind` (`data.noise`: symmetric, or class-conditional
+  from look-alike pairs or a target matrix file); the flipped ids travel
+  in `ctx.flipped`, and `keep_noise` writes them to `noise/flipped.npy`
+  (and `noise/flipped_validation.npy`) once the workdir is claimed.
   """
   proxy = config.selection.warmup_model
   if proxy and proxy not in models.MODEL_NAMES:
@@ -102,6 +103,7 @@ def load(config: ml_collections.ConfigDict, workdir: str
   fraction = noise_lib.check_fraction(config.dataset.label_noise)
   validation.check_seed(config.dataset.label_noise_seed,
                         "dataset.label_noise_seed")
+  matrix = _noise_matrix(config.dataset.label_noise_kind, fraction)
   if fraction > 0 and config.dataset.input != "memory":
     raise ValueError(f"dataset.label_noise={fraction} needs "
                      "dataset.input=memory: streamed splits are read by id "
@@ -110,12 +112,65 @@ def load(config: ml_collections.ConfigDict, workdir: str
   if fraction > 0:
     data, flipped, flipped_val = noise_lib.add_label_noise(
         ctx.data, fraction, config.dataset.label_noise_seed,
+        targets=noise_targets(config.dataset.label_noise_kind, matrix,
+                              ctx.data.num_classes, config.dataset.name),
         noisy_test=bool(config.dataset.validation_fraction))
     kept = {"flipped.npy": flipped}
     if flipped_val is not None:
       kept["flipped_validation.npy"] = flipped_val
     ctx = dataclasses.replace(ctx, data=data, flipped=kept)
   return ctx, data_fingerprint(ctx)
+
+
+def _noise_matrix(kind: str, fraction: float) -> Optional[np.ndarray]:
+  """Checks `dataset.label_noise_kind` before any data is loaded; the
+  matrix of a "matrix:<path>" kind (`.npy`, else text), else None."""
+  try:
+    form, arg = noise_lib.parse_kind(kind)
+  except ValueError as e:
+    raise ValueError(f"dataset.{e}") from None
+  if form == noise_lib.SYMMETRIC:
+    return None
+  if fraction == 0:
+    raise ValueError(f"dataset.label_noise_kind={kind!r} is not allowed with "
+                     "dataset.label_noise=0: set the fraction each class "
+                     "flips (or leave the kind 'symmetric').")
+  if form != "matrix":
+    return None
+  if not storage.exists(arg):
+    raise ValueError(f"dataset.label_noise_kind={kind!r} is not allowed: no "
+                     f"file {arg!r}.")
+  raw = storage.read_bytes(arg)
+  try:
+    if arg.endswith(".npy"):
+      return np.load(io.BytesIO(raw), allow_pickle=False)
+    return np.loadtxt(io.StringIO(raw.decode()), delimiter=None
+                      if b"," not in raw else ",", ndmin=2)
+  except ValueError as e:
+    raise ValueError(f"dataset.label_noise_kind={kind!r}: {arg!r} is not a "
+                     f"numeric matrix ({e}).".replace("\n", " ")) from None
+
+
+def noise_targets(kind: str, matrix: Optional[np.ndarray], num_classes: int,
+                  dataset: str) -> Optional[np.ndarray]:
+  """The target matrix of `dataset.label_noise_kind` (None: symmetric).
+
+  Args:
+    kind: the config's `dataset.label_noise_kind`.
+    matrix: the file's matrix of a "matrix:<path>" kind (`_noise_matrix`).
+    num_classes: C of the loaded data set.
+    dataset: `dataset.name` (a named look-alike map is checked against it).
+  """
+  form, arg = noise_lib.parse_kind(kind)
+  try:
+    if form == "pairs":
+      return noise_lib.pair_targets(arg, num_classes, dataset)
+    if form == "matrix":
+      return noise_lib.check_targets(matrix, num_classes, name=repr(arg))
+  except ValueError as e:
+    raise ValueError(f"dataset.{e}" if str(e).startswith("label_noise")
+                     else f"dataset.label_noise_kind={kind!r}: {e}") from None
+  return None
 
 
 def keep_noise(ctx: Context, workdir: str) -> None:
@@ -128,11 +183,15 @@ def keep_claimed(ctx: Context, workdir: str, data: dict[str, Any]) -> None:
   """What every job keeps once `workdir.claim` has accepted `data`.
 
   The flipped ids (`keep_noise`) and the input statistics the load
-  computed (`context.save_stats`), so that a relaunch of any job (main,
-  compare, attribution) skips the statistics pass.
+  computed (`context.save_stats`), the streamed files' records and labels
+  (`context.save_files`, `save_labels`), so that a relaunch of any job
+  (main, compare, attribution) skips the statistics pass and reads no
+  whole file.
   """
   keep_noise(ctx, workdir)
   context_lib.save_stats(ctx, data)
+  context_lib.save_files(ctx)
+  context_lib.save_labels(ctx)
 
 
 def _keep_flipped(workdir: str, name: str, ids: np.ndarray) -> None:
@@ -157,8 +216,11 @@ def flipped_ids(workdir: str) -> Optional[np.ndarray]:
 
 
 def data_fingerprint(ctx: Context) -> dict[str, Any]:
-  """`data.fingerprint` of the context's loaded data (every example)."""
-  return data_lib.fingerprint(ctx.data)
+  """`data.fingerprint` of the context's loaded data (every example).
+
+  Streamed files enter as `context.file_records` checked them at load.
+  """
+  return data_lib.fingerprint(ctx.data, files=ctx.file_records or None)
 
 
 # --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional
 import jax
 import numpy as np
 
+from mrmc_jax import data as data_lib
 from mrmc_jax.runner import fields
 from mrmc_jax.runner import storage
 
@@ -288,6 +289,13 @@ def claim(workdir: str, identity: dict[str, Any],
   resumed = storage.exists(path)
   if data is not None and storage.exists(data_path):
     old = read_json(data_path)
+    older = data_lib.fingerprints.older_record(old, data)
+    if older:
+      raise ConfigMismatchError(
+          f"{data_path} was written before the data fingerprint covered "
+          f"{older}, so the results in {workdir} cannot be shown to match "
+          "the data given; use a new --workdir (or finish the run with the "
+          "version that wrote it).")
     if old != data:
       raise ConfigMismatchError(
           f"the data differ from the data of the run in {workdir} "
