@@ -2,7 +2,8 @@
 
 1. The warm-up step (training step + per-example statistics + scatter into
    the [N, R] trajectory) against a plain training step, same model and
-   batch. Goal: within 3%.
+   batch. Goal: within 3%. And the same step recording the margins too
+   (`trajectory.MARGIN_FIELDS`, AUM's input) against it.
 2. Core-set training at ratio 0.3 against full-data training over the same
    number of epochs, through the real tf.data pipeline. Goal: <= 0.35.
 
@@ -61,7 +62,8 @@ def _copy(tree):
 
 
 def step_overhead(model, n, shape, classes, batch_size, repeats, steps):
-  """Median seconds per step: plain vs with statistics + trajectory record."""
+  """Median seconds per step: plain, with statistics + trajectory record,
+  and with the margins (AUM) recorded too."""
   tx = optim.make_optimizer(optimizer="sgd", learning_rate=0.05,
                             total_steps=1000, momentum=0.9)
   apply_fn = train_step.module_apply_fn(model)
@@ -76,33 +78,39 @@ def step_overhead(model, n, shape, classes, batch_size, repeats, steps):
 
   warm = jax.jit(warm, donate_argnums=(0, 1))
   batches = _synthetic_batches(n, shape, classes, batch_size, steps)
-  # Donation deletes the buffers it is given: each state gets its own copy.
-  state_a = train_step.create_train_state(_copy(variables), tx)
-  state_b = train_step.create_train_state(_copy(variables), tx)
-  traj = trajectory.init_trajectory(n, 10)
   e = jnp.int32(0)
-  state_a, m = plain(state_a, batches[0])
-  state_b, traj, _ = warm(state_b, traj, batches[0], e)
-  jax.block_until_ready((state_a, state_b, traj))
+  # Donation deletes the buffers it is given: each state gets its own copy.
+  runs = {"plain": [train_step.create_train_state(_copy(variables), tx)],
+          "warm": [train_step.create_train_state(_copy(variables), tx),
+                   trajectory.init_trajectory(n, 10)],
+          "margins": [train_step.create_train_state(_copy(variables), tx),
+                      trajectory.init_trajectory(
+                          n, 10, trajectory.FIELDS
+                          + trajectory.MARGIN_FIELDS)]}
+
+  def go(name, chunk):
+    run = runs[name]
+    for b in chunk:
+      if name == "plain":
+        run[0] = plain(run[0], b)[0]
+      else:
+        run[0], run[1], _ = warm(run[0], run[1], b, e)
+    jax.block_until_ready(run)
+
+  for name in runs:  # compile
+    go(name, batches[:1])
   # Short alternating blocks, many of them: a load spike on the shared
-  # machine then hits both variants alike, and the medians shed it.
-  t_plain, t_warm = [], []
+  # machine then hits every variant alike, and the medians shed it.
+  times = {name: [] for name in runs}
+  names = list(runs)
   block = min(10, len(batches))
   for rep in range(max(2, repeats * len(batches) // block)):
     chunk = batches[(rep * block) % len(batches):][:block]
-    for variant in ((0, 1) if rep % 2 else (1, 0)):
+    for name in names[rep % 3:] + names[:rep % 3]:
       t0 = time.perf_counter()
-      if variant == 0:
-        for b in chunk:
-          state_a, m = plain(state_a, b)
-        jax.block_until_ready(state_a)
-        t_plain.append((time.perf_counter() - t0) / len(chunk))
-      else:
-        for b in chunk:
-          state_b, traj, _ = warm(state_b, traj, b, e)
-        jax.block_until_ready((state_b, traj))
-        t_warm.append((time.perf_counter() - t0) / len(chunk))
-  return np.median(t_plain), np.median(t_warm)
+      go(name, chunk)
+      times[name].append((time.perf_counter() - t0) / len(chunk))
+  return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def coreset_scaling(model, split, batch_size, epochs, ratio, repeats):
@@ -155,11 +163,15 @@ def main():
                               dtype=jnp.dtype(args.dtype))
   print(f"model={args.model} dtype={args.dtype} image={shape} N={args.n} "
         f"batch={args.batch_size} devices={jax.devices()}")
-  plain, warm = step_overhead(model, args.n, shape, args.classes,
-                              args.batch_size, args.repeats, args.steps)
+  t = step_overhead(model, args.n, shape, args.classes, args.batch_size,
+                    args.repeats, args.steps)
+  plain, warm, margins = t["plain"], t["warm"], t["margins"]
   print(f"plain step            {1e3 * plain:8.3f} ms (median)")
   print(f"step + stats + record {1e3 * warm:8.3f} ms (median)")
+  print(f"... + margins (AUM)   {1e3 * margins:8.3f} ms (median)")
   print(f"statistics overhead   {100 * (warm / plain - 1):+8.2f} %")
+  print(f"margins overhead      {100 * (margins / warm - 1):+8.2f} % of the "
+        f"recording step ({margins / warm:.4f}x)")
   if args.epochs == 0:
     return
   split = _synthetic(args.n, shape, args.classes)

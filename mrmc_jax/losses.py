@@ -103,8 +103,8 @@ def per_example_stats(logits: Array,
   (outside `jax.jit`); under `jax.jit` the label range and finite logits
   and losses are checked by the checked mode (`checking.checked`). Under
   plain `jax.jit` a real row whose label is outside `[0, C)` is flagged in
-  `bad_label` and gets NaN `loss`, `p_true` and `el2n` (never a finite
-  loss) and `correct=False`; `trajectory.record` drops flagged rows.
+  `bad_label` and gets NaN `loss`, `p_true`, `el2n` and margins (never a
+  finite loss) and `correct=False`; `trajectory.record` drops flagged rows.
 
   Args:
     logits: float `[B, C]`.
@@ -120,6 +120,10 @@ def per_example_stats(logits: Array,
       `correct`: bool, argmax equals the label.
       `p_true`: float32 softmax probability of the true class.
       `el2n`: float32 `||softmax(logits) - onehot(label)||_2` (EL2N score).
+      `margin`: float32 logit margin `z_y - max_{k != y} z_k` (Pleiss et al.
+        2020; its mean over epochs is the AUM).
+      `p_margin`: float32 probability margin `p_y - max_{k != y} p_k` (the
+        `accumulated_margin` of CCS's code). Both are 0 with one class.
       `bad_label`: bool, a real row whose label is outside `[0, C)`
       (possible only under `jax.jit`; `bad_labels`).
 
@@ -139,11 +143,21 @@ def per_example_stats(logits: Array,
   onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   if loss is None:
     loss = -jnp.sum(onehot * log_p, axis=-1)
+  p_true = jnp.sum(onehot * p, axis=-1)
+  if num_classes > 1:
+    is_true = onehot > 0
+    margin = (jnp.sum(onehot * logits, axis=-1)
+              - jnp.max(jnp.where(is_true, -jnp.inf, logits), axis=-1))
+    p_margin = p_true - jnp.max(jnp.where(is_true, 0.0, p), axis=-1)
+  else:
+    margin = p_margin = jnp.zeros_like(p_true)
   stats = {
       "loss": jnp.asarray(loss, jnp.float32),
       "correct": jnp.argmax(logits, axis=-1) == labels,
-      "p_true": jnp.sum(onehot * p, axis=-1),
+      "p_true": p_true,
       "el2n": jnp.linalg.norm(p - onehot, axis=-1),
+      "margin": margin,
+      "p_margin": p_margin,
   }
   if mask is not None:
     stats = {k: jnp.where(mask, v, jnp.zeros_like(v)) for k, v in stats.items()}

@@ -47,6 +47,20 @@ def test_per_example_stats_by_hand():
       s["loss"], [-np.log(0.75), -np.log(0.25), 0.0], rtol=1e-6)
 
 
+def test_margins_by_hand():
+  # Logit margin z_y - max_{k != y} z_k (AUM) and the probability margin of
+  # CCS's accumulated_margin, p_y - max_{k != y} p_k.
+  logits = jnp.array([[2.0, 0.5, -1.0], [2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+  labels = jnp.array([0, 2, 1])
+  s = losses.per_example_stats(logits, labels, jnp.array([True, True, False]))
+  np.testing.assert_allclose(s["margin"], [1.5, -3.0, 0.0], rtol=1e-6)
+  p = np.exp([2.0, 0.5, -1.0]) / np.exp([2.0, 0.5, -1.0]).sum()
+  np.testing.assert_allclose(s["p_margin"], [p[0] - p[1], p[2] - p[0], 0.0],
+                             rtol=1e-6)
+  one = losses.per_example_stats(jnp.ones((2, 1)), jnp.array([0, 0]))
+  np.testing.assert_array_equal(one["margin"], [0.0, 0.0])
+
+
 def _linear_apply(variables, x):
   return x @ variables["params"]["w"] + variables["params"]["b"]
 

@@ -91,7 +91,8 @@ def nnx_train_step(model: nnx.Module,
   Returns:
     The scalars `train_loss`, `train_accuracy` (means over valid rows) and,
     with `with_stats`, `[B]` arrays `id`, `mask`, `loss`, `correct`,
-    `p_true`, `el2n` (see `losses.per_example_stats`), ready for
+    `p_true`, `el2n`, `margin`, `p_margin` (see
+    `losses.per_example_stats`), ready for
     `trajectory.record`.
   """
   mask = batch["mask"]

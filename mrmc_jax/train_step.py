@@ -239,8 +239,8 @@ def make_train_step(
     run suffices. `stats` always holds the scalars `train_loss` and
     `train_accuracy` (means over valid rows) and `num_bad_labels`; with
     `with_stats` also `[B]` arrays `id`, `mask`, `loss`, `correct`,
-    `p_true`, `el2n`, `bad_label` (see `losses.per_example_stats`). A
-    real row whose label is outside `[0, C)` (only possible under
+    `p_true`, `el2n`, `margin`, `p_margin`, `bad_label` (see
+    `losses.per_example_stats`). A real row whose label is outside `[0, C)` (only possible under
     `jax.jit`) is left out of the loss and gradient, gets `mask=False` (so
     `record` counts no visit for it and `check_visits` names its id) and
     is counted in `num_bad_labels`. The step raises `ValueError` when traced

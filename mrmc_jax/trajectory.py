@@ -4,6 +4,9 @@ A trajectory is a dict of arrays with `N` examples and `R` epochs:
   `loss`, `p_true`, `el2n`: float32 `[N, R]`.
   `correct`: bool `[N, R]`.
   `visits`: int32 `[N, R]`, how often example `i` was recorded in epoch `r`.
+Optional fields (`init_trajectory(..., fields=FIELDS + MARGIN_FIELDS)`):
+  `margin`, `p_margin`: float32 `[N, R]`, the logit and probability
+  margins of `losses.per_example_stats` (AUM's input).
 Each epoch must record every example exactly once; `check_visits` reports
 examples that were missed or seen twice instead of letting them silently
 corrupt the scores.
@@ -35,6 +38,9 @@ Array = jax.Array
 Trajectory = dict[str, Array]
 
 FIELDS = ("loss", "correct", "p_true", "el2n")
+# Recorded only when asked for (AUM and the margin difficulty scores): 8
+# more bytes per example and epoch.
+MARGIN_FIELDS = ("margin", "p_margin")
 # Every array of a trajectory: the recorded fields, then the visit counts.
 KEYS = FIELDS + ("visits",)
 
@@ -43,15 +49,17 @@ def check_fields(fields: Any) -> None:
   """Refuses field names `init_trajectory` does not know (one line)."""
   if isinstance(fields, str) or not isinstance(fields, (tuple, list)):
     raise ValueError(f"fields={fields!r} is not allowed: pass a tuple of "
-                     f"names from {', '.join(repr(f) for f in FIELDS)}.")
+                     f"names from "
+                     f"{', '.join(repr(f) for f in FIELDS + MARGIN_FIELDS)}.")
   if "visits" in fields:
     raise ValueError(f"fields={tuple(fields)!r} is not allowed: 'visits' is "
                      "always added; name only the recorded fields.")
-  unknown = [f for f in fields if f not in FIELDS]
+  known = FIELDS + MARGIN_FIELDS
+  unknown = [f for f in fields if f not in known]
   if unknown:
     raise ValueError(f"fields={tuple(fields)!r} holds unknown names "
                      f"{unknown}; allowed: "
-                     f"{', '.join(repr(f) for f in FIELDS)}.")
+                     f"{', '.join(repr(f) for f in known)}.")
   if len(set(fields)) != len(fields):
     raise ValueError(f"fields={tuple(fields)!r} names a field twice.")
 

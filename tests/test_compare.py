@@ -62,6 +62,32 @@ def test_method_spec_overrides_share_the_warmup(tmp_path):
   assert all(np.isfinite(r["test_accuracy"]) for r in rows)
 
 
+@pytest.mark.slow
+def test_a_grid_extended_by_margin_and_uncertainty_methods(tmp_path):
+  # The margins (AUM) and the softmax scores are recorded only when a
+  # method reads them; extending a grid by such methods records them and
+  # keeps the finished cells.
+  workdir = str(tmp_path / "ext")
+  config = tiny("el2n")
+  config.compare.seeds = "0"
+  config.compare.ratios = "0.5"
+  art_path = os.path.join(workdir, "warmup", "seed_0", "warmup",
+                          "artefacts.npz")
+  first = compare.run_comparison(config, workdir)
+  assert "margin" not in np.load(art_path).files
+  config.compare.methods = "el2n,aum,ccs(ccs_score=aum_prob),margin,kcenter"
+  rows = compare.run_comparison(config, workdir)
+  assert rows[0] == first[0]
+  assert [r["method"] for r in rows[1:]] == [
+      "aum", "ccs(ccs_score=aum_prob)", "margin", "kcenter"]
+  assert all(np.isfinite(r["test_accuracy"]) for r in rows)
+  art = np.load(art_path)
+  # The margin is positive exactly where the prediction is correct.
+  np.testing.assert_array_equal(art["margin"] > 0, art["correct"])
+  np.testing.assert_array_equal(art["p_margin"] > 0, art["correct"])
+  assert art["uncertainty"].shape == (art["loss"].shape[0], 4)
+
+
 def test_bad_plan_fails_before_work(tmp_path):
   with pytest.raises(ValueError, match="'magic' is not allowed"):
     compare.run_comparison(tiny("random,magic"), str(tmp_path / "x"))

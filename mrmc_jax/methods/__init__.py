@@ -8,8 +8,9 @@ Layout:
   One module per family, each with its pure functions, its option
   declarations and its row(s): `mrmc`, `mrmc_r`, `mrmc_ra` (ratio-aware
   sampling of MRMC's score), `scores` (random, el2n, grand, forgetting,
-  dyn_unc), `moderate`, `ccs`, `d2`, `dual`, `tdds`; `difficulty` gives
-  CCS and D2 their input.
+  dyn_unc), `moderate`, `ccs`, `d2`, `dual`, `tdds`, `aum`,
+  `uncertainty` (least_confidence, margin, entropy), `geometry` (kcenter,
+  herding); `difficulty` gives CCS and D2 their input.
 
 Adding a method with one knob touches one module (its pure functions, one
 `common.declare(common.Option(...))` for the knob, and a `common.Method`

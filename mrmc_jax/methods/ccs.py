@@ -172,4 +172,5 @@ METHOD = common.Method(
     ("class_balanced", "ccs_score", "ccs_beta", "ccs_strata", "seed")
     + difficulty.OPTIONS, _select,
     "drop hardest beta, stratified fill from the sparsest stratum"
-    " (difficulty from the trajectory)")
+    " (difficulty from the trajectory)",
+    extra_needs=lambda o: difficulty.needs(o.ccs_score))

@@ -24,7 +24,10 @@ declare = options_lib.declare
 
 # Artefacts a method can need from the warm-up (`registry.needs` adds
 # "eval_trajectory" when a trajectory method reads the evaluation pass).
-ARTEFACTS = frozenset({"trajectory", "features", "grad_norms"})
+# "margin" adds `trajectory.MARGIN_FIELDS` to the recorded trajectories;
+# "uncertainty" is `[N, 4]` softmax scores at the end of warm-up.
+ARTEFACTS = frozenset({"trajectory", "features", "grad_norms", "margin",
+                       "uncertainty"})
 # The per-epoch columns of a stored trajectory, `[N, R]` each.
 # The arrays of a trajectory (recorded fields, then visit counts).
 TRAJECTORY_KEYS = trajectory.KEYS
@@ -61,6 +64,9 @@ class Method:
     summary: one line.
     ratio_free: the method ignores the ratio (it keeps all data: `full`,
       the reference; the runner runs it once, at ratio 1).
+    extra_needs: optional `fn(opts) -> frozenset` of artefacts needed
+      beyond `needs` under these options (e.g. CCS keyed by AUM needs the
+      margins).
   """
   name: str
   needs: frozenset[str]
@@ -68,10 +74,12 @@ class Method:
   select: SelectFn
   summary: str
   ratio_free: bool = False
+  extra_needs: Optional[Callable[[Any], frozenset[str]]] = None
 
 
 def trajectory_view(art: dict[str, np.ndarray],
-                    opts: options_lib.SelectionOptions
+                    opts: options_lib.SelectionOptions,
+                    keys: tuple[str, ...] = TRAJECTORY_KEYS
                     ) -> dict[str, np.ndarray]:
   """The `[N, R']` trajectory the options ask for: source and epochs.
 
@@ -80,24 +88,30 @@ def trajectory_view(art: dict[str, np.ndarray],
       `eval_loss`, ... when the evaluation pass was recorded.
     opts: reads `loss_source` ("train" or "eval") and `epochs` (the first
       R' columns; None: all R).
+    keys: the arrays wanted (e.g. `trajectory.MARGIN_FIELDS`).
 
   Returns:
-    Dict of `TRAJECTORY_KEYS` -> `[N, R']` arrays (views, not copies).
+    Dict of `keys` -> `[N, R']` arrays (views, not copies).
 
   Raises:
-    ValueError: if the source was not recorded or R' is not in [2, R].
+    ValueError: if the source or a key was not recorded or R' is not in
+      [2, R].
   """
   prefix = "eval_" if opts.loss_source == "eval" else ""
   if prefix + "loss" not in art:
     raise ValueError(f"loss_source={opts.loss_source!r} needs the "
                      f"{prefix or 'training-pass '}trajectory, which this "
                      "warm-up did not record.")
+  missing = [prefix + k for k in keys if prefix + k not in art]
+  if missing:
+    raise ValueError(f"the warm-up artefacts lack {missing}: the warm-up "
+                     "records them only when a method needs them.")
   r = art[prefix + "loss"].shape[1]
   used = r if opts.epochs is None else opts.epochs
   if not 2 <= used <= r:
     raise ValueError(f"epochs={opts.epochs!r} is not allowed: it must be in "
                      f"[2, {r}] (the warm-up recorded {r}).")
-  return {k: art[prefix + k][:, :used] for k in TRAJECTORY_KEYS}
+  return {k: art[prefix + k][:, :used] for k in keys}
 
 
 def select_top(scores: Any, labels: np.ndarray, ratio: float, *,

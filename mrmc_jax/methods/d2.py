@@ -652,4 +652,5 @@ METHOD = common.Method(
     ("class_balanced", "seed", "d2_score", "d2_k", "d2_gamma",
      "d2_gamma_reverse", "d2_mis_ratio", "d2_mis_per_class")
     + difficulty_lib.OPTIONS, _select,
-    "kNN message passing on difficulty, greedy reverse passing")
+    "kNN message passing on difficulty, greedy reverse passing",
+    extra_needs=lambda o: difficulty_lib.needs(o.d2_score))

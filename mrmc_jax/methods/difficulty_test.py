@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from mrmc_jax.methods import aum
 from mrmc_jax.methods import difficulty
 from mrmc_jax.methods import mrmc
 from mrmc_jax.methods import options
@@ -18,10 +19,15 @@ def test_every_difficulty_score_is_its_method():
       "forgetting": scores.forgetting_scores(art["correct"][:, :4]),
       "el2n": scores.el2n_scores(art["el2n"][:, :4]),
       "mrmc": mrmc.mrmc_from_artefacts(art, opts),
+      # Low AUM is hard: the difficulty is its negation.
+      "aum": -np.asarray(aum.aum_scores(art["margin"][:, :4])),
+      "aum_prob": -np.asarray(aum.aum_scores(art["p_margin"][:, :4])),
   }
   for kind in difficulty.DIFFICULTY_SCORES:
     got = difficulty.difficulty(kind, art, opts)
     assert got.shape == (120,)
     np.testing.assert_array_equal(got, want[kind])
-  with pytest.raises(ValueError, match="difficulty='aum' is not allowed"):
-    difficulty.difficulty("aum", art, opts)
+  with pytest.raises(ValueError, match="difficulty='auc' is not allowed"):
+    difficulty.difficulty("auc", art, opts)
+  assert difficulty.needs("aum_prob") == {"margin"}
+  assert difficulty.needs("el2n") == frozenset()

@@ -53,7 +53,7 @@ def test_resolve_applies_overrides_on_the_defaults():
     ("mrmc(epochs=3.0)", r"^epochs=3.0 .* must be an int >= 1 or None\.$"),
     ("mrmc(score=2)", r"^score=2 .* use one of literal, observed\.$"),
     ("mrmc(score=fancy)", r"^score='fancy' .* use one of literal"),
-    ("ccs(ccs_score=aum)", r"^ccs_score='aum' .* use one of forgetting"),
+    ("ccs(ccs_score=auc)", r"^ccs_score='auc' .* use one of forgetting"),
     ("d2(d2_score=None)", r"^d2_score=None .* use one of forgetting"),
     # Ranges, from the declarations (issue: refused only after the warm-up).
     ("mrmc(max_initial_ratio=1e400)", r"^max_initial_ratio=inf .* > 1\.$"),

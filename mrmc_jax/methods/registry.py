@@ -8,7 +8,12 @@ method and ratio. Artefacts are host numpy arrays:
   `eval_loss`, ... `eval_visits`: the same from a separate evaluation pass
     after each epoch (recorded only if a method uses `loss_source=eval`);
   `features`: `[N, D]` penultimate features at the end of warm-up;
-  `grad_norms`: `[N]` per-example gradient norms at the end of warm-up.
+  `grad_norms`: `[N]` per-example gradient norms at the end of warm-up;
+  `margin`, `p_margin` (and `eval_margin`, ...): `[N, R]` logit and
+    probability margins, recorded with the trajectory when a method needs
+    "margin" (AUM);
+  `uncertainty`: `[N, 4]` softmax scores at the end of warm-up
+    (`uncertainty.COLUMNS`).
 A spec is a name with option overrides (`options` docstring), e.g.
 `mrmc(loss_source=eval;skip_epochs=2)`.
 """
@@ -22,10 +27,12 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from mrmc_jax import selection as selection_lib
+from mrmc_jax.methods import aum
 from mrmc_jax.methods import ccs
 from mrmc_jax.methods import common
 from mrmc_jax.methods import d2
 from mrmc_jax.methods import dual
+from mrmc_jax.methods import geometry
 from mrmc_jax.methods import moderate
 from mrmc_jax.methods import mrmc
 from mrmc_jax.methods import mrmc_r
@@ -33,6 +40,7 @@ from mrmc_jax.methods import mrmc_ra
 from mrmc_jax.methods import options as options_lib
 from mrmc_jax.methods import scores
 from mrmc_jax.methods import tdds
+from mrmc_jax.methods import uncertainty
 
 Method = common.Method
 SelectionOptions = options_lib.SelectionOptions
@@ -64,6 +72,12 @@ _BUILTIN: tuple[Method, ...] = (
     d2.METHOD,
     dual.METHOD,
     tdds.METHOD,
+    aum.METHOD,
+    uncertainty.LEAST_CONFIDENCE,
+    uncertainty.MARGIN,
+    uncertainty.ENTROPY,
+    geometry.KCENTER,
+    geometry.HERDING,
 )
 
 _BY_NAME = {m.name: m for m in _BUILTIN}
@@ -225,7 +239,9 @@ def needs(specs: Iterable[str],
   out = set()
   for spec in specs:
     name, o = resolve(spec, opts)
-    method_needs = _BY_NAME[name].needs
+    row = _BY_NAME[name]
+    method_needs = row.needs | (row.extra_needs(o) if row.extra_needs
+                                else frozenset())
     out |= method_needs
     if "trajectory" in method_needs and o.loss_source == "eval":
       out.add("eval_trajectory")

@@ -21,10 +21,14 @@ def synthetic_artefacts(n=120, r=6, c=3, d=5, seed=0):
          "el2n": rng.random((n, r)).astype(np.float32),
          "visits": np.ones((n, r), np.int32),
          "features": rng.normal(size=(n, d)).astype(np.float32),
-         "grad_norms": rng.random(n).astype(np.float32)}
+         "grad_norms": rng.random(n).astype(np.float32),
+         "margin": rng.normal(size=(n, r)).astype(np.float32),
+         "p_margin": rng.uniform(-1, 1, (n, r)).astype(np.float32),
+         "uncertainty": rng.random((n, 4)).astype(np.float32)}
   art.update({f"eval_{k}": v * 0.5 if k == "loss" else v
               for k, v in list(art.items()) if k in (
-                  "loss", "correct", "p_true", "el2n", "visits")})
+                  "loss", "correct", "p_true", "el2n", "visits", "margin",
+                  "p_margin")})
   return art, rng.integers(0, c, n)
 
 
@@ -108,7 +112,11 @@ def test_needs():
     "mrmc(epochs=3;skip_epochs=1)", "el2n(el2n_epochs=2)",
     "mrmc(class_balanced=False)", "dual", "mrmc_ra",
     "mrmc_ra(ra_form=uniform)", "mrmc_ra(ra_form=top;ra_cut=0.5)",
-    "moderate(class_balanced=False)", "d2(class_balanced=False)"])
+    "moderate(class_balanced=False)", "d2(class_balanced=False)",
+    "aum", "aum(loss_source=eval;aum_margin=prob)", "least_confidence",
+    "margin", "entropy(class_balanced=False)", "kcenter", "herding",
+    "herding(class_balanced=False)", "ccs(ccs_score=aum)",
+    "d2(d2_score=aum_prob)"])
 def test_every_method_selects_the_budget(spec):
   art, labels = synthetic_artefacts()
   opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)

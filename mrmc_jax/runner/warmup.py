@@ -5,8 +5,9 @@ The step is the library's public one: `make_train_step` fused with
 runs here. The training-pass trajectory is always recorded (it is free);
 the eval-pass one (`loss_source="eval"`) costs a forward pass over the
 training set per epoch and is recorded only when a method asks for it.
-Features and gradient norms are collected at the end when a method needs
-them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
+Features, gradient norms and the softmax uncertainty scores are collected
+at the end when a method needs them; the margins (AUM) join the
+trajectories when a method needs them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
 `artefacts.json` beside it; `read_artefacts` (the stage's done-check, see
 `stages.warmup`) verifies both.
 """
@@ -23,6 +24,7 @@ from mrmc_jax import losses
 from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
+from mrmc_jax.methods import uncertainty
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import loop
 from mrmc_jax.runner import storage
@@ -32,11 +34,14 @@ from mrmc_jax.runner import workdir as wd
 def artefact_keys(need: frozenset[str]) -> list[str]:
   """The arrays `artefacts.npz` must hold for the needs of some methods."""
   keys = ["warmup_seconds"]
+  traj_keys = list(trajectory.KEYS)
+  if "margin" in need:
+    traj_keys += list(trajectory.MARGIN_FIELDS)
   if "trajectory" in need:
-    keys += list(trajectory.KEYS)
+    keys += traj_keys
   if "eval_trajectory" in need:
-    keys += [f"eval_{k}" for k in trajectory.KEYS]
-  keys += sorted(need & {"features", "grad_norms"})
+    keys += [f"eval_{k}" for k in traj_keys]
+  keys += sorted(need & {"features", "grad_norms", "uncertainty"})
   return keys
 
 
@@ -129,8 +134,11 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
           sharded=True),
       donate_argnums=(1,))
 
+  fields = trajectory.FIELDS + (
+      trajectory.MARGIN_FIELDS if "margin" in need else ())
+
   def empty():
-    return trajectory.init_trajectory(n, epochs, mesh=ctx.mesh)
+    return trajectory.init_trajectory(n, epochs, fields, mesh=ctx.mesh)
 
   tree = {"state": ctx.init_state(tx, seed_offset=0), "traj": empty(),
           "acc": loop.zeros_on(ctx.mesh), "seconds": np.zeros((), np.float64)}
@@ -181,6 +189,8 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     art["features"] = _features(ctx, state)
   if "grad_norms" in need:
     art["grad_norms"] = _grad_norms(ctx, state)
+  if "uncertainty" in need:
+    art["uncertainty"] = _uncertainty(ctx, state)
   art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
                                      time.perf_counter() - t0)
   loop.check_finite_arrays(art, "the warm-up's per-example statistics")
@@ -225,6 +235,17 @@ def _features(ctx: context_lib.Context, state: Any) -> np.ndarray:
   dim = jax.eval_shape(eval_fn, state.variables, batch)["features"].shape[-1]
   return _collect_rows(
       ctx, state, lambda v, b: eval_fn(v, b)["features"], (dim,))
+
+
+def _uncertainty(ctx: context_lib.Context, state: Any) -> np.ndarray:
+  """DeepCore's uncertainty scores `[N, 4]` at the end of warm-up (eval
+  mode; columns `methods.uncertainty.COLUMNS`)."""
+  def rows(variables, batch):
+    logits, _ = ctx.apply_fn(variables, batch["image"], train=False,
+                             mask=batch["mask"])
+    return uncertainty.uncertainty_columns(logits)
+
+  return _collect_rows(ctx, state, rows, (len(uncertainty.COLUMNS),))
 
 
 def _grad_norms(ctx: context_lib.Context, state: Any) -> np.ndarray:
