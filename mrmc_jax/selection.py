@@ -26,6 +26,7 @@ decimal ratio such as 0.29 is not undercut by its binary rounding
 """
 
 import functools
+import warnings
 from typing import Any, Optional
 
 import jax
