@@ -369,8 +369,9 @@ def run_epochs(*,
   checkpoint past the newest epoch checkpoint and hands `epoch_fn` a tree
   whose `resume_step` is k: the epoch's layout is a function of (seed,
   epoch), so its remaining batches are those it would have had. On a
-  multi-host job a signal alone (each host may see it at another step) stops
-  without saving; the preemption sync point is agreed by all hosts.
+  multi-host job SIGTERM (to one host or to all) goes to JAX's preemption
+  notifier and every host saves and stops at the sync point they agree on;
+  SIGINT (each host may see it at another step) stops without saving.
 
   Args:
     stage: the metrics stage name (`stage` field of metrics.jsonl, `tb/`).
@@ -480,8 +481,12 @@ def run_epochs(*,
         signum = cli.pending_signal()
         # Orbax's preemption notice: on a multi-host job all hosts reach
         # this sync point at the same step (False without JAX's
-        # distributed preemption service).
+        # distributed preemption service). A SIGTERM handed to JAX's
+        # notifier (`cli.waits_for_sync_point`) stops the job there, on
+        # every host at once, whichever host it came to.
         preempted = mngr.reached_preemption(_steps_taken[0])
+        if signum is not None and cli.waits_for_sync_point(signum):
+          signum = None if not preempted else signum
         if signum is not None or preempted:
           if preempted or jax.process_count() == 1:
             cli.hold_exit()  # The save may outlast the watcher's grace.
