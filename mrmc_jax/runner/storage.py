@@ -35,6 +35,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterator, Optional
 
 # Schemes a workdir may use besides local paths; orbax accepts them too.
@@ -313,6 +314,13 @@ class Lease:
   process prints one line and exits with status 2 at once, before it can
   write over the other run. A kill -9 leaves the lease until it expires
   (`LEASE_SECONDS`, 60 by default, or at once for a rerun on the same host).
+
+  The client retries a request whose reply was lost with the same
+  precondition; if the first attempt had succeeded, the retry fails (412,
+  `FileExistsError`) although the lease is this run's. The lease body
+  carries a token unique to its holder, so such a failure re-reads the
+  lease and goes on if it holds this run's token (`_write`): neither
+  `acquire` nor a refresh ever refuses or stops its own holder.
   """
 
   def __init__(self, workdir: str, seconds: float = LEASE_SECONDS):
@@ -322,12 +330,30 @@ class Lease:
     bucket, _, key = self.path[len(scheme(workdir)) + 3:].partition("/")
     self._bucket, self._key = bucket, key
     self._generation: Optional[str] = None
+    self._token = uuid.uuid4().hex
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
 
   def _body(self) -> bytes:
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "token": self._token,
                        "expires": time.time() + self.seconds}).encode()
+
+  def _write(self, if_generation: str) -> str:
+    """Writes the lease under the precondition; returns its generation.
+
+    Raises:
+      FileExistsError: the precondition failed and the lease is not this
+        run's (a 412 after a retried request whose first attempt succeeded
+        finds this run's token, and is success).
+    """
+    try:
+      return self._upload(self._body(), if_generation)
+    except FileExistsError:
+      body, gen = self._read()
+      if body is not None and body.get("token") == self._token:
+        return gen
+      raise
 
   def _upload(self, data: bytes, if_generation: str) -> str:
     # A multipart upload (metadata + data), as gcsfs itself sends: the
@@ -372,7 +398,7 @@ class Lease:
     """Takes the lease; `LeaseBusyError` (one line) if a live one is held."""
     for _ in range(3):
       try:
-        self._generation = self._upload(self._body(), "0")
+        self._generation = self._write("0")
         break
       except FileExistsError:  # 412: the lease object exists.
         pass
@@ -387,7 +413,7 @@ class Lease:
             f"within the last {self.seconds:.0f} s, expires in {left:.0f} s "
             "unless refreshed); wait for it to finish or use a new --workdir.")
       try:
-        self._generation = self._upload(self._body(), gen)
+        self._generation = self._write(gen)
         break
       except FileExistsError:
         continue  # Another run replaced it first; look again.
@@ -397,17 +423,23 @@ class Lease:
     self._thread = threading.Thread(target=self._refresh, daemon=True)
     self._thread.start()
 
+  def _refresh_once(self) -> bool:
+    """Rewrites the lease; False if another run has taken it."""
+    try:
+      self._generation = self._write(self._generation)
+    except FileExistsError:
+      return False
+    except Exception:  # pylint: disable=broad-except
+      pass  # A transient error: retried at the next refresh.
+    return True
+
   def _refresh(self) -> None:
     while not self._stop.wait(self.seconds / 3):
-      try:
-        self._generation = self._upload(self._body(), self._generation)
-      except FileExistsError:
+      if not self._refresh_once():
         os.write(2, (f"error: lost the lease on {dirname(self.path)} to "
                      "another run (this one stalled past its expiry); "
                      "stopping without writing more.\n").encode())
         os._exit(2)  # pylint: disable=protected-access
-      except Exception:  # pylint: disable=broad-except
-        pass  # A transient error: retried at the next refresh.
 
   def release(self) -> None:
     """Stops refreshing and deletes the lease (if still this run's)."""
