@@ -164,6 +164,7 @@ def _run_comparison(config, workdir, identity, specs, ratios, seeds):
       cctx = dataclasses.replace(ctx, workdir=cdir)
       sel = stages.select(cctx, spec, art, ratio, opts, st.selection,
                           cache=cache)
+      storage.check_hosts_agree(sel.mask, f"the core-set mask of {spec}")
       result = stages.train(cctx, np.flatnonzero(sel.mask),
                             epochs=config.train.epochs,
                             budget=config.train.budget,

@@ -22,6 +22,7 @@ import numpy as np
 from mrmc_jax import methods
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import stages
+from mrmc_jax.runner import storage
 from mrmc_jax.runner import workdir as wd
 
 
@@ -78,6 +79,7 @@ def _train_and_evaluate(config, workdir, identity):
   if summary is None:
     art = stages.warmup(ctx, config, methods.needs([spec], opts), warm_stamp)
     sel = stages.select(ctx, spec, art, ratio, opts, sel_stamp, plot=True)
+    storage.check_hosts_agree(sel.mask, "the core-set mask")
     result = stages.train(ctx, np.flatnonzero(sel.mask),
                           epochs=config.train.epochs,
                           budget=config.train.budget,

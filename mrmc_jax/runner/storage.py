@@ -479,3 +479,56 @@ def decide_once(fn: Callable[[], bool]) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   value = np.int32(bool(fn())) if jax.process_index() == 0 else np.int32(0)
   return bool(multihost_utils.broadcast_one_to_all(value))
+
+
+def check_hosts_agree(value: Any, what: str) -> None:
+  """Refuses to go on unless every process holds the same `value`.
+
+  Each process's SHA-256 of `value` (its dtype, shape and bytes) is
+  all-gathered (32 bytes per process) and compared with process 0's, e.g.
+  the core-set mask before it is trained on: hosts that computed different
+  masks would otherwise train on different examples without a word. With
+  one process this does nothing.
+
+  Args:
+    value: a host array (e.g. the bool mask `[N]`).
+    what: what it is, for the message.
+
+  Raises:
+    ValueError: some process holds another value (`check_digests_agree`).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  value = np.ascontiguousarray(value)
+  h = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+  h.update(value.tobytes())
+  digest = np.frombuffer(h.digest(), np.uint8)
+  check_digests_agree(
+      np.asarray(multihost_utils.process_allgather(digest)), what)
+
+
+def check_digests_agree(digests: Any, what: str) -> None:
+  """Raises one line unless every row of `digests` equals row 0.
+
+  Args:
+    digests: uint8 `[P, 32]`, process p's SHA-256 in row p.
+    what: what was hashed, for the message.
+
+  Raises:
+    ValueError: naming the processes whose digest differs from process 0's.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  digests = np.asarray(digests)
+  differ = [p for p in range(digests.shape[0])
+            if not np.array_equal(digests[p], digests[0])]
+  if differ:
+    raise ValueError(
+        f"{what} differs between hosts: process(es) {differ} of "
+        f"{digests.shape[0]} computed another one than process 0 (SHA-256 "
+        f"{bytes(digests[differ[0]]).hex()[:12]} vs "
+        f"{bytes(digests[0]).hex()[:12]}); nothing was trained on it. Every "
+        "host must read the same data with the same code and versions.")
