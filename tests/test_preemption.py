@@ -9,7 +9,12 @@ training: 4 steps per epoch, 3 epochs):
     scores, accuracy and metrics rows as an uninterrupted run;
   * SIGTERM mid-epoch saves a checkpoint at the step it arrives (also with
     `checkpoint_every_steps=0`), exits 143, and the rerun is identical;
-  * a relaunch reads the input statistics from the workdir.
+  * a relaunch reads the input statistics from the workdir;
+  * on 2 processes x 4 devices, SIGTERM to process 1 alone saves the same
+    step on both, both exit 143, and the relaunch selects the one-device
+    mask;
+  * a signal while the process shuts down still exits 143/130;
+  * the pod configs checkpoint by steps.
 """
 
 import json
@@ -263,3 +268,10 @@ def test_a_signal_while_the_process_ends_is_not_dropped(reference):
         proc.stderr[-3000:])
   assert before == {f: os.path.getmtime(os.path.join(run, f))
                     for f in before}
+
+
+def test_pod_configs_checkpoint_by_steps():
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  from configs import imagenet_tpu  # pylint: disable=g-import-not-at-top
+  assert imagenet_tpu.get_config().train.checkpoint_every_steps == 100
+  assert imagenet.get_config().train.checkpoint_every_steps == 1000
