@@ -181,6 +181,8 @@ def _all_finite(tree: Tree) -> bool:
 # error) are tried this often, `READ_RETRY_SECONDS` apart (times the try).
 READ_TRIES = 3
 READ_RETRY_SECONDS = 1.0
+# Broadcast by process 0 in place of a step when it could not read them.
+_UNREADABLE = -2
 
 
 def _first_line(e: BaseException) -> str:
@@ -235,9 +237,9 @@ def _choose_step(mngr: ocp.CheckpointManager) -> tuple[int, list[int]]:
 def _broadcast_steps(steps: list[int]) -> list[int]:
   """Process 0's list of step numbers, on every process."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  n = multihost_utils.broadcast_one_to_all(np.int64(len(steps)))
+  n = multihost_utils.broadcast_one_to_all(np.int32(len(steps)))
   values = np.asarray(steps if jax.process_index() == 0 else [0] * int(n),
-                      np.int64).reshape(int(n))
+                      np.int32).reshape(int(n))
   return [int(v) for v in np.asarray(
       multihost_utils.broadcast_one_to_all(values))]
 
@@ -314,8 +316,18 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
     if jax.process_count() == 1:
       step, damaged = _choose_step(mngr)
     else:
-      chosen = _choose_step(mngr) if jax.process_index() == 0 else (-1, [])
+      chosen, error = (-1, []), None
+      if jax.process_index() == 0:
+        try:
+          chosen = _choose_step(mngr)
+        except OSError as e:  # Unreadable: every process stops alike.
+          chosen, error = (_UNREADABLE, []), e
       step, *damaged = _broadcast_steps([chosen[0], *chosen[1]])
+      if step == _UNREADABLE:
+        raise error or OSError(
+            f"process 0 could not read the checkpoints of {mngr.directory} "
+            f"after {READ_TRIES} tries; they were kept. Rerun the same "
+            "command once the storage answers.")
       mngr.reload()  # This host's listing may lag process 0's.
     _drop(mngr, damaged)
     if step < 0:
