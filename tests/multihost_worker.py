@@ -20,9 +20,10 @@ after warm-up epoch K's checkpoint, like a job killed there. With
 `--kill_in_warmup_epoch=K` every process meets the others at a barrier just
 before its second training batch of warm-up epoch K, then sends itself
 SIGKILL (no cleanup, no record saved): a job killed mid-epoch. With
-`--term_in_warmup_epoch=K` process 1 alone sends itself SIGTERM just before
-its second training batch of warm-up epoch K (a maintenance event on one
-host) and writes the time it did to `DIR/sigterm_<tag>.json`. With
+`--term_in_warmup_epoch=K` process 1 alone (or each process listed by
+`--term_processes=0,1`) sends itself SIGTERM just before its second
+training batch of warm-up epoch K (a maintenance event on one host, or on
+all) and writes the time it did to `DIR/sigterm_<tag>.json`. With
 `--batch_seconds=S` every process waits S seconds before each training
 batch (a slow input pipeline: steps no faster than a pod's).
 """
@@ -68,6 +69,7 @@ def main():
   parser.add_argument("--stop_after_warmup_epoch", type=int, default=None)
   parser.add_argument("--kill_in_warmup_epoch", type=int, default=None)
   parser.add_argument("--term_in_warmup_epoch", type=int, default=None)
+  parser.add_argument("--term_processes", default="1")
   parser.add_argument("--batch_seconds", type=float, default=0.0)
   args = parser.parse_args(argv[:split])
 
@@ -86,7 +88,8 @@ def main():
         multihost_utils.sync_global_devices("kill")
         os.kill(os.getpid(), signal.SIGKILL)
       if (stage == "warmup" and epoch == args.term_in_warmup_epoch and
-          len(fed[f"{stage}_{epoch}"]) == 1 and jax.process_index() == 1):
+          len(fed[f"{stage}_{epoch}"]) == 1 and
+          str(jax.process_index()) in args.term_processes.split(",")):
         os.makedirs(args.record, exist_ok=True)
         with open(os.path.join(args.record, f"sigterm_{args.tag}.json"),
                   "w") as f:

@@ -222,16 +222,20 @@ def test_negative_checkpoint_every_steps_fails_before_work(tmp_path):
   assert not os.path.exists(run)
 
 
-def test_sigterm_to_one_of_two_processes_saves_on_both(tmp_path,
-                                                       one_device_run):
-  # Two processes x 4 devices; SIGTERM to process 1 only, in warm-up epoch 2
-  # (a maintenance event on one host). JAX's preemption notifier tells
-  # process 0; both save the same mid-epoch step, both exit 143 (no
-  # heartbeat abort), and the relaunch selects the one-device run's mask.
+@pytest.mark.parametrize("signalled", ["1", "0,1"])
+def test_sigterm_to_one_or_all_processes_saves_on_all(tmp_path,
+                                                     one_device_run,
+                                                     signalled):
+  # Two processes x 4 devices; SIGTERM to process 1 only (or to both), in
+  # warm-up epoch 2 (a maintenance event on one host, or on all). JAX's
+  # preemption notifier tells the other process; both save the same
+  # mid-epoch step, both exit 143 (no heartbeat abort), and the relaunch
+  # selects the one-device run's mask.
   workdir, record = str(tmp_path / "run"), str(tmp_path / "record")
   flags = [f"--config.{k}={v}" for k, v in scaleout.JOB.items()]
   codes, out = multihost.launch(workdir, record, "a", flags,
                                 "--term_in_warmup_epoch=1",
+                                f"--term_processes={signalled}",
                                 "--batch_seconds=0.2", local_devices=4)
   assert codes == [143, 143], out[0][-3000:] + out[1][-3000:]
   for text in out:
@@ -244,8 +248,8 @@ def test_sigterm_to_one_of_two_processes_saves_on_both(tmp_path,
   assert WARMUP_STEPS + 1 < taken < 2 * WARMUP_STEPS, taken
   loop.verify_checkpoint(os.path.join(
       workdir, "checkpoints", "warmup" + loop.STEPS_SUFFIX, str(taken)))
-  print(f"SIGTERM to both exits: {max(multihost.LAST_ENDS) - sent:.1f} s; "
-        f"saved at update {taken}")
+  print(f"SIGTERM to process(es) {signalled}; to both exits: "
+        f"{max(multihost.LAST_ENDS) - sent:.1f} s; saved at update {taken}")
   codes, out = multihost.launch(workdir, record, "b", flags, local_devices=4)
   assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
   assert f" {taken}/36 " in out[0], out[0][-3000:]
