@@ -28,13 +28,19 @@ all) and writes the time it did to `DIR/sigterm_<tag>.json`. With
 batch (a slow input pipeline: steps no faster than a pod's).
 """
 
-import argparse
+import signal
+# As main.py does first, before any library starts a thread: SIGINT and
+# SIGTERM wait for the runner's watcher in every thread (a thread started
+# before the block, e.g. by numpy's BLAS, would take them itself).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import atexit
 import collections
 import json
 import os
 import runpy
-import signal
 import sys
 import time
 
