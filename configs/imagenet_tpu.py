@@ -24,14 +24,20 @@ path (`dataset.input="memory"`) would decode on every host. At launch every
 host decodes 1 / P of the train split once, for the exact mean and std. A
 resumed job rebuilds an epoch's order from (seed, epoch) and restarts the
 epoch from its checkpoint; finished stages are read back from the workdir.
-The workdir must be one POSIX folder seen by every host at the
-same path (Filestore/NFS, or the bucket mounted with gcsfuse; the runner's
-atomic writes need a file system, not a gs:// URL): every process saves
-and restores the orbax checkpoints there, process 0 writes the rest.
+The workdir is the same for every host: a `gs://` URL (recommended: the
+runner writes it through gcsfs, orbax and tensorstore get the URL; see
+README.md, "Scale-out") or a POSIX folder seen by every host at the same
+path (Filestore/NFS): every process saves and restores the orbax
+checkpoints there, process 0 writes the rest.
+
+Preemption: a mid-epoch checkpoint every 100 steps (an epoch is 313), and
+SIGTERM to any host (a maintenance event) goes to JAX's preemption
+notifier, so that every host saves at the same step and exits 143; rerun
+the same command to resume (docs/reliability.md, "Preemption").
 
   --config=configs/imagenet_tpu.py \\
   --config.dataset.data_dir=/mnt/shared/tensorflow_datasets \\
-  --workdir=/mnt/shared/runs/imagenet_mrmc
+  --workdir=gs://$BUCKET/runs/imagenet_mrmc
 """
 
 from configs import base
@@ -55,6 +61,7 @@ def get_config(arg: str | None = None):
   config.train.schedule = "warmup_cosine"
   config.train.lr_warmup_epochs = 5.0
   config.distributed.initialize = True
+  config.train.checkpoint_every_steps = 100
   # coordinator_address, num_processes and process_id stay None: on a TPU
   # pod (and under SLURM or Open MPI) jax.distributed.initialize() detects
   # them; set them only on clusters it does not know.

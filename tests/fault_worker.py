@@ -12,6 +12,8 @@ POINT is `<signal>:<where>`, the signal one of `kill` (SIGKILL), `int`
     before it is renamed into place.
   * `at:<seconds>`: that many seconds after the start (during imports,
     data loading or compilation), from a timer thread.
+  * `at_exit`: from the first exit handler, once the job has returned
+    (after its last write) and the process is shutting down.
 main.py itself runs unchanged; only the signal is injected. The signal is
 sent to the process (`os.kill`), as a terminal or a scheduler sends it.
 """
@@ -54,6 +56,9 @@ def main():
 
   if where == "at":
     pass
+  elif where == "at_exit":
+    import atexit  # pylint: disable=g-import-not-at-top
+    atexit.register(fire)
   elif where in ("inside_checkpoint", "after_checkpoint"):
     stage, epoch = args[0], int(args[1])
     save = loop.save_checkpoint

@@ -9,9 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
+# When each process of the last `launch` ended (time.time()).
+LAST_ENDS: list[float] = []
 
 
 def free_port() -> int:
@@ -23,6 +27,8 @@ def free_port() -> int:
 def launch(workdir, record, tag, config_flags, *worker_flags, processes=2,
            local_devices=2):
   """Runs the job on `processes` local processes; returns (codes, outputs).
+
+  The time each process ended (`time.time()`) is kept in `LAST_ENDS`.
 
   Args:
     workdir: the run's workdir.
@@ -49,8 +55,19 @@ def launch(workdir, record, tag, config_flags, *worker_flags, processes=2,
        f"--config.distributed.process_id={i}"],
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True) for i in range(processes)]
+  outputs, ends = [""] * processes, [0.0] * processes
+
+  def wait(i):
+    outputs[i] = procs[i].communicate(timeout=270)[0]
+    ends[i] = time.time()
+
+  waiters = [threading.Thread(target=wait, args=(i,)) for i in range(processes)]
   try:
-    outputs = [p.communicate(timeout=270)[0] for p in procs]
+    for w in waiters:
+      w.start()
+    for w in waiters:
+      w.join()
+    LAST_ENDS[:] = ends
   finally:
     for p in procs:
       if p.poll() is None:

@@ -19,16 +19,30 @@ With `--stop_after_warmup_epoch=K` the process exits with status 3 right
 after warm-up epoch K's checkpoint, like a job killed there. With
 `--kill_in_warmup_epoch=K` every process meets the others at a barrier just
 before its second training batch of warm-up epoch K, then sends itself
-SIGKILL (no cleanup, no record saved): a job killed mid-epoch.
+SIGKILL (no cleanup, no record saved): a job killed mid-epoch. With
+`--term_in_warmup_epoch=K` process 1 alone (or each process listed by
+`--term_processes=0,1`) sends itself SIGTERM just before its second
+training batch of warm-up epoch K (a maintenance event on one host, or on
+all) and writes the time it did to `DIR/sigterm_<tag>.json`. With
+`--batch_seconds=S` every process waits S seconds before each training
+batch (a slow input pipeline: steps no faster than a pod's).
 """
 
-import argparse
+import signal
+# As main.py does first, before any library starts a thread: SIGINT and
+# SIGTERM wait for the runner's watcher in every thread (a thread started
+# before the block, e.g. by numpy's BLAS, would take them itself).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import atexit
 import collections
 import json
 import os
 import runpy
-import signal
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -60,6 +74,9 @@ def main():
   parser.add_argument("--tag", default="run")
   parser.add_argument("--stop_after_warmup_epoch", type=int, default=None)
   parser.add_argument("--kill_in_warmup_epoch", type=int, default=None)
+  parser.add_argument("--term_in_warmup_epoch", type=int, default=None)
+  parser.add_argument("--term_processes", default="1")
+  parser.add_argument("--batch_seconds", type=float, default=0.0)
   args = parser.parse_args(argv[:split])
 
   fed = collections.defaultdict(list)
@@ -76,7 +93,16 @@ def main():
         # so that no process dies inside a collective another still runs.
         multihost_utils.sync_global_devices("kill")
         os.kill(os.getpid(), signal.SIGKILL)
+      if (stage == "warmup" and epoch == args.term_in_warmup_epoch and
+          len(fed[f"{stage}_{epoch}"]) == 1 and
+          str(jax.process_index()) in args.term_processes.split(",")):
+        os.makedirs(args.record, exist_ok=True)
+        with open(os.path.join(args.record, f"sigterm_{args.tag}.json"),
+                  "w") as f:
+          json.dump({"time": time.time()}, f)
+        os.kill(os.getpid(), signal.SIGTERM)
       fed[f"{stage}_{epoch}"].append(_local_ids(batch["id"]))
+      time.sleep(args.batch_seconds)
       yield batch
 
   def recording_atomic(path, write):
@@ -100,9 +126,12 @@ def main():
   workdir = next(f.split("=", 1)[1] for f in main_flags
                  if f.startswith("--workdir="))
   sys.argv = [os.path.join(ROOT, "experiments", "main.py"), *main_flags]
-  try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-  finally:
+  saved = []
+
+  def save_record():
+    if saved:
+      return
+    saved.append(1)
     stem = os.path.join(args.record,
                         f"process_{jax.process_index()}_{args.tag}")
     os.makedirs(args.record, exist_ok=True)
@@ -110,6 +139,14 @@ def main():
     with open(stem + ".json", "w") as f:
       json.dump({"written": written, "process_count": jax.process_count(),
                  "device_count": jax.device_count()}, f)
+
+  # main.py ends its process itself after the exit handlers; registered
+  # after JAX's, this one runs before JAX shuts down.
+  atexit.register(save_record)
+  try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+  finally:
+    save_record()
 
 
 if __name__ == "__main__":

@@ -193,6 +193,45 @@ def test_lease_is_exclusive_refreshed_and_taken_over(emulator, monkeypatch):
   taker.release()
 
 
+def _lose_next_reply(lease):
+  """The lease's next request succeeds and its reply is lost: the client
+  sends it again, as gcsfs does, with the same precondition."""
+  call = lease._fs.call  # pylint: disable=protected-access
+  state = {"armed": True}
+
+  def lossy(method, *args, **kwargs):
+    if state["armed"] and method == "POST":
+      state["armed"] = False
+      call(method, *args, **kwargs)  # Done; the reply never comes back.
+    return call(method, *args, **kwargs)
+
+  lease._fs.call = lossy  # pylint: disable=protected-access
+  return state
+
+
+def test_lease_survives_a_retried_request(emulator):
+  from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
+  root = f"gs://{BUCKET}/unit/lease_retry"
+  path = f"{BUCKET}/unit/lease_retry/.lease"
+  lease = storage.Lease(root, seconds=600)
+  lost = _lose_next_reply(lease)
+  lease.acquire()  # The retry's 412 finds this run's token: taken.
+  assert not lost["armed"]
+  assert lease._generation == str(_fs().info(path)["generation"])  # pylint: disable=protected-access
+  lease._stop.set()  # pylint: disable=protected-access
+  lost = _lose_next_reply(lease)
+  assert lease._refresh_once()  # pylint: disable=protected-access
+  assert not lost["armed"]
+  assert lease._generation == str(_fs().info(path)["generation"])  # pylint: disable=protected-access
+  # Another run's lease (another token) still stops a refresh.
+  body = json.loads(_fs().cat_file(path))
+  _fs().pipe_file(path, json.dumps({**body, "token": "other"}).encode())
+  assert not lease._refresh_once()  # pylint: disable=protected-access
+  lease.release()
+  if _fs().exists(path):
+    _fs().rm(path)
+
+
 def test_orbax_checkpoints_go_to_the_bucket(emulator):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from mrmc_jax.runner import loop  # pylint: disable=g-import-not-at-top

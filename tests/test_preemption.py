@@ -9,7 +9,12 @@ training: 4 steps per epoch, 3 epochs):
     scores, accuracy and metrics rows as an uninterrupted run;
   * SIGTERM mid-epoch saves a checkpoint at the step it arrives (also with
     `checkpoint_every_steps=0`), exits 143, and the rerun is identical;
-  * a relaunch reads the input statistics from the workdir.
+  * a relaunch reads the input statistics from the workdir;
+  * on 2 processes x 4 devices, SIGTERM to process 1 alone saves the same
+    step on both, both exit 143, and the relaunch selects the one-device
+    mask;
+  * a signal while the process shuts down still exits 143/130;
+  * the pod configs checkpoint by steps.
 """
 
 import json
@@ -215,3 +220,62 @@ def test_negative_checkpoint_every_steps_fails_before_work(tmp_path):
     experiment.train_and_evaluate(
         tiny_config(**{"train.checkpoint_every_steps": -1}), run)
   assert not os.path.exists(run)
+
+
+@pytest.mark.parametrize("signalled", ["1", "0,1"])
+def test_sigterm_to_one_or_all_processes_saves_on_all(tmp_path,
+                                                     one_device_run,
+                                                     signalled):
+  # Two processes x 4 devices; SIGTERM to process 1 only (or to both), in
+  # warm-up epoch 2 (a maintenance event on one host, or on all). JAX's
+  # preemption notifier tells the other process; both save the same
+  # mid-epoch step, both exit 143 (no heartbeat abort), and the relaunch
+  # selects the one-device run's mask.
+  workdir, record = str(tmp_path / "run"), str(tmp_path / "record")
+  flags = [f"--config.{k}={v}" for k, v in scaleout.JOB.items()]
+  codes, out = multihost.launch(workdir, record, "a", flags,
+                                "--term_in_warmup_epoch=1",
+                                f"--term_processes={signalled}",
+                                "--batch_seconds=0.2", local_devices=4)
+  assert codes == [143, 143], out[0][-3000:] + out[1][-3000:]
+  for text in out:
+    lines = [l for l in text.splitlines() if "error: " in l]
+    assert len(lines) == 1 and "terminated" in lines[0], text[-3000:]
+  with open(os.path.join(record, "sigterm_a.json")) as f:
+    sent = json.load(f)["time"]
+  assert max(multihost.LAST_ENDS) - sent < 60, (multihost.LAST_ENDS, sent)
+  [taken] = step_checkpoints(workdir, "warmup")
+  assert WARMUP_STEPS + 1 < taken < 2 * WARMUP_STEPS, taken
+  loop.verify_checkpoint(os.path.join(
+      workdir, "checkpoints", "warmup" + loop.STEPS_SUFFIX, str(taken)))
+  print(f"SIGTERM to process(es) {signalled}; to both exits: "
+        f"{max(multihost.LAST_ENDS) - sent:.1f} s; saved at update {taken}")
+  codes, out = multihost.launch(workdir, record, "b", flags, local_devices=4)
+  assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
+  assert f" {taken}/36 " in out[0], out[0][-3000:]
+  scaleout._same_run(  # pylint: disable=protected-access
+      workdir, one_device_run)
+
+
+def test_a_signal_while_the_process_ends_is_not_dropped(reference):
+  # The job has returned (a rerun of a finished workdir: its summary is
+  # read back); SIGTERM or SIGINT while the process shuts down still ends it
+  # with 143/130 and one line, nothing written.
+  run, _ = reference
+  before = {f: os.path.getmtime(os.path.join(run, f))
+            for f in ("summary.json", "metrics.jsonl")}
+  for point, status in (("term:at_exit", 143), ("int:at_exit", 130)):
+    proc = run_cli([config_flag(), f"--workdir={run}"], worker_point=point)
+    assert proc.returncode == status, proc.stderr[-3000:]
+    lines = [l for l in proc.stderr.splitlines() if "error: " in l]
+    assert len(lines) == 1 and lines[0].startswith("error: "), (
+        proc.stderr[-3000:])
+  assert before == {f: os.path.getmtime(os.path.join(run, f))
+                    for f in before}
+
+
+def test_pod_configs_checkpoint_by_steps():
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  from configs import imagenet_tpu  # pylint: disable=g-import-not-at-top
+  assert imagenet_tpu.get_config().train.checkpoint_every_steps == 100
+  assert imagenet.get_config().train.checkpoint_every_steps == 1000

@@ -29,8 +29,21 @@ no step comes within `GRACE_SECONDS` (loading data, compiling, saving), or
 at a second signal, the watcher prints the line and ends the process at
 once. Every workdir write is atomic, so that is as safe as a kill -9, and
 the rerun resumes alike.
+
+On a multi-process job SIGTERM is a preemption notice for every host: the
+watcher re-raises it in its own thread, with SIGTERM unblocked there only,
+so that JAX's preemption notifier (a C++ SIGTERM handler installed by
+`jax.distributed.initialize`) sees it and tells the other hosts; all hosts
+then save at the same step (orbax's `reached_preemption`) and exit 143
+(`waits_for_sync_point`). Its grace is `PREEMPTION_GRACE_SECONDS`.
+
+A script's process ends through `exit_process`, which runs the exit
+handlers first and then takes the exit status under the watcher's lock: a
+signal that arrives after the last write, while the process shuts down,
+still gives 130/143.
 """
 
+import atexit
 import errno
 import logging as std_logging
 import os
@@ -52,12 +65,20 @@ TERMINATED = 143
 # Seconds the watcher waits for the epoch loop to stop at a step before it
 # ends the process itself.
 GRACE_SECONDS = 3.0
+# The same on a multi-process job for a SIGTERM handed to JAX's preemption
+# notifier: the hosts agree on a step first (a step or two), then save.
+PREEMPTION_GRACE_SECONDS = 60.0
+# Sent by `exit_process` to the watcher thread alone, to wake it.
+_WAKE = signal.SIGUSR2
 _SIGNALS = {signal.SIGINT: (INTERRUPTED, "interrupted"),
             signal.SIGTERM: (TERMINATED, "terminated")}
 # The first signal taken by the watcher; whether the one line was written;
 # the run's temporary folder.
+# Whether SIGTERM goes to JAX's preemption notifier (`forward_sigterm`);
+# whether the process is ending (`finished`: the exit status is taken).
 _state: dict[str, Any] = {"signum": None, "reported": False, "tmpdir": None,
-                          "watcher": None}
+                          "watcher": None, "forward_sigterm": False,
+                          "finished": False, "woken": None}
 _report_lock = threading.Lock()
 
 
@@ -138,16 +159,98 @@ def _exit_now(signum: int) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
+def _raise_in_this_thread(signum: int) -> None:
+  """Delivers `signum` to the C handler installed for it (JAX's notifier).
+
+  The signal is blocked in every thread; unblocked in this one only for
+  the call, it reaches the process's handler before `pthread_kill` returns.
+  """
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+  try:
+    signal.pthread_kill(threading.get_ident(), signum)
+  finally:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+
+
 def _watch(signals: set[int]) -> None:
+  # `exit_process` wakes the watcher with `_WAKE` (sent to this thread
+  # only): signals taken before it are recorded before it is answered.
+  signal.pthread_sigmask(signal.SIG_BLOCK, {_WAKE})
   while True:
-    signum = signal.sigwait(signals)
-    if _state["signum"] is not None:
-      _exit_now(_state["signum"])  # A second signal: stop now.
-    _state["signum"] = signum
-    timer = threading.Timer(GRACE_SECONDS, _exit_now, args=(signum,))
+    signum = signal.sigwait(signals | {_WAKE})
+    if signum == _WAKE:
+      _state["woken"].set()
+      continue
+    with _report_lock:
+      finished, first = _state["finished"], _state["signum"]
+      if first is None:
+        _state["signum"] = signum
+    if finished:
+      _exit_now(signum)  # The process is ending: with this signal's status.
+    if first is not None:
+      _exit_now(first)  # A second signal: stop now.
+    grace = GRACE_SECONDS
+    if waits_for_sync_point(signum):
+      _raise_in_this_thread(signum)
+      grace = PREEMPTION_GRACE_SECONDS
+    timer = threading.Timer(grace, _exit_now, args=(signum,))
     timer.daemon = True
     _state["timer"] = timer
     timer.start()
+
+
+def waits_for_sync_point(signum: int) -> bool:
+  """True if `signum` stops the job at JAX's preemption sync point.
+
+  That is SIGTERM on a multi-process job whose preemption service runs (the
+  signal is handed to JAX's notifier, which tells every host); the epoch
+  loop then saves and stops where `reached_preemption` says, on every host
+  at the same step. Otherwise a signal stops the loop at its next step.
+  """
+  return signum == signal.SIGTERM and _state["forward_sigterm"]
+
+
+def _preemption_service() -> bool:
+  """Whether `jax.distributed` runs a preemption sync manager (multi-host)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return (jax.process_count() > 1 and getattr(
+      distributed.global_state, "preemption_sync_manager", None) is not None)
+
+
+def exit_process(code: int = 0):
+  """Ends a script's process: `code`, or 130/143 if a signal came first.
+
+  The exit handlers (JAX's distributed shutdown, log flushes) run first;
+  then, under the watcher's lock, a signal taken or pending decides the
+  status, so that one arriving at any moment before the exit (after the
+  summary is written too) is not dropped. Without the watcher (a test
+  calling the job in-process) this is `sys.exit(code)`.
+  """
+  if _state["watcher"] is None:
+    sys.exit(code)
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  with _report_lock:
+    _state["finished"] = True  # From now on the watcher exits at a signal.
+  # A signal the watcher took (sigwait returned) may wait for the GIL to
+  # be recorded: the watcher answers `_WAKE` only after it.
+  _state["woken"] = threading.Event()
+  signal.pthread_kill(_state["watcher"].ident, _WAKE)
+  _state["woken"].wait(timeout=10)
+  with _report_lock:
+    signum = _state["signum"]
+    if signum is None:
+      pending = set(signal.sigpending()) & set(_SIGNALS)
+      signum = min(pending) if pending else None
+  if signum is not None:
+    message, code = _signal_line(signum)
+    _report(message)
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  os._exit(code)  # pylint: disable=protected-access
 
 
 def start_signal_watcher() -> None:
@@ -364,6 +467,7 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
       jax.distributed.initialize(
           coordinator_address=dist.coordinator_address,
           num_processes=dist.num_processes, process_id=dist.process_id)
+    _state["forward_sigterm"] = _preemption_service()
     logging.info("JAX process %d/%d, %d devices.", jax.process_index(),
                  jax.process_count(), jax.device_count())
     result = job(config, workdir)

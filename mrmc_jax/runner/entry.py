@@ -3,7 +3,7 @@
 `main(job, config_help)` defines `--config` and `--workdir` (`define_flags`),
 then runs the job (`module:function`, imported only after the flags are
 parsed, so that `--help` answers without loading JAX and TensorFlow) through
-`cli.run`.
+`cli.run`, and ends the process through `cli.exit_process`.
 """
 
 from absl import app
@@ -33,5 +33,6 @@ def main(job: str, config_help: str) -> None:
     module, _, name = job.partition(":")
     fn = getattr(importlib.import_module(module), name)
     cli.run(fn, flags.FLAGS.config, flags.FLAGS.workdir)
+    cli.exit_process(0)  # 130/143 if a signal came while it shut down.
 
   app.run(run, flags_parser=cli.parse_flags)

@@ -28,7 +28,6 @@ are written. A stage's checkpoints live in `<workdir>/checkpoints/<name>`.
 """
 
 import hashlib
-import json
 import math
 import os
 import signal
@@ -177,6 +176,122 @@ def _all_finite(tree: Tree) -> bool:
   return True
 
 
+# Reads of a checkpoint that fail for another reason than damage (a storage
+# error) are tried this often, `READ_RETRY_SECONDS` apart (times the try).
+READ_TRIES = 3
+READ_RETRY_SECONDS = 1.0
+# Broadcast by process 0 in place of a step when it could not read them.
+_UNREADABLE = -2
+
+
+def _first_line(e: BaseException) -> str:
+  # Orbax and TensorStore raise long messages; the first line says enough.
+  text = str(e).strip()
+  return text.splitlines()[0][:200] if text else ""
+
+
+def _unreadable(what: str, e: BaseException) -> OSError:
+  return OSError(
+      f"checkpoint {what} cannot be read ({type(e).__name__}: "
+      f"{_first_line(e)}) after {READ_TRIES} tries; it was kept. Rerun the "
+      "same command once the storage answers.")
+
+
+def _damage(mngr: ocp.CheckpointManager, step: int) -> Optional[str]:
+  """Why checkpoint `step` is damaged (its files against `sha256.json`), or
+  None if it is sound. A read error is retried, never taken for damage.
+
+  Raises:
+    OSError: the files could not be read `READ_TRIES` times.
+  """
+  for attempt in range(READ_TRIES):
+    try:
+      verify_checkpoint(step_dir(mngr, step))
+      return None
+    except DamagedCheckpointError as e:
+      return f"{type(e).__name__}: {e}"
+    except Exception as e:  # pylint: disable=broad-except
+      if attempt + 1 == READ_TRIES:
+        raise _unreadable(f"{mngr.directory}/{step}", e) from None
+      time.sleep(READ_RETRY_SECONDS * (attempt + 1))
+  return None
+
+
+def _choose_step(mngr: ocp.CheckpointManager) -> tuple[int, list[int]]:
+  """(The newest sound checkpoint or -1, the damaged ones newer than it).
+
+  Each file of the checkpoints looked at is read once (on process 0).
+  """
+  damaged = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    why = _damage(mngr, int(step))
+    if why is None:
+      return int(step), damaged
+    logging.warning("Checkpoint %s/%d cannot be restored (%s); falling back "
+                    "to the one before it.", mngr.directory, step, why)
+    damaged.append(int(step))
+  return -1, damaged
+
+
+def _broadcast_steps(steps: list[int]) -> list[int]:
+  """Process 0's list of step numbers, on every process."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  n = multihost_utils.broadcast_one_to_all(np.int32(len(steps)))
+  values = np.asarray(steps if jax.process_index() == 0 else [0] * int(n),
+                      np.int32).reshape(int(n))
+  return [int(v) for v in np.asarray(
+      multihost_utils.broadcast_one_to_all(values))]
+
+
+def _drop(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Deletes damaged checkpoints alike on every process.
+
+  With several processes, process 0 removes the folders and every process
+  then reloads orbax's list (orbax's own delete waits at a barrier per
+  step, and a host whose listing lags would never reach it).
+  """
+  if not steps:
+    return
+  if jax.process_count() == 1:
+    for step in steps:
+      mngr.delete(step)  # So that the epoch can be saved again.
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    for step in steps:
+      storage.rmtree(step_dir(mngr, step))
+  multihost_utils.sync_global_devices(f"drop {mngr.directory} {steps}")
+  mngr.reload()
+
+
+def _restore_step(mngr: ocp.CheckpointManager, step: int,
+                  target: Tree) -> Tree:
+  """Restores a verified checkpoint on every process, retrying read errors
+  on all of them together until each has read it.
+
+  Raises:
+    OSError: it could not be read `READ_TRIES` times; it is kept.
+  """
+  for attempt in range(READ_TRIES):
+    error = None
+    try:
+      tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # pylint: disable=broad-except
+      error, tree = e, None
+    failed = error is not None
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      failed = bool(np.any(multihost_utils.process_allgather(
+          np.int32(failed))))
+    if not failed:
+      return tree
+    if attempt + 1 == READ_TRIES:
+      raise _unreadable(f"{mngr.directory}/{step}", error or OSError(
+          "another process could not read it")) from None
+    time.sleep(READ_RETRY_SECONDS * (attempt + 1))
+  raise AssertionError("unreachable")
+
+
 def restore(mngr: ocp.CheckpointManager, target: Tree,
             unit: str = "epoch") -> tuple[int, Tree]:
   """Returns (checkpoint number, tree) from the newest sound checkpoint.
@@ -184,30 +299,46 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
   The number is the completed epochs (epoch checkpoints), or updates
   (`unit="update"`, mid-epoch checkpoints).
 
-  A checkpoint whose files differ from its `sha256.json`, that fails to
-  restore, or that holds non-finite values is skipped with one warning line
-  and deleted; with none left the stage starts over from `target` (epoch 0).
+  One decision for all processes: process 0 checks the checkpoints' files
+  against their `sha256.json` (each file read once) and broadcasts the
+  newest sound one and the damaged ones newer than it; every process then
+  deletes the damaged ones alike and restores that one. A damaged
+  checkpoint (files differ from the manifest, no manifest, or non-finite
+  values) is skipped with one warning line and deleted; with none left the
+  stage starts over from `target` (epoch 0). A read error (the storage
+  does not answer) is retried and never deletes a checkpoint.
+
+  Raises:
+    OSError: a checkpoint could not be read `READ_TRIES` times (kept).
   """
-  for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      verify_checkpoint(step_dir(mngr, step))
-      tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
-      if not _all_finite(tree):
-        raise DamagedCheckpointError(
-            "it holds NaN or infinite parameters or optimizer state")
-    except Exception as e:  # pylint: disable=broad-except
-      # Orbax and TensorStore raise many types for a torn file; the message
-      # is long, its first line says enough.
-      first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-      logging.warning("Checkpoint %s/%d cannot be restored (%s: %s); "
-                      "falling back to the one before it.", mngr.directory,
-                      step, type(e).__name__, first)
-      # Removed, so that the epoch can be saved again under its number.
-      mngr.delete(step)
-      continue
-    logging.info("Resumed from %s at %s %d.", mngr.directory, unit, step)
-    return int(step), tree
-  return 0, target
+  while True:
+    if jax.process_count() == 1:
+      step, damaged = _choose_step(mngr)
+    else:
+      chosen, error = (-1, []), None
+      if jax.process_index() == 0:
+        try:
+          chosen = _choose_step(mngr)
+        except OSError as e:  # Unreadable: every process stops alike.
+          chosen, error = (_UNREADABLE, []), e
+      step, *damaged = _broadcast_steps([chosen[0], *chosen[1]])
+      if step == _UNREADABLE:
+        raise error or OSError(
+            f"process 0 could not read the checkpoints of {mngr.directory} "
+            f"after {READ_TRIES} tries; they were kept. Rerun the same "
+            "command once the storage answers.")
+      mngr.reload()  # This host's listing may lag process 0's.
+    _drop(mngr, damaged)
+    if step < 0:
+      return 0, target
+    tree = _restore_step(mngr, step, target)
+    if _all_finite(tree):  # The same answer on every process.
+      logging.info("Resumed from %s at %s %d.", mngr.directory, unit, step)
+      return int(step), tree
+    logging.warning("Checkpoint %s/%d cannot be restored (it holds NaN or "
+                    "infinite parameters or optimizer state); falling back "
+                    "to the one before it.", mngr.directory, step)
+    _drop(mngr, [step])
 
 
 def save_checkpoint(mngr: ocp.CheckpointManager, epoch: int,
@@ -370,8 +501,9 @@ def run_epochs(*,
   checkpoint past the newest epoch checkpoint and hands `epoch_fn` a tree
   whose `resume_step` is k: the epoch's layout is a function of (seed,
   epoch), so its remaining batches are those it would have had. On a
-  multi-host job a signal alone (each host may see it at another step) stops
-  without saving; the preemption sync point is agreed by all hosts.
+  multi-host job SIGTERM (to one host or to all) goes to JAX's preemption
+  notifier and every host saves and stops at the sync point they agree on;
+  SIGINT (each host may see it at another step) stops without saving.
 
   Args:
     stage: the metrics stage name (`stage` field of metrics.jsonl, `tb/`).
@@ -417,7 +549,10 @@ def run_epochs(*,
   resumed_at = 0
   step_path = checkpoint_dir + STEPS_SUFFIX
   smngr = None
-  if storage.isdir(step_path) and "acc" in tree:
+  # Decided once: a host whose listing lags would skip the collective
+  # restore the others run.
+  if "acc" in tree and storage.decide_once(
+      lambda: storage.isdir(step_path)):
     smngr = checkpoint_manager(step_path)
     # Those not past the restored epoch checkpoint are superseded by it.
     _drop_superseded(smngr, start * steps_per_epoch)
@@ -481,8 +616,12 @@ def run_epochs(*,
         signum = cli.pending_signal()
         # Orbax's preemption notice: on a multi-host job all hosts reach
         # this sync point at the same step (False without JAX's
-        # distributed preemption service).
+        # distributed preemption service). A SIGTERM handed to JAX's
+        # notifier (`cli.waits_for_sync_point`) stops the job there, on
+        # every host at once, whichever host it came to.
         preempted = mngr.reached_preemption(_steps_taken[0])
+        if signum is not None and cli.waits_for_sync_point(signum):
+          signum = None if not preempted else signum
         if signum is not None or preempted:
           if preempted or jax.process_count() == 1:
             cli.hold_exit()  # The save may outlast the watcher's grace.

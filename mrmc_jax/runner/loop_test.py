@@ -75,6 +75,41 @@ def test_non_finite_or_unsealed_checkpoint_is_damage(tmp_path, caplog):
   assert "NaN or infinite" in messages[0] and "no sha256.json" in messages[1]
 
 
+def test_read_errors_are_retried_and_never_delete(tmp_path, monkeypatch):
+  _save(tmp_path, "s", 1, _tree(1.0))
+  mngr = _save(tmp_path, "s", 2, _tree(2.0))
+  monkeypatch.setattr(loop, "READ_RETRY_SECONDS", 0.0)
+  read = []
+  sha256 = loop._sha256  # pylint: disable=protected-access
+  monkeypatch.setattr(loop, "_sha256",
+                      lambda path: read.append(path) or sha256(path))
+  # Each file of the newest checkpoint is read once; the older one not.
+  assert loop.restore(mngr, _tree(0.0))[0] == 2
+  assert sorted(read) == sorted(set(read)) and read, read
+  assert all(os.sep + "2" + os.sep in p for p in read), read
+  # A storage error (not damage) on the first try: retried, restored.
+  verify = loop.verify_checkpoint
+  errors = [OSError("503 Service Unavailable")]
+
+  def flaky(path):
+    if errors:
+      raise errors.pop()
+    verify(path)
+
+  monkeypatch.setattr(loop, "verify_checkpoint", flaky)
+  epoch, tree = loop.restore(mngr, _tree(0.0))
+  assert epoch == 2 and float(tree["w"][0, 0]) == 2.0
+  # One that lasts: one line, and every checkpoint is kept.
+  def down(path):
+    raise OSError("503 Service Unavailable")
+
+  monkeypatch.setattr(loop, "verify_checkpoint", down)
+  with pytest.raises(OSError, match=r"s/2 cannot be read \(OSError: 503 "
+                     r"Service Unavailable\) after 3 tries; it was kept"):
+    loop.restore(mngr, _tree(0.0))
+  assert mngr.all_steps() == [1, 2]
+
+
 def test_non_finite_loss_names_epoch_and_learning_rate():
   loop.check_finite({"train_loss": 0.5, "train_accuracy": float("nan")},
                     "warmup epoch 1")

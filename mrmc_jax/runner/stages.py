@@ -710,6 +710,8 @@ def run_cell(ctx: Context, config: ml_collections.ConfigDict, spec: str,
   """
   sel = select(ctx, spec, art, ratio, opts, stamps.selection, cache=cache,
                plot=plot)
+  # Every host trains on the mask it computed: they must agree (one line).
+  storage.check_hosts_agree(sel.mask, f"the core-set mask of {spec}")
   path = os.path.join(ctx.workdir, "summary.json")
 
   def run():

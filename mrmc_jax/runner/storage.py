@@ -35,6 +35,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterator, Optional
 
 # Schemes a workdir may use besides local paths; orbax accepts them too.
@@ -313,6 +314,13 @@ class Lease:
   process prints one line and exits with status 2 at once, before it can
   write over the other run. A kill -9 leaves the lease until it expires
   (`LEASE_SECONDS`, 60 by default, or at once for a rerun on the same host).
+
+  The client retries a request whose reply was lost with the same
+  precondition; if the first attempt had succeeded, the retry fails (412,
+  `FileExistsError`) although the lease is this run's. The lease body
+  carries a token unique to its holder, so such a failure re-reads the
+  lease and goes on if it holds this run's token (`_write`): neither
+  `acquire` nor a refresh ever refuses or stops its own holder.
   """
 
   def __init__(self, workdir: str, seconds: float = LEASE_SECONDS):
@@ -322,12 +330,30 @@ class Lease:
     bucket, _, key = self.path[len(scheme(workdir)) + 3:].partition("/")
     self._bucket, self._key = bucket, key
     self._generation: Optional[str] = None
+    self._token = uuid.uuid4().hex
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
 
   def _body(self) -> bytes:
     return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "token": self._token,
                        "expires": time.time() + self.seconds}).encode()
+
+  def _write(self, if_generation: str) -> str:
+    """Writes the lease under the precondition; returns its generation.
+
+    Raises:
+      FileExistsError: the precondition failed and the lease is not this
+        run's (a 412 after a retried request whose first attempt succeeded
+        finds this run's token, and is success).
+    """
+    try:
+      return self._upload(self._body(), if_generation)
+    except FileExistsError:
+      body, gen = self._read()
+      if body is not None and body.get("token") == self._token:
+        return gen
+      raise
 
   def _upload(self, data: bytes, if_generation: str) -> str:
     # A multipart upload (metadata + data), as gcsfs itself sends: the
@@ -372,7 +398,7 @@ class Lease:
     """Takes the lease; `LeaseBusyError` (one line) if a live one is held."""
     for _ in range(3):
       try:
-        self._generation = self._upload(self._body(), "0")
+        self._generation = self._write("0")
         break
       except FileExistsError:  # 412: the lease object exists.
         pass
@@ -387,7 +413,7 @@ class Lease:
             f"within the last {self.seconds:.0f} s, expires in {left:.0f} s "
             "unless refreshed); wait for it to finish or use a new --workdir.")
       try:
-        self._generation = self._upload(self._body(), gen)
+        self._generation = self._write(gen)
         break
       except FileExistsError:
         continue  # Another run replaced it first; look again.
@@ -397,17 +423,23 @@ class Lease:
     self._thread = threading.Thread(target=self._refresh, daemon=True)
     self._thread.start()
 
+  def _refresh_once(self) -> bool:
+    """Rewrites the lease; False if another run has taken it."""
+    try:
+      self._generation = self._write(self._generation)
+    except FileExistsError:
+      return False
+    except Exception:  # pylint: disable=broad-except
+      pass  # A transient error: retried at the next refresh.
+    return True
+
   def _refresh(self) -> None:
     while not self._stop.wait(self.seconds / 3):
-      try:
-        self._generation = self._upload(self._body(), self._generation)
-      except FileExistsError:
+      if not self._refresh_once():
         os.write(2, (f"error: lost the lease on {dirname(self.path)} to "
                      "another run (this one stalled past its expiry); "
                      "stopping without writing more.\n").encode())
         os._exit(2)  # pylint: disable=protected-access
-      except Exception:  # pylint: disable=broad-except
-        pass  # A transient error: retried at the next refresh.
 
   def release(self) -> None:
     """Stops refreshing and deletes the lease (if still this run's)."""
@@ -447,3 +479,56 @@ def decide_once(fn: Callable[[], bool]) -> bool:
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   value = np.int32(bool(fn())) if jax.process_index() == 0 else np.int32(0)
   return bool(multihost_utils.broadcast_one_to_all(value))
+
+
+def check_hosts_agree(value: Any, what: str) -> None:
+  """Refuses to go on unless every process holds the same `value`.
+
+  Each process's SHA-256 of `value` (its dtype, shape and bytes) is
+  all-gathered (32 bytes per process) and compared with process 0's, e.g.
+  the core-set mask before it is trained on: hosts that computed different
+  masks would otherwise train on different examples without a word. With
+  one process this does nothing.
+
+  Args:
+    value: a host array (e.g. the bool mask `[N]`).
+    what: what it is, for the message.
+
+  Raises:
+    ValueError: some process holds another value (`check_digests_agree`).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() == 1:
+    return
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  value = np.ascontiguousarray(value)
+  h = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+  h.update(value.tobytes())
+  digest = np.frombuffer(h.digest(), np.uint8)
+  check_digests_agree(
+      np.asarray(multihost_utils.process_allgather(digest)), what)
+
+
+def check_digests_agree(digests: Any, what: str) -> None:
+  """Raises one line unless every row of `digests` equals row 0.
+
+  Args:
+    digests: uint8 `[P, 32]`, process p's SHA-256 in row p.
+    what: what was hashed, for the message.
+
+  Raises:
+    ValueError: naming the processes whose digest differs from process 0's.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  digests = np.asarray(digests)
+  differ = [p for p in range(digests.shape[0])
+            if not np.array_equal(digests[p], digests[0])]
+  if differ:
+    raise ValueError(
+        f"{what} differs between hosts: process(es) {differ} of "
+        f"{digests.shape[0]} computed another one than process 0 (SHA-256 "
+        f"{bytes(digests[differ[0]]).hex()[:12]} vs "
+        f"{bytes(digests[0]).hex()[:12]}); nothing was trained on it. Every "
+        "host must read the same data with the same code and versions.")

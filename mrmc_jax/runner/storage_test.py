@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from mrmc_jax.runner import storage
@@ -104,3 +105,16 @@ def test_decide_once_broadcasts_process_0s_answer():
   assert [p.returncode for p in procs] == [0, 0], outs
   for out in outs:
     assert "decided True False" in out, out
+
+
+def test_hosts_that_disagree_are_one_line():
+  digests = np.zeros((4, 32), np.uint8)
+  storage.check_digests_agree(digests, "the core-set mask")  # All agree.
+  digests[2, 5] = 1
+  with pytest.raises(ValueError, match=(
+      r"the core-set mask differs between hosts: process\(es\) \[2\] of 4 "
+      r"computed another one than process 0")) as e:
+    storage.check_digests_agree(digests, "the core-set mask")
+  assert "\n" not in str(e.value)
+  # One process: nothing to compare, nothing gathered.
+  storage.check_hosts_agree(np.ones(7, bool), "the core-set mask")
