@@ -27,7 +27,6 @@ epoch (the loss is already on the host there), before its rows or checkpoint
 are written. A stage's checkpoints live in `<workdir>/checkpoints/<name>`.
 """
 
-import hashlib
 import math
 import os
 import signal
@@ -117,17 +116,6 @@ class NonFiniteError(ValueError):
   """Training produced a NaN or infinite loss."""
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  if not storage.is_local(path):
-    h.update(storage.read_bytes(path))
-    return h.hexdigest()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def _file_hashes(step_dir: str) -> dict[str, str]:
   out = {}
   for full in storage.walk_files(step_dir):
@@ -135,7 +123,7 @@ def _file_hashes(step_dir: str) -> dict[str, str]:
     rel = os.path.relpath(full, step_dir) if storage.is_local(step_dir) else (
         full[len(step_dir.rstrip("/")) + 1:])
     if rel != MANIFEST and not name.startswith(".tmp-"):
-      out[rel] = _sha256(full)
+      out[rel] = wd.file_sha256(full)
   return out
 
 
@@ -387,7 +375,7 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
       try:
         want = wd.read_json(os.path.join(path, MANIFEST))["files"]
         copy = os.path.join(path, METRICS_COPY)
-        if METRICS_COPY not in want or _sha256(copy) != want[METRICS_COPY]:
+        if METRICS_COPY not in want or wd.file_sha256(copy) != want[METRICS_COPY]:
           continue
         data = storage.read_bytes(copy)
       except (OSError, ValueError, KeyError, TypeError):

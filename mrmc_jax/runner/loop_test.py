@@ -80,8 +80,8 @@ def test_read_errors_are_retried_and_never_delete(tmp_path, monkeypatch):
   mngr = _save(tmp_path, "s", 2, _tree(2.0))
   monkeypatch.setattr(loop, "READ_RETRY_SECONDS", 0.0)
   read = []
-  sha256 = loop._sha256  # pylint: disable=protected-access
-  monkeypatch.setattr(loop, "_sha256",
+  sha256 = wd.file_sha256
+  monkeypatch.setattr(wd, "file_sha256",
                       lambda path: read.append(path) or sha256(path))
   # Each file of the newest checkpoint is read once; the older one not.
   assert loop.restore(mngr, _tree(0.0))[0] == 2

@@ -143,9 +143,6 @@ def array_sha256(array: np.ndarray) -> str:
   return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-file_sha256 = wd.file_sha256
-
-
 # --------------------------------------------------------------------------
 # Load.
 
@@ -409,7 +406,7 @@ def read_selection(out: str, stamp: str) -> Optional[Selection]:
     path = os.path.join(out, name)
     if not storage.exists(path):
       raise _damaged(path, "is missing")
-    if not isinstance(hashes, dict) or hashes.get(name) != file_sha256(path):
+    if not isinstance(hashes, dict) or hashes.get(name) != wd.file_sha256(path):
       raise _damaged(path, "does not match its SHA-256 in selection.json")
   scores = wd.read_npy(os.path.join(out, "scores.npy"))
   mask = wd.read_npy(os.path.join(out, "mask.npy"))
