@@ -10,22 +10,13 @@ option overrides, e.g. "mrmc(loss_source=eval;skip_epochs=2)".
 
 import ml_collections
 
-from mrmc_jax import methods
+from mrmc_jax.runner import config as runner_config
 from mrmc_jax.runner import fields
 
 
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the base config (the digits default's shape, paper optimiser)."""
   return fields.base_config()
-
-
-def load_plugins(config: ml_collections.ConfigDict) -> None:
-  """Imports `selection.plugins` and adds their options' config fields."""
-  methods.load_plugins((config.selection.plugins or "").split(","))
-  for f in fields.option_fields():
-    name = f.path.split(".", 1)[1]
-    if name not in config.selection:
-      fields._add(config, [f])  # pylint: disable=protected-access
 
 
 def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
@@ -67,7 +58,8 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
   for key, value in items:
     set_fields(config, {key: value})
     if key == "selection.plugins":
-      load_plugins(config)
+      runner_config.load_plugins(config)
+      fields.add_option_fields(config)
   return config
 
 

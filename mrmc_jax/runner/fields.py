@@ -205,6 +205,16 @@ def _add(config: ml_collections.ConfigDict, fields) -> None:
       node[leaf] = f.default
 
 
+def add_option_fields(config: ml_collections.ConfigDict) -> None:
+  """Adds `selection.<option>` for each declared option the config lacks.
+
+  After `selection.plugins` are loaded, so that a user method's options
+  become fields of the config that names it (settable as overrides).
+  """
+  _add(config, [f for f in option_fields()
+                if f.path.split(".", 1)[1] not in config.selection])
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The base config: every field of `BASE` and the built-in methods' options."""
   config = ml_collections.ConfigDict()
