@@ -12,6 +12,8 @@ import ml_collections
 
 from mrmc_jax.runner import config as runner_config
 from mrmc_jax.runner import fields
+# `set_fields` has an argument named `fields`.
+from mrmc_jax.runner import fields as fields_lib  # pylint: disable=reimported
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -71,35 +73,13 @@ def set_fields(config: ml_collections.ConfigDict, fields: dict
     ValueError: an unknown field, named with the closest known one.
   """
   for key, value in fields.items():
-    check_field(config, key)
+    fields_lib.check_field(config, key)
     *parents, leaf = key.split(".")
     node = config
     for p in parents:
       node = node[p]
     node[leaf] = value
   return config
-
-
-def check_field(config: ml_collections.ConfigDict, key: str) -> None:
-  """Raises `ValueError` "unknown field X (did you mean Y?)" for a bad key."""
-  node = config
-  for p in key.split("."):
-    if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-      raise ValueError(f"unknown field {key!r}{_did_you_mean(config, key)}.")
-    node = node[p]
-
-
-def _did_you_mean(config: ml_collections.ConfigDict, key: str) -> str:
-  import difflib  # pylint: disable=g-import-not-at-top
-
-  def names(node, prefix=""):
-    for k, v in node.items():
-      yield prefix + k
-      if isinstance(v, ml_collections.ConfigDict):
-        yield from names(v, prefix + k + ".")
-
-  close = difflib.get_close_matches(key, list(names(config)), n=1)
-  return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def presets(arg: str | None) -> set[str]:
