@@ -10,22 +10,15 @@ option overrides, e.g. "mrmc(loss_source=eval;skip_epochs=2)".
 
 import ml_collections
 
-from mrmc_jax import methods
+from mrmc_jax.runner import config as runner_config
 from mrmc_jax.runner import fields
+# `set_fields` has an argument named `fields`.
+from mrmc_jax.runner import fields as fields_lib  # pylint: disable=reimported
 
 
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the base config (the digits default's shape, paper optimiser)."""
   return fields.base_config()
-
-
-def load_plugins(config: ml_collections.ConfigDict) -> None:
-  """Imports `selection.plugins` and adds their options' config fields."""
-  methods.load_plugins((config.selection.plugins or "").split(","))
-  for f in fields.option_fields():
-    name = f.path.split(".", 1)[1]
-    if name not in config.selection:
-      fields._add(config, [f])  # pylint: disable=protected-access
 
 
 def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
@@ -67,7 +60,8 @@ def apply_overrides(config: ml_collections.ConfigDict, arg: str | None,
   for key, value in items:
     set_fields(config, {key: value})
     if key == "selection.plugins":
-      load_plugins(config)
+      runner_config.load_plugins(config)
+      fields.add_option_fields(config)
   return config
 
 
@@ -79,35 +73,13 @@ def set_fields(config: ml_collections.ConfigDict, fields: dict
     ValueError: an unknown field, named with the closest known one.
   """
   for key, value in fields.items():
-    check_field(config, key)
+    fields_lib.check_field(config, key)
     *parents, leaf = key.split(".")
     node = config
     for p in parents:
       node = node[p]
     node[leaf] = value
   return config
-
-
-def check_field(config: ml_collections.ConfigDict, key: str) -> None:
-  """Raises `ValueError` "unknown field X (did you mean Y?)" for a bad key."""
-  node = config
-  for p in key.split("."):
-    if not isinstance(node, ml_collections.ConfigDict) or p not in node:
-      raise ValueError(f"unknown field {key!r}{_did_you_mean(config, key)}.")
-    node = node[p]
-
-
-def _did_you_mean(config: ml_collections.ConfigDict, key: str) -> str:
-  import difflib  # pylint: disable=g-import-not-at-top
-
-  def names(node, prefix=""):
-    for k, v in node.items():
-      yield prefix + k
-      if isinstance(v, ml_collections.ConfigDict):
-        yield from names(v, prefix + k + ".")
-
-  close = difflib.get_close_matches(key, list(names(config)), n=1)
-  return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def presets(arg: str | None) -> set[str]:

@@ -50,3 +50,16 @@ def test_runner_reads_configs_library_does_not():
   for f in _library_files():
     mods = _imports(f)
     assert not any(m.startswith(("ml_collections", "configs")) for m in mods), f
+
+
+def test_the_runner_never_imports_the_config_files():
+  # configs/ sits above the runner (its files build configs from the
+  # runner's field declarations), never below it.
+  runner = os.path.join(PKG, "runner")
+  files = [os.path.join(runner, n) for n in os.listdir(runner)
+           if n.endswith(".py") and not n.endswith("_test.py")]
+  assert len(files) > 10
+  offenders = [os.path.relpath(f, ROOT) for f in files
+               if any(m == "configs" or m.startswith("configs.")
+                      for m in _imports(f))]
+  assert not offenders, offenders

@@ -11,6 +11,7 @@ so TensorBoard events are written locally and uploaded through the file
 layer; that is what is tested here.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -152,6 +153,10 @@ def test_files_folders_and_appends(emulator):
   assert storage.read_bytes(log) == b"1\n2\n"
   with pytest.raises(FileNotFoundError):
     storage.read_bytes(storage.join(root, "nope"))
+  # The content hash streams the object through the same layer.
+  assert wd.file_sha256(log) == hashlib.sha256(b"1\n2\n").hexdigest()
+  with pytest.raises(FileNotFoundError):
+    wd.file_sha256(storage.join(root, "nope"))
   storage.rmtree(root)
   assert not storage.exists(root)
   assert storage.abspath("gs://b/run/") == "gs://b/run"

@@ -306,26 +306,29 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
     compiled["initial_state"] = sharding.to_host(
         ctx.init_state(tx, seed_offset=1))
 
-  def epoch_fn(tree, epoch, tick):
-    state, attr = tree["state"], tree["attr"]
-    acc = jnp.zeros(3)
-    for batch in data_ctx.train_batches(epoch, ids=ids):
-      state, attr, m = step(state, attr, batch)
-      acc = acc + jnp.stack([m["train_loss"], m["train_accuracy"], 1.0])
-      tick()
+  def attributed_step(carried, acc, batch, e):
+    del e
+    state, attr, m = step(carried["state"], carried["attr"], batch)
+    return {"state": state, "attr": attr}, acc + jnp.stack(
+        [m["train_loss"], m["train_accuracy"], 1.0])
+
+  def finish(tree, epoch):
     # One host sync per epoch: every probe must be trained on once per
     # epoch, or its row (and its loss trajectory) would be incomplete.
+    attr = tree["attr"]
     visits = sharding.to_host(attr.visits)
     if not np.all(visits == epoch + 1):
       raise RuntimeError(
           f"setting {name}, epoch {epoch + 1}: probes visited "
           f"{sorted(set(visits.tolist()))} times, expected {epoch + 1}; "
           "a probe is missing from this training set.")
-    loss, accuracy, count = (float(x) for x in np.asarray(acc))
-    return {**tree, "state": state, "attr": attr}, {
-        "train_loss": loss / max(count, 1),
-        "train_accuracy": accuracy / max(count, 1),
-        "probe_steps": float(sharding.to_host(attr.probe_steps))}
+    return tree, {"probe_steps": float(sharding.to_host(attr.probe_steps))}
+
+  epoch_fn = loop.make_epoch_fn(
+      attributed_step,
+      lambda epoch, start: data_ctx.train_batches(epoch, ids=ids,
+                                                  start=start),
+      mesh=ctx.mesh, carry=("state", "attr"), finish=finish)
 
   ckpt_dir = os.path.join(ctx.workdir, "checkpoints", name)
   tree = loop.run_epochs(

@@ -322,7 +322,7 @@ def _override_error(argv: list[str], e: BaseException) -> str:
     return (f"{override} overrides a field of a config file, but no "
             "--config=<file> was given (e.g. --config=configs/default.py).")
   try:
-    from configs import base  # pylint: disable=g-import-not-at-top
+    from mrmc_jax.runner import fields  # pylint: disable=g-import-not-at-top
     config = flags.FLAGS["config"].value
     if config is None:
       # Not set yet when the override fails: load the file again.
@@ -332,7 +332,8 @@ def _override_error(argv: list[str], e: BaseException) -> str:
       config = runpy.run_path(path)["get_config"](*arg)
     for arg in argv[1:]:
       if arg.startswith("--config."):
-        base.check_field(config, arg[len("--config."):].split("=", 1)[0])
+        fields.check_field(config,
+                           arg[len("--config."):].split("=", 1)[0])
   except ValueError as found:
     return f"--config: {found}"
   except Exception:  # pylint: disable=broad-except

@@ -46,7 +46,14 @@ def selection_options(config: ml_collections.ConfigDict
 
 
 def load_plugins(config: ml_collections.ConfigDict) -> None:
-  """Imports the user's method files named in `selection.plugins`."""
+  """Imports the user's method files named in `selection.plugins`.
+
+  The config's side of `methods.load_plugins`, which does the loading.
+
+  Raises:
+    ValueError: `selection.plugins` is not a string, or an entry that
+      `methods.load_plugins` refuses (one line).
+  """
   plugins = config.selection.get("plugins") or ""
   if not isinstance(plugins, str):
     raise ValueError(f"selection.plugins={plugins!r} is not allowed: use a "

@@ -27,7 +27,7 @@ and a field whose "off" value changes results must not declare it.
 """
 
 import dataclasses
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import ml_collections
 
@@ -205,6 +205,16 @@ def _add(config: ml_collections.ConfigDict, fields) -> None:
       node[leaf] = f.default
 
 
+def add_option_fields(config: ml_collections.ConfigDict) -> None:
+  """Adds `selection.<option>` for each declared option the config lacks.
+
+  After `selection.plugins` are loaded, so that a user method's options
+  become fields of the config that names it (settable as overrides).
+  """
+  _add(config, [f for f in option_fields()
+                if f.path.split(".", 1)[1] not in config.selection])
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The base config: every field of `BASE` and the built-in methods' options."""
   config = ml_collections.ConfigDict()
@@ -232,6 +242,25 @@ def leaves(config: ml_collections.ConfigDict, prefix: str = ""
       yield path, value
 
 
+def unknown_field(path: str, known: Iterable[str], quote: bool = False
+                  ) -> str:
+  """`unknown field X (did you mean Y?)`, Y the closest of `known`, if any.
+
+  The one wording of an unknown field, for a config's own field
+  (`check_known`) and for an override (`check_field`).
+
+  Args:
+    path: the dotted field.
+    known: the dotted fields it may have meant.
+    quote: name the fields quoted, as typed in a `field=value` override.
+  """
+  import difflib  # pylint: disable=g-import-not-at-top
+  show = repr if quote else str
+  close = difflib.get_close_matches(path, list(known), n=1)
+  hint = f" (did you mean {show(close[0])}?)" if close else ""
+  return f"unknown field {show(path)}{hint}"
+
+
 def check_known(config: ml_collections.ConfigDict) -> None:
   """Refuses a field that is not declared (its cache effect is unknown).
 
@@ -241,12 +270,25 @@ def check_known(config: ml_collections.ConfigDict) -> None:
   known = declared()
   for path, _ in leaves(config):
     if path not in known:
-      import difflib  # pylint: disable=g-import-not-at-top
-      close = difflib.get_close_matches(path, list(known), n=1)
-      hint = f" (did you mean {close[0]}?)" if close else ""
-      raise ValueError(f"unknown field {path}{hint}: every config field is "
+      raise ValueError(f"{unknown_field(path, known)}: every config field is "
                        "declared in mrmc_jax/runner/fields.py, or is a "
                        "declared method option (selection.<option>).")
+
+
+def check_field(config: ml_collections.ConfigDict, key: str) -> None:
+  """Refuses a dotted `key` that `config` lacks (a `key=value` override).
+
+  Raises:
+    ValueError: `unknown field 'X' (did you mean 'Y'?).`, one line, Y
+      among the config's fields and groups.
+  """
+  node = config
+  for p in key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+      parts = [path.split(".") for path, _ in leaves(config)]
+      names = {".".join(q[:i]) for q in parts for i in range(1, len(q) + 1)}
+      raise ValueError(f"{unknown_field(key, names, quote=True)}.")
+    node = node[p]
 
 
 def affecting(config: ml_collections.ConfigDict, stage: str

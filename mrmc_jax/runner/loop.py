@@ -27,7 +27,6 @@ epoch (the loss is already on the host there), before its rows or checkpoint
 are written. A stage's checkpoints live in `<workdir>/checkpoints/<name>`.
 """
 
-import hashlib
 import math
 import os
 import signal
@@ -117,17 +116,6 @@ class NonFiniteError(ValueError):
   """Training produced a NaN or infinite loss."""
 
 
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  if not storage.is_local(path):
-    h.update(storage.read_bytes(path))
-    return h.hexdigest()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def _file_hashes(step_dir: str) -> dict[str, str]:
   out = {}
   for full in storage.walk_files(step_dir):
@@ -135,7 +123,7 @@ def _file_hashes(step_dir: str) -> dict[str, str]:
     rel = os.path.relpath(full, step_dir) if storage.is_local(step_dir) else (
         full[len(step_dir.rstrip("/")) + 1:])
     if rel != MANIFEST and not name.startswith(".tmp-"):
-      out[rel] = _sha256(full)
+      out[rel] = wd.file_sha256(full)
   return out
 
 
@@ -387,7 +375,7 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
       try:
         want = wd.read_json(os.path.join(path, MANIFEST))["files"]
         copy = os.path.join(path, METRICS_COPY)
-        if METRICS_COPY not in want or _sha256(copy) != want[METRICS_COPY]:
+        if METRICS_COPY not in want or wd.file_sha256(copy) != want[METRICS_COPY]:
           continue
         data = storage.read_bytes(copy)
       except (OSError, ValueError, KeyError, TypeError):
@@ -455,6 +443,67 @@ def zeros_on(mesh, shape=(3,)) -> jax.Array:
   compilation), and cannot join a multi-host jit.
   """
   return sharding.replicate(np.zeros(shape, np.float32), mesh)
+
+
+def make_epoch_fn(step: Callable[..., tuple[dict, jax.Array]],
+                  batches: Callable[[int, int], Any], *, mesh,
+                  carry: tuple[str, ...] = ("state",),
+                  steps_per_epoch: Optional[int] = None,
+                  total_steps: Optional[int] = None,
+                  finish: Optional[Callable[[Tree, int], tuple[Tree, dict]]]
+                  = None) -> EpochFn:
+  """The `EpochFn` of every stage: its steps, with metrics summed on device.
+
+  The epoch starts at `resume_step(tree)`, from the sums `tree["acc"]` of
+  the steps done when resumed mid-epoch (fresh zeros otherwise); a stage
+  whose tree has no `acc` never resumes mid-epoch (`tick()` without a tree).
+  The epoch's `train_loss` and `train_accuracy` are `means` of the sums
+  (one host sync per epoch).
+
+  Args:
+    step: `(carried, acc, batch, epoch) -> (carried, acc)`: `carried` the
+      dict of the tree's `carry` entries, `acc` the running sums, float32
+      `[3]`, `[loss, accuracy, count]` (`sums`, or per-step means and 1),
+      `epoch` the epoch as a replicated int32 scalar.
+    batches: `(epoch, start) -> batches` of the epoch from step `start`.
+    mesh: where fresh sums and the epoch scalar are placed.
+    carry: the tree's entries that `step` updates.
+    steps_per_epoch: with `total_steps`, the epoch's first global step.
+    total_steps: the stage's last step (None: every batch of every epoch):
+      an epoch stops at `total_steps` (the "steps" budget).
+    finish: optional `(tree, epoch) -> (tree, scalars)` after the steps
+      (per-epoch checks, evaluation); its scalars follow the means.
+
+  Returns:
+    `epoch_fn(tree, epoch, tick) -> (tree, scalars)` for `run_epochs`.
+  """
+
+  def epoch_fn(tree: Tree, epoch: int, tick: Callable[..., None]):
+    k = resume_step(tree)  # > 0: resumed mid-epoch
+    resumable = "acc" in tree
+    acc = tree["acc"] if k else zeros_on(mesh)
+    carried = {key: tree[key] for key in carry}
+    e = sharding.replicate(np.int32(epoch), mesh)
+    done = k
+    for batch in batches(epoch, k):
+      if (total_steps is not None and
+          epoch * steps_per_epoch + done >= total_steps):
+        break
+      carried, acc = step(carried, acc, batch, e)
+      done += 1
+      if resumable:
+        tick({**tree, **carried, "acc": acc})
+      else:
+        tick()
+    tree = {**tree, **carried, **({"acc": acc} if resumable else {})}
+    scalars = {}
+    if finish is not None:
+      tree, scalars = finish(tree, epoch)
+    m = means(acc)
+    return tree, {"train_loss": m["loss"], "train_accuracy": m["accuracy"],
+                  **scalars}
+
+  return epoch_fn
 
 
 def _stamp_array(stamp: str) -> np.ndarray:

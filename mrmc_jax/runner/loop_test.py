@@ -80,8 +80,8 @@ def test_read_errors_are_retried_and_never_delete(tmp_path, monkeypatch):
   mngr = _save(tmp_path, "s", 2, _tree(2.0))
   monkeypatch.setattr(loop, "READ_RETRY_SECONDS", 0.0)
   read = []
-  sha256 = loop._sha256  # pylint: disable=protected-access
-  monkeypatch.setattr(loop, "_sha256",
+  sha256 = wd.file_sha256
+  monkeypatch.setattr(wd, "file_sha256",
                       lambda path: read.append(path) or sha256(path))
   # Each file of the newest checkpoint is read once; the older one not.
   assert loop.restore(mngr, _tree(0.0))[0] == 2
@@ -262,3 +262,39 @@ def test_sums_ignore_nan_on_rows_out_of_the_mask():
            "correct": jnp.array([True, False, False]),
            "mask": jnp.array([True, False, True])}
   np.testing.assert_allclose(loop.sums(stats), [4.0, 1.0, 2.0])
+
+
+def test_the_epoch_function_resumes_stops_and_finishes():
+  from mrmc_jax import sharding  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh()
+  seen = []
+
+  def step(carried, acc, batch, e):
+    seen.append((batch, int(e)))
+    return {"state": carried["state"] + batch}, acc + jnp.array(
+        [batch, 1.0, 1.0])
+
+  def finish(tree, epoch):
+    return {**tree, "done": epoch}, {"extra": 7.0}
+
+  epoch_fn = loop.make_epoch_fn(
+      step, lambda epoch, start: iter(range(start, 5)), mesh=mesh,
+      steps_per_epoch=5, total_steps=9, finish=finish)
+  ticks = []
+  # Resumed at step 2 of epoch 1 with the sums of its first two steps:
+  # steps 2 and 3 run (step 9 of the stage is its last), then `finish`.
+  tree = {"state": 0.0, "acc": jnp.array([1.0, 2.0, 2.0]), "x": 1,
+          "epoch_step": np.array([1, 2], np.int64)}
+  tree, scalars = epoch_fn(tree, 1, ticks.append)
+  assert seen == [(2, 1), (3, 1)] and tree["state"] == 5.0
+  assert [t["state"] for t in ticks] == [2.0, 5.0] and tree["done"] == 1
+  np.testing.assert_allclose(tree["acc"], [6.0, 4.0, 4.0])
+  assert scalars == {"train_loss": 1.5, "train_accuracy": 1.0, "extra": 7.0}
+  # A tree without `acc` never resumes mid-epoch: fresh sums, `tick()`.
+  calls = []
+  epoch_fn = loop.make_epoch_fn(
+      step, lambda epoch, start: iter(range(start, 2)), mesh=mesh)
+  tree, scalars = epoch_fn({"state": 0.0, "epoch_step": np.zeros(2, int)}, 0,
+                           lambda *a: calls.append(a))
+  assert calls == [(), ()] and "acc" not in tree
+  assert scalars == {"train_loss": 0.5, "train_accuracy": 1.0}

@@ -143,9 +143,6 @@ def array_sha256(array: np.ndarray) -> str:
   return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
-file_sha256 = wd.file_sha256
-
-
 # --------------------------------------------------------------------------
 # Load.
 
@@ -409,7 +406,7 @@ def read_selection(out: str, stamp: str) -> Optional[Selection]:
     path = os.path.join(out, name)
     if not storage.exists(path):
       raise _damaged(path, "is missing")
-    if not isinstance(hashes, dict) or hashes.get(name) != file_sha256(path):
+    if not isinstance(hashes, dict) or hashes.get(name) != wd.file_sha256(path):
       raise _damaged(path, "does not match its SHA-256 in selection.json")
   scores = wd.read_npy(os.path.join(out, "scores.npy"))
   mask = wd.read_npy(os.path.join(out, "mask.npy"))
@@ -562,21 +559,15 @@ def train(ctx: Context, ids: np.ndarray, *, epochs: int,
   step_fn = jax.jit(step_fn, donate_argnums=(0, 1))
   eval_fn = train_step.make_eval_step(ctx.apply_fn)
 
-  def epoch_fn(tree, epoch, tick):
-    state = tree["state"]
-    k = loop.resume_step(tree)  # > 0: resumed mid-epoch
-    acc = tree["acc"] if k else loop.zeros_on(ctx.mesh)
-    done = epoch * spe + k
-    for batch in ctx.train_batches(epoch, ids=ids, start=k):
-      if done >= total_steps:
-        break
-      state, acc = step_fn(state, acc, batch)
-      done += 1
-      tick({**tree, "state": state, "acc": acc})
-    loss, accuracy, count = (float(x) for x in np.asarray(acc))
-    return {**tree, "state": state, "acc": acc}, {
-        "train_loss": loss / max(count, 1),
-        "train_accuracy": accuracy / max(count, 1)}
+  def step(carried, acc, batch, e):
+    del e
+    state, acc = step_fn(carried["state"], acc, batch)
+    return {"state": state}, acc
+
+  epoch_fn = loop.make_epoch_fn(
+      step, lambda epoch, start: ctx.train_batches(epoch, ids=ids,
+                                                   start=start),
+      mesh=ctx.mesh, steps_per_epoch=spe, total_steps=total_steps)
 
   def test_metrics(tree, epoch=None):
     del epoch

@@ -18,7 +18,7 @@ def test_array_hash_is_the_written_files():
     with tempfile.TemporaryDirectory() as d:
       path = os.path.join(d, "a.npy")
       wd.write_npy(path, a)
-      assert stages.file_sha256(path) == buf_hash
+      assert wd.file_sha256(path) == buf_hash
 
 
 def test_summary_round_trip_damage_and_other_stamp(tmp_path):

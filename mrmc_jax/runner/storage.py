@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 # Schemes a workdir may use besides local paths; orbax accepts them too.
 SCHEMES = ("gs",)
@@ -219,6 +219,16 @@ def read_bytes(path: str) -> bytes:
   if not p.is_file():
     raise FileNotFoundError(2, "No such file", str(path))
   return p.read_bytes()
+
+
+def open_binary(path: str) -> BinaryIO:
+  """A file opened for streaming reads; FileNotFoundError if it is missing."""
+  if is_local(path):
+    return open(path, "rb")
+  p = _epath(path)
+  if not p.is_file():
+    raise FileNotFoundError(2, "No such file", str(path))
+  return p.open("rb")
 
 
 def open_read(path: str) -> io.BytesIO:

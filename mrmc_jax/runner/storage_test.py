@@ -3,6 +3,7 @@
 Object stores are tested against a GCS emulator in tests/test_object_store.py.
 """
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -71,6 +72,17 @@ def test_local_atomic_write_append_and_walk(tmp_path):
   storage.rmtree(storage.join(root, "a"))
   assert not storage.exists(storage.join(root, "a"))
   storage.rmtree(storage.join(root, "a"))  # Missing: fine.
+
+
+def test_file_sha256_streams_past_a_chunk(tmp_path, monkeypatch):
+  path = str(tmp_path / "big.bin")
+  data = np.random.default_rng(0).bytes((1 << 20) * 2 + 7)
+  open(path, "wb").write(data)
+  # Streamed: the whole file is never read at once.
+  monkeypatch.setattr(storage, "read_bytes", None)
+  assert wd.file_sha256(path) == hashlib.sha256(data).hexdigest()
+  with pytest.raises(FileNotFoundError):
+    wd.file_sha256(str(tmp_path / "missing.bin"))
 
 
 def test_decide_once_single_process():

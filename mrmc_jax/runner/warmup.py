@@ -145,20 +145,18 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
   if record_eval:
     tree["eval_traj"] = empty()
 
-  def epoch_fn(tree, epoch, tick):
-    state, traj = tree["state"], tree["traj"]
-    k = loop.resume_step(tree)  # > 0: resumed mid-epoch, traj partly filled
-    acc = tree["acc"] if k else loop.zeros_on(ctx.mesh)
-    e = sharding.replicate(np.int32(epoch), ctx.mesh)
-    for batch in ctx.train_batches(epoch, start=k):
-      state, traj, acc = warm_step(state, traj, acc, batch, e)
-      tick({**tree, "state": state, "traj": traj, "acc": acc})
-    tree = {**tree, "state": state, "traj": traj, "acc": acc}
+  def step(carried, acc, batch, e):
+    state, traj, acc = warm_step(carried["state"], carried["traj"], acc,
+                                 batch, e)
+    return {"state": state, "traj": traj}, acc
+
+  def finish(tree, epoch):
     if record_eval:
+      e = sharding.replicate(np.int32(epoch), ctx.mesh)
       eval_traj = tree["eval_traj"]
       for batch in ctx.eval_batches(ctx.data.train):
-        eval_traj = eval_record(state.variables, eval_traj, batch, e)
-      tree["eval_traj"] = eval_traj
+        eval_traj = eval_record(tree["state"].variables, eval_traj, batch, e)
+      tree = {**tree, "eval_traj": eval_traj}
     # One scalar host sync per epoch: every example recorded exactly once
     # (counted on device; the [N] column comes to the host only to name
     # the culprits).
@@ -167,8 +165,11 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       if int(trajectory.epoch_visit_errors(visits, epoch, n)):
         trajectory.check_visits(
             sharding.to_host(visits[:, epoch])[:n, None], first_epoch=epoch)
-    m = loop.means(acc)
-    return tree, {"train_loss": m["loss"], "train_accuracy": m["accuracy"]}
+    return tree, {}
+
+  epoch_fn = loop.make_epoch_fn(
+      step, lambda epoch, start: ctx.train_batches(epoch, start=start),
+      mesh=ctx.mesh, carry=("state", "traj"), finish=finish)
 
   tree = loop.run_epochs(
       stage="warmup", workdir=ctx.workdir,

@@ -103,8 +103,16 @@ def _advice(path: str) -> str:
 
 
 def file_sha256(path: str) -> str:
-  """SHA-256 of a file's bytes (the content hash of every stage output)."""
-  return hashlib.sha256(storage.read_bytes(path)).hexdigest()
+  """SHA-256 of a file's bytes, read in 1 MiB chunks (any file size).
+
+  The one content hash of the runner: stage outputs, warm-up artefacts and
+  every file of a checkpoint (`sha256.json`). Local paths and URLs alike.
+  """
+  h = hashlib.sha256()
+  with storage.open_binary(path) as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
 
 
 def write_npy(path: str, array: np.ndarray) -> None:
