@@ -252,10 +252,18 @@ def _drop(mngr: ocp.CheckpointManager, steps: list[int]) -> None:
   mngr.reload()
 
 
+# Orbax's message for a checkpoint whose tree does not fit the target.
+_MISMATCH = "tree structures do not match"
+
+
 def _restore_step(mngr: ocp.CheckpointManager, step: int,
-                  target: Tree) -> Tree:
+                  target: Tree) -> Optional[Tree]:
   """Restores a verified checkpoint on every process, retrying read errors
   on all of them together until each has read it.
+
+  Returns:
+    The tree, or None if the checkpoint holds another tree structure than
+    `target` on any process (a superseded checkpoint, not a read error).
 
   Raises:
     OSError: it could not be read `READ_TRIES` times; it is kept.
@@ -266,11 +274,17 @@ def _restore_step(mngr: ocp.CheckpointManager, step: int,
       tree = mngr.restore(step, args=ocp.args.StandardRestore(target))
     except Exception as e:  # pylint: disable=broad-except
       error, tree = e, None
+    # A sound checkpoint of another state's structure (e.g. a warm-up that
+    # now records more fields) is no read error: it is superseded.
+    superseded = isinstance(error, ValueError) and _MISMATCH in str(error)
     failed = error is not None
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      failed = bool(np.any(multihost_utils.process_allgather(
-          np.int32(failed))))
+      failed, superseded = (bool(v) for v in np.any(
+          multihost_utils.process_allgather(
+              np.array([failed, superseded], np.int32)), axis=0))
+    if superseded:
+      return None
     if not failed:
       return tree
     if attempt + 1 == READ_TRIES:
@@ -293,8 +307,10 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
   deletes the damaged ones alike and restores that one. A damaged
   checkpoint (files differ from the manifest, no manifest, or non-finite
   values) is skipped with one warning line and deleted; with none left the
-  stage starts over from `target` (epoch 0). A read error (the storage
-  does not answer) is retried and never deletes a checkpoint.
+  stage starts over from `target` (epoch 0). A sound checkpoint of another
+  tree structure than `target` (a stage that now keeps more state) is
+  superseded: dropped with one warning line alike. A read error (the
+  storage does not answer) is retried and never deletes a checkpoint.
 
   Raises:
     OSError: a checkpoint could not be read `READ_TRIES` times (kept).
@@ -320,6 +336,12 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
     if step < 0:
       return 0, target
     tree = _restore_step(mngr, step, target)
+    if tree is None:
+      logging.warning("Checkpoint %s/%d holds another structure than this "
+                      "stage's state (%s); starting from the one before it.",
+                      mngr.directory, step, _MISMATCH)
+      _drop(mngr, [step])
+      continue
     if _all_finite(tree):  # The same answer on every process.
       logging.info("Resumed from %s at %s %d.", mngr.directory, unit, step)
       return int(step), tree
