@@ -59,6 +59,21 @@ def test_bit_flip_falls_back_to_the_previous_checkpoint(tmp_path, caplog):
   loop.verify_checkpoint(loop.step_dir(mngr, 1))
 
 
+def test_a_checkpoint_of_another_structure_is_superseded(tmp_path, caplog):
+  # A sound checkpoint of a smaller state (a warm-up that now keeps more
+  # fields) is dropped with one warning, not retried as a read error.
+  mngr = _save(tmp_path, "s", 1, _tree(1.0))
+  bigger = {"w": jnp.zeros((4, 3)), "seconds": jnp.zeros(()),
+            "margin": jnp.zeros((4,))}
+  with caplog.at_level("WARNING"):
+    epoch, tree = loop.restore(mngr, bigger)
+  assert epoch == 0 and tree is bigger
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == "WARNING"]
+  assert len(warnings) == 1 and "another structure" in warnings[0], warnings
+  assert mngr.all_steps() == []
+
+
 def test_non_finite_or_unsealed_checkpoint_is_damage(tmp_path, caplog):
   _save(tmp_path, "nan", 1, _tree(1.0))
   nan = _save(tmp_path, "nan", 2, _tree(np.nan))
