@@ -399,6 +399,24 @@ def _quiet_in_library_threads(hook):
   return quiet
 
 
+def _quiet_unraisable_in_library_threads(hook):
+  """`sys.unraisablehook` that keeps library threads' ignored errors quiet.
+
+  Tensorstore completes orbax's futures on its own threads and reports an
+  error of the callback as unraisable: after a failed save (a full disk,
+  lost storage) each is a "RuntimeError: Event loop is closed" traceback
+  from orbax's closed asyncio loop, printed before the one `error:` line.
+  Those go to the log at INFO; the main thread's keep the default output.
+  """
+  def quiet(unraisable):
+    if threading.current_thread() is threading.main_thread():
+      hook(unraisable)
+    else:
+      logging.info("ignored in a library thread: %s: %s",
+                   unraisable.exc_type.__name__, unraisable.exc_value)
+  return quiet
+
+
 def _error_line(e: BaseException, workdir: str) -> str:
   """The one line of a ValueError or OSError, naming what failed."""
   msg = str(e)
@@ -450,8 +468,9 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   _state["tmpdir"] = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
   tempfile.tempdir = _state["tmpdir"]
   os.environ["TMPDIR"] = _state["tmpdir"]
-  old_hook = sys.excepthook
+  old_hook, old_unraisable = sys.excepthook, sys.unraisablehook
   sys.excepthook = _quiet_in_library_threads(old_hook)
+  sys.unraisablehook = _quiet_unraisable_in_library_threads(old_unraisable)
   try:
     check_interrupt()
     # A URL workdir of an unsupported scheme, or on storage that does not
@@ -487,7 +506,7 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   except KeyboardInterrupt:
     _fail(*_signal_line(signal.SIGINT))
   finally:
-    sys.excepthook = old_hook
+    sys.excepthook, sys.unraisablehook = old_hook, old_unraisable
     tempfile.tempdir = None
     if old_tmp is None:
       os.environ.pop("TMPDIR", None)
