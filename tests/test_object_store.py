@@ -253,6 +253,54 @@ def test_orbax_checkpoints_go_to_the_bucket(emulator):
   mngr.close()
 
 
+def test_array_retries_are_bounded(emulator):
+  # A save whose storage stopped answering waited out tensorstore's default
+  # retries (about 15 minutes) before the one error line.
+  from orbax.checkpoint._src.serialization import tensorstore_utils  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import storage  # pylint: disable=g-import-not-at-top
+  for ocdbt in (True, False):
+    spec = tensorstore_utils.get_ts_context(use_ocdbt=ocdbt).spec.to_json()
+    assert spec["gcs_request_retries"]["max_retries"] == (
+        storage.ARRAY_RETRIES["max_retries"]), spec
+
+
+def test_checkpoint_digests_come_from_the_store_not_a_read_back(
+    emulator, monkeypatch):
+  # Issue 25: each save was downloaded whole and re-hashed on process 0.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import loop  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.runner import workdir as wd  # pylint: disable=g-import-not-at-top
+  root = f"gs://{BUCKET}/unit/digests/checkpoints/warmup"
+  mngr = loop.checkpoint_manager(root)
+  read = []
+  sha256 = wd.file_sha256
+  monkeypatch.setattr(wd, "file_sha256",
+                      lambda path: read.append(path) or sha256(path))
+  loop.save_checkpoint(mngr, 1, {"w": jnp.arange(4.0)})
+  step = loop.step_dir(mngr, 1)
+  loop.verify_checkpoint(step)
+  assert not read  # Neither the save nor the check read a file back.
+  manifest = json.loads(_fs().cat_file(step[5:] + "/sha256.json"))["files"]
+  assert manifest and all(v.startswith(("md5:", "crc32c:"))
+                          for v in manifest.values()), manifest
+  # An object replaced in the store (same size, other bytes) is found.
+  name = next(n for n in manifest if n != "metrics.jsonl" and "/d/" in n)
+  data = bytearray(_fs().cat_file(f"{step[5:]}/{name}"))
+  data[-1] ^= 1
+  _fs().pipe(f"{step[5:]}/{name}", bytes(data))
+  with pytest.raises(loop.DamagedCheckpointError, match="changed"):
+    loop.verify_checkpoint(step)
+  _fs().pipe(f"{step[5:]}/{name}", bytes(data[:-1]) + bytes([data[-1] ^ 1]))
+  loop.verify_checkpoint(step)
+  # A manifest of SHA-256s (written by 0.2.x) is still checked, by hashing.
+  old = {n: sha256(f"{step}/{n}") for n in manifest}
+  _fs().pipe(step[5:] + "/sha256.json", json.dumps({"files": old}).encode())
+  read.clear()
+  loop.verify_checkpoint(step)
+  assert len(read) == len(old)
+  mngr.close()
+
+
 # --- The command line. ---
 
 
@@ -420,23 +468,29 @@ def test_storage_that_stops_answering_mid_run_is_one_line(tmp_path):
           [sys.executable, MAIN, config_flag(**{"train.epochs": 30}),
            f"--workdir={workdir}"], stdout=subprocess.PIPE,
           stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), env=env)
-      # Stopped once the core-set training has begun.
+      # Stopped while the core-set training writes a checkpoint's array
+      # data (tensorstore's requests; gcsfs's fail the same way sooner):
+      # the first data object that appears after the mask.
       deadline = time.time() + 240
+      before = None
       while time.time() < deadline and run.poll() is None:
         try:
           with urllib.request.urlopen(
-              f"{url}/storage/v1/b/{BUCKET}/o?prefix=runs/outage/coreset/"
-              "mask.npy", timeout=5) as r:
-            if json.load(r).get("items"):
-              break
+              f"{url}/storage/v1/b/{BUCKET}/o?prefix=runs/outage/",
+              timeout=5) as r:
+            names = {i["name"] for i in json.load(r).get("items", [])}
         except OSError:
-          pass
-        time.sleep(0.5)
-      time.sleep(3)
+          names = set()
+        if before is None and "runs/outage/coreset/mask.npy" in names:
+          before = names
+        elif before is not None and any(
+            "/d/" in n for n in names - before):
+          break
+        time.sleep(0.05)
     finally:
       proc.kill()
       proc.wait()
-    _, err = run.communicate(timeout=400)
+    _, err = run.communicate(timeout=400)  # About 80-130 s.
   assert run.returncode == 2, err[-3000:]
   assert "Traceback" not in err, err[-3000:]
   lines = [l for l in err.splitlines() if l.startswith("error:")]

@@ -729,6 +729,22 @@ def test_library_threads_ignored_errors_stay_off_stderr(capfd):
   assert "Event loop is closed" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("message", [
+    # gcsfs (aiohttp), for the runner's own files.
+    "Cannot connect to host 127.0.0.1:1 ssl:default [Connect call failed]",
+    # Tensorstore (curl), for orbax's arrays, after its bounded retries.
+    'ABORTED: Error writing "state.params.dense_1.kernel/0.0" in OCDBT '
+    "database at gs://b/w/checkpoints/train/1/: All 8 retry attempts "
+    "failed: CURL error Could not connect to server [curl_code='7']",
+])
+def test_storage_that_stopped_answering_is_named(message):
+  line = cli._error_line(ValueError(message), "gs://b/w")  # pylint: disable=protected-access
+  assert line.startswith("the storage of --workdir=gs://b/w stopped "
+                         "answering ("), line
+  assert line.endswith("rerun the same command to resume from the last "
+                       "checkpoint."), line
+
+
 @pytest.mark.slow
 def test_a_full_tmpfs_is_one_line(tmp_path):
   # A real full disk: a 3 MiB tmpfs (needs root; skipped elsewhere).

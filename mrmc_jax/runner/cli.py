@@ -428,8 +428,10 @@ def _error_line(e: BaseException, workdir: str) -> str:
     return (f"no space left on the device of --workdir={workdir} ({msg}); "
             f"free space, then {resume}.")
   remote = "://" in str(workdir)
-  if remote and (isinstance(e, (ConnectionError, TimeoutError)) or
-                 "Cannot connect to host" in msg):
+  # gcsfs (aiohttp) and tensorstore (curl, orbax's arrays) say it so.
+  if remote and (isinstance(e, (ConnectionError, TimeoutError)) or any(
+      s in msg for s in ("Cannot connect to host", "retry attempts failed",
+                         "Could not connect to server"))):
     return (f"the storage of --workdir={workdir} stopped answering ({msg}); "
             f"when it is reachable, {resume}.")
   return msg

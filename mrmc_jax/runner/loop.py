@@ -116,15 +116,35 @@ class NonFiniteError(ValueError):
   """Training produced a NaN or infinite loss."""
 
 
-def _file_hashes(step_dir: str) -> dict[str, str]:
+def _file_hashes(step_dir: str,
+                 want: Optional[dict[str, str]] = None) -> dict[str, str]:
+  """`{relative path: digest}` of every file of a checkpoint folder.
+
+  Local files: their SHA-256 (one read). On an object store: the store's
+  own checksum of each object from one listing (`storage.stored_checksums`,
+  no byte read back), except where `want` (a manifest being checked)
+  holds a SHA-256 for the file, written by an older version.
+  """
+  stored = storage.stored_checksums(step_dir)
+  paths = list(stored) if stored is not None else storage.walk_files(step_dir)
   out = {}
-  for full in storage.walk_files(step_dir):
+  for full in paths:
     name = os.path.basename(full)
     rel = os.path.relpath(full, step_dir) if storage.is_local(step_dir) else (
         full[len(step_dir.rstrip("/")) + 1:])
-    if rel != MANIFEST and not name.startswith(".tmp-"):
-      out[rel] = wd.file_sha256(full)
+    if rel == MANIFEST or name.startswith(".tmp-"):
+      continue
+    old_form = want is not None and ":" not in str(want.get(rel, ":"))
+    out[rel] = (stored[full] if stored is not None and not old_form
+                else wd.file_sha256(full))
   return out
+
+
+def _digest(path: str, like: str) -> str:
+  """One file's digest in the form of `like` (a manifest entry)."""
+  if ":" in like:
+    return storage.stored_checksum(path)
+  return wd.file_sha256(path)
 
 
 def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
@@ -146,7 +166,7 @@ def verify_checkpoint(path: str) -> None:
     want = wd.read_json(manifest)["files"]
   except (wd.CorruptFileError, KeyError, TypeError) as e:
     raise DamagedCheckpointError(f"{MANIFEST} is damaged ({e})") from None
-  got = _file_hashes(path)
+  got = _file_hashes(path, want)
   for rel in sorted(set(want) | set(got)):
     if want.get(rel) != got.get(rel):
       what = ("missing" if rel not in got else "unexpected" if rel not in want
@@ -356,9 +376,12 @@ def save_checkpoint(mngr: ocp.CheckpointManager, epoch: int,
   """Saves `tree` as epoch `epoch` and waits until it is on disk.
 
   Process 0 then adds a copy of the workdir's `metrics.jsonl` (its rows are
-  committed just before) and `sha256.json`, the SHA-256 of every file of
-  the checkpoint, checked on restore. Orbax has no integrity check of its
-  own; this costs one read of the checkpoint per save and per restore.
+  committed just before) and `sha256.json`, a digest of every file of the
+  checkpoint, checked on restore. Orbax has no integrity check of its
+  own. Local files: their SHA-256, one read of the checkpoint per save and
+  per restore. On an object store: the store's own checksum of each object
+  (MD5 or CRC32C, computed from the bytes it received), from one listing:
+  nothing is read back.
   """
   mngr.save(epoch, args=ocp.args.StandardSave(tree))
   finish_checkpoint(mngr, epoch)
@@ -397,7 +420,8 @@ def durable_metrics(checkpoints: str) -> Optional[bytes]:
       try:
         want = wd.read_json(os.path.join(path, MANIFEST))["files"]
         copy = os.path.join(path, METRICS_COPY)
-        if METRICS_COPY not in want or wd.file_sha256(copy) != want[METRICS_COPY]:
+        if METRICS_COPY not in want or _digest(copy, want[METRICS_COPY]) != (
+            want[METRICS_COPY]):
           continue
         data = storage.read_bytes(copy)
       except (OSError, ValueError, KeyError, TypeError):
