@@ -12,10 +12,13 @@ P = 1, 2, 4, ... local JAX processes (`jax.distributed` on CPU, each under
   * `gather`: the layout the issue describes as the old one: the rows are
     gathered to every host (`sharding.to_host`, a `process_allgather`), then
     scored and selected on the whole arrays (`select_mask_host`).
-Each process prints its peak RSS (`resource.getrusage(...).ru_maxrss`) less
-its RSS after JAX is initialised and has run one jit and one collective
-(the framework); the table gives the largest of the P processes, and
-whether the mask is the same as the first run's (SHA-256 of the mask).
+Each process prints its peak RSS (`resource.getrusage(...).ru_maxrss`,
+VmHWM) at the end. The table gives, for the largest of the P processes,
+that peak less the peak of the same run at a tiny N (`--tiny`: JAX, the
+collectives and the compiled programs, the framework, whose memory does not
+grow with N), and less the RSS after JAX is initialised and has run one jit
+and one collective; and whether the mask is the same as the first run's
+(SHA-256 of the mask; the tiny runs are not compared).
 
 The synthetic trajectory is a function of the example id only (an exponential
 decay with hashed rate and scale, rounded to 1/64 so that scores tie), so
@@ -37,20 +40,22 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _rss_kib() -> int:
+def _status_kib(field: str = "VmRSS") -> int:
+  """A memory field of /proc/self/status (VmRSS now, VmHWM its peak)."""
   with open("/proc/self/status") as f:
     for line in f:
-      if line.startswith("VmRSS:"):
+      if line.startswith(field + ":"):
         return int(line.split()[1])
-  raise RuntimeError("no VmRSS in /proc/self/status")
+  raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _hash(x, salt):
   """A 32-bit mix of uint64 `x` (numpy), by murmur3's finaliser."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   h = (x.astype(np.uint64) * np.uint64(0x9E3779B1) + np.uint64(salt)) & \
       np.uint64(0xFFFFFFFF)
   h ^= h >> np.uint64(16)
@@ -60,23 +65,27 @@ def _hash(x, salt):
   return h ^ (h >> np.uint64(16))
 
 
-def synthetic_rows(ids, epochs: int, num_classes: int):
-  """Losses float32 `[n, R]` and labels int32 `[n]` of global `ids`."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  u = _hash(ids, 1).astype(np.float64) / 2**32
-  v = _hash(ids, 2).astype(np.float64) / 2**32
-  q = 0.5 + 2.0 * u
-  w = 1.02 + 0.5 * v
+def synthetic_rows(ids, epochs: int, num_classes: int, chunk: int = 65536):
+  """Losses float32 `[n, R]` and labels int32 `[n]` of global `ids`.
+
+  Made by chunks of rows, so that the temporaries stay small.
+  """
+  losses = np.empty((len(ids), epochs), np.float32)
+  labels = np.empty(len(ids), np.int32)
   r = np.arange(1, epochs + 1, dtype=np.float64)
-  losses = np.round(q[:, None] * w[:, None] ** -r[None, :] * 64) / 64
-  labels = (_hash(ids, 3) % np.uint64(num_classes)).astype(np.int32)
-  return losses.astype(np.float32), labels
+  for start in range(0, len(ids), chunk):
+    part = ids[start:start + chunk]
+    q = 0.5 + 2.0 * _hash(part, 1).astype(np.float64) / 2**32
+    w = 1.02 + 0.5 * _hash(part, 2).astype(np.float64) / 2**32
+    losses[start:start + chunk] = np.round(
+        q[:, None] * w[:, None] ** -r[None, :] * 64) / 64
+    labels[start:start + chunk] = _hash(part, 3) % np.uint64(num_classes)
+  return losses, labels
 
 
 def worker(args) -> None:
   """One process: the end of the warm-up; prints one JSON line."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   jax.distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes,
                              args.process_id)
@@ -90,7 +99,7 @@ def worker(args) -> None:
   where = sharding.rows_sharding(mesh)
   # The framework: JAX initialised, one jit and one collective run.
   multihost_utils.process_allgather(jax.jit(lambda x: x + 1)(np.ones(8)))
-  base = _rss_kib()
+  base = _status_kib()
 
   n, p = args.n, jax.process_index()
   rows = sharding.padded_rows(n, mesh)
@@ -125,7 +134,8 @@ def worker(args) -> None:
   seconds = time.perf_counter() - t0
   if p == 0:
     np.save(os.path.join(args.workdir, "mask.npy"), np.packbits(mask))
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+             _status_kib("VmHWM"))
   print(json.dumps({"process": p, "base_mib": base / 1024,
                     "peak_mib": peak / 1024,
                     "above_mib": (peak - base) / 1024, "seconds": seconds,
@@ -142,7 +152,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(args, processes: int, path: str) -> list[dict]:
+def launch(args, processes: int, path: str, n: int) -> list[dict]:
   """Runs P workers; returns their JSON records (raises if one fails)."""
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
@@ -153,7 +163,7 @@ def launch(args, processes: int, path: str) -> list[dict]:
         ["timeout", "-k", "10", str(args.timeout), sys.executable,
          os.path.abspath(__file__), "--worker", f"--port={port}",
          f"--num_processes={processes}", f"--process_id={i}",
-         f"--workdir={tmp}", f"--n={args.n}", f"--epochs={args.epochs}",
+         f"--workdir={tmp}", f"--n={n}", f"--epochs={args.epochs}",
          f"--classes={args.classes}", f"--ratio={args.ratio}",
          f"--path={path}"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for i in range(processes)]
@@ -176,6 +186,8 @@ def main() -> None:
   parser.add_argument("--ratio", type=float, default=0.3)
   parser.add_argument("--processes", default="1,2,4")
   parser.add_argument("--paths", default="sharded,gather")
+  parser.add_argument("--tiny", type=int, default=4096,
+                      help="N of the run whose peak is subtracted (0: none)")
   parser.add_argument("--devices", type=int, default=1,
                       help="simulated CPU devices per process")
   parser.add_argument("--timeout", type=int, default=600)
@@ -192,25 +204,36 @@ def main() -> None:
     return
   results, first = [], None
   print(f"N={args.n} R={args.epochs} C={args.classes} ratio={args.ratio}, "
-        f"{args.devices} CPU device(s) per process")
-  print(f"{'path':8s} {'P':>2s} {'peak above framework MiB (max/min)':>36s} "
-        f"{'framework MiB':>14s} {'seconds':>8s} {'mask as first':>14s}")
+        f"{args.devices} CPU device(s) per process; MiB per process, the "
+        f"largest of the P (the smallest in brackets)")
+  print(f"{'path':8s} {'P':>2s} {'peak-run(N=' + str(args.tiny) + ')':>22s} "
+        f"{'peak-JAX init':>22s} {'JAX init':>9s} {'seconds':>8s} "
+        f"{'same mask':>9s}")
   for path in args.paths.split(","):
     for processes in (int(p) for p in args.processes.split(",")):
-      recs = launch(args, processes, path)
+      # The same run at a tiny N: JAX, the collectives and the compiled
+      # programs, whose memory does not grow with N.
+      recs = launch(args, processes, path, args.n)
+      tiny = (launch(args, processes, path, args.tiny) if args.tiny
+              else [{"peak_mib": np.nan}] * processes)
       shas = {r["mask_sha256"] for r in recs}
       first = first or recs[0]["mask_sha256"]
       same = len(shas) == 1 and first in shas
+      over = [r["peak_mib"] - t["peak_mib"] for r, t in zip(recs, tiny)]
       above = [r["above_mib"] for r in recs]
       results.append({"path": path, "processes": processes,
-                      "above_mib": above,
-                      "base_mib": [r["base_mib"] for r in recs],
+                      "peak_mib": [r["peak_mib"] for r in recs],
+                      "tiny_peak_mib": [t["peak_mib"] for t in tiny],
+                      "above_tiny_mib": over, "above_init_mib": above,
+                      "init_mib": [r["base_mib"] for r in recs],
                       "seconds": max(r["seconds"] for r in recs),
                       "selected": recs[0]["selected"],
+                      "mask_sha256": recs[0]["mask_sha256"],
                       "mask_same_as_first": same})
-      print(f"{path:8s} {processes:2d} {max(above):25.1f} / {min(above):8.1f} "
-            f"{max(r['base_mib'] for r in recs):14.1f} "
-            f"{results[-1]['seconds']:8.2f} {str(same):>14s}", flush=True)
+      print(f"{path:8s} {processes:2d} {max(over):12.1f} ({min(over):7.1f}) "
+            f"{max(above):12.1f} ({min(above):7.1f}) "
+            f"{max(r['base_mib'] for r in recs):9.1f} "
+            f"{results[-1]['seconds']:8.2f} {str(same):>9s}", flush=True)
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"n": args.n, "epochs": args.epochs, "classes": args.classes,
