@@ -65,6 +65,11 @@ def _counts(labels, *, num_classes, mesh, axis):
                        out_specs=P(), check_vma=False)(labels.astype(jnp.int32))
 
 
+@jax.jit
+def _nan_rows(scores, labels):
+  return jnp.sum(jnp.isnan(scores) & (labels >= 0), dtype=jnp.int32)
+
+
 def class_counts(labels: Array, *, num_classes: int,
                  mesh: sharding.MeshLike,
                  axis: sharding.Axis = sharding.DATA_AXIS) -> np.ndarray:
@@ -158,8 +163,7 @@ def sharded_select(scores: Array, labels: Array, quotas: Any, *,
 
   Args:
     scores: float `[N_pad]` split by rows (`sharding.rows_sharding(mesh,
-      axis)`); must not hold NaN (it ranks last if it does, as in
-      `select_mask` under `jax.jit`).
+      axis)`); NaN is refused (in rows labelled -1 it is ignored).
     labels: int `[N_pad]` likewise, in `[0, C)`, or -1 for rows never
       selected (padding).
     quotas: int `[C]` (host), each at most its class's rows
@@ -175,7 +179,8 @@ def sharded_select(scores: Array, labels: Array, quotas: Any, *,
 
   Raises:
     ValueError: quotas of another shape, negative, or above their class's
-      rows; scores and labels of other shapes.
+      rows; scores and labels of other shapes; NaN scores; labels outside
+      `[-1, C)`.
   """
   validation.check_static(num_classes, "num_classes")
   q = np.asarray(quotas)
@@ -186,6 +191,10 @@ def sharded_select(scores: Array, labels: Array, quotas: Any, *,
     raise ValueError(f"scores has shape {np.shape(scores)} and labels "
                      f"{np.shape(labels)}; expected both [N_pad].")
   counts = class_counts(labels, num_classes=num_classes, mesh=mesh, axis=axis)
+  nan = int(sharding.to_host(_nan_rows(scores, labels)))
+  if nan:
+    raise ValueError(f"scores holds {nan} NaN values in labelled rows; "
+                     "expected numbers (+-inf allowed).")
   over = np.flatnonzero((q < 0) | (q > counts))
   if over.size:
     c = int(over[0])

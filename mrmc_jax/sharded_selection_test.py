@@ -121,6 +121,40 @@ def test_class_counts_and_refusals():
                                            mesh=mesh)
 
 
+def test_nan_scores_refused_except_in_padding_rows():
+  mesh = _mesh()
+  y = _place(np.array([0, 1, 1, -1, 0, 1, 0, -1], np.int32), mesh)
+  s = np.zeros(8, np.float32)
+  s[3] = np.nan  # a padding row: ignored
+  got = sharded_selection.sharded_select(_place(s, mesh), y, np.array([1, 1]),
+                                         num_classes=2, mesh=mesh)
+  assert int(np.asarray(got).sum()) == 2
+  s[5] = np.nan
+  with pytest.raises(ValueError, match="1 NaN values in labelled rows"):
+    sharded_selection.sharded_select(_place(s, mesh), y, np.array([1, 1]),
+                                     num_classes=2, mesh=mesh)
+
+
+def test_two_axis_mesh_rows_over_data_replicated_over_model():
+  n, c = 301, 4
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(4, 2),
+                           ("data", "model"))
+  rng = np.random.default_rng(5)
+  scores = rng.integers(0, 3, n).astype(np.float32)
+  labels = rng.integers(0, c, n).astype(np.int32)
+  rows = sharding.padded_rows(n, mesh)
+  where = sharding.rows_sharding(mesh)
+  s = jax.device_put(np.pad(scores, (0, rows - n)), where)
+  y = jax.device_put(np.pad(labels, (0, rows - n), constant_values=-1),
+                     where)
+  got = sharded_selection.sharded_select_ratio(s, y, 0.5, num_classes=c,
+                                               mesh=mesh, tie_seed=1)
+  want = selection.select_mask_host(scores, labels, 0.5, num_classes=c,
+                                    tie_seed=1)
+  np.testing.assert_array_equal(
+      sharded_selection.gather_mask(got, n, mesh=mesh), np.asarray(want))
+
+
 def test_gather_mask_round_trip_with_odd_blocks():
   # 8 devices x 13 rows: blocks that are not whole bytes.
   mesh = _mesh()
