@@ -6,7 +6,9 @@ paper's top-k). It is jitted with static shapes and can be called inside the
 user's own `jax.jit`: with a static ratio, or with traced quotas so that a new
 ratio does not recompile. It checks shapes and dtypes at trace time and
 values when concrete. `select_mask_host` is the host wrapper (quotas on the
-host, candidate sets).
+host, candidate sets). Both sort all N scores on one device; for scores
+split by rows over many hosts, `sharded_selection.sharded_select` gives the
+same mask without gathering them.
 
 Ties: with `tie_seed` (an int; every method passes its run's seed) equal
 scores are ordered by a keyed hash of the id, `tie_keys(id, seed)`: a

@@ -9,7 +9,9 @@ Features, gradient norms and the softmax uncertainty scores are collected
 at the end when a method needs them; the margins (AUM) join the
 trajectories when a method needs them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
 `artefacts.json` beside it; `read_artefacts` (the stage's done-check, see
-`stages.warmup`) verifies both.
+`stages.warmup`) verifies both. The artefacts are gathered whole to every
+host; the feature methods are refused before any training when the
+features would not fit half a chip (`check_feature_rows`).
 """
 
 import os
