@@ -6,7 +6,9 @@ paper's top-k). It is jitted with static shapes and can be called inside the
 user's own `jax.jit`: with a static ratio, or with traced quotas so that a new
 ratio does not recompile. It checks shapes and dtypes at trace time and
 values when concrete. `select_mask_host` is the host wrapper (quotas on the
-host, candidate sets).
+host, candidate sets). Both sort all N scores on one device; for scores
+split by rows over many hosts, `sharded_selection.sharded_select` gives the
+same mask without gathering them.
 
 Ties: with `tie_seed` (an int; every method passes its run's seed) equal
 scores are ordered by a keyed hash of the id, `tie_keys(id, seed)`: a
@@ -152,7 +154,7 @@ def checked_class_quotas(labels: np.ndarray, num_classes: int,
   """`class_quotas` of a ratio and host labels the caller has checked."""
   sizes = np.bincount(labels, minlength=num_classes).astype(np.int64)
   total = checked_budget(ratio, int(sizes.sum()))
-  quotas = _largest_remainder(total, sizes)
+  quotas = quotas_from_sizes(sizes, ratio)
   if capacity is None:
     return quotas
   capacity = np.minimum(np.asarray(capacity, np.int64), sizes)
@@ -168,6 +170,16 @@ def checked_class_quotas(labels: np.ndarray, num_classes: int,
     extra = _largest_remainder(leftover, np.where(room > 0, sizes, 0))
     quotas = quotas + np.minimum(extra, room)
   return quotas
+
+
+def quotas_from_sizes(sizes: np.ndarray, ratio: float) -> np.ndarray:
+  """`class_quotas` (no capacity) from the class sizes int `[C]`.
+
+  For labels that lie elsewhere (split over hosts: their counts are
+  summed across hosts first); the ratio is checked by the caller.
+  """
+  sizes = np.asarray(sizes, np.int64)
+  return _largest_remainder(checked_budget(ratio, int(sizes.sum())), sizes)
 
 
 def sortable_u32(x: Array) -> Array:

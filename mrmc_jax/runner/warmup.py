@@ -9,7 +9,9 @@ Features, gradient norms and the softmax uncertainty scores are collected
 at the end when a method needs them; the margins (AUM) join the
 trajectories when a method needs them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
 `artefacts.json` beside it; `read_artefacts` (the stage's done-check, see
-`stages.warmup`) verifies both.
+`stages.warmup`) verifies both. The artefacts are gathered whole to every
+host; the feature methods are refused before any training when the
+features would not fit half a chip (`check_feature_rows`).
 """
 
 import os
@@ -90,6 +92,49 @@ def read_artefacts(workdir: str, need: frozenset[str],
   return None
 
 
+# The features are gathered whole to every host and chip at the end of the
+# warm-up (`_collect_rows`), and the methods that read them (mrmc_r, d2,
+# moderate, kcenter, herding) run on the whole `[N, D]` array on one chip:
+# refused before the warm-up when it would take more than this share of a
+# chip's memory (8 GiB of a 16 GiB v5e chip: N = 4,194,304 at D = 512).
+FEATURE_SHARE = 0.5
+
+
+def check_feature_rows(num_examples: int, dim: int,
+                       bytes_limit: Optional[int]) -> None:
+  """Refuses features `[N, D]` too large to gather to one chip (one line).
+
+  Args:
+    num_examples: N.
+    dim: D, the model's feature width.
+    bytes_limit: a chip's memory in bytes (`device_bytes_limit`); None
+      (CPU: no limit reported) checks nothing.
+
+  Raises:
+    ValueError: `N * D * 4` bytes is more than `FEATURE_SHARE` of it.
+  """
+  if not bytes_limit:
+    return
+  need = int(num_examples) * int(dim) * 4
+  if need > FEATURE_SHARE * bytes_limit:
+    most = int(FEATURE_SHARE * bytes_limit) // (4 * int(dim))
+    raise ValueError(
+        f"N={num_examples} is not allowed for the methods that read the "
+        f"features (mrmc_r, d2, moderate, kcenter, herding): features [N, "
+        f"D={dim}] float32 ({need / 2**30:.1f} GiB) are gathered whole to "
+        f"every host and chip, more than {FEATURE_SHARE:g} of a chip's "
+        f"{bytes_limit / 2**30:.1f} GiB; they run up to N={most} here. "
+        "Methods that read only the trajectory (mrmc, forgetting, el2n, "
+        "...) run at this N.")
+
+
+def device_bytes_limit() -> Optional[int]:
+  """The memory of this process's first chip in bytes (None on a CPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats \
+      else None
+
+
 def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
                epochs: int, schedule_epochs: int,
                stamp: str = "") -> dict[str, np.ndarray]:
@@ -142,6 +187,10 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
 
   tree = {"state": ctx.init_state(tx, seed_offset=0), "traj": empty(),
           "acc": loop.zeros_on(ctx.mesh), "seconds": np.zeros((), np.float64)}
+  if "features" in need:
+    # Refused before any training (see `FEATURE_SHARE`).
+    check_feature_rows(n, _feature_dim(ctx, tree["state"]),
+                       device_bytes_limit())
   if record_eval:
     tree["eval_traj"] = empty()
 
@@ -229,13 +278,20 @@ def _collect_rows(ctx: context_lib.Context, state: Any, rows_fn,
   return sharding.to_host(buf)[:n, 0]
 
 
+def _feature_dim(ctx: context_lib.Context, state: Any) -> int:
+  """D, the width of the model's penultimate features (shapes only)."""
+  eval_fn = train_step.make_eval_step(ctx.apply_fn, with_features=True)
+  batch = next(iter(ctx.eval_batches(ctx.data.train)))
+  return int(jax.eval_shape(eval_fn, state.variables, batch
+                            )["features"].shape[-1])
+
+
 def _features(ctx: context_lib.Context, state: Any) -> np.ndarray:
   """Penultimate features `[N, D]` of every training example (eval mode)."""
   eval_fn = train_step.make_eval_step(ctx.apply_fn, with_features=True)
-  batch = next(iter(ctx.eval_batches(ctx.data.train)))
-  dim = jax.eval_shape(eval_fn, state.variables, batch)["features"].shape[-1]
   return _collect_rows(
-      ctx, state, lambda v, b: eval_fn(v, b)["features"], (dim,))
+      ctx, state, lambda v, b: eval_fn(v, b)["features"],
+      (_feature_dim(ctx, state),))
 
 
 def _uncertainty(ctx: context_lib.Context, state: Any) -> np.ndarray:
