@@ -1,9 +1,10 @@
-"""The library's DUAL and D2 against NumPy ports of their references."""
+"""The library's peers against NumPy ports of their references."""
 
 
 import numpy as np
 import pytest
 
+from mrmc_jax import selection
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import options
 from mrmc_jax.methods import reference_check as ref
@@ -134,3 +135,78 @@ def test_d2_per_class_cut_departs_from_the_reference():
       art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
       labels, 0.3, mis_ratio=0.4)
   assert ref.jaccard(ours, theirs) < 1.0
+
+
+def _ccs_case(n=3000, seed=0):
+  """A key on a grid of stratum centres (no example near a boundary, so
+  both stratifications agree) and a drop margin that orders it, distinct."""
+  rng = np.random.default_rng(seed)
+  # 10 strata of width 1 over [0, 10]: centres j + 0.5, skewed sizes, and
+  # the extremes 0 and 10 present.
+  j = np.minimum(rng.geometric(0.25, n) - 1, 9)
+  key = j + 0.5
+  key[:2] = [0.0, 10.0]
+  margin = key + 1e-3 * rng.random(n)
+  return key, margin
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3, 0.1])
+def test_ccs_default_follows_the_reference_law(ratio):
+  from mrmc_jax.methods import ccs  # pylint: disable=g-import-not-at-top
+  key, margin = _ccs_case()
+  n = key.shape[0]
+  labels = np.random.default_rng(2).integers(0, 4, n)
+  # The library's difficulty is the negated margin (high = hard).
+  ours = np.asarray(ccs.ccs_select(-key, labels, ratio, num_classes=4,
+                                   class_balanced=False, beta=0.1,
+                                   num_strata=10, seed=3,
+                                   drop_scores=-margin))
+  theirs = ref.ccs_reference_mask(key, margin, ratio, 0.1,
+                                  np.random.default_rng(3), stratas=10)
+  # The same drop (the int(0.1 N) lowest margins) and the same budget of
+  # every stratum: the masks differ only by the within-stratum draws.
+  dropped = np.argsort(margin, kind="stable")[:int(0.1 * n)]
+  assert not ours[dropped].any() and not theirs[dropped].any()
+  stratum = np.minimum(key.astype(int), 9)  # The maximum 10 is in the last.
+  np.testing.assert_array_equal(np.bincount(stratum[ours], minlength=10),
+                                np.bincount(stratum[theirs], minlength=10))
+  # The port's own draw-to-draw overlap is the ceiling ours meets.
+  own = ref.ccs_reference_mask(key, margin, ratio, 0.1,
+                               np.random.default_rng(4), stratas=10)
+  assert abs(ref.jaccard(ours, theirs) - ref.jaccard(own, theirs)) < 0.05
+
+
+def test_ccs_drop_ties_follow_the_keyed_hash_not_the_id():
+  from mrmc_jax.methods import ccs  # pylint: disable=g-import-not-at-top
+  # Half the examples share the hardest score: the drop takes 100 of them.
+  n = 1000
+  scores = np.where(np.arange(n) % 2 == 0, 5.0,
+                    np.random.default_rng(0).random(n))
+  labels = np.zeros(n, int)
+  mask = np.asarray(ccs.ccs_select(scores, labels, 0.5, num_classes=1,
+                                   beta=0.1, num_strata=5, seed=1))
+  tied = np.flatnonzero(scores == 5.0)
+  lost = tied[~mask[tied]]
+  # Not the lowest ids: the dropped tied examples spread over all ids.
+  assert lost.min() < n // 4 and lost.max() > 3 * n // 4
+
+
+def test_ccs_row_defaults_to_the_reference_keys_and_global_budget():
+  from mrmc_jax.methods import ccs  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import registry_test  # pylint: disable=g-import-not-at-top
+  art, labels = registry_test.synthetic_artefacts(n=600)
+  opts = options.SelectionOptions()
+  got_scores, mask = registry.select("ccs", art, labels, 0.3, num_classes=3,
+                                     opts=opts)
+  aum = np.asarray(art["p_margin"], np.float64).mean(axis=1)
+  np.testing.assert_allclose(got_scores, -aum, rtol=1e-6, atol=1e-6)
+  want = ccs.ccs_select(-aum.astype(np.float32), labels, 0.3, num_classes=3,
+                        class_balanced=False, beta=0.1, num_strata=50,
+                        seed=0, drop_scores=-aum.astype(np.float32))
+  np.testing.assert_array_equal(mask, np.asarray(want))
+  # The library's earlier rule is a named variant.
+  _, per_class = registry.select(
+      "ccs(ccs_class_balanced=True;ccs_drop=score)", art, labels, 0.3,
+      num_classes=3, opts=opts)
+  np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
+                                selection.class_quotas(labels, 3, 0.3))

@@ -101,9 +101,19 @@ def test_needs():
   assert registry.needs(["grand", "moderate", "d2"]) == {
       "grad_norms", "features", "trajectory"}
   # The evaluation pass is added for any trajectory method, and only those.
-  assert registry.needs(["ccs(loss_source=eval)"]) == {
-      "trajectory", "eval_trajectory"}
-  assert registry.needs(["grand(loss_source=eval)"]) == {"grad_norms"}
+  assert registry.needs(["ccs(loss_source=eval;ccs_score=forgetting;"
+                         "ccs_drop=score)"]) == {
+                             "trajectory", "eval_trajectory"}
+  # CCS's default key and drop key are the accumulated margin.
+  assert registry.needs(["ccs"]) == {"trajectory", "margin"}
+  assert registry.needs(["grand"]) == {"grad_norms"}
+  # An override the method does not read is refused, not ignored.
+  with pytest.raises(ValueError, match="grand does not read it"):
+    registry.needs(["grand(loss_source=eval)"])
+
+
+# The methods whose reference selects over all N (their default).
+_GLOBAL = ("ccs", "dual")
 
 
 @pytest.mark.parametrize("spec", [
@@ -116,7 +126,9 @@ def test_needs():
     "aum", "aum(loss_source=eval;aum_margin=prob)", "least_confidence",
     "margin", "entropy(class_balanced=False)", "kcenter", "herding",
     "herding(class_balanced=False)", "ccs(ccs_score=aum)",
-    "d2(d2_score=aum_prob)"])
+    "d2(d2_score=aum_prob)", "ccs(ccs_class_balanced=True)",
+    "ccs(ccs_drop=score;ccs_score=forgetting)",
+    "dual(dual_class_balanced=True)"])
 def test_every_method_selects_the_budget(spec):
   art, labels = synthetic_artefacts()
   opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)
@@ -125,7 +137,10 @@ def test_every_method_selects_the_budget(spec):
                                    opts=opts)
     assert mask.sum() == selection.budget(ratio, labels.size)
     assert scores.shape == labels.shape and np.all(np.isfinite(scores))
-    if "class_balanced=False" not in spec:
+    name = options.parse_spec(spec)[0]
+    per_class = ("class_balanced=True" in spec or (
+        "class_balanced=False" not in spec and name not in _GLOBAL))
+    if per_class:
       np.testing.assert_array_equal(
           np.bincount(labels[mask], minlength=3),
           selection.class_quotas(labels, 3, ratio))
