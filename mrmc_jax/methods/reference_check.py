@@ -345,3 +345,71 @@ def ccs_reference_mask(key: np.ndarray, margin: np.ndarray, ratio: float,
   out = np.zeros(n, bool)
   out[easy_index[np.asarray(selected, np.int64)]] = True
   return out
+
+
+def keep_max_scores(scores: np.ndarray, ratio: float,
+                    rng: Optional[np.random.Generator] = None) -> np.ndarray:
+  """data_diet's `subset_train_idxs_by_scores(keep_max_scores)`.
+
+  mansheej/data_diet (commit aee462e), `data_diet/data.py`:
+  `scores.argsort()[-subset_size:]` over all N, with `subset_size =
+  int(ratio N)`; dual-pruning's `dynunc` mode keeps `mask[-n:]` of the same
+  ascending sort. NumPy's default sort orders ties arbitrarily; `rng`
+  shuffles the ids first so that each draw is one such order (None: the
+  stable order, ties to the higher id).
+
+  Returns:
+    bool `[N]`.
+  """
+  s = np.asarray(scores, np.float64)
+  n = s.shape[0]
+  perm = (np.arange(n) if rng is None else rng.permutation(n))
+  idx = perm[np.argsort(s[perm], kind="stable")[n - int(ratio * n):]]
+  out = np.zeros(n, bool)
+  out[idx] = True
+  return out
+
+
+def data_diet_forget_scores(correct: np.ndarray) -> np.ndarray:
+  """data_diet's forgetting scores from per-epoch correctness `[N, R]`.
+
+  `data_diet/forgetting.py`: `prev_accs` starts at 0; each presentation
+  adds a forget where `prev_accs > accs`; an example never correct gets
+  `inf` (`save_forget_scores`). One presentation per recorded epoch.
+
+  Returns:
+    float64 `[N]`.
+  """
+  c = np.asarray(correct).astype(np.int32)
+  n, r = c.shape
+  prev = np.zeros(n, np.int32)
+  num_forgets = np.zeros(n, float)
+  never_correct = np.ones(n, bool)
+  for e in range(r):
+    num_forgets[prev > c[:, e]] += 1
+    prev = c[:, e]
+    never_correct &= ~c[:, e].astype(bool)
+  out = num_forgets.copy()
+  out[never_correct] = np.inf
+  return out
+
+
+def dynunc_reference_scores(target_probs: np.ndarray,
+                            window_size: int = 10) -> np.ndarray:
+  """dual-pruning's `dynunc(preds, window_size)`: float64 `[N]`.
+
+  behaapyy/dual-pruning (commit 4ab525d), `exp_cifar/importance_evaluation.
+  py:dynunc`: the mean over the `T - J + 1` windows of `10 std` (unbiased,
+  `torch.std`) of the true-class probability.
+
+  Args:
+    target_probs: float `[T, N]`, epochs first, T >= window_size >= 2.
+    window_size: J.
+  """
+  tp = np.asarray(target_probs, np.float64)
+  t = tp.shape[0]
+  if window_size < 2 or t < window_size:
+    raise ValueError(f"window_size={window_size} is not allowed with T={t} "
+                     "epochs: the reference needs 2 <= J <= T.")
+  return np.stack([tp[i:i + window_size].std(axis=0, ddof=1) * 10
+                   for i in range(t - window_size + 1)]).mean(axis=0)

@@ -100,14 +100,18 @@ def _d2_case(seed=0, per_class=40, classes=3):
   flaky = rng.random(n) < 0.4
   correct[flaky] = rng.random((int(flaky.sum()), r)) > 0.4
   p_true = rng.uniform(0.05, 1.0, (n, r)).astype(np.float32)
+  # The accumulated margin (the cut's key): class 0 the hardest, so that
+  # the cut leaves it below an equal share at high ratios.
+  p_margin = rng.uniform(-1, 1, (n, r)) - 0.5 * (labels == 0)[:, None]
   art = {"features": features, "correct": correct, "p_true": p_true,
          "loss": -np.log(p_true), "el2n": 1 - p_true,
-         "visits": np.ones((n, r))}
+         "visits": np.ones((n, r)), "p_margin": p_margin.astype(np.float32),
+         "margin": p_margin.astype(np.float32)}
   return art, labels
 
 
-@pytest.mark.parametrize("ratio,mis_ratio", [(0.5, 0.1), (0.3, 0.2),
-                                             (0.1, 0.4)])
+@pytest.mark.parametrize("ratio,mis_ratio", [(0.7, 0.25), (0.5, 0.1),
+                                             (0.3, 0.15), (0.1, 0.2)])
 def test_d2_mask_equals_the_reference(ratio, mis_ratio):
   art, labels = _d2_case()
   opts = options.SelectionOptions().replace(d2_mis_ratio=mis_ratio)
@@ -117,11 +121,36 @@ def test_d2_mask_equals_the_reference(ratio, mis_ratio):
       art["correct"], never_learned_first=False))
   np.testing.assert_array_equal(score, forgetting)
   assert (forgetting == 0).mean() > 0.5
+  margin = art["p_margin"].astype(np.float64).mean(1)
   theirs = ref.d2_reference_mask(
-      art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
-      labels, ratio, mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
+      art["features"], forgetting, margin, labels, ratio,
+      mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
   assert ours.sum() == theirs.sum()
   assert ref.jaccard(ours, theirs) == 1.0
+  # The earlier rules (the mean p_true as the cut's key, each class's
+  # quota of all N) are variants; at 0.7 the proportional split departs.
+  old = "d2(d2_cut=p_true;d2_split=proportional)"
+  _, before = registry.select(old, art, labels, ratio, num_classes=3,
+                              opts=opts)
+  theirs_p = ref.d2_reference_mask(
+      art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
+      labels, ratio, mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
+  if ratio == 0.7:
+    assert ref.jaccard(before, theirs_p) < 1.0
+    assert (np.bincount(labels[ours], minlength=3) !=
+            selection.class_quotas(labels, 3, ratio)).any()
+
+
+def test_equal_split_is_the_reference_bin_allocate():
+  from mrmc_jax.methods import d2  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    sizes = rng.integers(0, 30, rng.integers(1, 8))
+    budget = int(rng.integers(0, sizes.sum() + 1))
+    np.testing.assert_array_equal(d2.equal_split(budget, sizes),
+                                  ref._bin_allocate_uniform(budget, sizes))
+  with pytest.raises(ValueError, match="budget=5 is not allowed"):
+    d2.equal_split(5, np.array([2, 2]))
 
 
 def test_d2_per_class_cut_departs_from_the_reference():
@@ -210,3 +239,50 @@ def test_ccs_row_defaults_to_the_reference_keys_and_global_budget():
       num_classes=3, opts=opts)
   np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
                                 selection.class_quotas(labels, 3, 0.3))
+
+
+def _score_case(n=600, r=6, seed=0):
+  from mrmc_jax.methods import registry_test  # pylint: disable=g-import-not-at-top
+  art, labels = registry_test.synthetic_artefacts(n=n, r=r, seed=seed)
+  # Integer-valued EL2N ties and some never-learned rows.
+  art["correct"][:40] = False
+  return art, labels
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3, 0.1])
+def test_score_peers_default_to_data_diet_and_dual_pruning(ratio):
+  art, labels = _score_case()
+  opts = options.SelectionOptions()
+  p = np.asarray(art["p_true"], np.float64)
+  refs = {
+      # data_diet: EL2N of one checkpoint (the last warm-up epoch).
+      "el2n": np.asarray(art["el2n"], np.float64)[:, -1],
+      "grand": np.asarray(art["grad_norms"], np.float64),
+      "forgetting": ref.data_diet_forget_scores(art["correct"]),
+      "dyn_unc": ref.dynunc_reference_scores(p.T, p.shape[1]),
+  }
+  for name, score in refs.items():
+    _, ours = registry.select(name, art, labels, ratio, num_classes=3,
+                              opts=opts)
+    theirs = ref.keep_max_scores(score, ratio, np.random.default_rng(0))
+    # Equal up to the order of ties, which the reference leaves to the
+    # sort: every example above the reference's threshold, none below,
+    # as many at it.
+    cut = np.sort(score)[score.size - int(ratio * score.size)]
+    assert ours[score > cut].all() and not ours[score < cut].any(), name
+    assert ours.sum() == theirs.sum() == int(ratio * score.size), name
+    if name != "forgetting":  # No ties: the same set.
+      assert ref.jaccard(ours, theirs) == 1.0, name
+    _, per_class = registry.select(f"{name}({name}_class_balanced=True)",
+                                   art, labels, ratio, num_classes=3,
+                                   opts=opts)
+    np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
+                                  selection.class_quotas(labels, 3, ratio))
+
+
+def test_forgetting_never_learned_rank_first_like_data_diet():
+  art, labels = _score_case()
+  _, mask = registry.select("forgetting", art, labels, 0.1, num_classes=3,
+                            opts=options.SelectionOptions())
+  assert mask[:40].all()
+  assert np.isinf(ref.data_diet_forget_scores(art["correct"])[:40]).all()

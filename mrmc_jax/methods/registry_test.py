@@ -98,8 +98,10 @@ def test_needs():
   assert registry.needs(["mrmc"]) == {"trajectory"}
   assert registry.needs(["mrmc(loss_source=eval)"]) == {
       "trajectory", "eval_trajectory"}
-  assert registry.needs(["grand", "moderate", "d2"]) == {
+  assert registry.needs(["grand", "moderate", "d2(d2_cut=p_true)"]) == {
       "grad_norms", "features", "trajectory"}
+  # D2's default cut reads the accumulated margin.
+  assert "margin" in registry.needs(["d2"])
   # The evaluation pass is added for any trajectory method, and only those.
   assert registry.needs(["ccs(loss_source=eval;ccs_score=forgetting;"
                          "ccs_drop=score)"]) == {
@@ -113,7 +115,7 @@ def test_needs():
 
 
 # The methods whose reference selects over all N (their default).
-_GLOBAL = ("ccs", "dual")
+_GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc")
 
 
 @pytest.mark.parametrize("spec", [
@@ -128,7 +130,9 @@ _GLOBAL = ("ccs", "dual")
     "herding(class_balanced=False)", "ccs(ccs_score=aum)",
     "d2(d2_score=aum_prob)", "ccs(ccs_class_balanced=True)",
     "ccs(ccs_drop=score;ccs_score=forgetting)",
-    "dual(dual_class_balanced=True)"])
+    "dual(dual_class_balanced=True)", "el2n(el2n_class_balanced=True)",
+    "dyn_unc(dyn_unc_class_balanced=True)",
+    "d2(d2_split=proportional;d2_cut=p_true)"])
 def test_every_method_selects_the_budget(spec):
   art, labels = synthetic_artefacts()
   opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)
@@ -140,6 +144,8 @@ def test_every_method_selects_the_budget(spec):
     name = options.parse_spec(spec)[0]
     per_class = ("class_balanced=True" in spec or (
         "class_balanced=False" not in spec and name not in _GLOBAL))
+    # D2 splits the budget equally over the classes its cut left.
+    per_class &= name != "d2" or "d2_split=proportional" in spec
     if per_class:
       np.testing.assert_array_equal(
           np.bincount(labels[mask], minlength=3),
