@@ -413,3 +413,31 @@ def dynunc_reference_scores(target_probs: np.ndarray,
                      "epochs: the reference needs 2 <= J <= T.")
   return np.stack([tp[i:i + window_size].std(axis=0, ddof=1) * 10
                    for i in range(t - window_size + 1)]).mean(axis=0)
+
+
+def moderate_reference_mask(features: np.ndarray, labels: np.ndarray,
+                            rate: float) -> np.ndarray:
+  """Moderate-DS's selection (tmllab/2023_ICLR_Moderate-DS, commit 7f64d31).
+
+  `selection.py`: `get_median` (per class, `np.median` of each feature
+  column), `get_distance` (each example's L2 distance to its class's
+  median), `get_prune_idx`: sort the distances over all N and prune below
+  `round(N (0.5 - rate / 2))` and from `round(N (0.5 + rate / 2))` on; the
+  rest is kept.
+
+  Returns:
+    bool `[N]`.
+  """
+  x = np.asarray(features, np.float64)
+  labels = np.asarray(labels)
+  prot = np.zeros((int(labels.max()) + 1, x.shape[1]))
+  for c in np.unique(labels):
+    prot[c] = np.median(x[labels == c], axis=0)
+  distance = np.linalg.norm(x - prot[labels], axis=1)
+  n = distance.shape[0]
+  sorted_idx = distance.argsort(kind="stable")
+  low_idx = round(n * (0.5 - rate / 2))
+  high_idx = round(n * (0.5 + rate / 2))
+  out = np.zeros(n, bool)
+  out[sorted_idx[low_idx:high_idx]] = True
+  return out

@@ -286,3 +286,23 @@ def test_forgetting_never_learned_rank_first_like_data_diet():
                             opts=options.SelectionOptions())
   assert mask[:40].all()
   assert np.isinf(ref.data_diet_forget_scores(art["correct"])[:40]).all()
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3, 0.1])
+def test_moderate_default_is_the_authors_middle_band(ratio):
+  rng = np.random.default_rng(5)
+  labels = np.repeat(np.arange(3), [200, 120, 80])
+  features = (rng.normal(size=(400, 6)) * (1 + labels[:, None])
+              ).astype(np.float32)
+  art = {"features": features}
+  _, ours = registry.select("moderate", art, labels, ratio, num_classes=3,
+                            opts=options.SelectionOptions())
+  theirs = ref.moderate_reference_mask(features, labels, ratio)
+  # The same band, up to one example of budget rounding (round vs floor).
+  assert abs(int(ours.sum()) - int(theirs.sum())) <= 1
+  assert ref.jaccard(ours, theirs) >= 1 - 2 / theirs.sum()
+  _, per_class = registry.select("moderate(moderate_class_balanced=True)",
+                                 art, labels, ratio, num_classes=3,
+                                 opts=options.SelectionOptions())
+  np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
+                                selection.class_quotas(labels, 3, ratio))

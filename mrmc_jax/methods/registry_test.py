@@ -115,7 +115,8 @@ def test_needs():
 
 
 # The methods whose reference selects over all N (their default).
-_GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc")
+_GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc",
+           "moderate")
 
 
 @pytest.mark.parametrize("spec", [
@@ -124,7 +125,7 @@ _GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc")
     "mrmc(epochs=3;skip_epochs=1)", "el2n(el2n_epochs=2)",
     "mrmc(class_balanced=False)", "dual", "mrmc_ra",
     "mrmc_ra(ra_form=uniform)", "mrmc_ra(ra_form=top;ra_cut=0.5)",
-    "moderate(class_balanced=False)", "d2(class_balanced=False)",
+    "moderate(moderate_class_balanced=True)", "d2(class_balanced=False)",
     "aum", "aum(loss_source=eval;aum_margin=prob)", "least_confidence",
     "margin", "entropy(class_balanced=False)", "kcenter", "herding",
     "herding(class_balanced=False)", "ccs(ccs_score=aum)",
