@@ -116,7 +116,7 @@ def test_needs():
 
 # The methods whose reference selects over all N (their default).
 _GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc",
-           "moderate")
+           "moderate", "tdds", "aum")
 
 
 @pytest.mark.parametrize("spec", [
