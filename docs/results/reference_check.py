@@ -129,8 +129,8 @@ def check_ccs(art, labels, num_classes, seed, draws=3):
           f"{ref.jaccard(before, theirs[0]):.4f} |", flush=True)
 
 
-def check_top(art, labels, num_classes, seed, draws=3):
-  """EL2N, GraNd, forgetting (data_diet) and Dyn-Unc (dual-pruning)."""
+def check_top(art, labels, num_classes, seed, draws=3, only_top=()):
+  """EL2N, GraNd, forgetting (data_diet), Dyn-Unc (dual-pruning), AUM."""
   opts = options.SelectionOptions().replace(seed=seed)
   p = np.asarray(art["p_true"], np.float64)
   refs = {
@@ -141,9 +141,14 @@ def check_top(art, labels, num_classes, seed, draws=3):
   }
   if "grad_norms" in art:
     refs["grand"] = np.asarray(art["grad_norms"], np.float64)
-  print("EL2N, GraNd, forgetting (mansheej/data_diet keep_max_scores) and "
-        "Dyn-Unc (behaapyy/dual-pruning dynunc, window min(10, R)); the "
-        "ports' ties in random orders")
+  if "margin" in art:  # CCS's monotonic selection, ascending: the lowest.
+    refs["aum"] = -np.asarray(art["margin"], np.float64).mean(axis=1)
+  if only_top:
+    refs = {k: v for k, v in refs.items() if k in only_top}
+  print("EL2N, GraNd, forgetting (mansheej/data_diet keep_max_scores), "
+        "Dyn-Unc (behaapyy/dual-pruning dynunc, window min(10, R)) and AUM "
+        "(CCS's score_monotonic_selection, lowest first); the ports' ties "
+        "in random orders")
   print("| method | ratio | ours vs port (mean of tie orders) | port vs "
         "port, other tie orders (ceiling) | tied at the port's cut | "
         "`<method>_class_balanced=True` vs port |")
@@ -163,6 +168,23 @@ def check_top(art, labels, num_classes, seed, draws=3):
             f" | {_mean_jaccard(others, theirs):.4f} | "
             f"{int((score == cut).sum())} | "
             f"{ref.jaccard(cb, theirs[0]):.4f} |", flush=True)
+
+
+def check_moderate(art, labels, num_classes, seed):
+  opts = options.SelectionOptions().replace(seed=seed)
+  print("Moderate (tmllab/2023_ICLR_Moderate-DS get_prune_idx)")
+  print("| ratio | `moderate` vs port | budgets | "
+        "`moderate(moderate_class_balanced=True)` vs port |")
+  print("|---|---|---|---|")
+  for ratio in RATIOS:
+    _, ours = registry.select("moderate", art, labels, ratio,
+                              num_classes=num_classes, opts=opts)
+    _, cb = registry.select("moderate(moderate_class_balanced=True)", art,
+                            labels, ratio, num_classes=num_classes, opts=opts)
+    theirs = ref.moderate_reference_mask(art["features"], labels, ratio)
+    print(f"| {ratio:g} | {ref.jaccard(ours, theirs):.4f} | "
+          f"{int(ours.sum())} / {int(theirs.sum())} | "
+          f"{ref.jaccard(cb, theirs):.4f} |", flush=True)
 
 
 def check_d2(art, labels, num_classes, seed):
@@ -198,9 +220,12 @@ def main(dataset: str, workdir: str, seed: str, only: str = "") -> None:
   num_classes = int(labels.max()) + 1
   art = wd.read_npz(f"{workdir}/warmup/seed_{seed}/warmup/artefacts.npz")
   checks = {"dual": check_dual, "ccs": check_ccs, "top": check_top,
-            "d2": check_d2}
+            "moderate": check_moderate, "d2": check_d2}
   for name, check in checks.items():
     if only and name not in only.split(","):
+      continue
+    if name == "moderate" and "features" not in art:
+      print("Moderate: not checked (the warm-up stored no features)")
       continue
     if name == "ccs" and "p_margin" not in art:
       print("CCS: not checked (the warm-up stored no margins)")
