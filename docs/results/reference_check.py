@@ -1,14 +1,18 @@
-"""DUAL and D2 against NumPy ports of their reference code, on a real warm-up.
+"""Every peer against a NumPy port of its upstream code, on a real warm-up.
 
-Reads a comparison workdir's stored warm-up (one whose grid had a method
-that needs the features, e.g. `d2`) and prints, per ratio, the Jaccard
-index of the library's mask and the reference port's
-(`mrmc_jax/methods/reference_check.py`) under the same randomness, plus the
-statistics behind the departures. The numbers are recorded in
+Reads a comparison workdir's stored warm-up (one whose grid had methods
+that need the features, the gradient norms and the margins, e.g.
+`ccs,d2,grand`) and prints, per peer and ratio, the Jaccard index of the
+library's default mask and the port's (`mrmc_jax/methods/
+reference_check.py`), and the port's own draw-to-draw Jaccard (for CCS's
+stratified draw and DUAL's weighted draw) or tie-order-to-tie-order
+Jaccard (for the top-k peers, whose references leave ties to the sort):
+the ceiling that sampling alone allows. The numbers are recorded in
 docs/results/reference_check.md.
 
   python experiments/compare.py --config=configs/fashion_mnist.py \
-      --workdir=runs/refcheck/fashion_mnist --config.compare.methods=d2 \
+      --workdir=runs/refcheck/fashion_mnist \
+      --config.compare.methods=ccs,d2,grand \
       --config.compare.ratios=0.1 --config.compare.seeds=0
   python docs/results/reference_check.py fashion_mnist_idx \
       runs/refcheck/fashion_mnist 0
@@ -53,96 +57,183 @@ def _per_class_top(keys, labels, ratio, num_classes):
   return out
 
 
+def _mean_jaccard(masks_a, masks_b):
+  return float(np.mean([ref.jaccard(a, b) for a, b in zip(masks_a, masks_b)]))
+
+
 def check_dual(art, labels, num_classes, seed):
   p = np.asarray(art["p_true"])
   n, r = p.shape
   window = min(10, r)
   score = ref.dual_reference_scores(p.T, window)
-  ours_score = np.asarray(dual.dual_scores(p, window=window), np.float64)
-  order_same = np.array_equal(np.argsort(score, kind="stable")[-10:],
-                              np.argsort(ours_score, kind="stable")[-10:])
-  m = p.astype(np.float64).mean(axis=1)
-  at_edge = int(((m < 1e-6) | (m > 1 - 1e-6)).sum())
-  print(f"DUAL: N={n}, R={r}, window {window} (the reference needs T >= 10: "
-        f"departure); same top-10 anchor set as ours: {order_same}; "
-        f"windowed mean at 0 or 1 (clipped): {at_edge}")
+  print(f"DUAL (behaapyy/dual-pruning): N={n}, R={r}, window {window} (the "
+        "reference needs T >= 10: departure)")
   gumbel = np.random.default_rng(seed).gumbel(size=n)
   opts = options.SelectionOptions().replace(seed=seed)
-  print("| ratio | global: ours vs reference, same noise | budgets | "
-        "class quotas: ours vs reference weights | first-epoch (before) vs "
-        "reference weights | reference, own draw vs same noise |")
-  print("|---|---|---|---|---|---|")
+  print("| ratio | `dual` vs port, same noise | budgets | port, own draw vs "
+        "same noise (ceiling) | `dual(dual_class_balanced=True)` vs port's "
+        "weights in the quotas |")
+  print("|---|---|---|---|---|")
   for ratio in RATIOS:
-    glob = dual.dual_select(ours_score, m, labels, ratio,
-                            num_classes=num_classes, class_balanced=False,
-                            seed=seed)
-    try:
-      theirs = ref.dual_reference_mask(p.T, score, ratio, gumbel=gumbel)
-      clip_note = ""
-    except ValueError:
-      theirs = ref.dual_reference_mask(p.T, score, ratio, gumbel=gumbel,
-                                       clip=1e-6)
-      clip_note = " (clipped)"
-    _, cb = registry.select("dual", art, labels, ratio,
-                            num_classes=num_classes, opts=opts)
-    keys = _reference_keys(p, score, ratio, 4.0, gumbel, 1e-6)
-    theirs_cb = _per_class_top(keys, labels, ratio, num_classes)
-    before = dual.dual_select(ours_score, p[:, 0], labels, ratio,
-                              num_classes=num_classes, seed=seed)
+    _, ours = registry.select("dual", art, labels, ratio,
+                              num_classes=num_classes, opts=opts)
+    theirs = ref.dual_reference_mask(p.T, score, ratio, gumbel=gumbel,
+                                     clip=1e-6)
     own = ref.dual_reference_mask(p.T, score, ratio, clip=1e-6,
                                   rng=np.random.default_rng(seed))
-    print(f"| {ratio:g} | {ref.jaccard(glob, theirs):.4f}{clip_note} | "
-          f"{int(glob.sum())} / {int(theirs.sum())} | "
-          f"{ref.jaccard(cb, theirs_cb):.4f} | "
-          f"{ref.jaccard(before, theirs_cb):.4f} | "
-          f"{ref.jaccard(own, theirs):.4f} |", flush=True)
+    _, cb = registry.select("dual(dual_class_balanced=True)", art, labels,
+                            ratio, num_classes=num_classes, opts=opts)
+    keys = _reference_keys(p, score, ratio, 4.0, gumbel, 1e-6)
+    theirs_cb = _per_class_top(keys, labels, ratio, num_classes)
+    print(f"| {ratio:g} | {ref.jaccard(ours, theirs):.4f} | "
+          f"{int(ours.sum())} / {int(theirs.sum())} | "
+          f"{ref.jaccard(own, theirs):.4f} | "
+          f"{ref.jaccard(cb, theirs_cb):.4f} |", flush=True)
+
+
+def check_ccs(art, labels, num_classes, seed, draws=3):
+  opts = options.SelectionOptions().replace(seed=seed)
+  acc = np.asarray(art["p_margin"], np.float64).sum(axis=1)
+  n = acc.shape[0]
+  mis = opts.ccs_beta
+  print(f"CCS (haizhongzheng/Coverage-centric-coreset-selection, stratified, "
+        f"key and drop key the accumulated margin, mis_ratio {mis:g}): "
+        f"{n - np.unique(acc).size} margins tied with another")
+  print("| ratio | `ccs` vs port (mean of draws) | port vs port, other draws "
+        "(ceiling) | same drop set | stratum counts, sum of abs diff | "
+        "`ccs(ccs_class_balanced=True;ccs_drop=score;ccs_score=forgetting)` "
+        "vs port |")
+  print("|---|---|---|---|---|---|")
+  lowest = np.argsort(acc, kind="stable")[:int(mis * n)]
+  for ratio in RATIOS:
+    ours = [registry.select("ccs", art, labels, ratio,
+                            num_classes=num_classes,
+                            opts=opts.replace(seed=seed + d))[1]
+            for d in range(draws)]
+    theirs = [ref.ccs_reference_mask(acc, acc, ratio, mis,
+                                     np.random.default_rng(100 + d))
+              for d in range(draws)]
+    others = theirs[1:] + theirs[:1]
+    kept = np.setdiff1d(np.arange(n), lowest)
+    stratum = np.full(n, -1)
+    stratum[kept] = ref.ccs_reference_strata(acc[kept], 0)[0]
+    diff = int(np.abs(np.bincount(stratum[ours[0]] + 1, minlength=51) -
+                      np.bincount(stratum[theirs[0]] + 1, minlength=51)
+                      ).sum())
+    same_drop = not ours[0][lowest].any()
+    _, before = registry.select(
+        "ccs(ccs_class_balanced=True;ccs_drop=score;ccs_score=forgetting)",
+        art, labels, ratio, num_classes=num_classes, opts=opts)
+    print(f"| {ratio:g} | {_mean_jaccard(ours, theirs):.4f} | "
+          f"{_mean_jaccard(others, theirs):.4f} | {same_drop} | {diff} | "
+          f"{ref.jaccard(before, theirs[0]):.4f} |", flush=True)
+
+
+def check_top(art, labels, num_classes, seed, draws=3, only_top=()):
+  """EL2N, GraNd, forgetting (data_diet), Dyn-Unc (dual-pruning), AUM."""
+  opts = options.SelectionOptions().replace(seed=seed)
+  p = np.asarray(art["p_true"], np.float64)
+  refs = {
+      "el2n": np.asarray(art["el2n"], np.float64)[:, -1],
+      "forgetting": ref.data_diet_forget_scores(art["correct"]),
+      "dyn_unc": ref.dynunc_reference_scores(
+          p.T, min(opts.dyn_unc_window, p.shape[1])),
+  }
+  if "grad_norms" in art:
+    refs["grand"] = np.asarray(art["grad_norms"], np.float64)
+  if "margin" in art:  # CCS's monotonic selection, ascending: the lowest.
+    refs["aum"] = -np.asarray(art["margin"], np.float64).mean(axis=1)
+  if only_top:
+    refs = {k: v for k, v in refs.items() if k in only_top}
+  print("EL2N, GraNd, forgetting (mansheej/data_diet keep_max_scores), "
+        "Dyn-Unc (behaapyy/dual-pruning dynunc, window min(10, R)) and AUM "
+        "(CCS's score_monotonic_selection, lowest first); the ports' ties "
+        "in random orders")
+  print("| method | ratio | ours vs port (mean of tie orders) | port vs "
+        "port, other tie orders (ceiling) | tied at the port's cut | "
+        "`<method>_class_balanced=True` vs port |")
+  print("|---|---|---|---|---|---|")
+  for name, score in refs.items():
+    for ratio in RATIOS:
+      _, ours = registry.select(name, art, labels, ratio,
+                                num_classes=num_classes, opts=opts)
+      theirs = [ref.keep_max_scores(score, ratio, np.random.default_rng(d))
+                for d in range(draws)]
+      others = theirs[1:] + theirs[:1]
+      cut = np.sort(score)[score.size - int(ratio * score.size)]
+      _, cb = registry.select(f"{name}({name}_class_balanced=True)", art,
+                              labels, ratio, num_classes=num_classes,
+                              opts=opts)
+      print(f"| {name} | {ratio:g} | {_mean_jaccard([ours] * draws, theirs):.4f}"
+            f" | {_mean_jaccard(others, theirs):.4f} | "
+            f"{int((score == cut).sum())} | "
+            f"{ref.jaccard(cb, theirs[0]):.4f} |", flush=True)
+
+
+def check_moderate(art, labels, num_classes, seed):
+  opts = options.SelectionOptions().replace(seed=seed)
+  print("Moderate (tmllab/2023_ICLR_Moderate-DS get_prune_idx)")
+  print("| ratio | `moderate` vs port | budgets | "
+        "`moderate(moderate_class_balanced=True)` vs port |")
+  print("|---|---|---|---|")
+  for ratio in RATIOS:
+    _, ours = registry.select("moderate", art, labels, ratio,
+                              num_classes=num_classes, opts=opts)
+    _, cb = registry.select("moderate(moderate_class_balanced=True)", art,
+                            labels, ratio, num_classes=num_classes, opts=opts)
+    theirs = ref.moderate_reference_mask(art["features"], labels, ratio)
+    print(f"| {ratio:g} | {ref.jaccard(ours, theirs):.4f} | "
+          f"{int(ours.sum())} / {int(theirs.sum())} | "
+          f"{ref.jaccard(cb, theirs):.4f} |", flush=True)
 
 
 def check_d2(art, labels, num_classes, seed):
   opts = options.SelectionOptions().replace(seed=seed)
   forgetting = np.asarray(scores_lib.forgetting_scores(
       art["correct"], never_learned_first=False))
-  margin = np.asarray(art["p_true"], np.float64).mean(axis=1)
-  zero = forgetting == 0
-  print(f"D2: forgetting score 0 for {int(zero.sum())} of {zero.size}; "
-        f"k={opts.d2_k}, mis_ratio={opts.d2_mis_ratio}")
-  print("| ratio | ours vs reference | ours (per-class cut) vs reference | "
-        "picks with score 0 | classes whose score-0 picks are their "
-        "lowest ids |")
-  print("|---|---|---|---|---|")
+  margin = np.asarray(art["p_margin"], np.float64).mean(axis=1)
+  print(f"D2 (adymaharana/d2pruning, class mode, graph sampling): k="
+        f"{opts.d2_k}, mis_ratio={opts.d2_mis_ratio}, cut by the "
+        "accumulated margin, equal split")
+  print("| ratio | `d2` vs port | budgets | "
+        "`d2(d2_split=proportional;d2_cut=p_true)` vs port |")
+  print("|---|---|---|---|")
+  cache = {}
   for ratio in RATIOS:
     _, ours = registry.select("d2", art, labels, ratio,
-                              num_classes=num_classes, opts=opts)
-    per_class = opts.replace(d2_mis_per_class=True)
-    _, ours_pc = registry.select("d2", art, labels, ratio,
-                                 num_classes=num_classes, opts=per_class)
+                              num_classes=num_classes, opts=opts, cache=cache)
+    _, before = registry.select("d2(d2_split=proportional;d2_cut=p_true)",
+                                art, labels, ratio, num_classes=num_classes,
+                                opts=opts, cache=cache)
     theirs = ref.d2_reference_mask(art["features"], forgetting, margin,
                                    labels, ratio, mis_ratio=opts.d2_mis_ratio,
                                    n_neighbor=opts.d2_k,
                                    gamma=opts.d2_gamma_reverse)
-    lowest = 0
-    for c in range(num_classes):
-      cz = np.flatnonzero((labels == c) & zero)
-      picked = np.flatnonzero(ours[cz])
-      if picked.size and picked.size < cz.size:
-        lowest += int(np.array_equal(picked, np.arange(picked.size)))
     print(f"| {ratio:g} | {ref.jaccard(ours, theirs):.4f} | "
-          f"{ref.jaccard(ours_pc, theirs):.4f} | "
-          f"{(ours & zero).sum() / ours.sum():.3f} | {lowest} of "
-          f"{num_classes} |", flush=True)
+          f"{int(ours.sum())} / {int(theirs.sum())} | "
+          f"{ref.jaccard(before, theirs):.4f} |", flush=True)
 
 
-def main(dataset: str, workdir: str, seed: str) -> None:
+def main(dataset: str, workdir: str, seed: str, only: str = "") -> None:
   seed = int(seed)
   labels = np.asarray(sources.load_dataset(dataset, None).train.labels)
   num_classes = int(labels.max()) + 1
   art = wd.read_npz(f"{workdir}/warmup/seed_{seed}/warmup/artefacts.npz")
-  check_dual(art, labels, num_classes, seed)
-  if "features" in art:
-    check_d2(art, labels, num_classes, seed)
-  else:
-    print("D2: not checked (the warm-up stored no features)")
+  checks = {"dual": check_dual, "ccs": check_ccs, "top": check_top,
+            "moderate": check_moderate, "d2": check_d2}
+  for name, check in checks.items():
+    if only and name not in only.split(","):
+      continue
+    if name == "moderate" and "features" not in art:
+      print("Moderate: not checked (the warm-up stored no features)")
+      continue
+    if name == "ccs" and "p_margin" not in art:
+      print("CCS: not checked (the warm-up stored no margins)")
+    elif name == "d2" and not {"features", "p_margin"} <= set(art):
+      print("D2: not checked (the warm-up stored no features or margins)")
+    else:
+      check(art, labels, num_classes, seed)
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "0")
+  main(*sys.argv[1:])

@@ -15,8 +15,9 @@ difficulty baselines keep the highest EL2N or forgetting. `aum` keeps the
 lowest AUM. CCS's accumulated margin is the probability margin `p_y -
 max_{k != y} p_k` summed over training (one presentation per epoch, so the
 sum ranks as the mean); `aum_margin=prob` uses it, `logit` (the default) is
-Pleiss et al.'s. CCS's command is global (`--class-balanced 0`):
-`aum(class_balanced=False)`.
+Pleiss et al.'s. CCS's command is global (`--class-balanced 0`), and so is
+the row (`aum_class_balanced=False`); `aum(aum_class_balanced=True)` keeps
+each class's quota.
 """
 
 import jax
@@ -60,7 +61,7 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   aum = aum_scores(margin_view(art, opts))
   _, mask = common.select_top(-aum, labels, ratio, num_classes=num_classes,
-                              class_balanced=opts.class_balanced,
+                              class_balanced=opts.aum_class_balanced,
                               seed=opts.seed)
   return np.asarray(aum, np.float32), mask
 
@@ -69,10 +70,14 @@ OPTIONS = common.declare(
     common.Option("aum_margin", str, "logit", "AUM: the logit margin "
                   "(Pleiss et al.) or the probability margin (CCS's "
                   "accumulated_margin)", choices=tuple(MARGIN_KEYS), absent="logit"),
+    common.Option("aum_class_balanced", bool, False, "AUM: each class's "
+                  "quota (True) or the lowest over all N (False, CCS's "
+                  "command, --class-balanced 0)", absent=True),
 )
 
 METHOD = common.Method(
     "aum", frozenset({"trajectory", "margin"}),
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS + ("aum_margin",),
+    ("aum_class_balanced", "seed") + common.TRAJECTORY_OPTIONS
+    + ("aum_margin",),
     _select, "lowest mean margin over warm-up epochs (AUM; as CCS's "
     "baseline)")

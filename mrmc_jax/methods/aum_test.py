@@ -79,7 +79,7 @@ def test_aum_scores_are_the_mean_logit_margin():
 def test_global_aum_equals_ccs_selection(ratio):
   logits, labels = _epochs(1)
   art = _recorded(logits, labels)
-  opts = registry.SelectionOptions(class_balanced=False)
+  opts = registry.SelectionOptions()  # Global by default, as CCS's command.
   _, mask = registry.select("aum(aum_margin=prob)", art, labels, ratio,
                             num_classes=C, opts=opts)
   np.testing.assert_array_equal(
@@ -96,7 +96,8 @@ def test_global_aum_equals_ccs_selection(ratio):
 def test_class_balanced_keeps_the_lowest_per_class():
   logits, labels = _epochs(2)
   art = _recorded(logits, labels)
-  scores, mask = registry.select("aum", art, labels, 0.5, num_classes=C,
+  scores, mask = registry.select("aum(aum_class_balanced=True)", art,
+                                 labels, 0.5, num_classes=C,
                                  opts=registry.SelectionOptions())
   for c in range(C):
     kept, left = scores[mask & (labels == c)], scores[~mask & (labels == c)]
@@ -107,7 +108,12 @@ def test_needs_and_difficulty_input():
   assert registry.needs(["aum"]) == {"trajectory", "margin"}
   assert "margin" in registry.needs(["ccs(ccs_score=aum_prob)"])
   assert "margin" in registry.needs(["d2(d2_score=aum)"])
-  assert "margin" not in registry.needs(["ccs", "d2", "el2n"])
+  # CCS and D2 read the accumulated margin by default, as their references.
+  assert "margin" in registry.needs(["ccs"])
+  assert "margin" in registry.needs(["d2"])
+  assert "margin" not in registry.needs([
+      "ccs(ccs_score=forgetting;ccs_drop=score)", "d2(d2_cut=p_true)",
+      "el2n"])
   logits, labels = _epochs(3)
   art = _recorded(logits, labels)
   opts = registry.SelectionOptions()

@@ -1,15 +1,28 @@
 """CCS: coverage-centric core-set selection (Zheng et al. 2023).
 
 A selection procedure on difficulty scores (`difficulty.difficulty`, by
-`ccs_score`): drop the hardest, then fill the quota stratum by stratum. The
-mask keeps exactly the per-class quotas (`selection.class_quotas`) when
-`class_balanced`, or the global budget `selection.budget(ratio, N)`.
+`ccs_score`): drop the hardest by a drop key (`ccs_drop`), then fill the
+quota stratum by stratum. The mask keeps exactly the per-class quotas
+(`selection.class_quotas`) when class-balanced, or the global budget
+`selection.budget(ratio, N)`.
+
+The row's defaults follow the authors' code (haizhongzheng/Coverage-centric-
+coreset-selection, `train.py --coreset-mode stratified` and `core/data/
+Coreset.py:mislabel_mask, stratified_sampling`, commit b37f166): the key and
+the drop key are the accumulated probability margin (`aum_prob`; README
+"CCS with AUM"), the drop takes the lowest margins over all N and the strata
+are filled over all N (`ccs_class_balanced=False`). `ccs(ccs_drop=score)`
+drops by the key itself and `ccs(ccs_class_balanced=True)` works within
+each class's quota (the library's earlier rule, now variants).
 """
+
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrmc_jax import selection
 from mrmc_jax import validation
 from mrmc_jax.methods import common
 from mrmc_jax.methods import difficulty
@@ -62,11 +75,13 @@ def ccs_select(scores: Array,
                class_balanced: bool = True,
                beta: float = 0.1,
                num_strata: int = 50,
-               seed: int = 0) -> Array:
+               seed: int = 0,
+               drop_scores: Optional[Array] = None) -> Array:
   """Coverage-centric core-set selection (Zheng et al. 2023, Algorithm 1).
 
   1. Mislabel guard: drop the hardest `floor(beta * n)` examples (highest
-     `scores`; ties dropped in id order), per class when `class_balanced`
+     `drop_scores`, default `scores`; ties in the order of the keyed hash
+     `selection.tie_keys(id, seed)`), per class when `class_balanced`
      (n = class size), else globally. If that leaves fewer examples than the
      quota, fewer are dropped (`n - quota`), i.e. beta is reduced just enough
      for the quota to be met (e.g. ratio 0.95 with beta 0.1).
@@ -90,7 +105,9 @@ def ccs_select(scores: Array,
     class_balanced: per-class quotas (default) or one global budget.
     beta: hard fraction to drop, in [0, 1).
     num_strata: K >= 1.
-    seed: int >= 0 for the within-stratum sampling.
+    seed: int >= 0 for the within-stratum sampling and the drop's ties.
+    drop_scores: optional float `[N]`, higher = dropped first (CCS's code:
+      the negated accumulated margin); None: `scores`.
 
   Returns:
     bool `[N]` mask with exactly the per-class quotas (or the global budget).
@@ -105,6 +122,15 @@ def ccs_select(scores: Array,
   validation.check_int(num_strata, "num_strata")
   validation.check_seed(seed)
   s = np.asarray(scores, np.float64)
+  if drop_scores is None:
+    drop = s
+  else:
+    common.check_ndim(drop_scores, 1, "drop_scores", "[N]")
+    common.check_finite(drop_scores, "drop_scores")
+    drop = np.asarray(drop_scores, np.float64)
+    if drop.shape != s.shape:
+      raise ValueError(f"drop_scores has shape {drop.shape}; it must be "
+                       f"{s.shape}, like scores.")
   group, quotas, num_groups = common.group_quotas(
       np.asarray(labels, np.int64), num_classes, ratio, class_balanced)
   n = s.shape[0]
@@ -112,10 +138,12 @@ def ccs_select(scores: Array,
   sizes = np.bincount(group, minlength=num_groups)
   starts = np.cumsum(sizes) - sizes
 
-  # 1) Rank within group from hardest; drop the first n_drop of each group.
+  # 1) Rank within group from hardest by the drop key, ties by the keyed
+  # hash of the id; drop the first n_drop of each group.
   n_drop = np.minimum(np.floor(beta * sizes + _EPS).astype(np.int64),
                       sizes - quotas)
-  order = np.lexsort((ids, -s, group))
+  ties = np.asarray(selection.tie_keys(ids, seed))
+  order = np.lexsort((ties, -drop, group))
   rank = np.empty(n, np.int64)
   rank[order] = ids - starts[group[order]]
   kept = rank >= n_drop[group]
@@ -150,9 +178,12 @@ def ccs_select(scores: Array,
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   scores = difficulty.difficulty(opts.ccs_score, art, opts)
+  drop = (None if opts.ccs_drop == "score" else
+          difficulty.difficulty(opts.ccs_drop, art, opts))
   mask = ccs_select(scores, labels, ratio, num_classes=num_classes,
-                    class_balanced=opts.class_balanced, beta=opts.ccs_beta,
-                    num_strata=opts.ccs_strata, seed=opts.seed)
+                    class_balanced=opts.ccs_class_balanced,
+                    beta=opts.ccs_beta, num_strata=opts.ccs_strata,
+                    seed=opts.seed, drop_scores=drop)
   # The scores are the difficulty input.
   return np.asarray(scores, np.float32), np.asarray(mask)
 
@@ -163,14 +194,23 @@ OPTIONS = common.declare(
                        high_open=True),
     common.Option("ccs_strata", int, 50, "number of difficulty strata",
                        low=1),
-    common.Option("ccs_score", str, "forgetting", "the difficulty "
-                       "input", choices=difficulty.DIFFICULTY_SCORES),
+    common.Option("ccs_score", str, "aum_prob", "the difficulty "
+                       "input (CCS's code: aum_prob)",
+                       choices=difficulty.DIFFICULTY_SCORES),
+    common.Option("ccs_drop", str, "aum_prob", "CCS: the key of the "
+                  "beta drop, its hardest first (CCS's code: the lowest "
+                  "accumulated margin, aum_prob); score: ccs_score itself",
+                  choices=("score",) + difficulty.DIFFICULTY_SCORES),
+    common.Option("ccs_class_balanced", bool, False, "CCS: drop and "
+                  "stratify within each class's quota (True) or over all "
+                  "N (False, CCS's code)", absent=True),
 )
 
 METHOD = common.Method(
     "ccs", frozenset({"trajectory"}),
-    ("class_balanced", "ccs_score", "ccs_beta", "ccs_strata", "seed")
-    + difficulty.OPTIONS, _select,
-    "drop hardest beta, stratified fill from the sparsest stratum"
+    ("ccs_class_balanced", "ccs_score", "ccs_drop", "ccs_beta",
+     "ccs_strata", "seed") + difficulty.OPTIONS, _select,
+    "drop the lowest-AUM beta, stratified fill from the sparsest stratum"
     " (difficulty from the trajectory)",
-    extra_needs=lambda o: difficulty.needs(o.ccs_score))
+    extra_needs=lambda o: (difficulty.needs(o.ccs_score) |
+                           difficulty.needs(o.ccs_drop)))

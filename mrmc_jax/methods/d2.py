@@ -26,18 +26,19 @@ density_sampling`, `selection_mp.py`) in its CIFAR recipe (README:
   (`d2_greedy_order`).
 - The forgetting score counts never-learned examples as 0 events, as the
   reference's score file does.
+- The pre-step's key: the accumulated probability margin (`d2_cut=
+  aum_prob`, the reference's default `--mis-key accumulated_margin`; the
+  mean over the warm-up epochs ranks as its sum); `d2_cut=p_true` is the
+  library's earlier stand-in, the mean true-class probability.
+- The per-class budget: `int(ratio * N)` split equally over the classes
+  left after the cut (`equal_split`, the reference's uniform
+  `bin_allocate`): a class the cut left below its share gives the rest to
+  the others. `d2_split=proportional` keeps the project's quotas (each
+  class about `ratio` of its examples) and a cut that never leaves a class
+  below its quota (the library's earlier rule).
 What departs:
-- The hardness of the pre-step: the reference ranks by AUM (the true-class
-  probability minus the largest other one, summed over training), which
-  the trajectory does not record; we rank by the mean true-class
-  probability, its closest recorded stand-in. The recipe cuts 0.4 at ratio
-  0.1; our default `d2_mis_ratio` is 0.1, at every ratio.
-- The per-class budget: the reference splits `int(ratio * N)` equally over
-  the classes left after the cut (`bin_allocate`, uniform); we keep the
-  project's quotas (each class about `ratio` of its examples, largest
-  remainders), and the cut never leaves a class below its quota. With
-  equal classes (Fashion-MNIST, CIFAR) the two agree unless the cut leaves
-  a class below its share (Fashion-MNIST at ratio 0.7: the shirts).
+- The recipe cuts 0.4 at ratio 0.1; our default `d2_mis_ratio` is 0.1, at
+  every ratio (the recipe states no other ratio's cut).
 - The kNN graph: exact, in float32 (ties to the lower id), where the
   reference calls scikit-learn; the message passing is in float64, as
   there.
@@ -53,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrmc_jax import selection
 from mrmc_jax import validation
 from mrmc_jax.methods import common
 from mrmc_jax.methods import difficulty as difficulty_lib
@@ -589,6 +591,45 @@ def drop_hardest(hardness: Array, labels: Array, ratio: float, *,
   return ~(candidate & (pos >= sizes[groups] - n_drop[groups]))
 
 
+def equal_split(budget: int, sizes: np.ndarray) -> np.ndarray:
+  """D2's `bin_allocate(budget, sizes, mode='uniform')`: int64 `[C]`.
+
+  The classes from the smallest up each take `min(size, rest // classes
+  left)`, so a class smaller than its equal share gives the rest to the
+  larger ones; a budget left by the integer division goes, one each, to
+  the largest classes with room (ties in size: the higher class id
+  first, the reference's stable order read from the end).
+
+  Args:
+    budget: int >= 0, at most `sizes.sum()`.
+    sizes: int `[C]` class sizes (0 for a class left empty).
+
+  Returns:
+    int64 `[C]` quotas summing to `budget`, each <= its size.
+  """
+  sizes = np.asarray(sizes, np.int64)
+  if budget < 0 or budget > sizes.sum():
+    raise ValueError(f"budget={budget} is not allowed: it must be in "
+                     f"[0, {int(sizes.sum())}], the examples left.")
+  order = np.argsort(sizes, kind="stable")
+  rest = int(budget)
+  out = np.zeros_like(sizes)
+  nonempty = int((sizes > 0).sum())
+  for c in order:
+    if sizes[c] == 0:
+      continue
+    out[c] = min(int(sizes[c]), rest // nonempty)
+    rest -= int(out[c])
+    nonempty -= 1
+  for c in order[::-1]:
+    if rest == 0:
+      break
+    if out[c] < sizes[c]:
+      out[c] += 1
+      rest -= 1
+  return out
+
+
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   traj = common.trajectory_view(art, opts)
   if opts.d2_score == "forgetting":
@@ -598,12 +639,20 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   else:
     scores = difficulty_lib.difficulty(opts.d2_score, art, opts)
   cb = opts.class_balanced
+  equal = cb and opts.d2_split == "equal"
   labels = np.asarray(labels)
-  # The stand-in for the reference's AUM: the mean true-class probability.
-  easiness = np.asarray(traj["p_true"], np.float64).mean(axis=1)
+  if opts.d2_cut == "p_true":
+    # The earlier stand-in for the reference's AUM: the mean p_true.
+    easiness = np.asarray(traj["p_true"], np.float64).mean(axis=1)
+  else:  # The reference's accumulated margin (difficulty is its negation).
+    easiness = -np.asarray(difficulty_lib.difficulty(opts.d2_cut, art, opts),
+                           np.float64)
+  # The equal split cuts over all N with no per-class guard (its quotas
+  # come from the classes left), like the reference.
   keep = drop_hardest(-easiness, labels, ratio, num_classes=num_classes,
-                      class_balanced=cb, mis_ratio=opts.d2_mis_ratio,
-                      seed=opts.seed, per_class=opts.d2_mis_per_class)
+                      class_balanced=cb and not equal,
+                      mis_ratio=opts.d2_mis_ratio, seed=opts.seed,
+                      per_class=opts.d2_mis_per_class)
   # The kept examples in the reference's order, hardest first (ties in a
   # seeded order): the greedy's ties go to the first in this order.
   kept = np.flatnonzero(keep)
@@ -619,12 +668,18 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   if key not in cache:
     cache[key] = knn_graph(art["features"][kept], k=opts.d2_k,
                            labels=labels[kept] if cb else None)
-  # The quotas are those of all N examples, filled from the ones left.
+  # The quotas: the reference's equal split of the budget over the classes
+  # left, or those of all N examples (`d2_split=proportional`), filled from
+  # the ones left.
+  if equal:
+    quotas = equal_split(selection.budget(ratio, labels.shape[0]),
+                         np.bincount(labels[kept], minlength=num_classes))
+  else:
+    quotas = common.group_quotas(labels, num_classes, ratio, cb)[1]
   sub = d2_select(
       None, scores[kept], labels[kept], ratio, num_classes=num_classes,
       class_balanced=cb, k=opts.d2_k, gamma_forward=opts.d2_gamma,
-      gamma_reverse=opts.d2_gamma_reverse, graph=cache[key],
-      quotas=common.group_quotas(labels, num_classes, ratio, cb)[1])
+      gamma_reverse=opts.d2_gamma_reverse, graph=cache[key], quotas=quotas)
   mask = np.zeros(labels.shape[0], bool)
   mask[kept[np.asarray(sub)]] = True
   # The scores are the difficulty input.
@@ -645,12 +700,22 @@ OPTIONS = common.declare(
                   high_open=True),
     common.Option("d2_mis_per_class", bool, False, "D2: cut the hardest per "
                   "class instead of over the whole set (the reference)"),
+    common.Option("d2_split", str, "equal", "D2: the budget over the "
+                  "classes left by the cut: equal shares, a small class's "
+                  "rest to the others (the reference's bin_allocate), or "
+                  "each class's quota of all N (proportional)",
+                  choices=("equal", "proportional"), absent="proportional"),
+    common.Option("d2_cut", str, "aum_prob", "D2: the key of the cut, "
+                  "lowest first: the accumulated probability margin (the "
+                  "reference's mis_key) or the mean p_true (p_true)",
+                  choices=("aum_prob", "aum", "p_true"), absent="p_true"),
 )
 
 METHOD = common.Method(
     "d2", frozenset({"features", "trajectory"}),
     ("class_balanced", "seed", "d2_score", "d2_k", "d2_gamma",
-     "d2_gamma_reverse", "d2_mis_ratio", "d2_mis_per_class")
-    + difficulty_lib.OPTIONS, _select,
+     "d2_gamma_reverse", "d2_mis_ratio", "d2_mis_per_class", "d2_split",
+     "d2_cut") + difficulty_lib.OPTIONS, _select,
     "kNN message passing on difficulty, greedy reverse passing",
-    extra_needs=lambda o: difficulty_lib.needs(o.d2_score))
+    extra_needs=lambda o: (difficulty_lib.needs(o.d2_score) |
+                           difficulty_lib.needs(o.d2_cut)))

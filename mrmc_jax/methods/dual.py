@@ -13,7 +13,9 @@ Both follow the reference code (behaapyy/dual-pruning,
 beta_sampling`; `exp_imagenet/train_imagenet.py:beta_sampling` is the same
 rule): `pred_mean = target_probs[:30].mean(0)` over the score's window of
 epochs (here all R warm-up epochs), the anchor the mean of `pred_mean` over
-the 10 highest-scored examples. What departs, and by how much on a
+the 10 highest-scored examples. The row draws over all N like the
+reference (`dual_class_balanced=False`); `dual(dual_class_balanced=True)`
+draws each class's quota (the library's earlier default). What departs, and by how much on a
 Fashion-MNIST warm-up, is listed in `dual_select` and measured by
 `reference_check` (docs/results/reference_check.md).
 """
@@ -190,7 +192,8 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   # The reference's pred_mean: the mean over the score's epochs.
   p_mean = np.asarray(p, np.float64).mean(axis=1)
   mask = dual_select(scores, p_mean, labels, ratio, num_classes=num_classes,
-                     class_balanced=opts.class_balanced, c_d=opts.dual_c_d,
+                     class_balanced=opts.dual_class_balanced,
+                     c_d=opts.dual_c_d,
                      seed=opts.seed)
   return scores.astype(np.float32), mask
 
@@ -200,11 +203,14 @@ OPTIONS = common.declare(
                   "epochs (capped at R)", low=2),
     common.Option("dual_c_d", float, 4.0, "DUAL: Beta sampling "
                   "concentration", low=0.0, low_open=True),
+    common.Option("dual_class_balanced", bool, False, "DUAL: draw within "
+                  "each class's quota (True) or over all N (False, the "
+                  "authors' beta_sampling)", absent=True),
 )
 
 METHOD = common.Method(
     "dual", frozenset({"trajectory"}),
-    ("class_balanced", "seed", "dual_window", "dual_c_d")
+    ("dual_class_balanced", "seed", "dual_window", "dual_c_d")
     + common.TRAJECTORY_OPTIONS, _select,
     "std x (1 - mean) of p_true over windows; Beta sampling over the mean "
     "p_true, shaped by the ratio")

@@ -83,11 +83,37 @@ def test_registry_row_uses_the_windowed_mean_not_the_first_epoch():
   scores, mask = registry.select("dual", art, labels, 0.2, num_classes=2,
                                  opts=opts)
   want = dual.dual_select(scores, p.astype(np.float64).mean(axis=1), labels,
-                          0.2, num_classes=2, seed=0)
+                          0.2, num_classes=2, class_balanced=False, seed=0)
   np.testing.assert_array_equal(mask, want)
   first = dual.dual_select(scores, p[:, 0], labels, 0.2, num_classes=2,
-                           seed=0)
+                           class_balanced=False, seed=0)
   assert (first != mask).any()
+
+
+def test_registry_row_draws_globally_like_the_reference_by_default():
+  from mrmc_jax.methods import options  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  n, r = 400, 4
+  labels = np.repeat([0, 1], [300, 100])
+  # Class 1 is all easy and stable: a global draw takes almost none of it.
+  p = np.where(labels[:, None] == 1, 0.99, rng.random((n, r))
+               ).astype(np.float32)
+  art = {"p_true": p, "loss": rng.random((n, r)),
+         "correct": rng.random((n, r)) > 0.5, "el2n": rng.random((n, r)),
+         "visits": np.ones((n, r))}
+  opts = options.SelectionOptions()
+  with pytest.warns(UserWarning, match="selected no example"):
+    _, mask = registry.select("dual", art, labels, 0.5, num_classes=2,
+                              opts=opts)
+  assert mask.sum() == 200 and mask[labels == 1].sum() < 50
+  _, per_class = registry.select("dual(dual_class_balanced=True)", art,
+                                 labels, 0.5, num_classes=2, opts=opts)
+  np.testing.assert_array_equal(np.bincount(labels[per_class]), [150, 50])
+  # The shared option is not DUAL's: a spec setting it is refused.
+  with pytest.raises(ValueError, match="dual does not read it"):
+    registry.select("dual(class_balanced=True)", art, labels, 0.5,
+                    num_classes=2, opts=opts)
 
 
 def test_beta_log_density_matches_scipy_up_to_its_constant():

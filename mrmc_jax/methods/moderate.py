@@ -1,8 +1,13 @@
 """Moderate-DS (Xia et al. 2023): keep the examples of moderate difficulty.
 
-The score is closeness to the class's median distance to its median
-feature; the row keeps the highest scores under the quotas. Without quotas
-it keeps the reference's pooled middle band (`moderate_pooled_scores`).
+The row follows the authors' code (tmllab/2023_ICLR_Moderate-DS, commit
+7f64d31, `selection.py:get_distance, get_prune_idx`): each example's
+distance to its class's median feature, sorted over all N, and the middle
+band of that one ranking kept (`moderate_pooled_scores`;
+`moderate_class_balanced=False`, the default). `moderate(
+moderate_class_balanced=True)` keeps, per class quota, the examples closest
+to the class's median distance (`moderate_scores`, the library's earlier
+default).
 """
 
 import functools
@@ -126,18 +131,25 @@ def moderate_pooled_scores(features: Array, labels: Array, *,
 
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
-  if opts.class_balanced:
+  cb = opts.moderate_class_balanced
+  if cb:
     scores = moderate_scores(art["features"], labels, num_classes=num_classes)
   else:
     scores = moderate_pooled_scores(art["features"], labels,
                                     num_classes=num_classes, seed=opts.seed)
   return common.select_top(
-      scores, labels, ratio, num_classes=num_classes,
-      class_balanced=opts.class_balanced,
+      scores, labels, ratio, num_classes=num_classes, class_balanced=cb,
       seed=opts.seed)
 
 
+OPTIONS = common.declare(
+    common.Option("moderate_class_balanced", bool, False, "Moderate: per "
+                  "class quota, closest to the class's median distance "
+                  "(True), or the middle band of all N (False, the authors' "
+                  "get_prune_idx)", absent=True),
+)
+
 METHOD = common.Method(
-    "moderate", frozenset({"features"}), ("class_balanced", "seed"),
+    "moderate", frozenset({"features"}), ("moderate_class_balanced", "seed"),
     _select,
     "closest to the class's median distance to its median")

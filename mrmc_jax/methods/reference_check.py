@@ -1,4 +1,4 @@
-"""NumPy ports of the DUAL and D2 references' selection, to check ours with.
+"""NumPy ports of the peers' reference selection code, to check ours with.
 
 Each port is written from the reference code's formulas, line by line, in
 float64 NumPy and scikit-learn, and calls nothing of this library, so that
@@ -14,6 +14,9 @@ against the reference rather than against itself:
   mislabel_mask, density_sampling, bin_allocate` and `core/data/
   sampling.py:GraphDensitySampler` (`compute_graph_density`,
   `select_batch_`, graph mode `sum`, sampling mode `weighted`).
+- `ccs_reference_mask`: haizhongzheng/Coverage-centric-coreset-selection
+  (commit b37f166), `train.py --coreset-mode stratified` with
+  `core/data/Coreset.py:mislabel_mask` and `stratified_sampling`.
 
 The reference draws DUAL's sample with `np.random.choice(p=...,
 replace=False)`; the library with Gumbel-top-k, the same law. To compare
@@ -260,4 +263,181 @@ def d2_reference_mask(features: np.ndarray, score: np.ndarray,
     selected.extend(idx[picks].tolist())
   out = np.zeros(total_num, bool)
   out[score_index[np.asarray(selected, np.int64)]] = True
+  return out
+
+
+def _ccs_bin_allocate(num: int, bins: np.ndarray) -> np.ndarray:
+  """CCS's `stratified_sampling.bin_allocate(num, bins)`: from the smallest
+  stratum up, each takes `min(size, rest // strata left)`."""
+  sorted_index = np.argsort(bins, kind="stable")
+  sort_bins = bins[sorted_index]
+  num_bin = bins.shape[0]
+  rest_exp_num = num
+  budgets = []
+  for i in range(num_bin):
+    rest_bins = num_bin - i
+    avg = rest_exp_num // rest_bins
+    cur_num = min(int(sort_bins[i]), int(avg))
+    budgets.append(cur_num)
+    rest_exp_num -= cur_num
+  rst = np.zeros(num_bin, np.int64)
+  rst[sorted_index] = budgets
+  return rst
+
+
+def ccs_reference_strata(key: np.ndarray, coreset_num: int,
+                         stratas: int = 50
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """CCS's strata and their budgets: `(stratum int64 [M], budgets [K])`.
+
+  `stratified_sampling`: K = 50 strata `[min + k step, min + (k + 1) step)`
+  with `step = (1.0001 max - min) / K`; an example in none (possible only
+  when max <= 0, as in the reference) gets -1.
+  """
+  score = np.asarray(key, np.float64)
+  min_score = score.min()
+  max_score = score.max() * 1.0001
+  step = (max_score - min_score) / stratas
+  stratum = np.full(score.shape[0], -1, np.int64)
+  sizes = []
+  for k in range(stratas):
+    start, end = min_score + k * step, min_score + (k + 1) * step
+    inside = (score >= start) & (score < end)
+    stratum[inside] = k
+    sizes.append(int(inside.sum()))
+  return stratum, _ccs_bin_allocate(coreset_num, np.array(sizes))
+
+
+def ccs_reference_mask(key: np.ndarray, margin: np.ndarray, ratio: float,
+                       mis_ratio: float, rng: np.random.Generator,
+                       stratas: int = 50) -> np.ndarray:
+  """CCS's `train.py --coreset-mode stratified` selection.
+
+  `mislabel_mask`: sort the accumulated margin ascending and drop the first
+  `int(mis_ratio * N)` (the lowest margins); `stratified_sampling` on the
+  coreset key of the rest with budget `int(ratio * N)`
+  (`ccs_reference_strata`), each stratum's budget drawn by a random
+  permutation (`torch.randperm`; here `rng.permutation`).
+
+  Args:
+    key: float `[N]`, the coreset key (the README's CCS: the accumulated
+      margin itself).
+    margin: float `[N]`, the accumulated margin (the drop key, lowest
+      dropped first).
+    ratio: `--coreset-ratio`.
+    mis_ratio: `--mis-ratio`.
+    rng: the draw's generator.
+    stratas: the reference's 50.
+
+  Returns:
+    bool `[N]`.
+  """
+  n = np.shape(key)[0]
+  mis_num = int(mis_ratio * n)
+  easy_index = np.argsort(np.asarray(margin, np.float64),
+                          kind="stable")[mis_num:]
+  k = np.asarray(key, np.float64)[easy_index]
+  stratum, budgets = ccs_reference_strata(k, int(ratio * n), stratas)
+  selected = []
+  for i in range(stratas):
+    pool = np.flatnonzero(stratum == i)
+    selected.extend(pool[rng.permutation(pool.shape[0])][:budgets[i]])
+  out = np.zeros(n, bool)
+  out[easy_index[np.asarray(selected, np.int64)]] = True
+  return out
+
+
+def keep_max_scores(scores: np.ndarray, ratio: float,
+                    rng: Optional[np.random.Generator] = None) -> np.ndarray:
+  """data_diet's `subset_train_idxs_by_scores(keep_max_scores)`.
+
+  mansheej/data_diet (commit aee462e), `data_diet/data.py`:
+  `scores.argsort()[-subset_size:]` over all N, with `subset_size =
+  int(ratio N)`; dual-pruning's `dynunc` mode keeps `mask[-n:]` of the same
+  ascending sort. NumPy's default sort orders ties arbitrarily; `rng`
+  shuffles the ids first so that each draw is one such order (None: the
+  stable order, ties to the higher id).
+
+  Returns:
+    bool `[N]`.
+  """
+  s = np.asarray(scores, np.float64)
+  n = s.shape[0]
+  perm = (np.arange(n) if rng is None else rng.permutation(n))
+  idx = perm[np.argsort(s[perm], kind="stable")[n - int(ratio * n):]]
+  out = np.zeros(n, bool)
+  out[idx] = True
+  return out
+
+
+def data_diet_forget_scores(correct: np.ndarray) -> np.ndarray:
+  """data_diet's forgetting scores from per-epoch correctness `[N, R]`.
+
+  `data_diet/forgetting.py`: `prev_accs` starts at 0; each presentation
+  adds a forget where `prev_accs > accs`; an example never correct gets
+  `inf` (`save_forget_scores`). One presentation per recorded epoch.
+
+  Returns:
+    float64 `[N]`.
+  """
+  c = np.asarray(correct).astype(np.int32)
+  n, r = c.shape
+  prev = np.zeros(n, np.int32)
+  num_forgets = np.zeros(n, float)
+  never_correct = np.ones(n, bool)
+  for e in range(r):
+    num_forgets[prev > c[:, e]] += 1
+    prev = c[:, e]
+    never_correct &= ~c[:, e].astype(bool)
+  out = num_forgets.copy()
+  out[never_correct] = np.inf
+  return out
+
+
+def dynunc_reference_scores(target_probs: np.ndarray,
+                            window_size: int = 10) -> np.ndarray:
+  """dual-pruning's `dynunc(preds, window_size)`: float64 `[N]`.
+
+  behaapyy/dual-pruning (commit 4ab525d), `exp_cifar/importance_evaluation.
+  py:dynunc`: the mean over the `T - J + 1` windows of `10 std` (unbiased,
+  `torch.std`) of the true-class probability.
+
+  Args:
+    target_probs: float `[T, N]`, epochs first, T >= window_size >= 2.
+    window_size: J.
+  """
+  tp = np.asarray(target_probs, np.float64)
+  t = tp.shape[0]
+  if window_size < 2 or t < window_size:
+    raise ValueError(f"window_size={window_size} is not allowed with T={t} "
+                     "epochs: the reference needs 2 <= J <= T.")
+  return np.stack([tp[i:i + window_size].std(axis=0, ddof=1) * 10
+                   for i in range(t - window_size + 1)]).mean(axis=0)
+
+
+def moderate_reference_mask(features: np.ndarray, labels: np.ndarray,
+                            rate: float) -> np.ndarray:
+  """Moderate-DS's selection (tmllab/2023_ICLR_Moderate-DS, commit 7f64d31).
+
+  `selection.py`: `get_median` (per class, `np.median` of each feature
+  column), `get_distance` (each example's L2 distance to its class's
+  median), `get_prune_idx`: sort the distances over all N and prune below
+  `round(N (0.5 - rate / 2))` and from `round(N (0.5 + rate / 2))` on; the
+  rest is kept.
+
+  Returns:
+    bool `[N]`.
+  """
+  x = np.asarray(features, np.float64)
+  labels = np.asarray(labels)
+  prot = np.zeros((int(labels.max()) + 1, x.shape[1]))
+  for c in np.unique(labels):
+    prot[c] = np.median(x[labels == c], axis=0)
+  distance = np.linalg.norm(x - prot[labels], axis=1)
+  n = distance.shape[0]
+  sorted_idx = distance.argsort(kind="stable")
+  low_idx = round(n * (0.5 - rate / 2))
+  high_idx = round(n * (0.5 + rate / 2))
+  out = np.zeros(n, bool)
+  out[sorted_idx[low_idx:high_idx]] = True
   return out

@@ -1,9 +1,10 @@
-"""The library's DUAL and D2 against NumPy ports of their references."""
+"""The library's peers against NumPy ports of their references."""
 
 
 import numpy as np
 import pytest
 
+from mrmc_jax import selection
 from mrmc_jax.methods import dual
 from mrmc_jax.methods import options
 from mrmc_jax.methods import reference_check as ref
@@ -99,14 +100,18 @@ def _d2_case(seed=0, per_class=40, classes=3):
   flaky = rng.random(n) < 0.4
   correct[flaky] = rng.random((int(flaky.sum()), r)) > 0.4
   p_true = rng.uniform(0.05, 1.0, (n, r)).astype(np.float32)
+  # The accumulated margin (the cut's key): class 0 the hardest, so that
+  # the cut leaves it below an equal share at high ratios.
+  p_margin = rng.uniform(-1, 1, (n, r)) - 0.5 * (labels == 0)[:, None]
   art = {"features": features, "correct": correct, "p_true": p_true,
          "loss": -np.log(p_true), "el2n": 1 - p_true,
-         "visits": np.ones((n, r))}
+         "visits": np.ones((n, r)), "p_margin": p_margin.astype(np.float32),
+         "margin": p_margin.astype(np.float32)}
   return art, labels
 
 
-@pytest.mark.parametrize("ratio,mis_ratio", [(0.5, 0.1), (0.3, 0.2),
-                                             (0.1, 0.4)])
+@pytest.mark.parametrize("ratio,mis_ratio", [(0.7, 0.25), (0.5, 0.1),
+                                             (0.3, 0.15), (0.1, 0.2)])
 def test_d2_mask_equals_the_reference(ratio, mis_ratio):
   art, labels = _d2_case()
   opts = options.SelectionOptions().replace(d2_mis_ratio=mis_ratio)
@@ -116,11 +121,36 @@ def test_d2_mask_equals_the_reference(ratio, mis_ratio):
       art["correct"], never_learned_first=False))
   np.testing.assert_array_equal(score, forgetting)
   assert (forgetting == 0).mean() > 0.5
+  margin = art["p_margin"].astype(np.float64).mean(1)
   theirs = ref.d2_reference_mask(
-      art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
-      labels, ratio, mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
+      art["features"], forgetting, margin, labels, ratio,
+      mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
   assert ours.sum() == theirs.sum()
   assert ref.jaccard(ours, theirs) == 1.0
+  # The earlier rules (the mean p_true as the cut's key, each class's
+  # quota of all N) are variants; at 0.7 the proportional split departs.
+  old = "d2(d2_cut=p_true;d2_split=proportional)"
+  _, before = registry.select(old, art, labels, ratio, num_classes=3,
+                              opts=opts)
+  theirs_p = ref.d2_reference_mask(
+      art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
+      labels, ratio, mis_ratio=mis_ratio, n_neighbor=5, gamma=0.1)
+  if ratio == 0.7:
+    assert ref.jaccard(before, theirs_p) < 1.0
+    assert (np.bincount(labels[ours], minlength=3) !=
+            selection.class_quotas(labels, 3, ratio)).any()
+
+
+def test_equal_split_is_the_reference_bin_allocate():
+  from mrmc_jax.methods import d2  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    sizes = rng.integers(0, 30, rng.integers(1, 8))
+    budget = int(rng.integers(0, sizes.sum() + 1))
+    np.testing.assert_array_equal(d2.equal_split(budget, sizes),
+                                  ref._bin_allocate_uniform(budget, sizes))
+  with pytest.raises(ValueError, match="budget=5 is not allowed"):
+    d2.equal_split(5, np.array([2, 2]))
 
 
 def test_d2_per_class_cut_departs_from_the_reference():
@@ -134,3 +164,145 @@ def test_d2_per_class_cut_departs_from_the_reference():
       art["features"], forgetting, art["p_true"].astype(np.float64).mean(1),
       labels, 0.3, mis_ratio=0.4)
   assert ref.jaccard(ours, theirs) < 1.0
+
+
+def _ccs_case(n=3000, seed=0):
+  """A key on a grid of stratum centres (no example near a boundary, so
+  both stratifications agree) and a drop margin that orders it, distinct."""
+  rng = np.random.default_rng(seed)
+  # 10 strata of width 1 over [0, 10]: centres j + 0.5, skewed sizes, and
+  # the extremes 0 and 10 present.
+  j = np.minimum(rng.geometric(0.25, n) - 1, 9)
+  key = j + 0.5
+  key[:2] = [0.0, 10.0]
+  margin = key + 1e-3 * rng.random(n)
+  return key, margin
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3, 0.1])
+def test_ccs_default_follows_the_reference_law(ratio):
+  from mrmc_jax.methods import ccs  # pylint: disable=g-import-not-at-top
+  key, margin = _ccs_case()
+  n = key.shape[0]
+  labels = np.random.default_rng(2).integers(0, 4, n)
+  # The library's difficulty is the negated margin (high = hard).
+  ours = np.asarray(ccs.ccs_select(-key, labels, ratio, num_classes=4,
+                                   class_balanced=False, beta=0.1,
+                                   num_strata=10, seed=3,
+                                   drop_scores=-margin))
+  theirs = ref.ccs_reference_mask(key, margin, ratio, 0.1,
+                                  np.random.default_rng(3), stratas=10)
+  # The same drop (the int(0.1 N) lowest margins) and the same budget of
+  # every stratum: the masks differ only by the within-stratum draws.
+  dropped = np.argsort(margin, kind="stable")[:int(0.1 * n)]
+  assert not ours[dropped].any() and not theirs[dropped].any()
+  stratum = np.minimum(key.astype(int), 9)  # The maximum 10 is in the last.
+  np.testing.assert_array_equal(np.bincount(stratum[ours], minlength=10),
+                                np.bincount(stratum[theirs], minlength=10))
+  # The port's own draw-to-draw overlap is the ceiling ours meets.
+  own = ref.ccs_reference_mask(key, margin, ratio, 0.1,
+                               np.random.default_rng(4), stratas=10)
+  assert abs(ref.jaccard(ours, theirs) - ref.jaccard(own, theirs)) < 0.05
+
+
+def test_ccs_drop_ties_follow_the_keyed_hash_not_the_id():
+  from mrmc_jax.methods import ccs  # pylint: disable=g-import-not-at-top
+  # Half the examples share the hardest score: the drop takes 100 of them.
+  n = 1000
+  scores = np.where(np.arange(n) % 2 == 0, 5.0,
+                    np.random.default_rng(0).random(n))
+  labels = np.zeros(n, int)
+  mask = np.asarray(ccs.ccs_select(scores, labels, 0.5, num_classes=1,
+                                   beta=0.1, num_strata=5, seed=1))
+  tied = np.flatnonzero(scores == 5.0)
+  lost = tied[~mask[tied]]
+  # Not the lowest ids: the dropped tied examples spread over all ids.
+  assert lost.min() < n // 4 and lost.max() > 3 * n // 4
+
+
+def test_ccs_row_defaults_to_the_reference_keys_and_global_budget():
+  from mrmc_jax.methods import ccs  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import registry_test  # pylint: disable=g-import-not-at-top
+  art, labels = registry_test.synthetic_artefacts(n=600)
+  opts = options.SelectionOptions()
+  got_scores, mask = registry.select("ccs", art, labels, 0.3, num_classes=3,
+                                     opts=opts)
+  aum = np.asarray(art["p_margin"], np.float64).mean(axis=1)
+  np.testing.assert_allclose(got_scores, -aum, rtol=1e-6, atol=1e-6)
+  want = ccs.ccs_select(-aum.astype(np.float32), labels, 0.3, num_classes=3,
+                        class_balanced=False, beta=0.1, num_strata=50,
+                        seed=0, drop_scores=-aum.astype(np.float32))
+  np.testing.assert_array_equal(mask, np.asarray(want))
+  # The library's earlier rule is a named variant.
+  _, per_class = registry.select(
+      "ccs(ccs_class_balanced=True;ccs_drop=score)", art, labels, 0.3,
+      num_classes=3, opts=opts)
+  np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
+                                selection.class_quotas(labels, 3, 0.3))
+
+
+def _score_case(n=600, r=6, seed=0):
+  from mrmc_jax.methods import registry_test  # pylint: disable=g-import-not-at-top
+  art, labels = registry_test.synthetic_artefacts(n=n, r=r, seed=seed)
+  # Integer-valued EL2N ties and some never-learned rows.
+  art["correct"][:40] = False
+  return art, labels
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3, 0.1])
+def test_score_peers_default_to_data_diet_and_dual_pruning(ratio):
+  art, labels = _score_case()
+  opts = options.SelectionOptions()
+  p = np.asarray(art["p_true"], np.float64)
+  refs = {
+      # data_diet: EL2N of one checkpoint (the last warm-up epoch).
+      "el2n": np.asarray(art["el2n"], np.float64)[:, -1],
+      "grand": np.asarray(art["grad_norms"], np.float64),
+      "forgetting": ref.data_diet_forget_scores(art["correct"]),
+      "dyn_unc": ref.dynunc_reference_scores(p.T, p.shape[1]),
+  }
+  for name, score in refs.items():
+    _, ours = registry.select(name, art, labels, ratio, num_classes=3,
+                              opts=opts)
+    theirs = ref.keep_max_scores(score, ratio, np.random.default_rng(0))
+    # Equal up to the order of ties, which the reference leaves to the
+    # sort: every example above the reference's threshold, none below,
+    # as many at it.
+    cut = np.sort(score)[score.size - int(ratio * score.size)]
+    assert ours[score > cut].all() and not ours[score < cut].any(), name
+    assert ours.sum() == theirs.sum() == int(ratio * score.size), name
+    if name != "forgetting":  # No ties: the same set.
+      assert ref.jaccard(ours, theirs) == 1.0, name
+    _, per_class = registry.select(f"{name}({name}_class_balanced=True)",
+                                   art, labels, ratio, num_classes=3,
+                                   opts=opts)
+    np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
+                                  selection.class_quotas(labels, 3, ratio))
+
+
+def test_forgetting_never_learned_rank_first_like_data_diet():
+  art, labels = _score_case()
+  _, mask = registry.select("forgetting", art, labels, 0.1, num_classes=3,
+                            opts=options.SelectionOptions())
+  assert mask[:40].all()
+  assert np.isinf(ref.data_diet_forget_scores(art["correct"])[:40]).all()
+
+
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.3, 0.1])
+def test_moderate_default_is_the_authors_middle_band(ratio):
+  rng = np.random.default_rng(5)
+  labels = np.repeat(np.arange(3), [200, 120, 80])
+  features = (rng.normal(size=(400, 6)) * (1 + labels[:, None])
+              ).astype(np.float32)
+  art = {"features": features}
+  _, ours = registry.select("moderate", art, labels, ratio, num_classes=3,
+                            opts=options.SelectionOptions())
+  theirs = ref.moderate_reference_mask(features, labels, ratio)
+  # The same band, up to one example of budget rounding (round vs floor).
+  assert abs(int(ours.sum()) - int(theirs.sum())) <= 1
+  assert ref.jaccard(ours, theirs) >= 1 - 2 / theirs.sum()
+  _, per_class = registry.select("moderate(moderate_class_balanced=True)",
+                                 art, labels, ratio, num_classes=3,
+                                 opts=options.SelectionOptions())
+  np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
+                                selection.class_quotas(labels, 3, ratio))

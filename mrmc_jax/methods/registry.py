@@ -214,12 +214,19 @@ def resolve(spec: str, opts: SelectionOptions, prefix: str = ""
     `(name, options)`.
 
   Raises:
-    ValueError: (one line) on an unknown name or a bad option.
+    ValueError: (one line) on an unknown name, a bad option, or an
+      override of an option the method does not read.
   """
-  name = options_lib.parse_spec(spec)[0]
+  name, overrides = options_lib.parse_spec(spec)
   if name not in _BY_NAME:
     raise ValueError(f"selection.method={name!r} is not allowed: use one of "
                      f"{', '.join(_BY_NAME)}.")
+  # An override the method does not read would change nothing, silently.
+  unread = [k for k in overrides if k not in _BY_NAME[name].options]
+  if unread:
+    raise ValueError(f"option {unread[0]!r} in method spec {spec!r} is not "
+                     f"allowed: {name} does not read it; it reads "
+                     f"{', '.join(_BY_NAME[name].options) or 'no option'}.")
   return options_lib.resolve(spec, opts, prefix)
 
 

@@ -98,12 +98,25 @@ def test_needs():
   assert registry.needs(["mrmc"]) == {"trajectory"}
   assert registry.needs(["mrmc(loss_source=eval)"]) == {
       "trajectory", "eval_trajectory"}
-  assert registry.needs(["grand", "moderate", "d2"]) == {
+  assert registry.needs(["grand", "moderate", "d2(d2_cut=p_true)"]) == {
       "grad_norms", "features", "trajectory"}
+  # D2's default cut reads the accumulated margin.
+  assert "margin" in registry.needs(["d2"])
   # The evaluation pass is added for any trajectory method, and only those.
-  assert registry.needs(["ccs(loss_source=eval)"]) == {
-      "trajectory", "eval_trajectory"}
-  assert registry.needs(["grand(loss_source=eval)"]) == {"grad_norms"}
+  assert registry.needs(["ccs(loss_source=eval;ccs_score=forgetting;"
+                         "ccs_drop=score)"]) == {
+                             "trajectory", "eval_trajectory"}
+  # CCS's default key and drop key are the accumulated margin.
+  assert registry.needs(["ccs"]) == {"trajectory", "margin"}
+  assert registry.needs(["grand"]) == {"grad_norms"}
+  # An override the method does not read is refused, not ignored.
+  with pytest.raises(ValueError, match="grand does not read it"):
+    registry.needs(["grand(loss_source=eval)"])
+
+
+# The methods whose reference selects over all N (their default).
+_GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc",
+           "moderate", "tdds", "aum")
 
 
 @pytest.mark.parametrize("spec", [
@@ -112,11 +125,15 @@ def test_needs():
     "mrmc(epochs=3;skip_epochs=1)", "el2n(el2n_epochs=2)",
     "mrmc(class_balanced=False)", "dual", "mrmc_ra",
     "mrmc_ra(ra_form=uniform)", "mrmc_ra(ra_form=top;ra_cut=0.5)",
-    "moderate(class_balanced=False)", "d2(class_balanced=False)",
+    "moderate(moderate_class_balanced=True)", "d2(class_balanced=False)",
     "aum", "aum(loss_source=eval;aum_margin=prob)", "least_confidence",
     "margin", "entropy(class_balanced=False)", "kcenter", "herding",
     "herding(class_balanced=False)", "ccs(ccs_score=aum)",
-    "d2(d2_score=aum_prob)"])
+    "d2(d2_score=aum_prob)", "ccs(ccs_class_balanced=True)",
+    "ccs(ccs_drop=score;ccs_score=forgetting)",
+    "dual(dual_class_balanced=True)", "el2n(el2n_class_balanced=True)",
+    "dyn_unc(dyn_unc_class_balanced=True)",
+    "d2(d2_split=proportional;d2_cut=p_true)"])
 def test_every_method_selects_the_budget(spec):
   art, labels = synthetic_artefacts()
   opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)
@@ -125,7 +142,12 @@ def test_every_method_selects_the_budget(spec):
                                    opts=opts)
     assert mask.sum() == selection.budget(ratio, labels.size)
     assert scores.shape == labels.shape and np.all(np.isfinite(scores))
-    if "class_balanced=False" not in spec:
+    name = options.parse_spec(spec)[0]
+    per_class = ("class_balanced=True" in spec or (
+        "class_balanced=False" not in spec and name not in _GLOBAL))
+    # D2 splits the budget equally over the classes its cut left.
+    per_class &= name != "d2" or "d2_split=proportional" in spec
+    if per_class:
       np.testing.assert_array_equal(
           np.bincount(labels[mask], minlength=3),
           selection.class_quotas(labels, 3, ratio))

@@ -4,15 +4,23 @@ Each function returns float32 `[N]`, higher = keep; the row's `select`
 then applies the per-class quotas (or the global budget) with ties in a
 random order seeded by the run's seed (`common.select_top`).
 
-| method     | needs      | paper                |
-|------------|------------|----------------------|
-| random     | -          | uniform              |
-| el2n       | trajectory | Paul et al. 2021     |
-| grand      | grad_norms | Paul et al. 2021     |
-| forgetting | trajectory | Toneva et al. 2019   |
-| dyn_unc    | trajectory | He et al. 2023       |
+| method     | needs      | paper                | the row follows                  |
+|------------|------------|----------------------|----------------------------------|
+| random     | -          | uniform              | -                                |
+| el2n       | trajectory | Paul et al. 2021     | mansheej/data_diet               |
+| grand      | grad_norms | Paul et al. 2021     | mansheej/data_diet               |
+| forgetting | trajectory | Toneva et al. 2019   | mansheej/data_diet               |
+| dyn_unc    | trajectory | He et al. 2023       | behaapyy/dual-pruning `dynunc`   |
 
-Each function documents where it follows, or departs from, its paper.
+The four peers keep the top over all N like their reference code
+(data_diet's `subset_train_idxs_by_scores(keep_max_scores)`, dual-pruning's
+`mask[-n:]`); `<method>_class_balanced=True` keeps each class's quota (the
+library's earlier default). EL2N scores one checkpoint like data_diet (the
+last warm-up epoch, `el2n_epochs=1`), GraNd all parameters like data_diet's
+`get_grad_norm_fn` (DeepCore's GraNd: the last layer only; not
+reproduced), forgetting puts the never-learned first like data_diet
+(`forget_scores[never_correct] = inf`). Each function documents where it
+follows, or departs from, its paper.
 """
 
 import functools
@@ -210,7 +218,7 @@ def _select_el2n(art, labels, ratio, *, num_classes, opts, cache):
             list(range(el2n.shape[1] - opts.el2n_epochs, el2n.shape[1])))
   return common.select_top(el2n_scores(el2n, epochs), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced,
+                           class_balanced=opts.el2n_class_balanced,
                            seed=opts.seed)
 
 
@@ -218,7 +226,7 @@ def _select_grand(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   return common.select_top(grand_scores(art["grad_norms"]), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced,
+                           class_balanced=opts.grand_class_balanced,
                            seed=opts.seed)
 
 
@@ -227,7 +235,7 @@ def _select_forgetting(art, labels, ratio, *, num_classes, opts, cache):
   correct = common.trajectory_view(art, opts)["correct"]
   return common.select_top(forgetting_scores(correct), labels, ratio,
                            num_classes=num_classes,
-                           class_balanced=opts.class_balanced,
+                           class_balanced=opts.forgetting_class_balanced,
                            seed=opts.seed)
 
 
@@ -236,16 +244,30 @@ def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
   p = common.trajectory_view(art, opts)["p_true"]
   scores = dyn_unc_scores(p, window=min(opts.dyn_unc_window, p.shape[1]))
   return common.select_top(scores, labels, ratio, num_classes=num_classes,
-                           class_balanced=opts.class_balanced,
+                           class_balanced=opts.dyn_unc_class_balanced,
                            seed=opts.seed)
 
 
 _TRAJ = frozenset({"trajectory"})
+def _global_by_reference(method: str, reference: str) -> common.Option:
+  """`<method>_class_balanced`: False (over all N, as `reference` selects),
+  absent True (the per-class quotas of the releases before it)."""
+  return common.Option(
+      f"{method}_class_balanced", bool, False, f"{method}: keep each "
+      f"class's quota (True) or the top over all N (False, {reference})",
+      absent=True)
+
+
 OPTIONS = common.declare(
-    common.Option("el2n_epochs", int, None, "EL2N: the last k epochs of the "
-                  "trajectory window (None: all)", low=1, optional=True),
+    common.Option("el2n_epochs", int, 1, "EL2N: the last k epochs of the "
+                  "trajectory window (None: all; 1: one checkpoint, "
+                  "data_diet's)", low=1, optional=True),
     common.Option("dyn_unc_window", int, 10, "Dyn-Unc: sliding-window "
                   "length in epochs (capped at R)", low=2),
+    _global_by_reference("el2n", "data_diet"),
+    _global_by_reference("grand", "data_diet"),
+    _global_by_reference("forgetting", "data_diet, Toneva et al."),
+    _global_by_reference("dyn_unc", "dual-pruning's dynunc"),
 )
 
 RANDOM = common.Method(
@@ -253,19 +275,19 @@ RANDOM = common.Method(
     "uniform scores; class-stratified under quotas")
 EL2N = common.Method(
     "el2n", _TRAJ,
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS
+    ("el2n_class_balanced", "seed") + common.TRAJECTORY_OPTIONS
     + ("el2n_epochs",),
-    _select_el2n, "mean EL2N over warm-up epochs; keep highest")
+    _select_el2n, "EL2N of the last warm-up epoch; keep highest")
 GRAND = common.Method(
-    "grand", frozenset({"grad_norms"}), ("class_balanced", "seed"),
+    "grand", frozenset({"grad_norms"}), ("grand_class_balanced", "seed"),
     _select_grand,
     "per-example gradient norm at end of warm-up; keep highest")
 FORGETTING = common.Method(
     "forgetting", _TRAJ,
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS,
+    ("forgetting_class_balanced", "seed") + common.TRAJECTORY_OPTIONS,
     _select_forgetting, "correct->incorrect transitions; never learned first")
 DYN_UNC = common.Method(
     "dyn_unc", _TRAJ,
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS
+    ("dyn_unc_class_balanced", "seed") + common.TRAJECTORY_OPTIONS
     + ("dyn_unc_window",),
     _select_dyn_unc, "mean sliding-window std of p_true; keep highest")

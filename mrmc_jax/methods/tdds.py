@@ -13,8 +13,9 @@ the per-epoch softmax outputs `p_t` of the training pass:
   by the exponential moving average `decay * (1 - decay)**(T - J - k)`
   (the last window weighs most) and summed.
 Upstream keeps the highest scores globally (`data_mask[int(prune_rate *
-N):]` of the ascending argsort); `tdds(class_balanced=False)` is that
-rule, the default `class_balanced=True` keeps per-class quotas.
+N):]` of the ascending argsort), and so does the row
+(`tdds_class_balanced=False`); `tdds(tdds_class_balanced=True)` keeps
+per-class quotas.
 
 The approximation: upstream records every example's full C-class logits
 at every epoch; the warm-up here records the true-class probability
@@ -102,7 +103,7 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
   scores = tdds_scores(two_outcome_probs(p), window=opts.tdds_window,
                        decay=opts.tdds_decay)
   return common.select_top(scores, labels, ratio, num_classes=num_classes,
-                           class_balanced=opts.class_balanced,
+                           class_balanced=opts.tdds_class_balanced,
                            seed=opts.seed)
 
 
@@ -115,11 +116,14 @@ OPTIONS = common.declare(
                   "window k of the last weighs decay * (1 - decay)**k",
                   low=0.0, low_open=True, high=1.0, high_open=True,
                   absent=0.9),
+    common.Option("tdds_class_balanced", bool, False, "TDDS: each class's "
+                  "quota (True) or the top over all N (False, the authors' "
+                  "selection)", absent=True),
 )
 
 METHOD = common.Method(
     "tdds", frozenset({"trajectory"}),
-    ("class_balanced", "seed", "tdds_window", "tdds_decay")
+    ("tdds_class_balanced", "seed", "tdds_window", "tdds_decay")
     + common.TRAJECTORY_OPTIONS, _select,
     "variability of the epoch-to-epoch output KL over windows, recent "
     "windows weighted most (two-outcome output from p_true); keep highest")

@@ -66,8 +66,8 @@ def test_the_method_scores_the_two_outcome_output_and_keeps_upstreams_set():
   two = np.stack([p_true, 1 - p_true], axis=-1)
   logits, idx = _shuffled(two, rng)
   want, data_mask = upstream_generate(logits, idx, window=5, decay=0.9)
-  opts = options.SelectionOptions().replace(tdds_window=5,
-                                            class_balanced=False)
+  # The default: the top over all N, as upstream.
+  opts = options.SelectionOptions().replace(tdds_window=5)
   scores, mask = registry.select("tdds", {"p_true": p_true, "loss": p_true,
                                           "correct": p_true > .5,
                                           "el2n": p_true, "visits":
@@ -78,13 +78,13 @@ def test_the_method_scores_the_two_outcome_output_and_keeps_upstreams_set():
   kept = np.zeros(n, bool)
   kept[data_mask[int(0.7 * n):]] = True
   np.testing.assert_array_equal(mask, kept)
-  # The default keeps per-class quotas of the same scores.
+  # The variant keeps per-class quotas of the same scores.
   _, balanced = registry.select("tdds", {"p_true": p_true, "loss": p_true,
                                          "correct": p_true > .5,
                                          "el2n": p_true, "visits":
                                          np.ones((n, r), np.int32)},
                                 labels, 0.3, num_classes=3,
-                                opts=opts.replace(class_balanced=True))
+                                opts=opts.replace(tdds_class_balanced=True))
   np.testing.assert_array_equal(
       np.bincount(labels[balanced], minlength=3),
       selection.class_quotas(labels, 3, 0.3))
