@@ -18,8 +18,9 @@ the first `k` in `0..K` with `argmax f(x_k) != y` (0: misclassified as
 is), or `K` if the prediction never flips within `K` steps. The runner
 computes it once at the end of warm-up (the `boundary` artefact, `[N]`)
 with `STEP_SIZE` and `MAX_STEPS`, in the units of the model's input
-(`(pixel / 255 - mean) / std`); they are constants of the artefact, not
-options, so a stored warm-up can never be read with other settings. Cost:
+(`(pixel / 255 - mean) / std`). They are constants, not options, and are
+stored beside the distances (`boundary_settings`), so distances recorded
+with other settings are refused, never read. Cost:
 `K` forward-backward passes and one forward pass over the training set
 (about `K` epochs without the optimizer update; 10 at 1.28M examples).
 
@@ -112,6 +113,23 @@ def boundary_distance(apply_fn: Callable[[Any, Array], Array],
   return dist
 
 
+def settings() -> np.ndarray:
+  """float32 `[2]`: `(STEP_SIZE, MAX_STEPS)`, stored with the distances."""
+  return np.array([STEP_SIZE, MAX_STEPS], np.float32)
+
+
+def check_settings(art: dict[str, Any]) -> None:
+  """Refuses distances recorded with other settings (one line)."""
+  got = art.get("boundary_settings")
+  if got is None or np.shape(got) != (2,) or not np.array_equal(
+      np.asarray(got, np.float32), settings()):
+    raise ValueError(
+        f"the warm-up's boundary distances were recorded with (step size, "
+        f"steps) = {None if got is None else np.asarray(got).tolist()}, not "
+        f"{settings().tolist()}: delete warmup/artefacts.npz (the warm-up "
+        "resumes from its last checkpoint and records them again).")
+
+
 def check_distance(distance: Any, max_steps: int) -> np.ndarray:
   """The `[N]` distances as int64, or a one-line ValueError."""
   common.check_ndim(distance, 1, "boundary distance", "[N]")
@@ -185,6 +203,7 @@ def boundary_select(distance: Any,
 
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
+  check_settings(art)
   distance = check_distance(art["boundary"], MAX_STEPS)
   mask = boundary_select(distance, labels, ratio, num_classes=num_classes,
                          class_balanced=opts.class_balanced,

@@ -135,7 +135,8 @@ def test_registry_row_reads_the_boundary_artefact():
   rng = np.random.default_rng(1)
   labels = np.repeat([0, 1], 20)
   art = {"boundary": rng.integers(0, boundary.MAX_STEPS + 1,
-                                  size=40).astype(np.float32)}
+                                  size=40).astype(np.float32),
+         "boundary_settings": boundary.settings()}
   opts = registry.SelectionOptions()
   for spec in ("boundary", "boundary(boundary_mode=nearest)"):
     scores, mask = registry.select(spec, art, labels, 0.5, num_classes=2,
@@ -148,3 +149,14 @@ def test_registry_row_reads_the_boundary_artefact():
     kept = art["boundary"][(labels == c) & nearest]
     dropped = art["boundary"][(labels == c) & ~nearest]
     assert kept.max() <= dropped.min()
+
+
+@pytest.mark.parametrize("stored", [None, [0.1, 10.0], [0.05, 20.0]])
+def test_distances_of_other_settings_are_refused(stored):
+  art = {"boundary": np.zeros(10, np.float32)}
+  if stored is not None:
+    art["boundary_settings"] = np.array(stored, np.float32)
+  with pytest.raises(ValueError, match="recorded with.*delete warmup") as e:
+    registry.select("boundary", art, np.zeros(10, np.int64), 0.5,
+                    num_classes=1, opts=registry.SelectionOptions())
+  assert "\n" not in str(e.value)

@@ -45,6 +45,8 @@ def artefact_keys(need: frozenset[str]) -> list[str]:
     keys += [f"eval_{k}" for k in traj_keys]
   keys += sorted(need & {"features", "grad_norms", "uncertainty",
                          "boundary"})
+  if "boundary" in need:
+    keys.append("boundary_settings")
   return keys
 
 
@@ -197,6 +199,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     art["uncertainty"] = _uncertainty(ctx, state)
   if "boundary" in need:
     art["boundary"] = _boundary(ctx, state)
+    art["boundary_settings"] = boundary.settings()
   art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
                                      time.perf_counter() - t0)
   loop.check_finite_arrays(art, "the warm-up's per-example statistics")
