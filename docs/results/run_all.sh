@@ -253,3 +253,19 @@ if [[ "${ROUND:-}" == issue20c_proxy ]]; then
       runs/proxy3_mlp_small/$ds/results.csv runs/proxy3_same/$ds/results.csv
   done
 fi
+
+# --- Boundary (Yang et al., ICML 2024): ROUND=issue27_boundary ------------
+# The test grid (the defaults: R = 5, seeds 0-2, 0.7/0.5/0.3/0.1) for
+# `boundary`, the two sets side by side, then Random added to the same
+# workdirs as a bitwise check of the table's cells; merged into results.csv.
+if [[ "${ROUND:-}" == issue27_boundary ]]; then
+  for ds in fashion_mnist mnist; do
+    ($PY experiments/compare.py --config=configs/$ds.py \
+       --workdir=runs/boundary/$ds --config.compare.methods=boundary
+     $PY experiments/compare.py --config=configs/$ds.py \
+       --workdir=runs/boundary/$ds --config.compare.methods=boundary,random
+    ) > runs/issue27-boundary-$ds.log 2>&1 &
+  done
+  wait
+  PYTHONPATH=. $PY docs/results/merge_rerun.py runs --boundary
+fi
