@@ -41,7 +41,8 @@ def test_distance_jits_and_uses_the_variables():
 
 def test_ccs_fills_strata_by_ccs_budget_split():
   # Strata sizes [4, 2, 6], budget 6: the sparsest (d=1) takes 6 // 3 = 2,
-  # then d=0 takes 4 // 2 = 2, then d=2 the last 2.
+  # then d=0 takes 4 // 2 = 2, then d=2 the last 2 (CCS's split; the
+  # third-party reproduction's loop would take 4, 2, 0).
   d = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
   labels = np.zeros(12, np.int64)
   mask = boundary.boundary_select(d, labels, 0.5, num_classes=1,
