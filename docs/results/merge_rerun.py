@@ -14,7 +14,8 @@ from the validation-split ablation workdirs.
 the windowed mean; D2's floor, cut over the whole set and k = 5) from
 `runs/peers_rerun/<ds>` (run_all.sh, `ROUND=issue20`). `--boundary` adds
 the `boundary` rows of issue 27 from `runs/boundary/<ds>` (run_all.sh,
-`ROUND=issue27_boundary`), whose Random cells must equal the table's.
+`ROUND=issue27_boundary`), whose Random cells (seed 0) must equal the
+table's.
 """
 
 import csv
@@ -97,7 +98,11 @@ def merge(ds, issue20=False, boundary=False):
   old = rows(os.path.join(out, "results.csv"))
   new = []
   if boundary:
-    new = rows(os.path.join(RUNS, "boundary", ds, "results.csv"))
+    # The grid's rows, and Random's seed-0 cells (run_all.sh) as the check.
+    grid = os.path.join(RUNS, "boundary", ds)
+    new = rows(os.path.join(grid, "results.csv")) + [
+        r for r in rows(os.path.join(grid, "random_check.csv"))
+        if r["method"] == "random"]
   elif issue20:
     new = rows(os.path.join(RUNS, "peers_rerun", ds, "results.csv"))
   else:
