@@ -8,6 +8,7 @@ import pytest
 
 from configs import default
 from mrmc_jax.data import stats
+from mrmc_jax.methods import boundary
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import compare
 from mrmc_jax.runner import context
@@ -86,6 +87,26 @@ def test_a_grid_extended_by_margin_and_uncertainty_methods(tmp_path):
   np.testing.assert_array_equal(art["margin"] > 0, art["correct"])
   np.testing.assert_array_equal(art["p_margin"] > 0, art["correct"])
   assert art["uncertainty"].shape == (art["loss"].shape[0], 4)
+
+
+@pytest.mark.slow
+def test_boundary_records_its_distances_with_their_settings(tmp_path):
+  workdir = str(tmp_path / "bnd")
+  config = tiny("boundary,boundary(boundary_mode=nearest)")
+  config.compare.seeds = "0"
+  config.compare.ratios = "0.5"
+  art_path = os.path.join(workdir, "warmup", "seed_0", "warmup",
+                          "artefacts.npz")
+  rows = compare.run_comparison(config, workdir)
+  assert len(rows) == 2
+  assert all(np.isfinite(r["test_accuracy"]) for r in rows)
+  art = np.load(art_path)
+  d = art["boundary"]
+  assert d.shape == (art["loss"].shape[0],)
+  np.testing.assert_array_equal(d, np.round(d))
+  assert d.min() >= 0 and d.max() <= boundary.MAX_STEPS
+  np.testing.assert_array_equal(art["boundary_settings"],
+                                boundary.settings())
 
 
 def test_bad_plan_fails_before_work(tmp_path):

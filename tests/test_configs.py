@@ -89,7 +89,7 @@ def test_readme_option_table_is_the_declarations():
 # The fields added with an `absent` value (since fields.py's rule).
 ADDED = ("selection.fit_filter", "dataset.label_noise_kind",
          "selection.aum_margin", "selection.least_confidence_on",
-         "selection.herding_pick")
+         "selection.herding_pick", "selection.boundary_mode")
 
 
 def _without(config, paths):

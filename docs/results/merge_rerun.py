@@ -12,7 +12,10 @@ from the validation-split ablation workdirs.
 
 `--issue20` merges only the DUAL and D2 reruns of issue 20 (density over
 the windowed mean; D2's floor, cut over the whole set and k = 5) from
-`runs/peers_rerun/<ds>` (run_all.sh, `ROUND=issue20`).
+`runs/peers_rerun/<ds>` (run_all.sh, `ROUND=issue20`). `--boundary` adds
+the `boundary` rows of issue 27 from `runs/boundary/<ds>` (run_all.sh,
+`ROUND=issue27_boundary`), whose Random cells (seed 0) must equal the
+table's.
 """
 
 import csv
@@ -28,7 +31,7 @@ RATIOS = (0.7, 0.5, 0.3, 0.1)
 # the defaults of that time), tested before the second validation round.
 FIRST_RA = "mrmc_ra(ra_shape=4.0;ra_anchor=0.0)"
 ORDER = ("random", "el2n", "grand", "forgetting", "ccs", "moderate",
-         "dyn_unc", "d2", "dual", "mrmc", "mrmc_r", "mrmc_ra", FIRST_RA)
+         "dyn_unc", "d2", "dual", "boundary", "mrmc", "mrmc_r", "mrmc_ra", FIRST_RA)
 
 
 def rows(path):
@@ -83,12 +86,24 @@ ISSUE20_NOTE = ("Rerun in issue 20 (DUAL's density over the windowed mean, "
                 "{rerun}. forgetting, mrmc_ra and its first choice are issue "
                 "12's reruns; the other rows are the earlier grid's.")
 
+BOUNDARY_NOTE = ("Added in issue 27: {rerun} (Yang et al. 2024 as a "
+                 "third-party reproduction runs it: methods/boundary.py). "
+                 "d2 and dual are issue 20's reruns; forgetting, mrmc_ra "
+                 "and its first choice issue 12's; the other rows are the "
+                 "earlier grid's.")
 
-def merge(ds, issue20=False):
+
+def merge(ds, issue20=False, boundary=False):
   out = os.path.join(HERE, ds)
   old = rows(os.path.join(out, "results.csv"))
   new = []
-  if issue20:
+  if boundary:
+    # The grid's rows, and Random's seed-0 cells (run_all.sh) as the check.
+    grid = os.path.join(RUNS, "boundary", ds)
+    new = rows(os.path.join(grid, "results.csv")) + [
+        r for r in rows(os.path.join(grid, "random_check.csv"))
+        if r["method"] == "random"]
+  elif issue20:
     new = rows(os.path.join(RUNS, "peers_rerun", ds, "results.csv"))
   else:
     for sub in ("", "_ra", "_ra2"):
@@ -114,7 +129,8 @@ def merge(ds, issue20=False):
   full = [r for r in merged if r["method"] == "full"]
   m, s, n = stats(full)
   specs = [x for x in ORDER if any(r["method"] == x for r in merged)]
-  note = (ISSUE20_NOTE if issue20 else ISSUE12_NOTE).format(
+  note = (BOUNDARY_NOTE if boundary else ISSUE20_NOTE if issue20
+          else ISSUE12_NOTE).format(
       rerun=", ".join(sorted(rerun)))
   text = (f"Test accuracy (%), mean ± std over seeds 0-2; full data "
           f"{m:.2f} ± {s:.2f}. {note}\n\n" + table(merged, specs, RATIOS))
@@ -175,8 +191,9 @@ if __name__ == "__main__":
   args = [a for a in sys.argv[1:] if not a.startswith("--")]
   RUNS = args[0] if args else RUNS
   for name in ("fashion_mnist", "mnist"):
-    if "--issue20" in sys.argv:
-      merge(name, issue20=True)
+    if "--issue20" in sys.argv or "--boundary" in sys.argv:
+      merge(name, issue20="--issue20" in sys.argv,
+            boundary="--boundary" in sys.argv)
       continue
     validation(name)
     if "--validation-only" not in sys.argv:

@@ -253,3 +253,25 @@ if [[ "${ROUND:-}" == issue20c_proxy ]]; then
       runs/proxy3_mlp_small/$ds/results.csv runs/proxy3_same/$ds/results.csv
   done
 fi
+
+# --- Boundary (Yang et al., ICML 2024): ROUND=issue27_boundary ------------
+# The test grid (the defaults: R = 5, seeds 0-2, 0.7/0.5/0.3/0.1) for
+# `boundary`, the two sets side by side; then Random's seed-0 cells in the
+# same workdir, a bitwise check of the table's (results.csv lists the last
+# grid's cells: kept as random_check.csv, and the full grid rerun, which
+# redoes no cell, writes results.csv again); merged into results.csv.
+if [[ "${ROUND:-}" == issue27_boundary ]]; then
+  for ds in fashion_mnist mnist; do
+    (grid() {
+       $PY experiments/compare.py --config=configs/$ds.py \
+         --workdir=runs/boundary/$ds "$@"
+     }
+     grid --config.compare.methods=boundary
+     grid --config.compare.methods=boundary,random --config.compare.seeds=0
+     cp runs/boundary/$ds/results.csv runs/boundary/$ds/random_check.csv
+     grid --config.compare.methods=boundary
+    ) > runs/issue27-boundary-$ds.log 2>&1 &
+  done
+  wait
+  PYTHONPATH=. $PY docs/results/merge_rerun.py runs --boundary
+fi

@@ -10,7 +10,7 @@ Layout:
   sampling of MRMC's score), `scores` (random, el2n, grand, forgetting,
   dyn_unc), `moderate`, `ccs`, `d2`, `dual`, `tdds`, `aum`,
   `uncertainty` (least_confidence, margin, entropy), `geometry` (kcenter,
-  herding); `difficulty` gives CCS and D2 their input.
+  herding), `boundary`; `difficulty` gives CCS and D2 their input.
 
 Adding a method with one knob touches one module (its pure functions, one
 `common.declare(common.Option(...))` for the knob, and a `common.Method`

@@ -25,9 +25,10 @@ declare = options_lib.declare
 # Artefacts a method can need from the warm-up (`registry.needs` adds
 # "eval_trajectory" when a trajectory method reads the evaluation pass).
 # "margin" adds `trajectory.MARGIN_FIELDS` to the recorded trajectories;
-# "uncertainty" is `[N, 4]` softmax scores at the end of warm-up.
+# "uncertainty" is `[N, 4]` softmax scores at the end of warm-up;
+# "boundary" the `[N]` distances to the decision boundary (`boundary`).
 ARTEFACTS = frozenset({"trajectory", "features", "grad_norms", "margin",
-                       "uncertainty"})
+                       "uncertainty", "boundary"})
 # The per-epoch columns of a stored trajectory, `[N, R]` each.
 # The arrays of a trajectory (recorded fields, then visit counts).
 TRAJECTORY_KEYS = trajectory.KEYS

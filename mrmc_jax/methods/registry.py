@@ -13,7 +13,9 @@ method and ratio. Artefacts are host numpy arrays:
     probability margins, recorded with the trajectory when a method needs
     "margin" (AUM);
   `uncertainty`: `[N, 4]` softmax scores at the end of warm-up
-    (`uncertainty.COLUMNS`).
+    (`uncertainty.COLUMNS`);
+  `boundary`: `[N]` distances to the decision boundary at the end of
+    warm-up, in sign-gradient steps (`boundary.boundary_distance`).
 A spec is a name with option overrides (`options` docstring), e.g.
 `mrmc(loss_source=eval;skip_epochs=2)`.
 """
@@ -28,6 +30,7 @@ import numpy as np
 
 from mrmc_jax import selection as selection_lib
 from mrmc_jax.methods import aum
+from mrmc_jax.methods import boundary
 from mrmc_jax.methods import ccs
 from mrmc_jax.methods import common
 from mrmc_jax.methods import d2
@@ -78,6 +81,7 @@ _BUILTIN: tuple[Method, ...] = (
     uncertainty.ENTROPY,
     geometry.KCENTER,
     geometry.HERDING,
+    boundary.METHOD,
 )
 
 _BY_NAME = {m.name: m for m in _BUILTIN}

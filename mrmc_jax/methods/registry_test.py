@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mrmc_jax import selection
+from mrmc_jax.methods import boundary
 from mrmc_jax.methods import common
 from mrmc_jax.methods import options
 from mrmc_jax.methods import registry
@@ -24,7 +25,9 @@ def synthetic_artefacts(n=120, r=6, c=3, d=5, seed=0):
          "grad_norms": rng.random(n).astype(np.float32),
          "margin": rng.normal(size=(n, r)).astype(np.float32),
          "p_margin": rng.uniform(-1, 1, (n, r)).astype(np.float32),
-         "uncertainty": rng.random((n, 4)).astype(np.float32)}
+         "uncertainty": rng.random((n, 4)).astype(np.float32),
+         "boundary": rng.integers(0, 11, n).astype(np.float32),
+         "boundary_settings": boundary.settings()}
   art.update({f"eval_{k}": v * 0.5 if k == "loss" else v
               for k, v in list(art.items()) if k in (
                   "loss", "correct", "p_true", "el2n", "visits", "margin",

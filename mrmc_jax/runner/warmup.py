@@ -5,8 +5,9 @@ The step is the library's public one: `make_train_step` fused with
 runs here. The training-pass trajectory is always recorded (it is free);
 the eval-pass one (`loss_source="eval"`) costs a forward pass over the
 training set per epoch and is recorded only when a method asks for it.
-Features, gradient norms and the softmax uncertainty scores are collected
-at the end when a method needs them; the margins (AUM) join the
+Features, gradient norms, the softmax uncertainty scores and the
+distances to the decision boundary are collected at the end when a method
+needs them; the margins (AUM) join the
 trajectories when a method needs them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
 `artefacts.json` beside it; `read_artefacts` (the stage's done-check, see
 `stages.warmup`) verifies both. The artefacts are gathered whole to every
@@ -26,6 +27,7 @@ from mrmc_jax import losses
 from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
+from mrmc_jax.methods import boundary
 from mrmc_jax.methods import uncertainty
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import loop
@@ -43,7 +45,10 @@ def artefact_keys(need: frozenset[str]) -> list[str]:
     keys += traj_keys
   if "eval_trajectory" in need:
     keys += [f"eval_{k}" for k in traj_keys]
-  keys += sorted(need & {"features", "grad_norms", "uncertainty"})
+  keys += sorted(need & {"features", "grad_norms", "uncertainty",
+                         "boundary"})
+  if "boundary" in need:
+    keys.append("boundary_settings")
   return keys
 
 
@@ -241,6 +246,9 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     art["grad_norms"] = _grad_norms(ctx, state)
   if "uncertainty" in need:
     art["uncertainty"] = _uncertainty(ctx, state)
+  if "boundary" in need:
+    art["boundary"] = _boundary(ctx, state)
+    art["boundary_settings"] = boundary.settings()
   art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
                                      time.perf_counter() - t0)
   loop.check_finite_arrays(art, "the warm-up's per-example statistics")
@@ -303,6 +311,18 @@ def _uncertainty(ctx: context_lib.Context, state: Any) -> np.ndarray:
     return uncertainty.uncertainty_columns(logits)
 
   return _collect_rows(ctx, state, rows, (len(uncertainty.COLUMNS),))
+
+
+def _boundary(ctx: context_lib.Context, state: Any) -> np.ndarray:
+  """Distances `[N]` to the decision boundary at the end of warm-up, in
+  sign-gradient steps (eval mode; `methods.boundary.boundary_distance` with
+  its `STEP_SIZE` and `MAX_STEPS`)."""
+  def apply_eval(variables, x):
+    return ctx.apply_fn(variables, x, train=False)[0]
+
+  return _collect_rows(
+      ctx, state, lambda v, b: boundary.boundary_distance(
+          apply_eval, v, b["image"], b["label"]).astype(np.float32), ())
 
 
 def _grad_norms(ctx: context_lib.Context, state: Any) -> np.ndarray:
