@@ -306,7 +306,8 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
   newest sound one and the damaged ones newer than it; every process then
   deletes the damaged ones alike and restores that one. A damaged
   checkpoint (files differ from the manifest, no manifest, or non-finite
-  values) is skipped with one warning line and deleted; with none left the
+  values in `tree["state"]`, or anywhere in a tree without one) is
+  skipped with one warning line and deleted; with none left the
   stage starts over from `target` (epoch 0). A sound checkpoint of another
   tree structure than `target` (a stage that now keeps more state) is
   superseded: dropped with one warning line alike. A read error (the
@@ -342,7 +343,10 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
                       mngr.directory, step, _MISMATCH)
       _drop(mngr, [step])
       continue
-    if _all_finite(tree):  # The same answer on every process.
+    # The parameters and optimizer state (the whole tree of a stage
+    # without `state`): a stage's own records may hold NaN by design (the
+    # attribution's probe losses of epochs still to come).
+    if _all_finite(tree.get("state", tree)):  # The same on every process.
       logging.info("Resumed from %s at %s %d.", mngr.directory, unit, step)
       return int(step), tree
     logging.warning("Checkpoint %s/%d cannot be restored (it holds NaN or "
