@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import attribution as attribution_config
+from mrmc_jax.configs import attribution as attribution_config
 from mrmc_jax.runner import attribution
 from mrmc_jax.runner import loop
 from mrmc_jax.runner import workdir as wd
