@@ -372,7 +372,6 @@ def _train_setting(ctx, name, ids, probes, probe_images, probe_labels,
                    epochs, order_seed, compiled, eval_fn, stamp):
   """Trains one setting with the attributed step (resuming from its last
   epoch or step checkpoint) and writes its outputs."""
-  paths = _setting_paths(ctx.workdir, name)
   n = ctx.data.train.num_examples if ids is None else len(ids)
   spe = input_pipeline.num_batches(n, ctx.batch_size)
   total_steps = epochs * spe
