@@ -111,7 +111,8 @@ def test_setting_outputs_are_verified_when_read(tmp_path):
   path = os.path.join(workdir, "summaries", "full.json")
   with open(path, "w") as f:
     json.dump({"steps": 4}, f)
-  with pytest.raises(wd.CorruptFileError, match="full.npy does not match"):
+  with pytest.raises(wd.CorruptFileError,
+                     match="full.npy has no SHA-256 in full.json"):
     attribution.read_setting(workdir, "full", "s1")
 
 

@@ -148,12 +148,16 @@ def check_recorded(record_path: str, hashes: Any,
   Raises:
     workdir.CorruptFileError: a file is missing or differs (named).
   """
+  record = os.path.basename(record_path)
   for key, path in paths.items():
     if not storage.exists(path):
       raise _damaged(path, "is missing")
-    if not isinstance(hashes, dict) or hashes.get(key) != wd.file_sha256(path):
-      raise _damaged(path, "does not match its SHA-256 in "
-                     f"{os.path.basename(record_path)}")
+    recorded = hashes.get(key) if isinstance(hashes, dict) else None
+    if recorded is None:
+      raise _damaged(path, f"has no SHA-256 in {record} (the record is "
+                     "damaged or from an older version)")
+    if recorded != wd.file_sha256(path):
+      raise _damaged(path, f"does not match its SHA-256 in {record}")
 
 
 def run_fresh_on_mismatch(run: Callable[[], Any], checkpoint_dir: str,
