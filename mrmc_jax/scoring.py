@@ -226,22 +226,30 @@ def _derived(moments, lam, t_first, l2, ratio):
   return f, g, h, b
 
 
-def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
-  """The whole fit for one block of rows; see `fit_exponential_decay`.
+def _aligned_rows(x, v, invalid):
+  """Epochs first, each row shifted to its first valid epoch and scaled.
+
+  Epochs first: sums over epochs become Horner chains or `[k, R] @ [R, C]`
+  products, and everything else acts on contiguous `[C]` rows. Each row's
+  first valid column moves to column 0 (zero-filled): every row's powers
+  then count from its own first valid epoch, so no power `w**-r_first` is
+  ever formed (it underflows at large rates). Rows are scaled to a maximum
+  of 1: losses of 1e-30 and 1e6 behave alike.
 
   Args:
     x: `[C, R]` losses.
     v: `[C, R]` bool validity, or None.
-    invalid: `[C]` bool, rows fitted as all-zero rows (see `invalid_rows`).
-    max_initial_ratio, epoch_offset, num_steps: scalar options (traced).
+    invalid: `[C]` bool, rows fitted as all-zero rows.
 
   Returns:
-    `(q, lam, b, span)`, each `[C]`; see `_Fit`.
+    `(xt, vt, first, count, span, scale, zero_row)`: `xt` `[R, C]` the
+    shifted, scaled losses (0 where invalid); `vt` `[R, C]` their validity
+    as 0/1, or None if every entry is valid; then `[C]` each: the first
+    valid epoch, the valid count, last minus first valid epoch (0 for < 2
+    valid entries), the row scale and whether the row is all zero.
   """
   c, r = x.shape
   dtype = jnp.promote_types(x.dtype, jnp.float32)
-  # Epochs first: sums over epochs become Horner chains or `[k, R] @ [R, C]`
-  # products, and everything else acts on contiguous `[C]` rows.
   xt = jnp.where(invalid[None, :], 0.0, x.T.astype(dtype))
   if v is None:
     first = jnp.zeros((c,), jnp.int32)
@@ -256,9 +264,6 @@ def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
     last = (r - 1 - jnp.argmax(v[::-1], axis=0)).astype(jnp.int32)
     count = jnp.sum(v, axis=0, dtype=jnp.int32)
     span = jnp.where(count >= 2, last - first, 0)
-    # Move each row's first valid column to column 0 (zero-filled): every
-    # row's powers then count from its own first valid epoch, so no power
-    # w**-r_first is ever formed (it underflows at large rates).
     idx = jnp.arange(r, dtype=jnp.int32)[:, None] + first[None, :]
     inside = idx < r
     idx = jnp.minimum(idx, r - 1)
@@ -266,20 +271,29 @@ def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
     vt = (inside & jnp.take_along_axis(v, idx, axis=0)).astype(dtype)
   big = jnp.max(xt, axis=0)
   zero_row = big < jnp.finfo(dtype).tiny
-  # Rows scaled to a maximum of 1: losses of 1e-30 and 1e6 behave alike.
   scale = jnp.where(zero_row, 1.0, big)
   xt = xt * (1.0 / scale)[None, :]
-  # Epoch of each row's first valid entry; a scalar when all are valid,
-  # which saves an exp per scan rate and row below.
-  t_first = epoch_offset + (0 if v is None else first)
-  t_first = jnp.asarray(t_first).astype(dtype)
-  ratio = jnp.asarray(max_initial_ratio, dtype)
-  hi = jax.lax.Precision.HIGHEST
+  return xt, vt, first, count, span, scale, zero_row
 
-  # Log-linear start: weighted least squares of log l_s = a - lam * s with
-  # weights l**2, the first-order match of loss-space least squares (d log l
-  # = dl / l); zero losses, whose floored log means nothing, get no weight.
-  # s is centred on the middle column to limit float32 cancellation.
+
+def _log_linear_start(xt):
+  """The log-linear fit's rate, and the sum of squared losses.
+
+  Weighted least squares of `log l_s = a - lam * s` with weights `l**2`,
+  the first-order match of loss-space least squares (`d log l = dl / l`);
+  zero losses, whose floored log means nothing, get no weight. `s` is
+  centred on the middle column to limit float32 cancellation.
+
+  Args:
+    xt: `[R, C]` aligned losses (`_aligned_rows`).
+
+  Returns:
+    `(lam, l2)`, each `[C]`: the start rate in `[0, _LAM_MAX]` and
+    `sum_s l_s**2`.
+  """
+  r = xt.shape[0]
+  dtype = xt.dtype
+  hi = jax.lax.Precision.HIGHEST
   s_mid = np.arange(r) - 0.5 * (r - 1)
   centred = jnp.asarray(np.stack([np.ones(r), s_mid, s_mid * s_mid]), dtype)
   om = xt * xt
@@ -294,12 +308,30 @@ def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
   ok = var > 1e-4 * sw
   lam = jnp.clip(jnp.where(ok, -cov / jnp.where(ok, var, 1.0), 0.0),
                  0.0, _LAM_MAX)
+  return lam, l2
 
-  # A coarse scan of rates guards against starting in the wrong basin: on
-  # very noisy rows f(lam) can have several local minima, and the
-  # log-linear start is only a first-order guess. Only T0 and S0 are
-  # needed for f; for the fixed scan rates they are one `[G, R] @ [R, C]`
-  # product each, at the log-linear start two Horner chains.
+
+def _scanned_start(xt, vt, lam, l2, t_first, ratio):
+  """The better of the start `lam` and each of `_SCAN_RATES`, per row.
+
+  A coarse scan of rates guards against starting in the wrong basin: on
+  very noisy rows f(lam) can have several local minima, and the log-linear
+  start is only a first-order guess. Only T0 and S0 are needed for f; for
+  the fixed scan rates they are one `[G, R] @ [R, C]` product each, at the
+  log-linear start two Horner chains.
+
+  Args:
+    xt, vt: `[R, C]` aligned losses and validity (`_aligned_rows`).
+    lam, l2: `[C]` start rates and squared sums (`_log_linear_start`).
+    t_first: `[C]` (or scalar) epoch of each row's first valid entry.
+    ratio: the bound on `q` in normalised units.
+
+  Returns:
+    `[C]` rates.
+  """
+  r = xt.shape[0]
+  dtype = xt.dtype
+  hi = jax.lax.Precision.HIGHEST
   scan = np.asarray(_SCAN_RATES, np.float64)
   phi = np.exp(-scan[:, None] * np.arange(r)[None, :])
   t0 = jnp.dot(jnp.asarray(phi, dtype), xt, precision=hi)
@@ -322,7 +354,24 @@ def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
     better = f_rate < best_f
     lam = jnp.where(better, rate, lam)
     best_f = jnp.where(better, f_rate, best_f)
+  return lam
 
+
+def _newton(xt, vt, lam, l2, t_first, ratio, num_steps):
+  """Safeguarded Newton steps in `lam` from the start; see `_derived`.
+
+  Args:
+    xt, vt: `[R, C]` aligned losses and validity (`_aligned_rows`).
+    lam: `[C]` start rates (`_scanned_start`).
+    l2, t_first, ratio: as `_scanned_start`.
+    num_steps: Newton steps (traced scalar).
+
+  Returns:
+    `(lam, b)`, each `[C]`: the fitted rate and fitted loss at the first
+    valid epoch (normalised units).
+  """
+  r = xt.shape[0]
+  dtype = xt.dtype
   # Coefficients of the six Horner chains, weighted by s**j once here so
   # that each chain step is a single multiply-add.
   s_col = jnp.arange(r, dtype=dtype)[:, None]
@@ -361,7 +410,43 @@ def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
   start = (lam, jnp.full_like(lam, jnp.inf), jnp.zeros_like(lam))
   (lam, _, b), _, _ = jax.lax.fori_loop(
       0, num_steps + 1, body, (start, lam, moments(lam)))
+  return lam, b
 
+
+def _fit_rows(x, v, invalid, *, max_initial_ratio, epoch_offset, num_steps):
+  """The whole fit for one block of rows; see `fit_exponential_decay`.
+
+  Named steps: align and scale the rows (`_aligned_rows`), a log-linear
+  start (`_log_linear_start`), a scan of rates for a better one
+  (`_scanned_start`), Newton steps (`_newton`), then back to loss units.
+
+  Args:
+    x: `[C, R]` losses.
+    v: `[C, R]` bool validity, or None.
+    invalid: `[C]` bool, rows fitted as all-zero rows (see `invalid_rows`).
+    max_initial_ratio, epoch_offset, num_steps: scalar options (traced).
+
+  Returns:
+    `(q, lam, b, span)`, each `[C]`; see `_Fit`.
+  """
+  xt, vt, first, count, span, scale, zero_row = _aligned_rows(x, v, invalid)
+  dtype = xt.dtype
+  # Epoch of each row's first valid entry; a scalar when all are valid,
+  # which saves an exp per scan rate and row below.
+  t_first = epoch_offset + (0 if v is None else first)
+  t_first = jnp.asarray(t_first).astype(dtype)
+  ratio = jnp.asarray(max_initial_ratio, dtype)
+  lam, l2 = _log_linear_start(xt)
+  lam = _scanned_start(xt, vt, lam, l2, t_first, ratio)
+  lam, b = _newton(xt, vt, lam, l2, t_first, ratio, num_steps)
+  return _in_loss_units(xt, lam, b, t_first, ratio, count, span, scale,
+                        zero_row)
+
+
+def _in_loss_units(xt, lam, b, t_first, ratio, count, span, scale, zero_row):
+  """`(q, lam, b, span)` of `_Fit` from the normalised fit, degenerate rows
+  (fewer than 2 valid entries, all zero) set apart. All `[C]`."""
+  dtype = xt.dtype
   # q = b * w**t_first, formed in log space (w**t_first alone may overflow);
   # min() with the ratio absorbs rounding, so the bound holds exactly.
   log_q = jnp.log(jnp.maximum(b, jnp.finfo(dtype).tiny)) + lam * t_first

@@ -18,18 +18,18 @@ main.py itself runs unchanged; only the signal is injected. The signal is
 sent to the process (`os.kill`), as a terminal or a scheduler sends it.
 """
 
-import signal
-# As main.py does first: the signals wait for the runner's watcher thread.
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-
-import os  # pylint: disable=g-import-not-at-top,g-bad-import-order
-import runpy  # pylint: disable=g-import-not-at-top
-import sys  # pylint: disable=g-import-not-at-top
-import threading  # pylint: disable=g-import-not-at-top
+import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+# main.py's `import preamble` (run below by path) finds experiments/ here.
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+# As main.py does first: the signals wait for the runner's watcher thread.
+import preamble  # pylint: disable=g-import-not-at-top,unused-import
+
+import runpy  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import signal  # pylint: disable=g-import-not-at-top
+import threading  # pylint: disable=g-import-not-at-top
 
 SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT,
            "term": signal.SIGTERM}

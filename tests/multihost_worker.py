@@ -28,24 +28,24 @@ all) and writes the time it did to `DIR/sigterm_<tag>.json`. With
 batch (a slow input pipeline: steps no faster than a pod's).
 """
 
-import signal
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# main.py's `import preamble` (run below by path) finds experiments/ here.
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 # As main.py does first, before any library starts a thread: SIGINT and
 # SIGTERM wait for the runner's watcher in every thread (a thread started
 # before the block, e.g. by numpy's BLAS, would take them itself).
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+import preamble  # pylint: disable=g-import-not-at-top,unused-import
 
 import argparse  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import atexit
 import collections
 import json
-import os
 import runpy
-import sys
+import signal
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # Importing (not initialising) JAX before `jax.distributed.initialize` is
 # allowed; main.py initialises it when it runs below.

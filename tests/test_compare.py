@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import default
+from mrmc_jax.configs import default
 from mrmc_jax.data import stats
 from mrmc_jax.methods import boundary
 from mrmc_jax.runner import cli

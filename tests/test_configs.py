@@ -3,11 +3,12 @@
 import copy
 import importlib
 import os
+import runpy
 
 import pytest
 
-from configs import base
-from configs import default
+from mrmc_jax.configs import base
+from mrmc_jax.configs import default
 from mrmc_jax.methods import options
 from mrmc_jax.methods import registry
 from mrmc_jax.runner import config as config_lib
@@ -15,18 +16,34 @@ from mrmc_jax.runner import fields
 from mrmc_jax.runner import stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+PACKAGE = os.path.join(ROOT, "mrmc_jax", "configs")
+NAMES = sorted(f[:-3] for f in os.listdir(PACKAGE)
                if f.endswith(".py") and f not in ("__init__.py", "base.py"))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_config_validates(name):
-  config = importlib.import_module(f"configs.{name}").get_config()
+  config = importlib.import_module(f"mrmc_jax.configs.{name}").get_config()
   config_lib.validate_config(config)
 
 
+def test_every_package_config_has_its_thin_file_and_no_other():
+  thin = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                if f.endswith(".py"))
+  assert thin == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_thin_file_loads_as_the_flag_loads_it(name):
+  # By path, as `--config=configs/<name>.py:arg` loads it.
+  loaded = runpy.run_path(os.path.join(ROOT, "configs", f"{name}.py"))
+  arg = "dataset.name='digits'" if name == "attribution" else "seed=3"
+  want = importlib.import_module(f"mrmc_jax.configs.{name}").get_config(arg)
+  assert loaded["get_config"](arg).to_dict() == want.to_dict()
+
+
 def test_paper_preset_and_overrides():
-  from configs import cifar10  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.configs import cifar10  # pylint: disable=g-import-not-at-top
   config = cifar10.get_config("paper,selection.ratio=0.1,train.epochs=3")
   assert not config.selection.class_balanced
   assert config.selection.max_initial_ratio == 1e30
@@ -38,7 +55,7 @@ def test_paper_preset_and_overrides():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_field_states_what_it_affects(name):
-  config = importlib.import_module(f"configs.{name}").get_config()
+  config = importlib.import_module(f"mrmc_jax.configs.{name}").get_config()
   declared = fields.declared()
   for path, _ in fields.leaves(config):
     assert path in declared, f"{path} has no declaration in fields.py"

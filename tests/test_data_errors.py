@@ -4,8 +4,8 @@ before any training, and no workdir claimed (so the corrected command runs)."""
 import numpy as np
 import pytest
 
-from configs import base
-from configs import default
+from mrmc_jax.configs import base
+from mrmc_jax.configs import default
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import experiment
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from configs import base
-from configs import default
+from mrmc_jax.configs import base
+from mrmc_jax.configs import default
 from mrmc_jax.runner import experiment
 from mrmc_jax.runner import loop
 from mrmc_jax import selection

@@ -89,3 +89,14 @@ def test_the_check_sees_a_circle(tmp_path):
   graph = import_graph(module_files(str(tmp_path)))
   assert graph["mrmc_jax.c"] == {"mrmc_jax.a"}
   assert find_cycle(graph) == ["mrmc_jax.a", "mrmc_jax.b", "mrmc_jax.a"]
+
+
+def test_no_arrow_from_the_runner_to_the_configs():
+  # The configs build on the runner's field declarations; the runner takes
+  # a config as an argument and never imports one (tests may).
+  graph = import_graph(module_files())
+  assert "mrmc_jax.configs.base" in graph
+  arrows = [f"{a} -> {b}" for a, deps in graph.items()
+            if a.startswith("mrmc_jax.runner") and not a.endswith("_test")
+            for b in deps if b.startswith("mrmc_jax.configs")]
+  assert not arrows, arrows

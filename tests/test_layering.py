@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "mrmc_jax")
@@ -23,7 +24,8 @@ def _imports(path: str) -> set[str]:
 def _library_files() -> list[str]:
   files = []
   for root, dirs, names in os.walk(PKG):
-    dirs[:] = [d for d in dirs if d not in ("runner", "__pycache__")]
+    dirs[:] = [d for d in dirs
+               if d not in ("runner", "configs", "__pycache__")]
     files += [os.path.join(root, n) for n in names
               if n.endswith(".py") and not n.endswith("_test.py")]
   return files
@@ -49,17 +51,52 @@ def test_runner_reads_configs_library_does_not():
   # ml_collections or the configs package.
   for f in _library_files():
     mods = _imports(f)
-    assert not any(m.startswith(("ml_collections", "configs")) for m in mods), f
+    assert not any(m.startswith("ml_collections") or _is_configs(m)
+                   for m in mods), f
+
+
+def _is_configs(module: str) -> bool:
+  return module.split(".")[0] == "configs" or module.startswith(
+      "mrmc_jax.configs")
 
 
 def test_the_runner_never_imports_the_config_files():
-  # configs/ sits above the runner (its files build configs from the
-  # runner's field declarations), never below it.
+  # The configs (mrmc_jax/configs/, and the thin files of the repository's
+  # configs/) sit above the runner: they build configs from the runner's
+  # field declarations, never below it.
   runner = os.path.join(PKG, "runner")
   files = [os.path.join(runner, n) for n in os.listdir(runner)
            if n.endswith(".py") and not n.endswith("_test.py")]
   assert len(files) > 10
   offenders = [os.path.relpath(f, ROOT) for f in files
-               if any(m == "configs" or m.startswith("configs.")
-                      for m in _imports(f))]
+               if any(_is_configs(m) for m in _imports(f))]
   assert not offenders, offenders
+
+
+def test_the_check_sees_config_imports():
+  assert all(map(_is_configs, ("configs", "configs.base",
+                               "mrmc_jax.configs", "mrmc_jax.configs.base")))
+  assert not any(map(_is_configs, ("mrmc_jax.runner.config", "configs_x")))
+
+
+def test_package_configs_import_no_top_level_configs():
+  # The package's configs work from an installed wheel: none of them
+  # reaches back to the repository's configs/ (nor do the scripts).
+  files = [os.path.join(PKG, "configs", n)
+           for n in os.listdir(os.path.join(PKG, "configs"))
+           if n.endswith(".py")]
+  files += [os.path.join(ROOT, "experiments", n)
+            for n in os.listdir(os.path.join(ROOT, "experiments"))
+            if n.endswith(".py")]
+  assert len(files) > 10
+  offenders = {os.path.relpath(f, ROOT): m for f in files
+               for m in _imports(f) if m.split(".")[0] == "configs"}
+  assert not offenders, offenders
+
+
+def test_no_script_edits_sys_path():
+  for name in os.listdir(os.path.join(ROOT, "experiments")):
+    if name.endswith(".py"):
+      text = open(os.path.join(ROOT, "experiments", name)).read()
+      assert not re.search(r"sys\.path\.(insert|append)|sys\.path\s*=",
+                           text), name

@@ -88,3 +88,13 @@ def test_py_typed_is_package_data():
   with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
     tool = tomllib.load(f)["tool"]["setuptools"]
   assert "py.typed" in tool["package-data"]["mrmc_jax"]
+
+
+def test_the_wheel_holds_the_package_configs():
+  # The packages pyproject.toml's find section selects (what the wheel
+  # holds) include the configs the scripts load.
+  import setuptools  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    find = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]
+  packages = setuptools.find_packages(ROOT, include=find["include"])
+  assert "mrmc_jax.configs" in packages and "configs" not in packages

@@ -275,7 +275,7 @@ def test_a_signal_while_the_process_ends_is_not_dropped(reference):
 
 
 def test_pod_configs_checkpoint_by_steps():
-  from configs import imagenet  # pylint: disable=g-import-not-at-top
-  from configs import imagenet_tpu  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.configs import imagenet  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.configs import imagenet_tpu  # pylint: disable=g-import-not-at-top
   assert imagenet_tpu.get_config().train.checkpoint_every_steps == 100
   assert imagenet.get_config().train.checkpoint_every_steps == 1000

@@ -27,8 +27,8 @@ import sys
 import numpy as np
 import pytest
 
-from configs import base
-from configs import default
+from mrmc_jax.configs import base
+from mrmc_jax.configs import default
 from mrmc_jax.runner import cli
 from mrmc_jax.runner import compare
 from mrmc_jax.runner import experiment

@@ -23,8 +23,8 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs import base
-from configs import default
+from mrmc_jax.configs import base
+from mrmc_jax.configs import default
 from mrmc_jax import models
 from mrmc_jax import scoring
 from mrmc_jax import selection
@@ -246,7 +246,7 @@ def test_experiment_on_eight_devices_selects_the_one_device_mask(
 
 
 def test_imagenet_tpu_config():
-  from configs import imagenet_tpu  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.configs import imagenet_tpu  # pylint: disable=g-import-not-at-top
   config = imagenet_tpu.get_config()
   assert config.train.batch_size == 4096 and config.model.dtype == "bfloat16"
   assert config.train.learning_rate == pytest.approx(1.6)

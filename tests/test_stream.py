@@ -17,8 +17,8 @@ import signal
 import numpy as np
 import pytest
 
-from configs import base
-from configs import default
+from mrmc_jax.configs import base
+from mrmc_jax.configs import default
 from mrmc_jax.data import fingerprints
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax.data import stream

@@ -63,7 +63,7 @@ def test_option_defaults_equal_the_base_config():
   # The config's selection fields are made from the declarations. `configs`
   # is the runner's (not in the wheel): imported here, so the tests that
   # use `synthetic_artefacts` run where only the library is installed.
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.configs import base  # pylint: disable=g-import-not-at-top
   config = base.get_base_config().selection
   defaults = options.SelectionOptions()
   # The built-in methods' options (a plug-in's become fields of the configs

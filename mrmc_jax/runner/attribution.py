@@ -33,6 +33,7 @@ from mrmc_jax.attribution import probe_criterion
 from mrmc_jax.attribution import stability_error
 from mrmc_jax.attribution import symmetry_error
 from mrmc_jax.runner import config as config_lib
+from mrmc_jax.runner import fields
 from mrmc_jax.runner import loop
 from mrmc_jax.runner import storage
 from mrmc_jax.runner import plots
@@ -166,12 +167,18 @@ def run_attribution(config, workdir: str) -> dict[str, Any]:
      `seed + k`): a fresh model (the same initialisation for all) trained
      `attribution.epochs` epochs on its training set with the attributed
      step, the optimiser and cosine schedule of `config.train` over the
-     setting's own step count (as `train.budget="epochs"`). Orbax
-     checkpoints of (state, accumulator) after every epoch in
-     `checkpoints/<setting>`, removed when the setting finishes; then
-     `trajectories/<setting>.npy` (probe losses `[m, E]`),
-     `summaries/<setting>.json` and, last, `matrices/<setting>.npy`,
-     whose presence marks the setting finished.
+     setting's own step count (as `train.budget="epochs"`). Each setting
+     is a stage (`stages.run_stage`, stamped by `setting_stamp`): orbax
+     checkpoints of (state, accumulator) every
+     `train.checkpoint_every_epochs` epochs in `checkpoints/<setting>` and
+     every `train.checkpoint_every_steps` steps (and at a signal) in
+     `checkpoints/<setting>.steps`, so it resumes at any step; removed
+     when the setting finishes; then `trajectories/<setting>.npy` (probe
+     losses `[m, E]`), `summaries/<setting>.json` (with the stamp and the
+     SHA-256 of both arrays) and, last, `matrices/<setting>.npy`, whose
+     presence marks the setting finished. Every rerun verifies a finished
+     setting's files; a damaged one is trained again, with one warning
+     naming the file.
   5. `heatmaps/<setting>.png`, `heatmaps/all.png` and `report.json`.
 
   Args:
@@ -237,9 +244,10 @@ def _run_attribution(config, workdir, config_json):
   results, compiled = {}, {}
   eval_fn = jax.jit(train_step.make_eval_step(ctx.apply_fn))
   for name, ids, order_seed in settings:
-    results[name] = _run_setting(ctx, name, ids, probes, probe_images,
-                                 probe_labels, att.epochs, order_seed,
-                                 compiled, eval_fn)
+    results[name] = _run_setting(
+        ctx, name, ids, probes, probe_images, probe_labels, att.epochs,
+        order_seed, compiled, eval_fn,
+        setting_stamp(config, data, name, ids, order_seed, probes))
   report = _report(config, ctx, probes, probe_labels, everywhere, results,
                    ratios, methods.resolve(att.method, opts)[1])
   if wd.is_writer():
@@ -266,22 +274,104 @@ def _probe_images(ctx, probes: np.ndarray) -> np.ndarray:
   return batch["image"][pos]
 
 
+def setting_stamp(config, data: dict[str, Any], name: str,
+                  ids: Optional[np.ndarray], order_seed: int,
+                  probes: np.ndarray) -> str:
+  """What one setting's outputs are computed from.
+
+  The fields marked as affecting training (`runner.fields`), the seed of
+  the initialisation, the data fingerprint, the setting's training ids
+  (None: all), the seed of its data order and the probes.
+  """
+  ids_sha = None if ids is None else stages.array_sha256(
+      np.asarray(ids, np.int64))
+  return wd.stamp(fields.affecting(config, fields.T), int(config.seed), data,
+                  name, ids_sha, int(order_seed),
+                  [int(p) for p in np.asarray(probes)])
+
+
+# A setting's array outputs, keyed as in its summary's `sha256` record; the
+# matrix goes last (its presence marks the setting as finished).
+_SETTING_ARRAYS = ("trajectories", "matrices")
+
+
+def _setting_paths(workdir: str, name: str) -> dict[str, str]:
+  return {k: os.path.join(workdir, k, f"{name}.{ext}") for k, ext in (
+      ("trajectories", "npy"), ("summaries", "json"), ("matrices", "npy"))}
+
+
+def write_setting(workdir: str, name: str, stamp: str, losses: np.ndarray,
+                  matrix: np.ndarray, summary: dict[str, Any]) -> None:
+  """Writes a setting's outputs (process 0), the matrix last.
+
+  Args:
+    workdir: the job's folder.
+    name: the setting.
+    stamp: `setting_stamp`, kept in the summary.
+    losses: float `[m, E]` probe losses per epoch.
+    matrix: float `[m, m]` attribution matrix.
+    summary: JSON-able facts of the training (counts, test metrics).
+  """
+  paths = _setting_paths(workdir, name)
+  wd.write_npy(paths["trajectories"], losses)
+  wd.write_json(paths["summaries"], {
+      **summary, "stamp": stamp,
+      "sha256": {"trajectories.npy": stages.array_sha256(losses),
+                 "matrices.npy": stages.array_sha256(matrix)}})
+  # The matrix goes last: its presence marks the setting as finished.
+  wd.write_npy(paths["matrices"], matrix)
+
+
+def read_setting(workdir: str, name: str, stamp: str
+                 ) -> Optional[dict[str, Any]]:
+  """A finished setting's outputs, verified, or None if not finished.
+
+  Returns:
+    `{"matrix": [m, m], "losses": [m, E], "summary": dict}`.
+
+  Raises:
+    workdir.CorruptFileError: a file of it is damaged (named), or its
+      summary holds no SHA-256 record (written before outputs had one).
+    workdir.ConfigMismatchError: it was computed from something else.
+  """
+  paths = _setting_paths(workdir, name)
+  if not storage.exists(paths["matrices"]):
+    return None
+  record = stages.read_verified_json(paths["summaries"])
+  stages.check_recorded(paths["summaries"], record.get("sha256"),
+                        {f"{k}.npy": paths[k] for k in _SETTING_ARRAYS})
+  wd.check_stamp(paths["summaries"], record.get("stamp"), stamp)
+  summary = {k: v for k, v in record.items() if k not in ("stamp", "sha256")}
+  return {"matrix": wd.read_npy(paths["matrices"]),
+          "losses": wd.read_npy(paths["trajectories"]), "summary": summary}
+
+
 def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
                  probes: np.ndarray, probe_images: np.ndarray,
                  probe_labels: np.ndarray, epochs: int, order_seed: int,
-                 compiled: dict[Any, Any], eval_fn) -> dict[str, Any]:
-  """Trains one setting with the attributed step (or reads it back).
+                 compiled: dict[Any, Any], eval_fn, stamp: str
+                 ) -> dict[str, Any]:
+  """One setting as a stage: read back verified, or trained (`run_stage`).
 
   The initialisation always comes from `ctx.seed`; the data order of the
   epochs from `order_seed` (a reference run differs from `full` in that
   alone).
   """
-  paths = {k: os.path.join(ctx.workdir, k, f"{name}.{ext}") for k, ext in (
-      ("matrices", "npy"), ("trajectories", "npy"), ("summaries", "json"))}
-  if storage.exists(paths["matrices"]):
-    return {"matrix": np.load(paths["matrices"]),
-            "losses": np.load(paths["trajectories"]),
-            "summary": wd.read_json(paths["summaries"])}
+  return stages.run_stage(stages.Stage(
+      f"attribution_{name}", stamp,
+      tuple(_setting_paths(ctx.workdir, name).values()),
+      read=lambda: read_setting(ctx.workdir, name, stamp),
+      run=lambda: _train_setting(
+          ctx, name, ids, probes, probe_images, probe_labels, epochs,
+          order_seed, compiled, eval_fn, stamp),
+      # The training is deterministic: the outputs come out the same.
+      redo=f"training setting {name} again"))
+
+
+def _train_setting(ctx, name, ids, probes, probe_images, probe_labels,
+                   epochs, order_seed, compiled, eval_fn, stamp):
+  """Trains one setting with the attributed step (resuming from its last
+  epoch or step checkpoint) and writes its outputs."""
   n = ctx.data.train.num_examples if ids is None else len(ids)
   spe = input_pipeline.num_batches(n, ctx.batch_size)
   total_steps = epochs * spe
@@ -331,20 +421,24 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
       mesh=ctx.mesh, carry=("state", "attr"), finish=finish)
 
   ckpt_dir = os.path.join(ctx.workdir, "checkpoints", name)
-  tree = loop.run_epochs(
+  tree = stages.run_fresh_on_mismatch(lambda: loop.run_epochs(
       stage=f"attribution_{name}", workdir=ctx.workdir,
       checkpoint_dir=ckpt_dir,
       tree={"state": sharding.replicate(compiled["initial_state"], ctx.mesh),
             "attr": sharding.replicate(init_attribution(len(probes), epochs),
                                        ctx.mesh),
+            "acc": loop.zeros_on(ctx.mesh),
             "seconds": np.zeros((), np.float64)},
       num_epochs=epochs, steps_per_epoch=spe, epoch_fn=epoch_fn,
-      checkpoint_every=1)
+      checkpoint_every=ctx.checkpoint_every,
+      checkpoint_every_steps=ctx.checkpoint_every_steps, stamp=stamp),
+                                     ckpt_dir, f"setting {name}")
   state, seconds = tree["state"], float(tree["seconds"])
   test = {}
   if ctx.data.test is not None:
     test = stages.evaluate(ctx, eval_fn, state.variables, ctx.data.test)
   host = sharding.to_host(tree["attr"])
+  losses, matrix = np.asarray(host.losses), np.asarray(host.matrix)
   summary = {
       "num_examples": int(n), "steps": int(host.steps),
       "probe_steps": int(host.probe_steps), "epochs": int(epochs),
@@ -352,13 +446,10 @@ def _run_setting(ctx, name: str, ids: Optional[np.ndarray],
       "seconds": seconds, "test_accuracy": test.get("accuracy"),
       "test_loss": test.get("loss")}
   if wd.is_writer():
-    wd.write_npy(paths["trajectories"], host.losses)
-    wd.write_json(paths["summaries"], summary)
-    # The matrix goes last: its presence marks the setting as finished.
-    wd.write_npy(paths["matrices"], host.matrix)
-  storage.rmtree(ckpt_dir)
-  return {"matrix": np.asarray(host.matrix), "losses": np.asarray(host.losses),
-          "summary": summary}
+    write_setting(ctx.workdir, name, stamp, losses, matrix, summary)
+    storage.rmtree(ckpt_dir)
+    storage.rmtree(ckpt_dir + loop.STEPS_SUFFIX)
+  return {"matrix": matrix, "losses": losses, "summary": summary}
 
 
 def _both_variants(metric, *matrices) -> dict[str, float]:

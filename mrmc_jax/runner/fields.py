@@ -156,7 +156,8 @@ BASE: tuple[Field, ...] = (
           "devices); the result does not depend on it", int),
 )
 
-# experiments/attribution.py's fields (configs/attribution.py adds them).
+# experiments/attribution.py's fields (mrmc_jax/configs/attribution.py adds
+# them).
 ATTRIBUTION: tuple[Field, ...] = (
     Field("attribution.num_probes", 50, (T,), "m probes, stratified by "
           "class, among the examples in every core-set"),

@@ -27,6 +27,7 @@ epoch (the loss is already on the host there), before its rows or checkpoint
 are written. A stage's checkpoints live in `<workdir>/checkpoints/<name>`.
 """
 
+import dataclasses
 import math
 import os
 import signal
@@ -326,7 +327,8 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
   newest sound one and the damaged ones newer than it; every process then
   deletes the damaged ones alike and restores that one. A damaged
   checkpoint (files differ from the manifest, no manifest, or non-finite
-  values) is skipped with one warning line and deleted; with none left the
+  values in `tree["state"]`, or anywhere in a tree without one) is
+  skipped with one warning line and deleted; with none left the
   stage starts over from `target` (epoch 0). A sound checkpoint of another
   tree structure than `target` (a stage that now keeps more state) is
   superseded: dropped with one warning line alike. A read error (the
@@ -362,7 +364,10 @@ def restore(mngr: ocp.CheckpointManager, target: Tree,
                       mngr.directory, step, _MISMATCH)
       _drop(mngr, [step])
       continue
-    if _all_finite(tree):  # The same answer on every process.
+    # The parameters and optimizer state (the whole tree of a stage
+    # without `state`): a stage's own records may hold NaN by design (the
+    # attribution's probe losses of epochs still to come).
+    if _all_finite(tree.get("state", tree)):  # The same on every process.
       logging.info("Resumed from %s at %s %d.", mngr.directory, unit, step)
       return int(step), tree
     logging.warning("Checkpoint %s/%d cannot be restored (it holds NaN or "
@@ -569,6 +574,160 @@ def _drop_superseded(mngr: Optional[ocp.CheckpointManager],
         mngr.delete(step)
 
 
+@dataclasses.dataclass
+class _Resumed:
+  """Where a stage resumes: its tree, the epoch and the step of that epoch,
+  and the manager of its mid-epoch checkpoints (None if none exist yet)."""
+  tree: Tree
+  epoch: int
+  step: int
+  step_manager: Optional[ocp.CheckpointManager]
+
+
+def _resume(stage: str, checkpoint_dir: str, mngr: ocp.CheckpointManager,
+            tree: Tree, steps_per_epoch: int, stamp: str) -> _Resumed:
+  """Restores the newest epoch checkpoint, then a newer mid-epoch one.
+
+  Raises:
+    workdir.ConfigMismatchError: the checkpoint is of another stamp.
+  """
+  tree = {**tree, "stamp": _stamp_array(stamp),
+          "epoch_step": np.zeros(2, np.int64)}
+  start, restored = restore(mngr, _without(tree, STEP_KEYS))
+  tree = {**tree, **restored}
+  resumed_at = 0
+  smngr = None
+  step_path = checkpoint_dir + STEPS_SUFFIX
+  # Decided once: a host whose listing lags would skip the collective
+  # restore the others run.
+  if "acc" in tree and storage.decide_once(
+      lambda: storage.isdir(step_path)):
+    smngr = checkpoint_manager(step_path)
+    # Those not past the restored epoch checkpoint are superseded by it.
+    _drop_superseded(smngr, start * steps_per_epoch)
+    updates, step_tree = restore(smngr, tree, unit="update")
+    if updates:
+      tree = step_tree
+      start, resumed_at = (int(x) for x in np.asarray(tree["epoch_step"]))
+      logging.info("%s resumes at epoch %d, step %d of %d.", stage,
+                   start + 1, resumed_at, steps_per_epoch)
+  if start or resumed_at:
+    wd.check_stamp(checkpoint_dir, bytes(np.asarray(tree["stamp"])).decode(
+        errors="replace").strip(), stamp.ljust(16)[:16].strip())
+  return _Resumed(tree, start, resumed_at, smngr)
+
+
+def _open_metrics(stage: str, workdir: str, checkpoint_dir: str,
+                  start: int) -> tuple[Any, metrics_io.JsonlWriter]:
+  """The stage's TensorBoard writer and `metrics.jsonl` writer, resumed.
+
+  The file keeps the rows of the `start` epochs the checkpoint holds
+  (rebuilt from a checkpoint's copy if damaged); TensorBoard gets those
+  rows again, in a fresh folder: events of epochs past the checkpoint (a
+  kill) would otherwise show twice.
+  """
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  jsonl = metrics_io.JsonlWriter(metrics_path, stage=stage)
+  rows = []
+  if wd.is_writer():
+    rows, warning = metrics_io.resume_rows(
+        metrics_path, stage, start,
+        durable_metrics(storage.dirname(storage.abspath(checkpoint_dir))))
+    if warning:
+      logging.warning("%s", warning)
+    storage.rmtree(os.path.join(workdir, "tb", stage))
+  writer = metrics_io.create_writer(workdir, stage)
+  for row in rows:
+    writer.write_scalars(row["step"], {
+        k: v for k, v in row.items()
+        if k not in ("step", "stage", "epoch") and
+        isinstance(v, (int, float))})
+  return writer, jsonl
+
+
+class _Steps:
+  """The per-step side of one stage's epochs: progress, signals, preemption
+  notices and mid-epoch checkpoints (`tick`, handed to `epoch_fn`)."""
+
+  def __init__(self, mngr: ocp.CheckpointManager, resumed: _Resumed,
+               step_path: str, steps_per_epoch: int,
+               checkpoint_every_steps: int, progress: Progress,
+               jsonl: metrics_io.JsonlWriter):
+    self.mngr = mngr
+    self.smngr = resumed.step_manager
+    self.step_path = step_path
+    self.steps_per_epoch = steps_per_epoch
+    self.every = checkpoint_every_steps
+    self.progress = progress
+    self.jsonl = jsonl
+
+  def start_epoch(self, tree: Tree, epoch: int, done: int) -> None:
+    """Called before each epoch: `tree` as it starts, `done` steps in."""
+    self.tree, self.epoch, self.done = tree, epoch, done
+    self.t0 = time.perf_counter()
+
+  def tick(self, partial: Optional[Tree] = None) -> None:
+    """After each step; stops the run at a signal or preemption notice."""
+    self.done += 1
+    self.progress.update()
+    _steps_taken[0] += 1
+    signum = cli.pending_signal()
+    # Orbax's preemption notice: on a multi-host job all hosts reach this
+    # sync point at the same step (False without JAX's distributed
+    # preemption service). A SIGTERM handed to JAX's notifier
+    # (`cli.waits_for_sync_point`) stops the job there, on every host at
+    # once, whichever host it came to.
+    preempted = self.mngr.reached_preemption(_steps_taken[0])
+    if signum is not None and cli.waits_for_sync_point(signum):
+      signum = None if not preempted else signum
+    if signum is not None or preempted:
+      if preempted or jax.process_count() == 1:
+        cli.hold_exit()  # The save may outlast the watcher's grace.
+        self.save(partial)
+      raise cli.Interrupted(signal.SIGTERM if signum is None else signum)
+    if (self.every and self.done % self.every == 0 and
+        self.done < self.steps_per_epoch):
+      self.save(partial)
+
+  def save(self, partial: Optional[Tree]) -> None:
+    """Saves the mid-epoch checkpoint of `partial` (the tree so far)."""
+    if partial is None or "acc" not in self.tree:
+      return  # This stage's epoch_fn cannot resume mid-epoch.
+    if self.smngr is None:
+      self.smngr = checkpoint_manager(self.step_path)
+    partial = {**partial, "stamp": self.tree["stamp"],
+               "epoch_step": np.array([self.epoch, self.done], np.int64),
+               "seconds": np.float64(float(self.tree["seconds"]) +
+                                     time.perf_counter() - self.t0)}
+    # Rows of the finished epochs first, as before an epoch checkpoint.
+    if wd.is_writer():
+      self.jsonl.commit()
+    save_checkpoint(self.smngr, self.epoch * self.steps_per_epoch + self.done,
+                    partial)
+
+  def close(self) -> None:
+    if self.smngr is not None:
+      self.smngr.close()
+
+
+def _epoch_scalars(stage: str, tree: Tree, epoch: int, scalars: dict,
+                   elapsed: float, step: int,
+                   learning_rate: Optional[Callable[[int], Any]],
+                   after_epoch: Optional[Callable[[Tree, int], dict]]
+                   ) -> dict:
+  """An epoch's metrics row: `epoch_fn`'s scalars, its time, learning rate
+  and `after_epoch`'s scalars; a non-finite loss is refused."""
+  scalars = {**scalars, "epoch_seconds": elapsed}
+  if learning_rate is not None:
+    scalars["learning_rate"] = float(learning_rate(max(step - 1, 0)))
+  what = f"{stage} epoch {epoch + 1}"
+  check_finite(scalars, what, scalars.get("learning_rate"))
+  if after_epoch is not None:
+    scalars.update(after_epoch(tree, epoch))
+    check_finite(scalars, what, scalars.get("learning_rate"))
+  return scalars
+
+
 def run_epochs(*,
                stage: str,
                workdir: str,
@@ -637,107 +796,25 @@ def run_epochs(*,
                        minimum=0)
   total = num_epochs * steps_per_epoch if total_steps is None else total_steps
   mngr = checkpoint_manager(checkpoint_dir)
-  tree = {**tree, "stamp": _stamp_array(stamp),
-          "epoch_step": np.zeros(2, np.int64)}
-  start, restored = restore(mngr, _without(tree, STEP_KEYS))
-  tree = {**tree, **restored}
-  resumed_at = 0
-  step_path = checkpoint_dir + STEPS_SUFFIX
-  smngr = None
-  # Decided once: a host whose listing lags would skip the collective
-  # restore the others run.
-  if "acc" in tree and storage.decide_once(
-      lambda: storage.isdir(step_path)):
-    smngr = checkpoint_manager(step_path)
-    # Those not past the restored epoch checkpoint are superseded by it.
-    _drop_superseded(smngr, start * steps_per_epoch)
-    updates, step_tree = restore(smngr, tree, unit="update")
-    if updates:
-      tree = step_tree
-      start, resumed_at = (int(x) for x in np.asarray(tree["epoch_step"]))
-      logging.info("%s resumes at epoch %d, step %d of %d.", stage,
-                   start + 1, resumed_at, steps_per_epoch)
-  if start or resumed_at:
-    wd.check_stamp(checkpoint_dir, bytes(np.asarray(tree["stamp"])).decode(
-        errors="replace").strip(), stamp.ljust(16)[:16].strip())
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  jsonl = metrics_io.JsonlWriter(metrics_path, stage=stage)
-  if wd.is_writer():
-    rows, warning = metrics_io.resume_rows(
-        metrics_path, stage, start,
-        durable_metrics(storage.dirname(storage.abspath(checkpoint_dir))))
-    if warning:
-      logging.warning("%s", warning)
-    # TensorBoard gets the durable rows again, in a fresh folder: events of
-    # epochs past the checkpoint (a kill) would otherwise show twice.
-    storage.rmtree(os.path.join(workdir, "tb", stage))
-  writer = metrics_io.create_writer(workdir, stage)
-  if wd.is_writer():
-    for row in rows:
-      writer.write_scalars(row["step"], {
-          k: v for k, v in row.items()
-          if k not in ("step", "stage", "epoch") and
-          isinstance(v, (int, float))})
-  progress = Progress(total, stage, writer,
-                      initial=min(start * steps_per_epoch + resumed_at, total))
-
-  def save_steps(partial: Optional[Tree], epoch: int, done: int,
-                 t0: float) -> None:
-    nonlocal smngr
-    if partial is None or "acc" not in tree:
-      return  # This stage's epoch_fn cannot resume mid-epoch.
-    if smngr is None:
-      smngr = checkpoint_manager(step_path)
-    partial = {**partial, "stamp": tree["stamp"],
-               "epoch_step": np.array([epoch, done], np.int64),
-               "seconds": np.float64(float(tree["seconds"]) +
-                                     time.perf_counter() - t0)}
-    # Rows of the finished epochs first, as before an epoch checkpoint.
-    if wd.is_writer():
-      jsonl.commit()
-    save_checkpoint(smngr, epoch * steps_per_epoch + done, partial)
-
+  resumed = _resume(stage, checkpoint_dir, mngr, tree, steps_per_epoch, stamp)
+  tree = resumed.tree
+  writer, jsonl = _open_metrics(stage, workdir, checkpoint_dir,
+                                resumed.epoch)
+  progress = Progress(total, stage, writer, initial=min(
+      resumed.epoch * steps_per_epoch + resumed.step, total))
+  steps = _Steps(mngr, resumed, checkpoint_dir + STEPS_SUFFIX,
+                 steps_per_epoch, checkpoint_every_steps, progress, jsonl)
   try:
-    for epoch in range(start, num_epochs):
-      done = resumed_at if epoch == start else 0
+    for epoch in range(resumed.epoch, num_epochs):
+      done = resumed.step if epoch == resumed.epoch else 0
       tree = {**tree, "epoch_step": np.array([epoch, done], np.int64)}
-      t0 = time.perf_counter()
-
-      def tick(partial: Optional[Tree] = None, epoch=epoch, t0=t0) -> None:
-        nonlocal done
-        done += 1
-        progress.update()
-        _steps_taken[0] += 1
-        signum = cli.pending_signal()
-        # Orbax's preemption notice: on a multi-host job all hosts reach
-        # this sync point at the same step (False without JAX's
-        # distributed preemption service). A SIGTERM handed to JAX's
-        # notifier (`cli.waits_for_sync_point`) stops the job there, on
-        # every host at once, whichever host it came to.
-        preempted = mngr.reached_preemption(_steps_taken[0])
-        if signum is not None and cli.waits_for_sync_point(signum):
-          signum = None if not preempted else signum
-        if signum is not None or preempted:
-          if preempted or jax.process_count() == 1:
-            cli.hold_exit()  # The save may outlast the watcher's grace.
-            save_steps(partial, epoch, done, t0)
-          raise cli.Interrupted(signal.SIGTERM if signum is None else signum)
-        if (checkpoint_every_steps and done % checkpoint_every_steps == 0 and
-            done < steps_per_epoch):
-          save_steps(partial, epoch, done, t0)
-
-      tree, scalars = epoch_fn(tree, epoch, tick)
-      elapsed = time.perf_counter() - t0
+      steps.start_epoch(tree, epoch, done)
+      tree, scalars = epoch_fn(tree, epoch, steps.tick)
+      elapsed = time.perf_counter() - steps.t0
       tree = {**tree, "seconds": np.float64(float(tree["seconds"]) + elapsed)}
       step = min((epoch + 1) * steps_per_epoch, total)
-      scalars = {**scalars, "epoch_seconds": elapsed}
-      if learning_rate is not None:
-        scalars["learning_rate"] = float(learning_rate(max(step - 1, 0)))
-      what = f"{stage} epoch {epoch + 1}"
-      check_finite(scalars, what, scalars.get("learning_rate"))
-      if after_epoch is not None:
-        scalars.update(after_epoch(tree, epoch))
-        check_finite(scalars, what, scalars.get("learning_rate"))
+      scalars = _epoch_scalars(stage, tree, epoch, scalars, elapsed, step,
+                               learning_rate, after_epoch)
       writer.write_scalars(step, scalars)
       jsonl.write_scalars(step, {"epoch": epoch + 1, **scalars})
       if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == num_epochs:
@@ -746,12 +823,11 @@ def run_epochs(*,
         if wd.is_writer():
           jsonl.commit()
         save_checkpoint(mngr, epoch + 1, _without(tree, STEP_KEYS))
-        _drop_superseded(smngr, (epoch + 1) * steps_per_epoch)
+        _drop_superseded(steps.smngr, (epoch + 1) * steps_per_epoch)
   finally:
     # Before an error's message, which would otherwise land mid-bar.
     progress.close()
   writer.flush()
   mngr.close()
-  if smngr is not None:
-    smngr.close()
+  steps.close()
   return tree

@@ -90,6 +90,19 @@ def test_non_finite_or_unsealed_checkpoint_is_damage(tmp_path, caplog):
   assert "NaN or infinite" in messages[0] and "no sha256.json" in messages[1]
 
 
+def test_nan_outside_the_state_is_no_damage(tmp_path):
+  # A stage's own records may hold NaN (the attribution's losses of epochs
+  # still to come); only the parameters and optimizer state must be finite.
+  tree = {"state": _tree(1.0), "record": np.full((3,), np.nan, np.float32)}
+  mngr = _save(tmp_path, "s", 1, tree)
+  epoch, got = loop.restore(mngr, {"state": _tree(0.0),
+                                   "record": np.zeros((3,), np.float32)})
+  assert epoch == 1 and np.isnan(got["record"]).all()
+  tree["state"] = _tree(np.nan)
+  mngr = _save(tmp_path, "s", 2, tree)
+  assert loop.restore(mngr, tree)[0] == 1
+
+
 def test_read_errors_are_retried_and_never_delete(tmp_path, monkeypatch):
   _save(tmp_path, "s", 1, _tree(1.0))
   mngr = _save(tmp_path, "s", 2, _tree(2.0))

@@ -136,6 +136,49 @@ def read_verified_json(path: str) -> dict[str, Any]:
   return got
 
 
+def check_recorded(record_path: str, hashes: Any,
+                   paths: dict[str, str]) -> None:
+  """Checks a stage's files against the SHA-256 its record holds.
+
+  Args:
+    record_path: the record (a stage's JSON file), named in the message.
+    hashes: the record's `{key: SHA-256}` (anything else: none recorded).
+    paths: `{key: path}` of the files to check.
+
+  Raises:
+    workdir.CorruptFileError: a file is missing or differs (named).
+  """
+  record = os.path.basename(record_path)
+  for key, path in paths.items():
+    if not storage.exists(path):
+      raise _damaged(path, "is missing")
+    recorded = hashes.get(key) if isinstance(hashes, dict) else None
+    if recorded is None:
+      raise _damaged(path, f"has no SHA-256 in {record} (the record is "
+                     "damaged or from an older version)")
+    if recorded != wd.file_sha256(path):
+      raise _damaged(path, f"does not match its SHA-256 in {record}")
+
+
+def run_fresh_on_mismatch(run: Callable[[], Any], checkpoint_dir: str,
+                          what: str) -> Any:
+  """`run()`, or, if its checkpoints are of another stamp, `run()` again
+  from scratch once they are removed (one warning).
+
+  The workdir's config and data were checked when it was claimed: such
+  checkpoints were trained on another training set (their stamp holds it)
+  and are never resumed from.
+  """
+  try:
+    return run()
+  except wd.ConfigMismatchError as e:
+    logging.warning("%s; training %s again from scratch.", e, what)
+    if wd.is_writer():
+      storage.rmtree(checkpoint_dir)
+      storage.rmtree(checkpoint_dir + loop.STEPS_SUFFIX)
+    return run()
+
+
 def array_sha256(array: np.ndarray) -> str:
   """SHA-256 of an array's `.npy` bytes (as `workdir.write_npy` writes)."""
   buf = io.BytesIO()
@@ -401,13 +444,8 @@ def read_selection(out: str, stamp: str) -> Optional[Selection]:
   timing_path = os.path.join(out, "selection.json")
   timing = read_verified_json(timing_path)
   wd.check_stamp(timing_path, timing.get("stamp", ""), stamp)
-  hashes = timing.get("sha256", {})
-  for name in _SELECTION_FILES:
-    path = os.path.join(out, name)
-    if not storage.exists(path):
-      raise _damaged(path, "is missing")
-    if not isinstance(hashes, dict) or hashes.get(name) != wd.file_sha256(path):
-      raise _damaged(path, "does not match its SHA-256 in selection.json")
+  check_recorded(timing_path, timing.get("sha256", {}),
+                 {name: os.path.join(out, name) for name in _SELECTION_FILES})
   scores = wd.read_npy(os.path.join(out, "scores.npy"))
   mask = wd.read_npy(os.path.join(out, "mask.npy"))
   return Selection(scores, mask, timing)
@@ -590,16 +628,9 @@ def train(ctx: Context, ids: np.ndarray, *, epochs: int,
         after_epoch=test_metrics, learning_rate=ctx.make_schedule(*length),
         stamp=stamp)
 
-  try:
-    tree = run()
-  except wd.ConfigMismatchError as e:
-    # The workdir's config and data were checked when it was claimed: the
-    # checkpoints were trained on another core-set (their stamp holds the
-    # mask's hash). Never resumed from: trained again from scratch.
-    logging.warning("%s; training the core-set again from scratch.", e)
-    if wd.is_writer():
-      storage.rmtree(checkpoint_dir)
-    tree = run()
+  # Checkpoints of another core-set (their stamp holds the mask's hash)
+  # are never resumed from.
+  tree = run_fresh_on_mismatch(run, checkpoint_dir, "the core-set")
   # The last epoch's test metrics, evaluated again from the final state
   # (the evaluation is deterministic; a resumed finished stage has none).
   test = test_metrics(tree)

@@ -69,3 +69,27 @@ def test_run_stage_reads_verified_outputs_and_recomputes_damaged_ones(
   with pytest.raises(wd.ConfigMismatchError):
     stages.run_stage(stage(other))
   assert calls == ["run", "run"]
+
+
+def test_checkpoints_of_another_stamp_go_with_their_step_checkpoints(
+    tmp_path, caplog):
+  # A kill mid-epoch leaves step checkpoints that no epoch checkpoint
+  # supersedes; trained on another core-set, they go too (they were kept,
+  # and the retry from scratch resumed from them and was refused again).
+  ckpt = str(tmp_path / "checkpoints" / "train")
+  for d in (ckpt, ckpt + stages.loop.STEPS_SUFFIX):
+    os.makedirs(os.path.join(d, "4"))
+  calls = []
+
+  def run():
+    calls.append(1)
+    if os.path.exists(ckpt) or os.path.exists(ckpt + stages.loop.STEPS_SUFFIX):
+      raise wd.ConfigMismatchError(f"{ckpt} was computed from another config")
+    return "trained"
+
+  assert stages.run_fresh_on_mismatch(run, ckpt, "the core-set") == "trained"
+  assert len(calls) == 2
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == "WARNING"]
+  assert len(warnings) == 1 and "the core-set again from scratch" in (
+      warnings[0])
