@@ -260,8 +260,9 @@ fi
 # pairs:fashion_mnist), 30% of each such class (dataset.label_noise=0.3,
 # the same noisy labels for every seed); class_conditional_noise.md.
 # 1) aum_filter chosen on a noisy validation split (10% of each class,
-# carrying the same noise; seed 0, then seed 1 as a check; the test split
-# not loaded; aum_filter=1.0 was stopped after one cell and replaced by -1.0). 2) The test
+# carrying the same noise; seed 0, then seed 1 as a check, stopped after
+# random, -0.5, 0.0 and -1.0; the test split not loaded; aum_filter=1.0 was
+# stopped after one cell and replaced by -1.0). 2) The test
 # grid (seeds 0-2, ratios 0.7/0.5/0.3/0.1), one workdir per seed, run side
 # by side.
 CC_VAL="random,mrmc(aum_filter=0.0),mrmc,mrmc(aum_filter=0.5),\

@@ -18,10 +18,11 @@ the top is taken. 0.75 was chosen on a noisy validation split; 0 (off) is
 the default and the paper's method.
 
 Under class-conditional noise (look-alike classes flipped, `aum_filter`,
-docs/results/class_conditional_noise.md) the flipped labels are learned by
-the last warm-up epoch, so the fitted remaining loss does not find them;
-the model prefers the other class in the first epochs, before it memorises
-them. `aum_filter=t` leaves out the examples whose AUM (the mean logit
+docs/results/class_conditional_noise.md) a flipped label ends the warm-up
+with a moderate loss (the model gives it about the share of flipped labels
+in its class), below `fit_filter`'s limit, so the fitted remaining loss
+does not find it; but the model prefers the look-alike class through the
+warm-up. `aum_filter=t` leaves out the examples whose AUM (the mean logit
 margin over the warm-up epochs, Pleiss et al. 2020; `methods.aum`) is
 below `t` before the top is taken. None (off) is the default.
 """
@@ -190,7 +191,7 @@ def aum_filter_keep(art: dict[str, np.ndarray],
   the warm-up epochs, `aum.aum_scores`; the same source and epochs as the
   fit, burn-in included) is below `aum_filter` is one the warm-up kept
   assigning to another class: under look-alike label noise mostly a flipped
-  label, which the last epochs have memorised (so `fit_filter` keeps it).
+  label, whose loss stays below `fit_filter`'s limit (so that keeps it).
   Such examples are left out and taken only when a class has too few
   others.
 
