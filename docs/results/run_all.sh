@@ -290,4 +290,15 @@ if [[ "${ROUND:-}" == issue27cc ]]; then
     runs/cc_test/fashion_mnist,runs/cc_test_s1/fashion_mnist,runs/cc_test_s2/fashion_mnist \
     0,1,2 "mrmc(aum_filter=-0.5)" "mrmc_ra(aum_filter=-0.5;ra_form=uniform)" \
     docs/results/fashion_mnist/cc_noise_0.3
+  # 3) The chosen setting on the clean grid (the other rows: the committed
+  # fashion_mnist/results.csv); the three results.csv concatenated into
+  # fashion_mnist/aum_filter_clean.csv.
+  for s in 0 1 2; do
+    $PY experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/clean_aum_s$s/fashion_mnist \
+      --config.compare.ratios=0.7,0.5,0.3,0.1 --config.compare.seeds=$s \
+      "--config.compare.methods=mrmc(aum_filter=-0.5)" \
+      > runs/clean_aum_s$s.log 2>&1 &
+  done
+  wait
 fi
