@@ -301,4 +301,14 @@ if [[ "${ROUND:-}" == issue27cc ]]; then
       > runs/clean_aum_s$s.log 2>&1 &
   done
   wait
+  # 4) The same under label_noise.md's 20% symmetric noise (ratios 0.5-0.1;
+  # concatenated into fashion_mnist/noise_0.2/aum_filter.csv).
+  for s in 0 1 2; do
+    $PY experiments/compare.py --config=configs/fashion_mnist.py \
+      --workdir=runs/sym_aum_s$s/fashion_mnist --config.dataset.label_noise=0.2 \
+      --config.compare.ratios=0.5,0.3,0.1 --config.compare.seeds=$s \
+      "--config.compare.methods=mrmc(aum_filter=-0.5)" \
+      > runs/sym_aum_s$s.log 2>&1 &
+  done
+  wait
 fi
