@@ -104,7 +104,8 @@ def test_readme_option_table_is_the_declarations():
 
 
 # The fields added with an `absent` value (since fields.py's rule).
-ADDED = ("selection.fit_filter", "dataset.label_noise_kind",
+ADDED = ("selection.fit_filter", "selection.aum_filter",
+         "dataset.label_noise_kind",
          "selection.aum_margin", "selection.least_confidence_on",
          "selection.herding_pick", "selection.boundary_mode")
 

@@ -16,6 +16,15 @@ holds flipped labels; `fit_filter=f` leaves out the examples whose fitted
 remaining loss is above `f * log(C)` (a uniform prediction's loss) before
 the top is taken. 0.75 was chosen on a noisy validation split; 0 (off) is
 the default and the paper's method.
+
+Under class-conditional noise (look-alike classes flipped, `aum_filter`,
+docs/results/class_conditional_noise.md) a flipped label ends the warm-up
+with a moderate loss (the model gives it about the share of flipped labels
+in its class), below `fit_filter`'s limit, so the fitted remaining loss
+does not find it; but the model prefers the look-alike class through the
+warm-up. `aum_filter=t` leaves out the examples whose AUM (the mean logit
+margin over the warm-up epochs, Pleiss et al. 2020; `methods.aum`) is
+below `t` before the top is taken. None (off) is the default.
 """
 
 from typing import Any
@@ -23,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from mrmc_jax import scoring
+from mrmc_jax import trajectory
+from mrmc_jax.methods import aum
 from mrmc_jax.methods import common
 from mrmc_jax.methods import options as options_lib
 
@@ -76,13 +87,22 @@ def mrmc_from_artefacts(art: dict[str, np.ndarray],
       epoch_offset=opts.epoch_offset + s))
 
 
-# The noise filter from MRMC's fit (`fit_filter_keep`).
+# The noise filters (`filter_keep`): from MRMC's fit and from the margins.
 FILTER_OPTIONS = tuple(o.name for o in options_lib.declare(
     options_lib.Option(
         "fit_filter", float, 0.0, "drop examples whose fitted loss at the "
         "last warm-up epoch, q w^-R, exceeds fit_filter * log(C) (taken only "
         "if a class runs short); 0: off", low=0.0, absent=0.0),
+    options_lib.Option(
+        "aum_filter", float, None, "drop examples whose AUM (mean logit "
+        "margin over the warm-up epochs) is below aum_filter (taken only if "
+        "a class runs short); None: off", optional=True, absent=None),
 ))
+
+
+def filter_needs(opts: options_lib.SelectionOptions) -> frozenset[str]:
+  """The artefacts the filters need beyond the trajectory (`extra_needs`)."""
+  return frozenset({"margin"}) if opts.aum_filter is not None else frozenset()
 
 
 def fit_from_artefacts(art: dict[str, np.ndarray],
@@ -163,10 +183,58 @@ def fit_filter_keep(art: dict[str, np.ndarray],
   return fitted_last_loss(art, opts) <= limit
 
 
+def aum_filter_keep(art: dict[str, np.ndarray],
+                    opts: options_lib.SelectionOptions) -> np.ndarray | None:
+  """Which examples the warm-up's margins say are labelled as it predicts.
+
+  An example whose AUM (its mean logit margin `z_y - max_{k != y} z_k` over
+  the warm-up epochs, `aum.aum_scores`; the same source and epochs as the
+  fit, burn-in included) is below `aum_filter` is one the warm-up kept
+  assigning to another class: under look-alike label noise mostly a flipped
+  label, whose loss stays below `fit_filter`'s limit (so that keeps it).
+  Such examples are left out and taken only when a class has too few
+  others.
+
+  Args:
+    art: warm-up artefacts with the margins (`trajectory.MARGIN_FIELDS`).
+    opts: reads `aum_filter` and the trajectory options.
+
+  Returns:
+    bool `[N]`, True = may be selected; None when `aum_filter` is None.
+
+  Raises:
+    ValueError: the warm-up did not record the margins.
+  """
+  if opts.aum_filter is None:
+    return None
+  margins = common.trajectory_view(art, opts, trajectory.MARGIN_FIELDS)
+  return np.asarray(aum.aum_scores(margins["margin"])) >= opts.aum_filter
+
+
+def filter_keep(art: dict[str, np.ndarray],
+                opts: options_lib.SelectionOptions,
+                num_classes: int) -> np.ndarray | None:
+  """The examples both filters allow (`fit_filter`, `aum_filter`).
+
+  Args:
+    art: warm-up artefacts.
+    opts: reads `FILTER_OPTIONS` and `MRMC_OPTIONS`.
+    num_classes: C.
+
+  Returns:
+    bool `[N]`, True = may be selected; None when both filters are off.
+  """
+  keeps = [k for k in (fit_filter_keep(art, opts, num_classes),
+                       aum_filter_keep(art, opts)) if k is not None]
+  if not keeps:
+    return None
+  return np.logical_and.reduce(keeps)
+
+
 def _select(art, labels, ratio, *, num_classes, opts, cache):
   del cache  # Unused.
   scores = mrmc_from_artefacts(art, opts)
-  keep = fit_filter_keep(art, opts, num_classes)
+  keep = filter_keep(art, opts, num_classes)
   keys = scores if keep is None else np.where(keep, scores, -np.inf)
   _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
                               class_balanced=opts.class_balanced,
@@ -177,4 +245,5 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 METHOD = common.Method(
     "mrmc", frozenset({"trajectory"}),
     ("class_balanced", "seed") + MRMC_OPTIONS + FILTER_OPTIONS,
-    _select, "maximum reduction as maximum contribution; keep highest")
+    _select, "maximum reduction as maximum contribution; keep highest",
+    extra_needs=filter_needs)

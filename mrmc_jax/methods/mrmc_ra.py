@@ -118,7 +118,7 @@ def mrmc_ra_select(scores, labels, ratio: float, *, num_classes: int,
       confidence (`conf` only; the ablation `ra_score="none"`).
     rank_factor: `conf` only: multiply the density by the rank factor
       `(pos + 1) / n_kept` (default) or not.
-    keep: optional bool `[N]` (`mrmc.fit_filter_keep`): examples with False
+    keep: optional bool `[N]` (`mrmc.filter_keep`): examples with False
       are left out (also of the anchor) and taken only when their class
       (or the budget) has too few others. None: all may be selected.
     seed: int >= 0 (ranks of ties, sampling).
@@ -276,7 +276,7 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
                         anchor_scores=anchor_scores,
                         anchor_value=0.5 if none else None,
                         rank_factor=not none,
-                        keep=mrmc.fit_filter_keep(art, opts, num_classes),
+                        keep=mrmc.filter_keep(art, opts, num_classes),
                         seed=opts.seed)
   return np.asarray(scores, np.float32), np.asarray(mask)
 
@@ -302,4 +302,5 @@ METHOD = common.Method(
      "ra_score")
     + mrmc.MRMC_OPTIONS + mrmc.FILTER_OPTIONS, _select,
     "samples by a Beta density over mean p_true, its location set by the "
-    "ratio and the confidence of MRMC's top 1%, times MRMC's class rank")
+    "ratio and the confidence of MRMC's top 1%, times MRMC's class rank",
+    extra_needs=mrmc.filter_needs)

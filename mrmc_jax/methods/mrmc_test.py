@@ -101,6 +101,78 @@ def test_fit_filter_leaves_out_the_unlearned_rows():
     options.resolve("mrmc(fit_filter=-1)", opts)
 
 
+def _memorised_flips(n=200, r=5, seed=0):
+  """Decaying losses; a quarter of the rows are flipped labels, memorised.
+
+  A flipped row's loss falls like a clean row's and ends as low (the last
+  epochs learned it), so `fit_filter` keeps it, but its margin is negative
+  in the first epochs (the model preferred the look-alike class) and its
+  mean margin is below 0; a clean row's margin is positive throughout.
+  """
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, n)
+  epochs = np.arange(1, r + 1)
+  flipped = rng.random(n) < 0.25
+  # Flipped rows drop the most (from a high first loss): MRMC's top.
+  q = np.where(flipped, 6.0, rng.uniform(0.5, 2.0, n))
+  w = np.where(flipped, 2.5, rng.uniform(1.2, 2.0, n))
+  loss = q[:, None] * w[:, None] ** -epochs[None, :]
+  margin = np.where(flipped[:, None], np.linspace(-3.0, 1.0, r)[None, :],
+                    rng.uniform(0.5, 3.0, (n, r)))
+  art = {"loss": loss.astype(np.float32), "visits": np.ones((n, r)),
+         "correct": loss < 0.7, "p_true": np.exp(-loss),
+         "el2n": 1 - np.exp(-loss), "margin": margin.astype(np.float32),
+         "p_margin": np.tanh(margin).astype(np.float32)}
+  return art, labels, flipped
+
+
+def test_aum_filter_leaves_out_the_rows_the_warm_up_assigned_elsewhere():
+  art, labels, flipped = _memorised_flips()
+  opts = options.SelectionOptions()
+  assert mrmc.aum_filter_keep(art, opts) is None
+  assert mrmc.filter_keep(art, opts, 2) is None
+  on = options.resolve("mrmc(aum_filter=0.0)", opts)[1]
+  np.testing.assert_array_equal(mrmc.aum_filter_keep(art, on), ~flipped)
+  # The flips are learned by the last epoch: the fit filter keeps them all.
+  fit = options.resolve("mrmc(fit_filter=1.0)", opts)[1]
+  assert mrmc.fit_filter_keep(art, fit, 2)[flipped].all()
+  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  _, m_off = registry.select("mrmc", art, labels, 0.5, num_classes=2,
+                             opts=opts)
+  assert (m_off & flipped).sum() > 0.9 * flipped.sum()  # MRMC's top.
+  assert (registry.select("mrmc(fit_filter=1.0)", art, labels, 0.5,
+                          num_classes=2, opts=opts)[1] & flipped).any()
+  s_on, m_on = registry.select("mrmc(aum_filter=0.0)", art, labels, 0.5,
+                               num_classes=2, opts=opts)
+  assert not (m_on & flipped).any()
+  np.testing.assert_array_equal(s_on, mrmc.mrmc_from_artefacts(art, opts))
+  # Among the rows left, MRMC's top: the highest score of each class.
+  scores = mrmc.mrmc_from_artefacts(art, opts)
+  for c in (0, 1):
+    rows = (labels == c) & ~flipped
+    assert scores[m_on & rows].min() >= scores[~m_on & rows].max()
+  # Both filters: the intersection. A threshold of 2 leaves out clean rows.
+  both = options.resolve("mrmc(aum_filter=2.0;fit_filter=1.0)", opts)[1]
+  np.testing.assert_array_equal(
+      mrmc.filter_keep(art, both, 2),
+      mrmc.fit_filter_keep(art, both, 2)
+      & (art["margin"].mean(axis=1) >= 2.0))
+  # The control reads the same filter: mrmc_ra's uniform form.
+  m_ctl = registry.select("mrmc_ra(aum_filter=0.0;ra_form=uniform)", art,
+                          labels, 0.5, num_classes=2, opts=opts)[1]
+  assert not (m_ctl & flipped).any()
+  # The margins are needed only with the filter on.
+  method = registry.get_method("mrmc")
+  assert method.extra_needs(opts) == frozenset()
+  assert method.extra_needs(on) == frozenset({"margin"})
+  assert registry.get_method("mrmc_ra").extra_needs(on) == frozenset({"margin"})
+  del art["margin"]
+  with pytest.raises(ValueError, match="lack"):
+    mrmc.aum_filter_keep(art, on)
+  with pytest.raises(ValueError, match="aum_filter"):
+    options.resolve("mrmc(aum_filter=nan)", opts)
+
+
 def test_rows_an_epoch_never_recorded_are_left_out_of_the_selection():
   # The runner passes the visit counts: an id that missed a fitted epoch
   # scores -inf (with a warning) and is not selected.
