@@ -117,6 +117,7 @@ def test_bad_plan_fails_before_work(tmp_path):
   assert not os.path.exists(tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_a_users_method_from_outside_the_package(tmp_path):
   # tests/plugins/toy_method.py registers `toy`, with its own option; it shares
   # the warm-up with mrmc and is reported like the package's methods.
@@ -189,6 +190,7 @@ def test_a_finished_cells_damaged_mask_is_recomputed(tmp_path, caplog):
   assert open(path, "rb").read() == before
 
 
+@pytest.mark.slow
 def test_label_noise_and_cost_reports(tmp_path):
   config = tiny("full,random,el2n")
   config.compare.seeds = "0"
