@@ -75,11 +75,11 @@ def test_a_grid_extended_by_margin_and_uncertainty_methods(tmp_path):
                           "artefacts.npz")
   first = compare.run_comparison(config, workdir)
   assert "margin" not in np.load(art_path).files
-  config.compare.methods = "el2n,aum,ccs(ccs_score=aum_prob),margin,kcenter"
+  config.compare.methods = "el2n,aum,ccs(difficulty=aum_prob),margin,kcenter"
   rows = compare.run_comparison(config, workdir)
   assert rows[0] == first[0]
   assert [r["method"] for r in rows[1:]] == [
-      "aum", "ccs(ccs_score=aum_prob)", "margin", "kcenter"]
+      "aum", "ccs(difficulty=aum_prob)", "margin", "kcenter"]
   assert all(np.isfinite(r["test_accuracy"]) for r in rows)
   art = np.load(art_path)
   # The margin is positive exactly where the prediction is correct.
@@ -99,27 +99,27 @@ def test_bad_plan_fails_before_work(tmp_path):
 def test_a_users_method_from_outside_the_package(tmp_path):
   # tests/plugins/toy_method.py registers `toy`, with its own option; it shares
   # the warm-up with mrmc and is reported like the package's methods.
-  config = tiny("mrmc,toy,toy(toy_power=2.0)")
+  config = tiny("mrmc,toy,toy(power=2.0)")
   config.selection.plugins = os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "plugins", "toy_method.py")
   config.compare.seeds = "0"
   workdir = str(tmp_path / "toy")
   rows = compare.run_comparison(config, workdir)
   assert [(r["method"], r["ratio"]) for r in rows] == [
-      (m, r) for m in ("mrmc", "toy", "toy(toy_power=2.0)")
+      (m, r) for m in ("mrmc", "toy", "toy(power=2.0)")
       for r in (0.5, 0.2)]
   assert all(np.isfinite(r["test_accuracy"]) for r in rows)
   assert os.listdir(os.path.join(workdir, "warmup")) == ["seed_0"]
   md = open(os.path.join(workdir, "results.md")).read()
-  assert "| toy |" in md and "| toy(toy_power=2.0) |" in md
+  assert "| toy |" in md and "| toy(power=2.0) |" in md
   masks = [np.load(os.path.join(workdir, "cells", d, "ratio_0.5", "seed_0",
                                 "coreset", "mask.npy"))
-           for d in ("toy", "toy_toy_power=2.0")]
+           for d in ("toy", "toy_power=2.0")]
   # Squaring a positive score keeps its order: the same core-set.
   np.testing.assert_array_equal(masks[0], masks[1])
   # Its option is checked before any work, with its declaration's range.
-  config.compare.methods = "toy(toy_power=-1)"
-  with pytest.raises(ValueError, match="toy_power=-1 is not allowed"):
+  config.compare.methods = "toy(power=-1)"
+  with pytest.raises(ValueError, match="power=-1 is not allowed"):
     compare.run_comparison(config, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad")
 

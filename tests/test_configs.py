@@ -70,7 +70,7 @@ def test_stage_stamps_follow_the_marks():
   assert _stamps(**{"selection.method": "random"}) == ref  # Explicit input.
   budget = _stamps(**{"train.budget": "steps"})
   assert budget[:2] == ref[:2] and budget[2] != ref[2]
-  rho = _stamps(**{"selection.rho": 0.5})
+  rho = _stamps(**{"selection.mrmc_r.rho": 0.5})
   assert rho[0] == ref[0] and rho[1] != ref[1]
   epochs = _stamps(**{"train.epochs": 7})
   assert all(a != b for a, b in zip(epochs, ref))
@@ -88,8 +88,8 @@ def test_readme_option_table_is_the_declarations():
 
 # The fields added with an `absent` value (since fields.py's rule).
 ADDED = ("selection.fit_filter", "dataset.label_noise_kind",
-         "selection.aum_margin", "selection.least_confidence_on",
-         "selection.herding_pick")
+         "selection.aum.margin", "selection.least_confidence.on",
+         "selection.herding.pick")
 
 
 def _without(config, paths):
@@ -102,6 +102,8 @@ def _without(config, paths):
     for p in parents:
       node = node[p]
     del node[leaf]
+    if parents and not node:  # A scope with no other option: none.
+      del fields.get(config, ".".join(parents[:-1]))[parents[-1]]
   return config
 
 
@@ -161,3 +163,174 @@ def test_a_workdir_written_before_a_field_resumes(tmp_path):
   with pytest.raises(wd.ConfigMismatchError, match="selection.fit_filter: "
                      "stored 0.5, given '<missing>'"):
     wd.check_workdir(workdir, "main", identity)
+
+
+# The identities and stamps the 0.2 line wrote, before the method options
+# were scoped: recorded with that code from configs/default.py (plain and
+# `paper`; "flat": selection.d2_k=3, selection.rho=0.5, selection.ra_form=
+# 'beta'), with warm-up stamp "w" and selection stamp "s" given.
+_OLD = os.path.join(ROOT, "tests", "data", "identity_0_2.json")
+
+
+def _old():
+  import json  # pylint: disable=g-import-not-at-top
+  with open(_OLD) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize("arg", [None, "paper"])
+def test_scoped_options_keep_the_stamps_and_identity_of_0_2(arg):
+  old = _old()["paper" if arg else "default"]
+  config = default.get_config(arg)
+  config_lib.validate_config(config)
+  opts = config_lib.selection_options(config)
+  assert {spec: stages.selection_stamp("w", config, spec, 0.3, opts)
+          for spec in registry.method_names()} == old["stamps"]
+  assert stages.result_stamp("s", config) == old["result"]
+  assert {s: fields.affecting(config, s) for s in fields.STAGES} == (
+      old["affects"])
+  # The stored flat identity reads as the scoped one.
+  assert "d2_k" in old["config.json"]["selection"]
+  assert config_lib.run_identity(config)["selection"]["d2"]["k"] == 5
+  for name, now in (("config.json", config_lib.run_identity(config)),
+                    ("grid.json", config_lib.grid_identity(config))):
+    assert (fields.drop_absent(fields.upgrade_identity(old[name])) ==
+            fields.drop_absent(now)), name
+
+
+def test_a_workdir_written_with_flat_option_fields_resumes(tmp_path):
+  from mrmc_jax.runner import workdir as wd  # pylint: disable=g-import-not-at-top
+  old = _old()
+  for name, arg, stored in (
+      ("default", None, old["default"]["config.json"]),
+      ("paper", "paper", old["paper"]["config.json"]),
+      ("flat", "selection.d2.k=3,selection.mrmc_r.rho=0.5,"
+       "selection.mrmc_ra.form='beta'", old["flat"]["config.json"])):
+    workdir = str(tmp_path / name)
+    os.makedirs(workdir)
+    wd.write_json(os.path.join(workdir, "config.json"), stored)
+    config = default.get_config(arg)
+    config_lib.validate_config(config)
+    assert wd.claim(workdir, config_lib.run_identity(config))  # Resumed.
+    # The stored file is kept as written.
+    assert wd.read_json(os.path.join(workdir, "config.json")) == stored
+  # Another value of a scoped option is another run, named by its field.
+  config = default.get_config("selection.d2.k=4")
+  with pytest.raises(wd.ConfigMismatchError,
+                     match=r"selection.d2.k: stored 3, given 4; use a new "
+                     r"--workdir, or --config.selection.d2.k=3 to resume"):
+    wd.check_workdir(str(tmp_path / "flat"), "main",
+                     config_lib.run_identity(config))
+
+
+def test_flat_option_fields_still_work_with_a_deprecation_warning():
+  old = _old()["flat"]
+  config = default.get_config("selection.d2_k=3,selection.rho=0.5,"
+                              "selection.ra_form='beta'")
+  with pytest.warns(DeprecationWarning,
+                    match=r"^selection.d2_k is deprecated: write "
+                    r"selection.d2.k \(the flat spelling is removed in "
+                    r"0\.4\.0\)\.$"):
+    config_lib.validate_config(config)
+  assert config.selection.d2.k == 3 and config.selection.d2_k is None
+  assert config.selection.mrmc_r.rho == 0.5
+  assert config.selection.mrmc_ra.form == "beta"
+  scoped = default.get_config("selection.d2.k=3,selection.mrmc_r.rho=0.5,"
+                              "selection.mrmc_ra.form='beta'")
+  assert config_lib.run_identity(config) == config_lib.run_identity(scoped)
+  opts = config_lib.selection_options(config)
+  assert {spec: stages.selection_stamp("w", config, spec, 0.3, opts)
+          for spec in ("d2", "mrmc_r", "mrmc_ra")} == {
+              k: v for k, v in old["stamps"].items() if "(" not in k}
+  # Both spellings, two values: one line, nothing guessed.
+  both = default.get_config("selection.d2.k=4,selection.d2_k=3")
+  with pytest.raises(ValueError, match=r"^selection.d2_k=3 and "
+                     r"selection.d2.k=4 are both set"):
+    config_lib.validate_config(both)
+
+
+def test_an_unknown_scoped_option_names_the_allowed_ones():
+  with pytest.raises(ValueError, match=r"unknown field 'selection.d2.kk' "
+                     r"\(did you mean 'selection.d2.k'\?\)"):
+    default.get_config("selection.d2.kk=3")
+  config = default.get_config()
+  with pytest.raises(ValueError, match=r"^option 'kk=3' in method spec "
+                     r"'d2\(kk=3\)' is not allowed: use key=value with a "
+                     r"key from k, gamma, gamma_reverse, difficulty,"):
+    config_lib.check_spec("d2(kk=3)", config_lib.selection_options(config),
+                          config.selection.warmup_epochs)
+
+
+def _flags(argv):
+  """Parses `--config=...` flags as the entry points do."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "config",
+                                  flag_values=values, lock_config=True)
+  values(["prog", f"--config={os.path.join(ROOT, 'configs', 'default.py')}",
+          *argv])
+  return values.config
+
+
+def test_scoped_options_are_flags():
+  config = _flags(["--config.selection.d2.k=7",
+                   "--config.selection.mrmc_r.rho=0.25"])
+  config_lib.validate_config(config)
+  opts = config_lib.selection_options(config)
+  assert (opts.d2.k, opts.d2_k, opts.mrmc_r.rho) == (7, 7, 0.25)
+  # The flat flag still works, with the warning.
+  config = _flags(["--config.selection.d2_k=6"])
+  with pytest.warns(DeprecationWarning, match="write selection.d2.k"):
+    config_lib.validate_config(config)
+  assert config_lib.selection_options(config).d2_k == 6
+
+
+def test_a_new_method_with_one_knob_is_one_row_and_a_flag(monkeypatch):
+  """A package method: its module (knob, select, row) and one registry
+  line; its knob is then a config field, a flag and a spec argument."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import common  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(options, "_DECLARED", dict(options._DECLARED))
+  # --- the new module ---
+  knob = common.declare(common.Option(
+      "power", float, 1.0, "toy_pkg: exponent of the mean loss", low=0.0,
+      low_open=True), scope="toy_pkg")
+
+  def select(art, labels, ratio, *, num_classes, opts, cache):
+    del cache  # Unused.
+    loss = common.trajectory_view(art, opts)["loss"]
+    return common.select_top(np.mean(loss, 1) ** opts.toy_pkg.power, labels,
+                             ratio, num_classes=num_classes,
+                             class_balanced=opts.class_balanced,
+                             seed=opts.seed)
+
+  row = common.Method("toy_pkg", frozenset({"trajectory"}),
+                      common.COMMON + knob + common.TRAJECTORY_OPTIONS,
+                      select, "mean loss to a power")
+  # --- the one registry line (`registry._BUILTIN`), as imported ---
+  builtin = registry._BUILTIN + (row,)
+  monkeypatch.setattr(registry, "_BUILTIN", builtin)
+  monkeypatch.setattr(registry, "_BY_NAME", {m.name: m for m in builtin})
+  monkeypatch.setattr(registry, "METHODS", builtin)
+
+  assert row.options == ("class_balanced", "seed", "toy_pkg.power",
+                         "loss_source", "epochs")
+  config = _flags(["--config.selection.toy_pkg.power=3.0",
+                   "--config.selection.method=toy_pkg"])
+  config_lib.validate_config(config)
+  config_lib.check_main(config)
+  opts = config_lib.selection_options(config)
+  assert opts.toy_pkg.power == 3.0
+  assert registry.resolve("toy_pkg(power=2)", opts)[1].toy_pkg.power == 2
+  with pytest.raises(ValueError, match=r"^selection.toy_pkg.power=-1.0 is "
+                     r"not allowed: it must be a finite number > 0\.$"):
+    config_lib.validate_config(_flags(["--config.selection.toy_pkg.power=-1"]))
+  rng = np.random.default_rng(0)
+  art = {k: rng.random((40, 3)).astype(np.float32)
+         for k in ("loss", "correct", "p_true", "el2n")}
+  art["visits"] = np.ones((40, 3), np.int32)
+  labels = np.repeat(np.arange(4), 10)
+  _, mask = registry.select("toy_pkg(power=2)", art, labels, 0.5,
+                            num_classes=4, opts=opts)
+  assert mask.sum() == 20

@@ -66,13 +66,14 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("aum_margin", str, "logit", "AUM: the logit margin "
+    common.Option("margin", str, "logit", "AUM: the logit margin "
                   "(Pleiss et al.) or the probability margin (CCS's "
-                  "accumulated_margin)", choices=tuple(MARGIN_KEYS), absent="logit"),
-)
+                  "accumulated_margin)", choices=tuple(MARGIN_KEYS),
+                  absent="logit", legacy="aum_margin"),
+    scope="aum")
 
 METHOD = common.Method(
     "aum", frozenset({"trajectory", "margin"}),
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS + ("aum_margin",),
+    common.COMMON + common.TRAJECTORY_OPTIONS + OPTIONS,
     _select, "lowest mean margin over warm-up epochs (AUM; as CCS's "
     "baseline)")

@@ -80,7 +80,7 @@ def test_global_aum_equals_ccs_selection(ratio):
   logits, labels = _epochs(1)
   art = _recorded(logits, labels)
   opts = registry.SelectionOptions(class_balanced=False)
-  _, mask = registry.select("aum(aum_margin=prob)", art, labels, ratio,
+  _, mask = registry.select("aum(margin=prob)", art, labels, ratio,
                             num_classes=C, opts=opts)
   np.testing.assert_array_equal(
       mask, _ref_monotonic(_ref_ccs_accumulated_margin(logits, labels),
@@ -105,13 +105,13 @@ def test_class_balanced_keeps_the_lowest_per_class():
 
 def test_needs_and_difficulty_input():
   assert registry.needs(["aum"]) == {"trajectory", "margin"}
-  assert "margin" in registry.needs(["ccs(ccs_score=aum_prob)"])
-  assert "margin" in registry.needs(["d2(d2_score=aum)"])
+  assert "margin" in registry.needs(["ccs(difficulty=aum_prob)"])
+  assert "margin" in registry.needs(["d2(difficulty=aum)"])
   assert "margin" not in registry.needs(["ccs", "d2", "el2n"])
   logits, labels = _epochs(3)
   art = _recorded(logits, labels)
   opts = registry.SelectionOptions()
-  scores, mask = registry.select("ccs(ccs_score=aum_prob)", art, labels, 0.5,
+  scores, mask = registry.select("ccs(difficulty=aum_prob)", art, labels, 0.5,
                                  num_classes=C, opts=opts)
   np.testing.assert_allclose(
       scores, -_ref_ccs_accumulated_margin(logits, labels) / R, rtol=1e-5,

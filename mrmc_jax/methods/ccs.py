@@ -158,19 +158,20 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("ccs_beta", float, 0.1, "fraction of the hardest "
+    common.Option("beta", float, 0.1, "fraction of the hardest "
                        "examples dropped first", low=0.0, high=1.0,
-                       high_open=True),
-    common.Option("ccs_strata", int, 50, "number of difficulty strata",
-                       low=1),
-    common.Option("ccs_score", str, "forgetting", "the difficulty "
-                       "input", choices=difficulty.DIFFICULTY_SCORES),
-)
+                       high_open=True, legacy="ccs_beta"),
+    common.Option("strata", int, 50, "number of difficulty strata",
+                       low=1, legacy="ccs_strata"),
+    # Not "score": that is MRMC's option, which the difficulty reads.
+    common.Option("difficulty", str, "forgetting", "the difficulty "
+                       "input", choices=difficulty.DIFFICULTY_SCORES,
+                       legacy="ccs_score"),
+    scope="ccs")
 
 METHOD = common.Method(
     "ccs", frozenset({"trajectory"}),
-    ("class_balanced", "ccs_score", "ccs_beta", "ccs_strata", "seed")
-    + difficulty.OPTIONS, _select,
+    common.COMMON + OPTIONS + difficulty.OPTIONS, _select,
     "drop hardest beta, stratified fill from the sparsest stratum"
     " (difficulty from the trajectory)",
     extra_needs=lambda o: difficulty.needs(o.ccs_score))

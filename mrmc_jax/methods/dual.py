@@ -196,15 +196,14 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("dual_window", int, 10, "DUAL: sliding-window length in "
-                  "epochs (capped at R)", low=2),
-    common.Option("dual_c_d", float, 4.0, "DUAL: Beta sampling "
-                  "concentration", low=0.0, low_open=True),
-)
+    common.Option("window", int, 10, "DUAL: sliding-window length in "
+                  "epochs (capped at R)", low=2, legacy="dual_window"),
+    common.Option("c_d", float, 4.0, "DUAL: Beta sampling "
+                  "concentration", low=0.0, low_open=True, legacy="dual_c_d"),
+    scope="dual")
 
 METHOD = common.Method(
     "dual", frozenset({"trajectory"}),
-    ("class_balanced", "seed", "dual_window", "dual_c_d")
-    + common.TRAJECTORY_OPTIONS, _select,
+    common.COMMON + OPTIONS + common.TRAJECTORY_OPTIONS, _select,
     "std x (1 - mean) of p_true over windows; Beta sampling over the mean "
     "p_true, shaped by the ratio")

@@ -138,6 +138,6 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 METHOD = common.Method(
-    "moderate", frozenset({"features"}), ("class_balanced", "seed"),
+    "moderate", frozenset({"features"}), common.COMMON,
     _select,
     "closest to the class's median distance to its median")

@@ -53,7 +53,8 @@ def _select_full(art, labels, ratio, *, num_classes, opts, cache):
 
 
 FULL = Method("full", frozenset(), (), _select_full,
-              "all data, the reference (ratio ignored)", ratio_free=True)
+              "all data, the reference (ratio ignored)", ratio_free=True,
+              role="reference", label="full data")
 
 # MRMC's methods, then the peers'. A new method of the package is one module
 # with its row and one entry here; a user's method calls `register`.
@@ -82,6 +83,13 @@ _BUILTIN: tuple[Method, ...] = (
 
 _BY_NAME = {m.name: m for m in _BUILTIN}
 METHODS = _BUILTIN  # The current table (`register` extends it).
+
+# The configs' default specs: one run's method, and a comparison's methods.
+DEFAULT_METHOD = mrmc.METHOD.name
+DEFAULT_COMPARED = tuple(m.name for m in (
+    FULL, scores.RANDOM, scores.EL2N, scores.GRAND, scores.FORGETTING,
+    ccs.METHOD, moderate.METHOD, scores.DYN_UNC, d2.METHOD, mrmc.METHOD,
+    mrmc_r.METHOD))
 
 
 def register(method: Method) -> Method:
@@ -197,6 +205,11 @@ def get_method(name: str) -> Method:
     raise ValueError(f"method={name!r} is not allowed: it must be one of "
                      f"{', '.join(_BY_NAME)}.")
   return _BY_NAME[name]
+
+
+def row(spec: str) -> Method:
+  """The row of a spec's method (`mrmc(skip_epochs=2)` -> mrmc's row)."""
+  return get_method(options_lib.parse_spec(spec)[0])
 
 
 def resolve(spec: str, opts: SelectionOptions, prefix: str = ""

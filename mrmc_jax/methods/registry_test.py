@@ -109,14 +109,14 @@ def test_needs():
 @pytest.mark.parametrize("spec", [
     "random", "el2n", "grand", "forgetting", "ccs", "moderate", "dyn_unc",
     "d2", "mrmc", "mrmc_r", "mrmc(loss_source=eval)",
-    "mrmc(epochs=3;skip_epochs=1)", "el2n(el2n_epochs=2)",
+    "mrmc(epochs=3;skip_epochs=1)", "el2n(last_epochs=2)",
     "mrmc(class_balanced=False)", "dual", "mrmc_ra",
-    "mrmc_ra(ra_form=uniform)", "mrmc_ra(ra_form=top;ra_cut=0.5)",
+    "mrmc_ra(form=uniform)", "mrmc_ra(form=top;cut=0.5)",
     "moderate(class_balanced=False)", "d2(class_balanced=False)",
-    "aum", "aum(loss_source=eval;aum_margin=prob)", "least_confidence",
+    "aum", "aum(loss_source=eval;margin=prob)", "least_confidence",
     "margin", "entropy(class_balanced=False)", "kcenter", "herding",
-    "herding(class_balanced=False)", "ccs(ccs_score=aum)",
-    "d2(d2_score=aum_prob)"])
+    "herding(class_balanced=False)", "ccs(difficulty=aum)",
+    "d2(difficulty=aum_prob)"])
 def test_every_method_selects_the_budget(spec):
   art, labels = synthetic_artefacts()
   opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)

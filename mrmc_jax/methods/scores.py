@@ -241,31 +241,32 @@ def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
 
 
 _TRAJ = frozenset({"trajectory"})
-OPTIONS = common.declare(
-    common.Option("el2n_epochs", int, None, "EL2N: the last k epochs of the "
-                  "trajectory window (None: all)", low=1, optional=True),
-    common.Option("dyn_unc_window", int, 10, "Dyn-Unc: sliding-window "
-                  "length in epochs (capped at R)", low=2),
-)
+# Not "epochs": that is the trajectory's option, which EL2N reads too.
+EL2N_OPTIONS = common.declare(
+    common.Option("last_epochs", int, None, "EL2N: the last k epochs of the "
+                  "trajectory window (None: all)", low=1, optional=True,
+                  legacy="el2n_epochs"),
+    scope="el2n")
+DYN_UNC_OPTIONS = common.declare(
+    common.Option("window", int, 10, "Dyn-Unc: sliding-window "
+                  "length in epochs (capped at R)", low=2,
+                  legacy="dyn_unc_window"),
+    scope="dyn_unc")
+OPTIONS = EL2N_OPTIONS + DYN_UNC_OPTIONS
 
 RANDOM = common.Method(
-    "random", frozenset(), ("class_balanced", "seed"), _select_random,
-    "uniform scores; class-stratified under quotas")
+    "random", frozenset(), common.COMMON, _select_random,
+    "uniform scores; class-stratified under quotas", role="baseline")
 EL2N = common.Method(
-    "el2n", _TRAJ,
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS
-    + ("el2n_epochs",),
+    "el2n", _TRAJ, common.COMMON + common.TRAJECTORY_OPTIONS + EL2N_OPTIONS,
     _select_el2n, "mean EL2N over warm-up epochs; keep highest")
 GRAND = common.Method(
-    "grand", frozenset({"grad_norms"}), ("class_balanced", "seed"),
-    _select_grand,
+    "grand", frozenset({"grad_norms"}), common.COMMON, _select_grand,
     "per-example gradient norm at end of warm-up; keep highest")
 FORGETTING = common.Method(
-    "forgetting", _TRAJ,
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS,
+    "forgetting", _TRAJ, common.COMMON + common.TRAJECTORY_OPTIONS,
     _select_forgetting, "correct->incorrect transitions; never learned first")
 DYN_UNC = common.Method(
     "dyn_unc", _TRAJ,
-    ("class_balanced", "seed") + common.TRAJECTORY_OPTIONS
-    + ("dyn_unc_window",),
+    common.COMMON + common.TRAJECTORY_OPTIONS + DYN_UNC_OPTIONS,
     _select_dyn_unc, "mean sliding-window std of p_true; keep highest")
