@@ -184,8 +184,10 @@ def test_scoped_options_keep_the_stamps_and_identity_of_0_2(arg):
   config = default.get_config(arg)
   config_lib.validate_config(config)
   opts = config_lib.selection_options(config)
+  # The package's methods (a test may have registered others).
   assert {spec: stages.selection_stamp("w", config, spec, 0.3, opts)
-          for spec in registry.method_names()} == old["stamps"]
+          for spec in old["stamps"]} == old["stamps"]
+  assert set(old["stamps"]) == {m.name for m in registry._BUILTIN}
   assert stages.result_stamp("s", config) == old["result"]
   assert {s: fields.affecting(config, s) for s in fields.STAGES} == (
       old["affects"])
@@ -217,7 +219,7 @@ def test_a_workdir_written_with_flat_option_fields_resumes(tmp_path):
   # Another value of a scoped option is another run, named by its field.
   config = default.get_config("selection.d2.k=4")
   with pytest.raises(wd.ConfigMismatchError,
-                     match=r"selection.d2.k: stored 3, given 4; use a new "
+                     match=r"selection.d2.k: stored 3, given 4\); use a new "
                      r"--workdir, or --config.selection.d2.k=3 to resume"):
     wd.check_workdir(str(tmp_path / "flat"), "main",
                      config_lib.run_identity(config))
@@ -265,11 +267,14 @@ def _flags(argv):
   """Parses `--config=...` flags as the entry points do."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'default.py')}",
+          *argv]
   values = flags.FlagValues()
+  # The overrides are read from `sys_argv` (the entry points': sys.argv).
   config_flags.DEFINE_config_file("config", None, "config",
-                                  flag_values=values, lock_config=True)
-  values(["prog", f"--config={os.path.join(ROOT, 'configs', 'default.py')}",
-          *argv])
+                                  flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
   return values.config
 
 
@@ -334,3 +339,21 @@ def test_a_new_method_with_one_knob_is_one_row_and_a_flag(monkeypatch):
   _, mask = registry.select("toy_pkg(power=2)", art, labels, 0.5,
                             num_classes=4, opts=opts)
   assert mask.sum() == 20
+
+
+def test_the_command_line_shows_the_deprecation(tmp_path):
+  # Python hides a library's DeprecationWarning; the entry points show it.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  got = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "main.py"),
+       "--config=" + os.path.join(ROOT, "configs", "default.py"),
+       f"--workdir={tmp_path / 'w'}", "--config.selection.d2_k=0"],
+      capture_output=True, text=True, timeout=300, cwd=ROOT,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
+  assert got.returncode == 2, got.stderr
+  assert ("DeprecationWarning: selection.d2_k is deprecated: write "
+          "selection.d2.k" in got.stderr)
+  assert got.stderr.strip().endswith(
+      "error: selection.d2.k=0 is not allowed: it must be an int >= 1.")
+  assert not os.path.exists(tmp_path / "w")

@@ -360,6 +360,19 @@ def spec_names(name: str) -> list[str]:
           [o.name for o in _DECLARED.values() if not o.scope])
 
 
+def split_spec(spec: str) -> tuple[str, Optional[str]]:
+  """`name(body)` -> `(name, body)` (body None without parentheses).
+
+  Raises:
+    ValueError: a spec the grammar does not derive (one line).
+  """
+  m = _SPEC.fullmatch(spec) if isinstance(spec, str) else None
+  if m is None:
+    raise ValueError(f"method spec {spec!r} is not allowed: use name or "
+                     "name(key=value;key=value), name a Python identifier.")
+  return m.group("name"), m.group("body")
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
   """Splits `name(key=value;...)` into the name and its overrides.
 
@@ -377,11 +390,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     ValueError: on bad syntax or an argument that names no option of the
       method (one line, with the allowed names).
   """
-  m = _SPEC.fullmatch(spec) if isinstance(spec, str) else None
-  if m is None:
-    raise ValueError(f"method spec {spec!r} is not allowed: use name or "
-                     "name(key=value;key=value), name a Python identifier.")
-  name, body = m.group("name"), m.group("body")
+  name, body = split_spec(spec)
   overrides = {}
   if body is not None:
     for item in filter(None, (x.strip() for x in body.split(";"))):
@@ -457,10 +466,10 @@ def table_rows(readers: dict[str, list[str]]) -> list[str]:
   rows = ["| option | default | allowed | read by | what |",
           "|---|---|---|---|---|"]
   for o in _DECLARED.values():
-    if o.name not in readers:
+    if o.key not in readers:
       continue
     rows.append(f"| `{o.field}` | `{o.default!r}` | {o.allowed()} | "
-                f"{', '.join(readers.get(o.name, [])) or '—'} | {o.doc} |")
+                f"{', '.join(readers.get(o.key, [])) or '—'} | {o.doc} |")
   return rows
 
 

@@ -229,7 +229,7 @@ def resolve(spec: str, opts: SelectionOptions, prefix: str = ""
   Raises:
     ValueError: (one line) on an unknown name or a bad option.
   """
-  name = options_lib.parse_spec(spec)[0]
+  name = options_lib.split_spec(spec)[0]  # The name before its arguments.
   if name not in _BY_NAME:
     raise ValueError(f"selection.method={name!r} is not allowed: use one of "
                      f"{', '.join(_BY_NAME)}.")

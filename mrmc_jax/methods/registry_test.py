@@ -73,7 +73,10 @@ def test_option_defaults_equal_the_base_config():
       # `seed` is the run's (config.seed); `epochs` is set only in a spec.
       assert name not in config, name
       continue
-    got, want = getattr(defaults, name), config[name]
+    want = config
+    for part in o.field.split("."):  # `d2.k`: config.d2.k.
+      want = want[part]
+    got = getattr(defaults, name)
     assert got == want and type(got) is type(want), (name, got, want)
 
 
