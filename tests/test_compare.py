@@ -314,3 +314,14 @@ def test_noise_report_gives_the_flipped_share_per_class():
   md = "\n".join(compare.noise_table(rows, ["random"], [0.5]))
   # Label 0: 1/2 and 2/2 flipped; label 1: 2/2 and 0/2; label 2 none kept.
   assert "| random | **75.0%** | 50.0% | — |" in md
+
+
+def test_plot_styles_and_labels_come_from_the_rows():
+  from mrmc_jax import methods  # pylint: disable=g-import-not-at-top
+  assert compare._label("full") == "full data"  # Its row's label.
+  assert compare._label("mrmc(skip_epochs=2)") == "mrmc(skip_epochs=2)"
+  assert methods.row("full").role == "reference"
+  for spec, line in (("mrmc_r(rho=0.5)", "-"), ("mrmc_ra", "-"),
+                     ("d2", "--"), ("random", "--")):
+    assert compare._LINE[methods.row(spec).role] == line, spec
+  assert compare._COST_STYLE[methods.row("random").role]["color"] == "gray"
