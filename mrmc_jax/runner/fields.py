@@ -204,24 +204,22 @@ def legacy_fields(builtin_only: bool = False) -> tuple[Field, ...]:
   None unless set; it affects nothing itself (`apply_legacy` moves its
   value onto the scoped field) and is in no identity (absent at None).
   """
-  builtin = methods.option_readers(builtin_only=True)
   return tuple(Field(f"selection.{o.legacy}", None, _NONE,
                      f"deprecated: selection.{o.field}", o.type, absent=None)
-               for o in _config_options(builtin_only, builtin)
-               if o.legacy and o.legacy != o.field)
+               for o in _renamed(builtin_only))
+
+
+def _renamed(builtin_only: bool = False) -> list[Any]:
+  """The options with a config field whose flat name before 0.3.0 differs."""
+  builtin = methods.option_readers(builtin_only=True)
+  return [o for o in _config_options(builtin_only, builtin)
+          if o.legacy and o.legacy != o.field]
 
 
 def declared() -> dict[str, Field]:
   """Every declared field, path -> Field."""
   return {f.path: f for f in BASE + option_fields() + legacy_fields() +
           ATTRIBUTION}
-
-
-def _legacy_paths() -> dict[str, Any]:
-  """`selection.<legacy>` -> the Option, for the scoped options."""
-  return {f"selection.{o.legacy}": o
-          for o in methods.declared().values()
-          if o.in_config and o.legacy and o.legacy != o.field}
 
 
 def apply_legacy(config: ml_collections.ConfigDict) -> None:
@@ -235,9 +233,9 @@ def apply_legacy(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: both spellings set, to different values (one line).
   """
-  for path, o in _legacy_paths().items():
-    node = get(config, path.rsplit(".", 1)[0])
-    if node is None or o.legacy not in node or node[o.legacy] is None:
+  for o in _renamed():
+    path, node = f"selection.{o.legacy}", config.selection
+    if o.legacy not in node or node[o.legacy] is None:
       continue
     value = node[o.legacy]
     scope = get(config, f"selection.{o.scope}")
