@@ -57,6 +57,7 @@ def test_user_nnx_loop_selects_the_same_kind_of_core_set(linen_run):
   assert out["test_accuracy"] > 0.85
 
 
+@pytest.mark.slow
 def test_user_loop_with_dropout_batchnorm_label_smoothing(linen_run):
   out = linen_run
   n = out["num_examples"]

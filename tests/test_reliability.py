@@ -235,6 +235,7 @@ def test_diverging_training_is_one_line_before_selection(capsys, tmp_path,
   assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
 
 
+@pytest.mark.slow
 def test_concurrent_start_refuses_one(tmp_path):
   workdir = str(tmp_path / "w")
   configs = {"random": config_flag(**{"selection.method": "random",
@@ -535,6 +536,7 @@ def test_config_and_usage_errors_are_one_line(capsys, tmp_path, main_flags):
   assert not os.path.exists(tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_compare_grid_extends_and_reuses(tmp_path, monkeypatch):
   workdir = str(tmp_path / "grid")
   config = tiny_config(**{"train.epochs": 1})
@@ -559,6 +561,7 @@ def test_compare_grid_extends_and_reuses(tmp_path, monkeypatch):
   assert "compile s" in md
 
 
+@pytest.mark.slow
 def test_images_changed_outside_any_sample_are_refused(capsys, tmp_path):
   """One pixel of the last image changed after a warm-up: refused, untouched.
 

@@ -139,6 +139,7 @@ def _mask(loss: np.ndarray, labels: np.ndarray) -> np.ndarray:
                                           num_classes=10))
 
 
+@pytest.mark.slow
 def test_eight_devices_give_one_device_statistics_and_mask():
   assert jax.device_count() == 8
   split = _subset(N)

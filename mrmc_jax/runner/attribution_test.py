@@ -14,6 +14,7 @@ from mrmc_jax.runner import workdir as wd
 
 
 
+@pytest.mark.slow
 def test_digits_end_to_end_writes_report_and_resumes(tmp_path, monkeypatch):
   # Random core-sets need no warm-up (experiment's tests cover it); MRMC
   # scores of the probes still come from this run's trajectories.
