@@ -76,11 +76,11 @@ def test_a_grid_extended_by_margin_and_uncertainty_methods(tmp_path):
                           "artefacts.npz")
   first = compare.run_comparison(config, workdir)
   assert "margin" not in np.load(art_path).files
-  config.compare.methods = "el2n,aum,ccs(ccs_score=aum_prob),margin,kcenter"
+  config.compare.methods = "el2n,aum,ccs(difficulty=aum_prob),margin,kcenter"
   rows = compare.run_comparison(config, workdir)
   assert rows[0] == first[0]
   assert [r["method"] for r in rows[1:]] == [
-      "aum", "ccs(ccs_score=aum_prob)", "margin", "kcenter"]
+      "aum", "ccs(difficulty=aum_prob)", "margin", "kcenter"]
   assert all(np.isfinite(r["test_accuracy"]) for r in rows)
   art = np.load(art_path)
   # The margin is positive exactly where the prediction is correct.
@@ -121,27 +121,27 @@ def test_bad_plan_fails_before_work(tmp_path):
 def test_a_users_method_from_outside_the_package(tmp_path):
   # tests/plugins/toy_method.py registers `toy`, with its own option; it shares
   # the warm-up with mrmc and is reported like the package's methods.
-  config = tiny("mrmc,toy,toy(toy_power=2.0)")
+  config = tiny("mrmc,toy,toy(power=2.0)")
   config.selection.plugins = os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "plugins", "toy_method.py")
   config.compare.seeds = "0"
   workdir = str(tmp_path / "toy")
   rows = compare.run_comparison(config, workdir)
   assert [(r["method"], r["ratio"]) for r in rows] == [
-      (m, r) for m in ("mrmc", "toy", "toy(toy_power=2.0)")
+      (m, r) for m in ("mrmc", "toy", "toy(power=2.0)")
       for r in (0.5, 0.2)]
   assert all(np.isfinite(r["test_accuracy"]) for r in rows)
   assert os.listdir(os.path.join(workdir, "warmup")) == ["seed_0"]
   md = open(os.path.join(workdir, "results.md")).read()
-  assert "| toy |" in md and "| toy(toy_power=2.0) |" in md
+  assert "| toy |" in md and "| toy(power=2.0) |" in md
   masks = [np.load(os.path.join(workdir, "cells", d, "ratio_0.5", "seed_0",
                                 "coreset", "mask.npy"))
-           for d in ("toy", "toy_toy_power=2.0")]
+           for d in ("toy", "toy_power=2.0")]
   # Squaring a positive score keeps its order: the same core-set.
   np.testing.assert_array_equal(masks[0], masks[1])
   # Its option is checked before any work, with its declaration's range.
-  config.compare.methods = "toy(toy_power=-1)"
-  with pytest.raises(ValueError, match="toy_power=-1 is not allowed"):
+  config.compare.methods = "toy(power=-1)"
+  with pytest.raises(ValueError, match="power=-1 is not allowed"):
     compare.run_comparison(config, str(tmp_path / "bad"))
   assert not os.path.exists(tmp_path / "bad")
 
@@ -337,3 +337,14 @@ def test_noise_report_gives_the_flipped_share_per_class():
   md = "\n".join(compare.noise_table(rows, ["random"], [0.5]))
   # Label 0: 1/2 and 2/2 flipped; label 1: 2/2 and 0/2; label 2 none kept.
   assert "| random | **75.0%** | 50.0% | — |" in md
+
+
+def test_plot_styles_and_labels_come_from_the_rows():
+  from mrmc_jax import methods  # pylint: disable=g-import-not-at-top
+  assert compare._label("full") == "full data"  # Its row's label.
+  assert compare._label("mrmc(skip_epochs=2)") == "mrmc(skip_epochs=2)"
+  assert methods.row("full").role == "reference"
+  for spec, line in (("mrmc_r(rho=0.5)", "-"), ("mrmc_ra", "-"),
+                     ("d2", "--"), ("random", "--")):
+    assert compare._LINE[methods.row(spec).role] == line, spec
+  assert compare._COST_STYLE[methods.row("random").role]["color"] == "gray"

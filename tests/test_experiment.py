@@ -60,19 +60,19 @@ def test_digits_end_to_end(tmp_path):
 
 def test_a_users_method_runs_through_main(tmp_path):
   # The user's file is named in the config string, so its option becomes a
-  # config field (selection.toy_power) like the package's options.
+  # config field (selection.toy.power) like the package's options.
   toy = os.path.join(ROOT, "tests", "plugins", "toy_method.py")
   config = default.get_config(
       f"selection.plugins='{toy}',selection.method='toy',"
-      "selection.toy_power=2.0,selection.warmup_epochs=3,train.epochs=1,"
+      "selection.toy.power=2.0,selection.warmup_epochs=3,train.epochs=1,"
       "train.batch_size=128")
-  assert config.selection.toy_power == 2.0
+  assert config.selection.toy.power == 2.0
   summary = experiment.train_and_evaluate(config, str(tmp_path / "toy"))
   assert summary["method"] == "toy"
   assert summary["num_selected"] == selection.budget(0.3,
                                                      summary["num_examples"])
-  config.selection.toy_power = -1.0
-  with pytest.raises(ValueError, match=r"^selection.toy_power=-1.0 is not"):
+  config.selection.toy.power = -1.0
+  with pytest.raises(ValueError, match=r"^selection.toy.power=-1.0 is not"):
     experiment.train_and_evaluate(config, str(tmp_path / "bad"))
 
 
@@ -239,7 +239,8 @@ def test_killed_warmup_resumes_to_identical_mask(tmp_path, monkeypatch):
 def test_eval_loss_source_and_mrmc_r(tmp_path):
   config = tiny_config(**{"selection.loss_source": "eval",
                           "selection.method": "mrmc_r",
-                          "selection.proxy_epochs": 2, "train.epochs": 1})
+                          "selection.mrmc_r.proxy_epochs": 2,
+                          "train.epochs": 1})
   summary = experiment.train_and_evaluate(config, str(tmp_path / "r"))
   assert summary["method"] == "mrmc_r"
   with np.load(str(tmp_path / "r/warmup/artefacts.npz")) as art:
@@ -286,11 +287,11 @@ def test_tfds_mock_cifar10_shape(tmp_path):
      r"^selection.max_initial_ratio=nan is not allowed: it must be a finite "
      r"number > 1\.$"),
     ("selection.epoch_offset", -3, r"^selection.epoch_offset=-3 is not"),
-    ("selection.rho", -1.0, r"^selection.rho=-1.0 is not allowed"),
-    ("selection.ccs_strata", 0, r"^selection.ccs_strata=0 is not allowed"),
-    ("selection.d2_k", 0, r"^selection.d2_k=0 is not allowed"),
-    ("selection.dyn_unc_window", 0, r"^selection.dyn_unc_window=0 is not"),
-    ("selection.el2n_epochs", 0, r"^selection.el2n_epochs=0 is not allowed"),
+    ("selection.mrmc_r.rho", -1.0, r"^selection.mrmc_r.rho=-1.0 is not"),
+    ("selection.ccs.strata", 0, r"^selection.ccs.strata=0 is not allowed"),
+    ("selection.d2.k", 0, r"^selection.d2.k=0 is not allowed"),
+    ("selection.dyn_unc.window", 0, r"^selection.dyn_unc.window=0 is not"),
+    ("selection.el2n.last_epochs", 0, r"^selection.el2n.last_epochs=0 is"),
     ("selection.method", "mrmc(max_initial_ratio=-1)",
      r"max_initial_ratio=-1 is not allowed in method spec"),
     ("seed", 2**31, r"^seed=2147483648 is not allowed"),

@@ -100,3 +100,103 @@ def test_no_script_edits_sys_path():
       text = open(os.path.join(ROOT, "experiments", name)).read()
       assert not re.search(r"sys\.path\.(insert|append)|sys\.path\s*=",
                            text), name
+
+
+# Method knowledge lives on the method's row (`methods.Method`: options,
+# `curves`, `role`, `label`, `ratio_free`): the runner names no method.
+# Checked on the code, not on prose: docstrings and comments may name
+# methods. Strings that equal an artefact name (`common.ARTEFACTS`, e.g.
+# "margin") name what the warm-up records, not a method. A module named
+# after a method (`methods.mrmc`, `methods.d2`) may not be imported; the
+# warm-up's artefact code (`methods.uncertainty`: the "uncertainty"
+# artefact's columns) may.
+_NOT_A_METHOD = {
+    # The attribution report's full-data setting ("full", "coreset_0.3",
+    # "full_order1"): a setting name, not the method spec.
+    ("attribution.py", "full"),
+}
+
+
+def _runner_files() -> list[str]:
+  runner = os.path.join(PKG, "runner")
+  return sorted(os.path.join(runner, n) for n in os.listdir(runner)
+                if n.endswith(".py") and not n.endswith("_test.py"))
+
+
+def _code_strings(tree: ast.AST) -> list[str]:
+  """Every string constant of the code, docstrings left out."""
+  docstrings = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                         ast.AsyncFunctionDef)) and node.body:
+      first = node.body[0]
+      if isinstance(first, ast.Expr) and isinstance(first.value,
+                                                    ast.Constant):
+        docstrings.add(id(first.value))
+  return [n.value for n in ast.walk(tree)
+          if isinstance(n, ast.Constant) and isinstance(n.value, str)
+          and id(n) not in docstrings]
+
+
+def _method_names_in(text: str, names: set[str]) -> list[str]:
+  """Method names a string spells as specs: "mrmc", "d2(k=5)" or a
+  comma-separated list of specs."""
+  import re  # pylint: disable=g-import-not-at-top
+  spec = re.compile(r"\s*([A-Za-z_]\w*)\s*(\([^()]*\))?\s*")
+  parts = [spec.fullmatch(p) for p in text.split(",")]
+  if not all(parts):
+    return []
+  return [m.group(1) for m in parts if m.group(1) in names]
+
+
+def _method_knowledge(path: str, names: set[str], modules: set[str],
+                      artefacts: frozenset) -> list[str]:
+  tree = ast.parse(open(path).read(), path)
+  base = os.path.basename(path)
+  found = [f"imports {m}" for m in _imports(path)
+           if m in modules and m.rsplit(".", 1)[-1] in names]
+  for text in _code_strings(tree):
+    if text in artefacts or (base, text) in _NOT_A_METHOD:
+      continue
+    found += [f"names method {n!r} in {text!r}"
+              for n in _method_names_in(text, names)]
+  return found
+
+
+def _method_modules(rows) -> set[str]:
+  """The modules that define a method's row (its select function's)."""
+  return {r.select.__module__ for r in rows} - {
+      "mrmc_jax.methods.registry"}
+
+
+def test_the_runner_names_no_method():
+  from mrmc_jax import methods  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import common  # pylint: disable=g-import-not-at-top
+  names = set(methods.method_names())
+  modules = _method_modules(methods.registry.METHODS)
+  assert {"mrmc_jax.methods.mrmc", "mrmc_jax.methods.d2"} <= modules
+  files = _runner_files()
+  assert len(files) > 10
+  offenders = {os.path.relpath(f, ROOT): _method_knowledge(
+      f, names, modules, common.ARTEFACTS) for f in files}
+  assert not {k: v for k, v in offenders.items() if v}, offenders
+
+
+def test_the_method_name_check_sees_names(tmp_path):
+  from mrmc_jax import methods  # pylint: disable=g-import-not-at-top
+  names = set(methods.method_names())
+  modules = _method_modules(methods.registry.METHODS)
+  bad = tmp_path / "bad.py"
+  bad.write_text(
+      '"""Docstrings may name mrmc."""\n'
+      "from mrmc_jax.methods import mrmc as mrmc_lib\n"
+      "def f(spec):\n"
+      '  """Or d2."""\n'
+      '  x = "full data" if spec == "full" else spec\n'
+      '  return spec.startswith("mrmc"), "el2n,d2(k=5)", f"{x} data"\n')
+  found = _method_knowledge(str(bad), names, modules, frozenset())
+  assert sorted(found) == ["imports mrmc_jax.methods.mrmc",
+                           "names method 'd2' in 'el2n,d2(k=5)'",
+                           "names method 'el2n' in 'el2n,d2(k=5)'",
+                           "names method 'full' in 'full'",
+                           "names method 'mrmc' in 'mrmc'"], found

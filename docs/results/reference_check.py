@@ -81,7 +81,7 @@ def check_dual(art, labels, num_classes, seed):
                                      clip=1e-6)
     own = ref.dual_reference_mask(p.T, score, ratio, clip=1e-6,
                                   rng=np.random.default_rng(seed))
-    _, cb = registry.select("dual(dual_class_balanced=True)", art, labels,
+    _, cb = registry.select("dual(per_class=True)", art, labels,
                             ratio, num_classes=num_classes, opts=opts)
     keys = _reference_keys(p, score, ratio, 4.0, gumbel, 1e-6)
     theirs_cb = _per_class_top(keys, labels, ratio, num_classes)
@@ -122,7 +122,7 @@ def check_ccs(art, labels, num_classes, seed, draws=3):
                       ).sum())
     same_drop = not ours[0][lowest].any()
     _, before = registry.select(
-        "ccs(ccs_class_balanced=True;ccs_drop=score;ccs_score=forgetting)",
+        "ccs(per_class=True;drop=score;difficulty=forgetting)",
         art, labels, ratio, num_classes=num_classes, opts=opts)
     print(f"| {ratio:g} | {_mean_jaccard(ours, theirs):.4f} | "
           f"{_mean_jaccard(others, theirs):.4f} | {same_drop} | {diff} | "
@@ -179,7 +179,7 @@ def check_moderate(art, labels, num_classes, seed):
   for ratio in RATIOS:
     _, ours = registry.select("moderate", art, labels, ratio,
                               num_classes=num_classes, opts=opts)
-    _, cb = registry.select("moderate(moderate_class_balanced=True)", art,
+    _, cb = registry.select("moderate(per_class=True)", art,
                             labels, ratio, num_classes=num_classes, opts=opts)
     theirs = ref.moderate_reference_mask(art["features"], labels, ratio)
     print(f"| {ratio:g} | {ref.jaccard(ours, theirs):.4f} | "
@@ -202,7 +202,7 @@ def check_d2(art, labels, num_classes, seed):
   for ratio in RATIOS:
     _, ours = registry.select("d2", art, labels, ratio,
                               num_classes=num_classes, opts=opts, cache=cache)
-    _, before = registry.select("d2(d2_split=proportional;d2_cut=p_true)",
+    _, before = registry.select("d2(split=proportional;cut=p_true)",
                                 art, labels, ratio, num_classes=num_classes,
                                 opts=opts, cache=cache)
     theirs = ref.d2_reference_mask(art["features"], forgetting, margin,

@@ -100,17 +100,8 @@ def paper_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   Global top-k without class quotas, the literal score q(1 - w^-R) fitted on
   epochs 1..R with (practically) no bound on the extrapolated epoch-0 loss,
   the training-pass loss, no burn-in, and MRMC-R's regulariser on the raw
-  score scale. `configs/X.py:paper` selects it.
+  score scale. `configs/X.py:paper` selects it. The values are declared by
+  the method options themselves (`Option.paper`).
   """
-  sel = config.selection
-  sel.class_balanced = False
-  sel.loss_source = "train"
-  sel.skip_epochs = 0
-  sel.score = "literal"
-  sel.epoch_offset = 1
-  sel.max_initial_ratio = 1e30
-  sel.rho = 0.3
-  sel.gamma = 2.0
-  sel.score_scale = "none"
-  return config
+  return set_fields(config, fields.paper_values())
 

@@ -12,13 +12,18 @@ Layout:
   `uncertainty` (least_confidence, margin, entropy), `geometry` (kcenter,
   herding), `boundary`; `difficulty` gives CCS and D2 their input.
 
-Adding a method with one knob touches one module (its pure functions, one
-`common.declare(common.Option(...))` for the knob, and a `common.Method`
-row naming the artefacts it needs and the options it reads), its test, and
-one line in `registry._BUILTIN`; a method outside the package calls
-`register(...)` instead (no registry line) and is loaded by the runner from
-`selection.plugins`. The config field `selection.<knob>`, its checks, its
-cache identity and its README row all come from the declaration.
+Adding a method with one knob touches one module (its pure functions,
+`OPTIONS = common.declare(common.Option("knob", ...), scope="name")` for the
+knob, and a `common.Method` row naming the artefacts it needs and reading
+`common.COMMON + OPTIONS`), its test, and one line in
+`registry._BUILTIN`; a method outside the package calls `register(...)`
+instead (no registry line) and is loaded by the runner from
+`selection.plugins`. The config field `selection.name.knob` (settable as
+`--config.selection.name.knob=...`), the spec argument `name(knob=...)`,
+its checks, its cache identity and its README row all come from the
+declaration. What the runner draws or how a comparison plots a method
+comes from its row too (`Method.curves`, `role`, `label`): the runner
+names no method.
 """
 
 from mrmc_jax.methods.common import LOSS_SOURCES
@@ -34,6 +39,8 @@ from mrmc_jax.methods.options import Option
 from mrmc_jax.methods.options import parse_spec
 from mrmc_jax.methods.options import SelectionOptions
 from mrmc_jax.methods.registry import check_method
+from mrmc_jax.methods.registry import DEFAULT_COMPARED
+from mrmc_jax.methods.registry import DEFAULT_METHOD
 from mrmc_jax.methods.registry import get_method
 from mrmc_jax.methods.registry import load_plugins
 from mrmc_jax.methods.registry import method_names
@@ -41,4 +48,5 @@ from mrmc_jax.methods.registry import needs
 from mrmc_jax.methods.registry import option_readers
 from mrmc_jax.methods.registry import register
 from mrmc_jax.methods.registry import resolve
+from mrmc_jax.methods.registry import row
 from mrmc_jax.methods.registry import select

@@ -67,17 +67,19 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("aum_margin", str, "logit", "AUM: the logit margin "
+    common.Option("margin", str, "logit", "AUM: the logit margin "
                   "(Pleiss et al.) or the probability margin (CCS's "
-                  "accumulated_margin)", choices=tuple(MARGIN_KEYS), absent="logit"),
-    common.Option("aum_class_balanced", bool, False, "AUM: each class's "
+                  "accumulated_margin)", choices=tuple(MARGIN_KEYS),
+                  absent="logit", legacy="aum_margin"),
+    # The variant of CCS's command (added in 0.3.0).
+    common.Option("per_class", bool, False, "AUM: each class's "
                   "quota (True) or the lowest over all N (False, CCS's "
-                  "command, --class-balanced 0)", absent=True),
-)
+                  "command, --class-balanced 0)", absent=True,
+                  legacy="aum_class_balanced"),
+    scope="aum")
 
 METHOD = common.Method(
     "aum", frozenset({"trajectory", "margin"}),
-    ("aum_class_balanced", "seed") + common.TRAJECTORY_OPTIONS
-    + ("aum_margin",),
+    common.SEED + common.TRAJECTORY_OPTIONS + OPTIONS,
     _select, "lowest mean margin over warm-up epochs (AUM; as CCS's "
     "baseline)")

@@ -80,7 +80,7 @@ def test_global_aum_equals_ccs_selection(ratio):
   logits, labels = _epochs(1)
   art = _recorded(logits, labels)
   opts = registry.SelectionOptions()  # Global by default, as CCS's command.
-  _, mask = registry.select("aum(aum_margin=prob)", art, labels, ratio,
+  _, mask = registry.select("aum(margin=prob)", art, labels, ratio,
                             num_classes=C, opts=opts)
   np.testing.assert_array_equal(
       mask, _ref_monotonic(_ref_ccs_accumulated_margin(logits, labels),
@@ -96,7 +96,7 @@ def test_global_aum_equals_ccs_selection(ratio):
 def test_class_balanced_keeps_the_lowest_per_class():
   logits, labels = _epochs(2)
   art = _recorded(logits, labels)
-  scores, mask = registry.select("aum(aum_class_balanced=True)", art,
+  scores, mask = registry.select("aum(per_class=True)", art,
                                  labels, 0.5, num_classes=C,
                                  opts=registry.SelectionOptions())
   for c in range(C):
@@ -106,18 +106,18 @@ def test_class_balanced_keeps_the_lowest_per_class():
 
 def test_needs_and_difficulty_input():
   assert registry.needs(["aum"]) == {"trajectory", "margin"}
-  assert "margin" in registry.needs(["ccs(ccs_score=aum_prob)"])
-  assert "margin" in registry.needs(["d2(d2_score=aum)"])
+  assert "margin" in registry.needs(["ccs(difficulty=aum_prob)"])
+  assert "margin" in registry.needs(["d2(difficulty=aum)"])
   # CCS and D2 read the accumulated margin by default, as their references.
   assert "margin" in registry.needs(["ccs"])
   assert "margin" in registry.needs(["d2"])
   assert "margin" not in registry.needs([
-      "ccs(ccs_score=forgetting;ccs_drop=score)", "d2(d2_cut=p_true)",
+      "ccs(difficulty=forgetting;drop=score)", "d2(cut=p_true)",
       "el2n"])
   logits, labels = _epochs(3)
   art = _recorded(logits, labels)
   opts = registry.SelectionOptions()
-  scores, mask = registry.select("ccs(ccs_score=aum_prob)", art, labels, 0.5,
+  scores, mask = registry.select("ccs(difficulty=aum_prob)", art, labels, 0.5,
                                  num_classes=C, opts=opts)
   np.testing.assert_allclose(
       scores, -_ref_ccs_accumulated_margin(logits, labels) / R, rtol=1e-5,

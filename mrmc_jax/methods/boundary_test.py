@@ -119,9 +119,9 @@ def test_bad_options_one_line():
   labels = np.zeros(4, np.int64)
   with pytest.raises(ValueError, match="boundary_mode='far' is not allowed"):
     boundary.boundary_select(d, labels, 0.5, num_classes=1, mode="far")
-  with pytest.raises(ValueError, match="boundary_mode='far' is not allowed"
+  with pytest.raises(ValueError, match="mode='far' is not allowed"
                      ) as e:
-    registry.check_method("boundary(boundary_mode=far)")
+    registry.check_method("boundary(mode=far)")
   assert "\n" not in str(e.value)
   with pytest.raises(ValueError, match="step_size"):
     boundary.boundary_distance(_linear, 1.0, jnp.zeros((2, 1)),
@@ -139,12 +139,12 @@ def test_registry_row_reads_the_boundary_artefact():
                                   size=40).astype(np.float32),
          "boundary_settings": boundary.settings()}
   opts = registry.SelectionOptions()
-  for spec in ("boundary", "boundary(boundary_mode=nearest)"):
+  for spec in ("boundary", "boundary(mode=nearest)"):
     scores, mask = registry.select(spec, art, labels, 0.5, num_classes=2,
                                    opts=opts)
     np.testing.assert_array_equal(scores, art["boundary"])
     assert mask.sum() == 20
-  _, nearest = registry.select("boundary(boundary_mode=nearest)", art,
+  _, nearest = registry.select("boundary(mode=nearest)", art,
                                labels, 0.5, num_classes=2, opts=opts)
   for c in (0, 1):
     kept = art["boundary"][(labels == c) & nearest]

@@ -189,27 +189,32 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("ccs_beta", float, 0.1, "fraction of the hardest "
+    common.Option("beta", float, 0.1, "fraction of the hardest "
                        "examples dropped first", low=0.0, high=1.0,
-                       high_open=True),
-    common.Option("ccs_strata", int, 50, "number of difficulty strata",
-                       low=1),
-    common.Option("ccs_score", str, "aum_prob", "the difficulty "
+                       high_open=True, legacy="ccs_beta"),
+    common.Option("strata", int, 50, "number of difficulty strata",
+                       low=1, legacy="ccs_strata"),
+    # Not "score": that is MRMC's option, which the difficulty reads.
+    common.Option("difficulty", str, "aum_prob", "the difficulty "
                        "input (CCS's code: aum_prob)",
-                       choices=difficulty.DIFFICULTY_SCORES),
-    common.Option("ccs_drop", str, "aum_prob", "CCS: the key of the "
+                       choices=difficulty.DIFFICULTY_SCORES,
+                       legacy="ccs_score"),
+    # The variants of CCS's own rule (added in 0.3.0; `legacy` keeps the
+    # key the method reads).
+    common.Option("drop", str, "aum_prob", "CCS: the key of the "
                   "beta drop, its hardest first (CCS's code: the lowest "
-                  "accumulated margin, aum_prob); score: ccs_score itself",
-                  choices=("score",) + difficulty.DIFFICULTY_SCORES),
-    common.Option("ccs_class_balanced", bool, False, "CCS: drop and "
+                  "accumulated margin, aum_prob); score: the difficulty "
+                  "itself", choices=("score",) + difficulty.DIFFICULTY_SCORES,
+                  legacy="ccs_drop"),
+    common.Option("per_class", bool, False, "CCS: drop and "
                   "stratify within each class's quota (True) or over all "
-                  "N (False, CCS's code)", absent=True),
-)
+                  "N (False, CCS's code)", absent=True,
+                  legacy="ccs_class_balanced"),
+    scope="ccs")
 
 METHOD = common.Method(
     "ccs", frozenset({"trajectory"}),
-    ("ccs_class_balanced", "ccs_score", "ccs_drop", "ccs_beta",
-     "ccs_strata", "seed") + difficulty.OPTIONS, _select,
+    common.SEED + OPTIONS + difficulty.OPTIONS, _select,
     "drop the lowest-AUM beta, stratified fill from the sparsest stratum"
     " (difficulty from the trajectory)",
     extra_needs=lambda o: (difficulty.needs(o.ccs_score) |

@@ -21,6 +21,10 @@ Array = jax.Array
 # A method module declares its options with these (`options` docstring).
 Option = options_lib.Option
 declare = options_lib.declare
+# `class_balanced` and `seed`, read by every method that keeps top scores.
+COMMON = options_lib.COMMON
+# `seed` alone, for the methods whose own option chooses per class or not.
+SEED = tuple(o for o in COMMON if o.name == "seed")
 
 # Artefacts a method can need from the warm-up (`registry.needs` adds
 # "eval_trajectory" when a trajectory method reads the evaluation pass).
@@ -38,7 +42,7 @@ TRAJECTORY_OPTIONS = tuple(o.name for o in options_lib.declare(
     options_lib.Option(
         "loss_source", str, "train", "trajectory of the training pass "
         "(train) or of an evaluation pass after each epoch (eval)",
-        choices=LOSS_SOURCES),
+        choices=LOSS_SOURCES, paper="train"),
     options_lib.Option(
         "epochs", int, None, "the first R' warm-up epochs used (spec only; "
         "None: all R)", low=1, optional=True, in_config=False),
@@ -46,6 +50,10 @@ TRAJECTORY_OPTIONS = tuple(o.name for o in options_lib.declare(
 
 # fn(art, labels, ratio, *, num_classes, opts, cache) -> (scores, mask).
 SelectFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+# fn(art, opts) -> (observed [N, R''], fitted [N, R''], epochs [R'']).
+CurvesFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+# How a comparison's plots draw a method (`Method.role`).
+ROLES = ("peer", "proposed", "baseline", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +63,9 @@ class Method:
   Attributes:
     name: the spec name (`mrmc`, `d2`, ...).
     needs: warm-up artefacts it reads, a subset of `ARTEFACTS`.
-    options: the names of the options it reads (each declared with
-      `options.declare`, by this method's module or a shared one).
+    options: the options it reads, as their declarations (`options.declare`
+      returns them: the method's own, scoped to it, and shared ones such as
+      `options.COMMON`) or their keys; stored as keys (`Option.key`).
     select: `fn(art, labels, ratio, *, num_classes, opts, cache)` returning
       `(scores float32 [N], mask bool [N])`; `art` holds the warm-up
       artefacts (`registry` docstring), `labels` int `[N]`, `opts` the
@@ -68,14 +77,33 @@ class Method:
     extra_needs: optional `fn(opts) -> frozenset` of artefacts needed
       beyond `needs` under these options (e.g. CCS keyed by AUM needs the
       margins).
+    role: how a comparison draws it, one of `ROLES`: "proposed" (solid
+      lines), "peer" (the default), "baseline" (the grey reference line:
+      `random`), "reference" (a horizontal line: `full`).
+    label: its legend label (empty: the spec).
+    curves: optional plot hook `fn(art, opts) -> (observed float [N, R''],
+      fitted float [N, R''], epochs [R''])`: the per-example trajectories
+      the method fitted and its fitted curves, drawn with the scores in the
+      run's `plots/trajectories.png`.
   """
   name: str
   needs: frozenset[str]
-  options: tuple[str, ...]
+  options: tuple[Any, ...]
   select: SelectFn
   summary: str
   ratio_free: bool = False
   extra_needs: Optional[Callable[[Any], frozenset[str]]] = None
+  role: str = "peer"
+  label: str = ""
+  curves: Optional[CurvesFn] = None
+
+  def __post_init__(self):
+    keys = tuple(o.key if isinstance(o, options_lib.Option) else o
+                 for o in self.options)
+    object.__setattr__(self, "options", tuple(dict.fromkeys(keys)))
+    if self.role not in ROLES:
+      raise ValueError(f"method {self.name!r}: role={self.role!r} is not "
+                       f"allowed: use one of {', '.join(ROLES)}.")
 
 
 def trajectory_view(art: dict[str, np.ndarray],

@@ -687,35 +687,40 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("d2_k", int, 5, "D2: neighbours of the kNN graph (the "
-                  "reference recipe's 5)", low=1),
-    common.Option("d2_gamma", float, 1.0, "D2: forward message-passing "
-                  "weight", low=0.0),
-    common.Option("d2_gamma_reverse", float, 0.1, "D2: reverse "
-                  "message-passing weight", low=0.0),
-    common.Option("d2_score", str, "forgetting", "D2: the difficulty input",
-                  choices=difficulty_lib.DIFFICULTY_SCORES),
-    common.Option("d2_mis_ratio", float, 0.1, "D2: fraction of the hardest "
+    common.Option("k", int, 5, "D2: neighbours of the kNN graph (the "
+                  "reference recipe's 5)", low=1, legacy="d2_k"),
+    common.Option("gamma", float, 1.0, "D2: forward message-passing "
+                  "weight", low=0.0, legacy="d2_gamma"),
+    common.Option("gamma_reverse", float, 0.1, "D2: reverse "
+                  "message-passing weight", low=0.0,
+                  legacy="d2_gamma_reverse"),
+    # Not "score": that is MRMC's option, which the difficulty reads.
+    common.Option("difficulty", str, "forgetting", "D2: the difficulty "
+                  "input", choices=difficulty_lib.DIFFICULTY_SCORES,
+                  legacy="d2_score"),
+    common.Option("mis_ratio", float, 0.1, "D2: fraction of the hardest "
                   "(lowest mean p_true) dropped first", low=0.0, high=1.0,
-                  high_open=True),
-    common.Option("d2_mis_per_class", bool, False, "D2: cut the hardest per "
-                  "class instead of over the whole set (the reference)"),
-    common.Option("d2_split", str, "equal", "D2: the budget over the "
+                  high_open=True, legacy="d2_mis_ratio"),
+    common.Option("mis_per_class", bool, False, "D2: cut the hardest per "
+                  "class instead of over the whole set (the reference)",
+                  legacy="d2_mis_per_class"),
+    # The variants of the reference's rule (added in 0.3.0).
+    common.Option("split", str, "equal", "D2: the budget over the "
                   "classes left by the cut: equal shares, a small class's "
                   "rest to the others (the reference's bin_allocate), or "
                   "each class's quota of all N (proportional)",
-                  choices=("equal", "proportional"), absent="proportional"),
-    common.Option("d2_cut", str, "aum_prob", "D2: the key of the cut, "
+                  choices=("equal", "proportional"), absent="proportional",
+                  legacy="d2_split"),
+    common.Option("cut", str, "aum_prob", "D2: the key of the cut, "
                   "lowest first: the accumulated probability margin (the "
                   "reference's mis_key) or the mean p_true (p_true)",
-                  choices=("aum_prob", "aum", "p_true"), absent="p_true"),
-)
+                  choices=("aum_prob", "aum", "p_true"), absent="p_true",
+                  legacy="d2_cut"),
+    scope="d2")
 
 METHOD = common.Method(
     "d2", frozenset({"features", "trajectory"}),
-    ("class_balanced", "seed", "d2_score", "d2_k", "d2_gamma",
-     "d2_gamma_reverse", "d2_mis_ratio", "d2_mis_per_class", "d2_split",
-     "d2_cut") + difficulty_lib.OPTIONS, _select,
+    common.COMMON + OPTIONS + difficulty_lib.OPTIONS, _select,
     "kNN message passing on difficulty, greedy reverse passing",
     extra_needs=lambda o: (difficulty_lib.needs(o.d2_score) |
                            difficulty_lib.needs(o.d2_cut)))

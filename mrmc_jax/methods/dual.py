@@ -199,18 +199,19 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("dual_window", int, 10, "DUAL: sliding-window length in "
-                  "epochs (capped at R)", low=2),
-    common.Option("dual_c_d", float, 4.0, "DUAL: Beta sampling "
-                  "concentration", low=0.0, low_open=True),
-    common.Option("dual_class_balanced", bool, False, "DUAL: draw within "
+    common.Option("window", int, 10, "DUAL: sliding-window length in "
+                  "epochs (capped at R)", low=2, legacy="dual_window"),
+    common.Option("c_d", float, 4.0, "DUAL: Beta sampling "
+                  "concentration", low=0.0, low_open=True, legacy="dual_c_d"),
+    # The variant of the authors' rule (added in 0.3.0).
+    common.Option("per_class", bool, False, "DUAL: draw within "
                   "each class's quota (True) or over all N (False, the "
-                  "authors' beta_sampling)", absent=True),
-)
+                  "authors' beta_sampling)", absent=True,
+                  legacy="dual_class_balanced"),
+    scope="dual")
 
 METHOD = common.Method(
     "dual", frozenset({"trajectory"}),
-    ("dual_class_balanced", "seed", "dual_window", "dual_c_d")
-    + common.TRAJECTORY_OPTIONS, _select,
+    common.SEED + OPTIONS + common.TRAJECTORY_OPTIONS, _select,
     "std x (1 - mean) of p_true over windows; Beta sampling over the mean "
     "p_true, shaped by the ratio")

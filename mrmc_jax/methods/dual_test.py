@@ -107,7 +107,7 @@ def test_registry_row_draws_globally_like_the_reference_by_default():
     _, mask = registry.select("dual", art, labels, 0.5, num_classes=2,
                               opts=opts)
   assert mask.sum() == 200 and mask[labels == 1].sum() < 50
-  _, per_class = registry.select("dual(dual_class_balanced=True)", art,
+  _, per_class = registry.select("dual(per_class=True)", art,
                                  labels, 0.5, num_classes=2, opts=opts)
   np.testing.assert_array_equal(np.bincount(labels[per_class]), [150, 50])
   # The shared option is not DUAL's: a spec setting it is refused.

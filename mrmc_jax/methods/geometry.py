@@ -235,15 +235,16 @@ def _select_herding(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("herding_pick", str, "farthest", "herding: the row "
+    common.Option("pick", str, "farthest", "herding: the row "
                   "farthest from (t+1) mu - S_t (DeepCore's code) or the "
                   "closest (the herding of its paper)",
-                  choices=HERDING_PICKS, absent="farthest"),
-)
+                  choices=HERDING_PICKS, absent="farthest",
+                  legacy="herding_pick"),
+    scope="herding")
 
 KCENTER = common.Method(
-    "kcenter", frozenset({"features"}), ("class_balanced", "seed"),
+    "kcenter", frozenset({"features"}), common.COMMON,
     _select_kcenter, "k-center greedy on warm-up features (DeepCore)")
 HERDING = common.Method(
-    "herding", frozenset({"features"}), ("class_balanced", "herding_pick"),
+    "herding", frozenset({"features"}), (common.COMMON[0],) + OPTIONS,
     _select_herding, "herding on warm-up features (DeepCore)")

@@ -154,7 +154,7 @@ def test_registry_rows_and_bad_input():
   features, labels = _data(7)
   art = {"features": features}
   opts = registry.SelectionOptions()
-  for spec in ("kcenter", "herding", "herding(herding_pick=closest)"):
+  for spec in ("kcenter", "herding", "herding(pick=closest)"):
     _, mask = registry.select(spec, art, labels, 0.4, num_classes=3,
                               opts=opts)
     assert mask.sum() == 30

@@ -143,13 +143,14 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("moderate_class_balanced", bool, False, "Moderate: per "
+    common.Option("per_class", bool, False, "Moderate: per "
                   "class quota, closest to the class's median distance "
                   "(True), or the middle band of all N (False, the authors' "
-                  "get_prune_idx)", absent=True),
-)
+                  "get_prune_idx)", absent=True,
+                  legacy="moderate_class_balanced"),
+    scope="moderate")
 
 METHOD = common.Method(
-    "moderate", frozenset({"features"}), ("moderate_class_balanced", "seed"),
+    "moderate", frozenset({"features"}), common.SEED + OPTIONS,
     _select,
     "closest to the class's median distance to its median")

@@ -42,17 +42,17 @@ MRMC_OPTIONS = common.TRAJECTORY_OPTIONS + tuple(o.name for o in (
     options_lib.declare(
         options_lib.Option(
             "skip_epochs", int, 0, "burn-in epochs left out of the fit (at "
-            "least 2 fitted epochs must remain)", low=0),
+            "least 2 fitted epochs must remain)", low=0, paper=0),
         options_lib.Option(
             "score", str, "literal", "literal q(1-w^-R) or observed "
-            "q(w^-r1 - w^-rR)", choices=scoring.SCORES),
+            "q(w^-r1 - w^-rR)", choices=scoring.SCORES, paper="literal"),
         options_lib.Option(
             "max_initial_ratio", float, scoring.DEFAULT_MAX_INITIAL_RATIO,
             "bound on the fitted epoch-0 loss, as a multiple of the row's "
-            "largest observed loss", low=1.0, low_open=True),
+            "largest observed loss", low=1.0, low_open=True, paper=1e30),
         options_lib.Option(
             "epoch_offset", int, 1, "1 fits r = 1..R (paper), 0 fits "
-            "r = 0..R-1", low=0),
+            "r = 0..R-1", low=0, paper=1),
     )))
 
 
@@ -129,6 +129,24 @@ def fit_from_artefacts(art: dict[str, np.ndarray],
       max_initial_ratio=opts.max_initial_ratio,
       epoch_offset=opts.epoch_offset + s)
   return loss, q, w, np.arange(loss.shape[1]) + opts.epoch_offset + s
+
+
+def fitted_curves(art: dict[str, np.ndarray],
+                  opts: options_lib.SelectionOptions
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The plot hook of MRMC's rows (`common.Method.curves`).
+
+  Args:
+    art: warm-up artefacts (`common.trajectory_view`).
+    opts: reads `MRMC_OPTIONS`.
+
+  Returns:
+    `(loss [N, R''], fitted [N, R''], epochs [R''])`: the fitted columns,
+    the fitted curve at each, and the warm-up epoch (1-based) of each.
+  """
+  loss, q, w, epochs = fit_from_artefacts(art, opts)
+  fitted = np.asarray(scoring.fitted_curve(q, w, epochs))
+  return loss, fitted, np.arange(loss.shape[1]) + 1 + opts.skip_epochs
 
 
 def fitted_last_loss(art: dict[str, np.ndarray],
@@ -244,6 +262,6 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 METHOD = common.Method(
     "mrmc", frozenset({"trajectory"}),
-    ("class_balanced", "seed") + MRMC_OPTIONS + FILTER_OPTIONS,
+    options_lib.COMMON + MRMC_OPTIONS + FILTER_OPTIONS,
     _select, "maximum reduction as maximum contribution; keep highest",
-    extra_needs=filter_needs)
+    extra_needs=filter_needs, role="proposed", curves=fitted_curves)

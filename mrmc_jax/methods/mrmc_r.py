@@ -174,23 +174,24 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 OPTIONS = common.declare(
     common.Option("rho", float, 0.3, "MRMC-R: fraction of the core-set "
-                  "taken by MRMC alone", low=0.0, high=1.0, low_open=True),
+                  "taken by MRMC alone", low=0.0, high=1.0, low_open=True,
+                  legacy="rho", paper=0.3),
     common.Option("gamma", float, 2.0, "MRMC-R: weight of the regulariser",
-                  low=0.0),
+                  low=0.0, legacy="gamma", paper=2.0),
     common.Option("score_scale", str, "none", "MRMC-R: none (the paper's "
                   "formula) or max (MRMC scores scaled to max 1)",
-                  choices=SCORE_SCALES),
+                  choices=SCORE_SCALES, legacy="score_scale", paper="none"),
     common.Option("proxy_learning_rate", float, 0.01, "MRMC-R: proxy "
-                  "head's SGD learning rate", low=0.0, low_open=True),
+                  "head's SGD learning rate", low=0.0, low_open=True,
+                  legacy="proxy_learning_rate"),
     common.Option("proxy_batch_size", int, 512, "MRMC-R: proxy head's "
-                  "batch size", low=1),
+                  "batch size", low=1, legacy="proxy_batch_size"),
     common.Option("proxy_epochs", int, 10, "MRMC-R: proxy head's epochs",
-                  low=0),
-)
+                  low=0, legacy="proxy_epochs"),
+    scope="mrmc_r")
 
 METHOD = common.Method(
     "mrmc_r", frozenset({"trajectory", "features"}),
-    ("class_balanced",) + mrmc.MRMC_OPTIONS + (
-        "rho", "gamma", "score_scale", "proxy_learning_rate",
-        "proxy_batch_size", "proxy_epochs", "seed"),
-    _select, "MRMC plus a proxy-head diversity regulariser (Algorithm 1)")
+    common.COMMON + mrmc.MRMC_OPTIONS + OPTIONS,
+    _select, "MRMC plus a proxy-head diversity regulariser (Algorithm 1)",
+    role="proposed", curves=mrmc.fitted_curves)

@@ -282,25 +282,29 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 
 
 OPTIONS = common.declare(
-    common.Option("ra_cut", float, 0.0, "mrmc_ra: fraction of each class "
-                  "dropped from the top, times (1 - ratio)", low=0.0, high=1.0),
-    common.Option("ra_shape", float, 8.0, "mrmc_ra: concentration of the "
-                  "Beta sampling over ranks", low=0.0, low_open=True),
-    common.Option("ra_form", str, "conf", "mrmc_ra: the sampling's form",
-                  choices=FORMS),
-    common.Option("ra_anchor", float, 0.01, "mrmc_ra: confidence anchor of "
-                  "the conf/mix forms", low=0.0, high=1.0, high_open=True),
-    common.Option("ra_score", str, "mrmc", "mrmc_ra: MRMC's score, or an "
+    common.Option("cut", float, 0.0, "mrmc_ra: fraction of each class "
+                  "dropped from the top, times (1 - ratio)", low=0.0, high=1.0,
+                  legacy="ra_cut"),
+    common.Option("shape", float, 8.0, "mrmc_ra: concentration of the "
+                  "Beta sampling over ranks", low=0.0, low_open=True,
+                  legacy="ra_shape"),
+    common.Option("form", str, "conf", "mrmc_ra: the sampling's form",
+                  choices=FORMS, legacy="ra_form"),
+    common.Option("anchor", float, 0.01, "mrmc_ra: confidence anchor of "
+                  "the conf/mix forms", low=0.0, high=1.0, high_open=True,
+                  legacy="ra_anchor"),
+    # Not "score": that is MRMC's option, which mrmc_ra reads too.
+    common.Option("ranking", str, "mrmc", "mrmc_ra: MRMC's score, or an "
                   "ablation of it (docs/results/mrmc_ra_ablation.md)",
                   choices=("mrmc", "shuffled", "shuffled_rank",
-                           "shuffled_anchor", "none")),
-)
+                           "shuffled_anchor", "none"), legacy="ra_score"),
+    scope="mrmc_ra")
 
 METHOD = common.Method(
     "mrmc_ra", frozenset({"trajectory"}),
-    ("class_balanced", "seed", "ra_cut", "ra_shape", "ra_form", "ra_anchor",
-     "ra_score")
-    + mrmc.MRMC_OPTIONS + mrmc.FILTER_OPTIONS, _select,
+    common.COMMON + OPTIONS + mrmc.MRMC_OPTIONS + mrmc.FILTER_OPTIONS,
+    _select,
     "samples by a Beta density over mean p_true, its location set by the "
     "ratio and the confidence of MRMC's top 1%, times MRMC's class rank",
-    extra_needs=mrmc.filter_needs)
+    extra_needs=mrmc.filter_needs, role="proposed",
+    curves=mrmc.fitted_curves)

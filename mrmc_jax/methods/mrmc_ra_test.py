@@ -163,23 +163,23 @@ def test_registry_row_reads_the_shuffled_score():
   opts = options.SelectionOptions()
   s0, m0 = registry.select("mrmc_ra", art, labels, 0.3, num_classes=3,
                            opts=opts)
-  s1, m1 = registry.select("mrmc_ra(ra_score=shuffled)", art, labels, 0.3,
+  s1, m1 = registry.select("mrmc_ra(ranking=shuffled)", art, labels, 0.3,
                            num_classes=3, opts=opts)
   assert m0.sum() == m1.sum() and not np.array_equal(s0, s1)
   np.testing.assert_allclose(np.sort(s0), np.sort(s1))
   # One part at a time: the rank (stored scores shuffled) or the anchor.
-  s2, m2 = registry.select("mrmc_ra(ra_score=shuffled_rank)", art, labels,
+  s2, m2 = registry.select("mrmc_ra(ranking=shuffled_rank)", art, labels,
                            0.3, num_classes=3, opts=opts)
-  s3, m3 = registry.select("mrmc_ra(ra_score=shuffled_anchor)", art, labels,
+  s3, m3 = registry.select("mrmc_ra(ranking=shuffled_anchor)", art, labels,
                            0.3, num_classes=3, opts=opts)
   np.testing.assert_array_equal(s2, s1)
   np.testing.assert_array_equal(s3, s0)
   assert len({m.tobytes() for m in (m0, m1, m2, m3)}) == 4
   # "none": no MRMC input, so any score gives the same mask.
-  _, m4 = registry.select("mrmc_ra(ra_score=none)", art, labels, 0.3,
+  _, m4 = registry.select("mrmc_ra(ranking=none)", art, labels, 0.3,
                           num_classes=3, opts=opts)
   art2 = dict(art, loss=art["loss"][::-1].copy())
-  _, m5 = registry.select("mrmc_ra(ra_score=none)", art2, labels, 0.3,
+  _, m5 = registry.select("mrmc_ra(ranking=none)", art2, labels, 0.3,
                           num_classes=3, opts=opts)
   np.testing.assert_array_equal(m4, m5)
   assert not np.array_equal(m4, m0)

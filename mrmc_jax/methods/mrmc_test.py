@@ -158,7 +158,7 @@ def test_aum_filter_leaves_out_the_rows_the_warm_up_assigned_elsewhere():
       mrmc.fit_filter_keep(art, both, 2)
       & (art["margin"].mean(axis=1) >= 2.0))
   # The control reads the same filter: mrmc_ra's uniform form.
-  m_ctl = registry.select("mrmc_ra(aum_filter=0.0;ra_form=uniform)", art,
+  m_ctl = registry.select("mrmc_ra(aum_filter=0.0;form=uniform)", art,
                           labels, 0.5, num_classes=2, opts=opts)[1]
   assert not (m_ctl & flipped).any()
   # The margins are needed only with the filter on.

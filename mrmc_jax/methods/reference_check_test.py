@@ -129,7 +129,7 @@ def test_d2_mask_equals_the_reference(ratio, mis_ratio):
   assert ref.jaccard(ours, theirs) == 1.0
   # The earlier rules (the mean p_true as the cut's key, each class's
   # quota of all N) are variants; at 0.7 the proportional split departs.
-  old = "d2(d2_cut=p_true;d2_split=proportional)"
+  old = "d2(cut=p_true;split=proportional)"
   _, before = registry.select(old, art, labels, ratio, num_classes=3,
                               opts=opts)
   theirs_p = ref.d2_reference_mask(
@@ -235,7 +235,7 @@ def test_ccs_row_defaults_to_the_reference_keys_and_global_budget():
   np.testing.assert_array_equal(mask, np.asarray(want))
   # The library's earlier rule is a named variant.
   _, per_class = registry.select(
-      "ccs(ccs_class_balanced=True;ccs_drop=score)", art, labels, 0.3,
+      "ccs(per_class=True;drop=score)", art, labels, 0.3,
       num_classes=3, opts=opts)
   np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
                                 selection.class_quotas(labels, 3, 0.3))
@@ -273,7 +273,7 @@ def test_score_peers_default_to_data_diet_and_dual_pruning(ratio):
     assert ours.sum() == theirs.sum() == int(ratio * score.size), name
     if name != "forgetting":  # No ties: the same set.
       assert ref.jaccard(ours, theirs) == 1.0, name
-    _, per_class = registry.select(f"{name}({name}_class_balanced=True)",
+    _, per_class = registry.select(f"{name}(per_class=True)",
                                    art, labels, ratio, num_classes=3,
                                    opts=opts)
     np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
@@ -301,7 +301,7 @@ def test_moderate_default_is_the_authors_middle_band(ratio):
   # The same band, up to one example of budget rounding (round vs floor).
   assert abs(int(ours.sum()) - int(theirs.sum())) <= 1
   assert ref.jaccard(ours, theirs) >= 1 - 2 / theirs.sum()
-  _, per_class = registry.select("moderate(moderate_class_balanced=True)",
+  _, per_class = registry.select("moderate(per_class=True)",
                                  art, labels, ratio, num_classes=3,
                                  opts=options.SelectionOptions())
   np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),

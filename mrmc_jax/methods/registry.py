@@ -56,7 +56,8 @@ def _select_full(art, labels, ratio, *, num_classes, opts, cache):
 
 
 FULL = Method("full", frozenset(), (), _select_full,
-              "all data, the reference (ratio ignored)", ratio_free=True)
+              "all data, the reference (ratio ignored)", ratio_free=True,
+              role="reference", label="full data")
 
 # MRMC's methods, then the peers'. A new method of the package is one module
 # with its row and one entry here; a user's method calls `register`.
@@ -86,6 +87,13 @@ _BUILTIN: tuple[Method, ...] = (
 
 _BY_NAME = {m.name: m for m in _BUILTIN}
 METHODS = _BUILTIN  # The current table (`register` extends it).
+
+# The configs' default specs: one run's method, and a comparison's methods.
+DEFAULT_METHOD = mrmc.METHOD.name
+DEFAULT_COMPARED = tuple(m.name for m in (
+    FULL, scores.RANDOM, scores.EL2N, scores.GRAND, scores.FORGETTING,
+    ccs.METHOD, moderate.METHOD, scores.DYN_UNC, d2.METHOD, mrmc.METHOD,
+    mrmc_r.METHOD))
 
 
 def register(method: Method) -> Method:
@@ -203,6 +211,11 @@ def get_method(name: str) -> Method:
   return _BY_NAME[name]
 
 
+def row(spec: str) -> Method:
+  """The row of a spec's method (`mrmc(skip_epochs=2)` -> mrmc's row)."""
+  return get_method(options_lib.parse_spec(spec)[0])
+
+
 def resolve(spec: str, opts: SelectionOptions, prefix: str = ""
             ) -> tuple[str, SelectionOptions]:
   """The method name and its options (defaults, then the spec's overrides).
@@ -221,10 +234,11 @@ def resolve(spec: str, opts: SelectionOptions, prefix: str = ""
     ValueError: (one line) on an unknown name, a bad option, or an
       override of an option the method does not read.
   """
-  name, overrides = options_lib.parse_spec(spec)
+  name = options_lib.split_spec(spec)[0]  # The name before its arguments.
   if name not in _BY_NAME:
     raise ValueError(f"selection.method={name!r} is not allowed: use one of "
                      f"{', '.join(_BY_NAME)}.")
+  overrides = options_lib.parse_spec(spec)[1]
   # An override the method does not read would change nothing, silently.
   unread = [k for k in overrides if k not in _BY_NAME[name].options]
   if unread:

@@ -76,7 +76,10 @@ def test_option_defaults_equal_the_base_config():
       # `seed` is the run's (config.seed); `epochs` is set only in a spec.
       assert name not in config, name
       continue
-    got, want = getattr(defaults, name), config[name]
+    want = config
+    for part in o.field.split("."):  # `d2.k`: config.d2.k.
+      want = want[part]
+    got = getattr(defaults, name)
     assert got == want and type(got) is type(want), (name, got, want)
 
 
@@ -101,13 +104,13 @@ def test_needs():
   assert registry.needs(["mrmc"]) == {"trajectory"}
   assert registry.needs(["mrmc(loss_source=eval)"]) == {
       "trajectory", "eval_trajectory"}
-  assert registry.needs(["grand", "moderate", "d2(d2_cut=p_true)"]) == {
+  assert registry.needs(["grand", "moderate", "d2(cut=p_true)"]) == {
       "grad_norms", "features", "trajectory"}
   # D2's default cut reads the accumulated margin.
   assert "margin" in registry.needs(["d2"])
   # The evaluation pass is added for any trajectory method, and only those.
-  assert registry.needs(["ccs(loss_source=eval;ccs_score=forgetting;"
-                         "ccs_drop=score)"]) == {
+  assert registry.needs(["ccs(loss_source=eval;difficulty=forgetting;"
+                         "drop=score)"]) == {
                              "trajectory", "eval_trajectory"}
   # CCS's default key and drop key are the accumulated margin.
   assert registry.needs(["ccs"]) == {"trajectory", "margin"}
@@ -125,18 +128,18 @@ _GLOBAL = ("ccs", "dual", "el2n", "grand", "forgetting", "dyn_unc",
 @pytest.mark.parametrize("spec", [
     "random", "el2n", "grand", "forgetting", "ccs", "moderate", "dyn_unc",
     "d2", "mrmc", "mrmc_r", "mrmc(loss_source=eval)",
-    "mrmc(epochs=3;skip_epochs=1)", "el2n(el2n_epochs=2)",
+    "mrmc(epochs=3;skip_epochs=1)", "el2n(last_epochs=2)",
     "mrmc(class_balanced=False)", "dual", "mrmc_ra",
-    "mrmc_ra(ra_form=uniform)", "mrmc_ra(ra_form=top;ra_cut=0.5)",
-    "moderate(moderate_class_balanced=True)", "d2(class_balanced=False)",
-    "aum", "aum(loss_source=eval;aum_margin=prob)", "least_confidence",
+    "mrmc_ra(form=uniform)", "mrmc_ra(form=top;cut=0.5)",
+    "moderate(per_class=True)", "d2(class_balanced=False)",
+    "aum", "aum(loss_source=eval;margin=prob)", "least_confidence",
     "margin", "entropy(class_balanced=False)", "kcenter", "herding",
-    "herding(class_balanced=False)", "ccs(ccs_score=aum)",
-    "d2(d2_score=aum_prob)", "ccs(ccs_class_balanced=True)",
-    "ccs(ccs_drop=score;ccs_score=forgetting)",
-    "dual(dual_class_balanced=True)", "el2n(el2n_class_balanced=True)",
-    "dyn_unc(dyn_unc_class_balanced=True)",
-    "d2(d2_split=proportional;d2_cut=p_true)"])
+    "herding(class_balanced=False)", "ccs(difficulty=aum)",
+    "d2(difficulty=aum_prob)", "ccs(per_class=True)",
+    "ccs(drop=score;difficulty=forgetting)",
+    "dual(per_class=True)", "el2n(per_class=True)",
+    "dyn_unc(per_class=True)",
+    "d2(split=proportional;cut=p_true)"])
 def test_every_method_selects_the_budget(spec):
   art, labels = synthetic_artefacts()
   opts = options.SelectionOptions(proxy_epochs=2, dyn_unc_window=3)

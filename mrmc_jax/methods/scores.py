@@ -250,44 +250,50 @@ def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
 
 _TRAJ = frozenset({"trajectory"})
 def _global_by_reference(method: str, reference: str) -> common.Option:
-  """`<method>_class_balanced`: False (over all N, as `reference` selects),
+  """`<method>.per_class`: False (over all N, as `reference` selects),
   absent True (the per-class quotas of the releases before it)."""
   return common.Option(
-      f"{method}_class_balanced", bool, False, f"{method}: keep each "
+      "per_class", bool, False, f"{method}: keep each "
       f"class's quota (True) or the top over all N (False, {reference})",
-      absent=True)
+      absent=True, legacy=f"{method}_class_balanced")
 
 
-OPTIONS = common.declare(
-    common.Option("el2n_epochs", int, 1, "EL2N: the last k epochs of the "
+# Not "epochs": that is the trajectory's option, which EL2N reads too.
+EL2N_OPTIONS = common.declare(
+    common.Option("last_epochs", int, 1, "EL2N: the last k epochs of the "
                   "trajectory window (None: all; 1: one checkpoint, "
-                  "data_diet's)", low=1, optional=True),
-    common.Option("dyn_unc_window", int, 10, "Dyn-Unc: sliding-window "
-                  "length in epochs (capped at R)", low=2),
+                  "data_diet's)", low=1, optional=True,
+                  legacy="el2n_epochs"),
     _global_by_reference("el2n", "data_diet"),
-    _global_by_reference("grand", "data_diet"),
-    _global_by_reference("forgetting", "data_diet, Toneva et al."),
+    scope="el2n")
+DYN_UNC_OPTIONS = common.declare(
+    common.Option("window", int, 10, "Dyn-Unc: sliding-window "
+                  "length in epochs (capped at R)", low=2,
+                  legacy="dyn_unc_window"),
     _global_by_reference("dyn_unc", "dual-pruning's dynunc"),
-)
+    scope="dyn_unc")
+GRAND_OPTIONS = common.declare(_global_by_reference("grand", "data_diet"),
+                               scope="grand")
+FORGETTING_OPTIONS = common.declare(
+    _global_by_reference("forgetting", "data_diet, Toneva et al."),
+    scope="forgetting")
+OPTIONS = EL2N_OPTIONS + DYN_UNC_OPTIONS + GRAND_OPTIONS + FORGETTING_OPTIONS
 
 RANDOM = common.Method(
-    "random", frozenset(), ("class_balanced", "seed"), _select_random,
-    "uniform scores; class-stratified under quotas")
+    "random", frozenset(), common.COMMON, _select_random,
+    "uniform scores; class-stratified under quotas", role="baseline")
 EL2N = common.Method(
-    "el2n", _TRAJ,
-    ("el2n_class_balanced", "seed") + common.TRAJECTORY_OPTIONS
-    + ("el2n_epochs",),
+    "el2n", _TRAJ, common.SEED + common.TRAJECTORY_OPTIONS + EL2N_OPTIONS,
     _select_el2n, "EL2N of the last warm-up epoch; keep highest")
 GRAND = common.Method(
-    "grand", frozenset({"grad_norms"}), ("grand_class_balanced", "seed"),
+    "grand", frozenset({"grad_norms"}), common.SEED + GRAND_OPTIONS,
     _select_grand,
     "per-example gradient norm at end of warm-up; keep highest")
 FORGETTING = common.Method(
     "forgetting", _TRAJ,
-    ("forgetting_class_balanced", "seed") + common.TRAJECTORY_OPTIONS,
+    common.SEED + common.TRAJECTORY_OPTIONS + FORGETTING_OPTIONS,
     _select_forgetting, "correct->incorrect transitions; never learned first")
 DYN_UNC = common.Method(
     "dyn_unc", _TRAJ,
-    ("dyn_unc_class_balanced", "seed") + common.TRAJECTORY_OPTIONS
-    + ("dyn_unc_window",),
+    common.SEED + common.TRAJECTORY_OPTIONS + DYN_UNC_OPTIONS,
     _select_dyn_unc, "mean sliding-window std of p_true; keep highest")

@@ -110,20 +110,20 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
 # Added after a release: at their defaults they are left out of identities
 # and stamps (`runner.fields`), so older workdirs resume.
 OPTIONS = common.declare(
-    common.Option("tdds_window", int, 10, "TDDS: epochs per window "
-                  "(capped at R)", low=2, absent=10),
-    common.Option("tdds_decay", float, 0.9, "TDDS: moving-average decay; "
+    common.Option("window", int, 10, "TDDS: epochs per window "
+                  "(capped at R)", low=2, absent=10, legacy="tdds_window"),
+    common.Option("decay", float, 0.9, "TDDS: moving-average decay; "
                   "window k of the last weighs decay * (1 - decay)**k",
                   low=0.0, low_open=True, high=1.0, high_open=True,
-                  absent=0.9),
-    common.Option("tdds_class_balanced", bool, False, "TDDS: each class's "
+                  absent=0.9, legacy="tdds_decay"),
+    # The variant of the authors' rule (added in 0.3.0).
+    common.Option("per_class", bool, False, "TDDS: each class's "
                   "quota (True) or the top over all N (False, the authors' "
-                  "selection)", absent=True),
-)
+                  "selection)", absent=True, legacy="tdds_class_balanced"),
+    scope="tdds")
 
 METHOD = common.Method(
     "tdds", frozenset({"trajectory"}),
-    ("tdds_class_balanced", "seed", "tdds_window", "tdds_decay")
-    + common.TRAJECTORY_OPTIONS, _select,
+    common.SEED + OPTIONS + common.TRAJECTORY_OPTIONS, _select,
     "variability of the epoch-to-epoch output KL over windows, recent "
     "windows weighted most (two-outcome output from p_true); keep highest")

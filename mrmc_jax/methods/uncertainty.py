@@ -104,17 +104,18 @@ def _row(kind: str, summary: str) -> common.Method:
                              class_balanced=opts.class_balanced,
                              seed=opts.seed)
 
-  extra = ("least_confidence_on",) if kind == "least_confidence" else ()
+  extra = OPTIONS if kind == "least_confidence" else ()
   return common.Method(kind, frozenset({"uncertainty"}),
-                       ("class_balanced", "seed") + extra, select, summary)
+                       common.COMMON + extra, select, summary)
 
 
 OPTIONS = common.declare(
-    common.Option("least_confidence_on", str, "logits", "least confidence: "
+    common.Option("on", str, "logits", "least confidence: "
                   "the largest logit (DeepCore's code) or the largest "
                   "softmax probability (its paper)",
-                  choices=LEAST_CONFIDENCE_INPUTS, absent="logits"),
-)
+                  choices=LEAST_CONFIDENCE_INPUTS, absent="logits",
+                  legacy="least_confidence_on"),
+    scope="least_confidence")
 
 LEAST_CONFIDENCE = _row(
     "least_confidence", "lowest largest output at the end of warm-up "

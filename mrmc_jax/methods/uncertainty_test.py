@@ -86,7 +86,7 @@ def test_least_confidence_on_softmax_is_the_paper_formula():
   art = {"uncertainty": cols}
   a = registry.select("least_confidence", art, labels, 0.4, num_classes=4,
                       opts=opts)[1]
-  b = registry.select("least_confidence(least_confidence_on=softmax)", art,
+  b = registry.select("least_confidence(on=softmax)", art,
                       labels, 0.4, num_classes=4, opts=opts)[1]
   assert (a != b).any()
 

@@ -418,14 +418,27 @@ def class_noise_tables(rows, specs, ratios) -> list[str]:
   return lines
 
 
+def _label(spec: str) -> str:
+  """A spec's legend label: its row's `label` for the bare name, else the
+  spec."""
+  row = methods.row(spec)
+  return (row.label or spec) if spec == row.name else spec
+
+
+# Line styles by `Method.role` (the reference is a horizontal line).
+_LINE = {"proposed": "-", "peer": "--", "baseline": "--"}
+_COST_STYLE = {"proposed": dict(ls="-"), "peer": dict(ls=":"),
+               "baseline": dict(color="gray", ls="--", lw=2)}
+
+
 def plot(rows, specs, ratios, path):
   """Accuracy against ratio, one line per method, std as error bars."""
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for spec in specs:
-    full = [r["test_accuracy"] for r in rows if r["method"] == spec]
-    if config_lib.ratio_free(spec) and full:
-      ax.axhline(100 * np.mean(full), color="black", ls="--", lw=1,
-                 label=f"{spec} data" if spec == "full" else spec)
+    got = [r["test_accuracy"] for r in rows if r["method"] == spec]
+    if config_lib.ratio_free(spec) and got:
+      ax.axhline(100 * np.mean(got), color="black", ls="--", lw=1,
+                 label=_label(spec))
   for spec in specs:
     if config_lib.ratio_free(spec):
       continue
@@ -439,9 +452,9 @@ def plot(rows, specs, ratios, path):
         ms.append(100 * m)
         ss.append(100 * s)
     if xs:
-      style = "-" if spec.startswith("mrmc") else "--"
-      ax.errorbar(xs, ms, yerr=ss, marker="o", ms=3, capsize=2, ls=style,
-                  label=spec)
+      ax.errorbar(xs, ms, yerr=ss, marker="o", ms=3, capsize=2,
+                  ls=_LINE.get(methods.row(spec).role, "--"),
+                  label=_label(spec))
   ax.set_xlabel("selection ratio")
   ax.set_ylabel("test accuracy (%)")
   ax.legend(fontsize=7, ncol=2)
@@ -466,11 +479,10 @@ def plot_cost(rows, specs, ratios, path):
     xs, ys, rs = zip(*pts)
     if config_lib.ratio_free(spec):
       ax.plot(xs, ys, marker="*", ms=12, color="black", ls="none",
-              label=f"{spec} data" if spec == "full" else spec)
+              label=_label(spec))
       continue
-    style = dict(color="gray", ls="--", lw=2) if spec == "random" else dict(
-        ls="-" if spec.startswith("mrmc") else ":")
-    ax.plot(xs, ys, marker="o", ms=4, label=spec, **style)
+    style = _COST_STYLE.get(methods.row(spec).role, dict(ls=":"))
+    ax.plot(xs, ys, marker="o", ms=4, label=_label(spec), **style)
     for x, y, r in pts:
       ax.annotate(f"{r:g}", (x, y), fontsize=6, xytext=(2, 2),
                   textcoords="offset points")

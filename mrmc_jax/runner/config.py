@@ -36,12 +36,13 @@ def selection_options(config: ml_collections.ConfigDict
                       ) -> methods.SelectionOptions:
   """The selection options of the config, as explicit arguments.
 
-  Each declared option with a config field takes the config's value (a
-  user method's option without one keeps its declared default); `seed` is
-  the run's.
+  Each declared option with a config field (`selection.<scope>.<name>` or
+  `selection.<name>`) takes the config's value (a user method's option
+  without one keeps its declared default); `seed` is the run's.
   """
-  kw = {k: config.selection[k] for k, o in methods.declared().items()
-        if o.in_config and k in config.selection}
+  kw = {k: fields.get(config, f"selection.{o.field}")
+        for k, o in methods.declared().items()
+        if o.in_config and fields.has(config, f"selection.{o.field}")}
   return methods.SelectionOptions(**kw, seed=config.seed)
 
 
@@ -97,9 +98,10 @@ def check_spec(spec: str, opts: methods.SelectionOptions,
   overrides = methods.parse_spec(spec)[1]
 
   def label(key):
+    option = methods.declared()[key]
     if key in overrides:
-      return f"{key}={getattr(o, key)!r} in {name}={spec!r}"
-    return f"selection.{key}={getattr(o, key)!r}"
+      return f"{option.name}={getattr(o, key)!r} in {name}={spec!r}"
+    return f"selection.{option.field}={getattr(o, key)!r}"
 
   def check_int(key, minimum, maximum):
     value = getattr(o, key)
@@ -131,6 +133,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """
   sel, tr = config.selection, config.train
   load_plugins(config)
+  fields.apply_legacy(config)
   fields.check_known(config)
   validation.check_seed(config.seed)
   methods.check_options(selection_options(config), prefix="selection.")

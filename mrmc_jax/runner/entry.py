@@ -6,6 +6,8 @@ parsed, so that `--help` answers without loading JAX and TensorFlow) through
 `cli.run`, and ends the process through `cli.exit_process`.
 """
 
+import warnings
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -25,6 +27,10 @@ def define_flags(config_help: str) -> None:
 def main(job: str, config_help: str) -> None:
   """Parses the flags and runs `job` ("package.module:function")."""
   define_flags(config_help)
+  # A deprecated spelling (a flat option name) is said on the console, once
+  # (Python shows DeprecationWarnings of __main__ only).
+  warnings.filterwarnings("default", category=DeprecationWarning,
+                          module=r"mrmc_jax(\.|$)")
 
   def run(argv):
     if len(argv) > 1:

@@ -13,7 +13,14 @@ runs every config file through it).
 
 The `selection.*` fields of the method options are not listed: they come
 from the options the method modules declare (`mrmc_jax.methods.options`),
-each affecting the selection.
+each affecting the selection: `selection.<scope>.<name>` for an option one
+method reads (`selection.d2.k`), `selection.<name>` for a shared one. The
+flat spelling of a scoped option before 0.3.0 (`selection.d2_k`) is a
+deprecated alias field (`legacy_fields`): None unless set, moved onto the
+scoped field with a `DeprecationWarning` by `apply_legacy`, and never part
+of an identity. Stamps name every option by its `Option.key` (the flat name
+where there was one), and a stored identity in the flat form is read in the
+scoped one (`upgrade_identity`), so workdirs written before 0.3.0 resume.
 
 A field added after a release declares `absent`: the value at which it
 computes what the release without it computed (the "off" value: 0 for a
@@ -102,8 +109,8 @@ BASE: tuple[Field, ...] = (
           "and labels (one noisy data set shared by every run seed)"),
     Field("model.name", "mlp", _ALL, "see mrmc_jax.models.create_model"),
     Field("model.dtype", "float32", _ALL, "float32 or bfloat16"),
-    Field("selection.method", "mrmc", _NONE, "the method spec of "
-          "experiments/main.py, e.g. mrmc(skip_epochs=2) (given to the "
+    Field("selection.method", methods.DEFAULT_METHOD, _NONE, "the method "
+          "spec of experiments/main.py, e.g. mrmc(skip_epochs=2) (given to the "
           "selection stage explicitly)"),
     Field("selection.ratio", 0.3, _NONE, "core-set fraction in (0, 1] "
           "(given to the selection stage explicitly)"),
@@ -141,8 +148,8 @@ BASE: tuple[Field, ...] = (
     Field("train.checkpoint_every_steps", 0, _NONE, "steps of an epoch "
           "between mid-epoch checkpoints (0: none; SIGTERM and a preemption "
           "notice save one either way)", runtime=True),
-    Field("compare.methods", "full,random,el2n,grand,forgetting,ccs,"
-          "moderate,dyn_unc,d2,mrmc,mrmc_r", _NONE, "experiments/compare.py: "
+    Field("compare.methods", ",".join(methods.DEFAULT_COMPARED), _NONE,
+          "experiments/compare.py: "
           "method specs, comma-separated (cells get them explicitly)"),
     Field("compare.ratios", "0.7,0.5,0.3,0.1", _NONE, "the grid's ratios"),
     Field("compare.seeds", "0,1,2", _NONE, "the grid's seeds"),
@@ -163,7 +170,8 @@ ATTRIBUTION: tuple[Field, ...] = (
           "class, among the examples in every core-set"),
     Field("attribution.ratios", "0.3,0.5,0.7", _NONE, "core-set ratios "
           "compared with full data (given to the stages explicitly)"),
-    Field("attribution.method", "mrmc", _NONE, "the method spec selecting "
+    Field("attribution.method", methods.DEFAULT_METHOD, _NONE,
+          "the method spec selecting "
           "the core-sets (given to the selection stage explicitly)"),
     Field("attribution.epochs", 10, (T,), "epochs each setting trains"),
     Field("attribution.seed", 0, (T,), "seeds the choice of probes"),
@@ -181,15 +189,112 @@ def option_fields(builtin_only: bool = False) -> tuple[Field, ...]:
       it (`selection.plugins`), never of every config of the process.
   """
   builtin = methods.option_readers(builtin_only=True)
-  return tuple(Field(f"selection.{o.name}", o.default, (S, T), o.doc,
+  return tuple(Field(f"selection.{o.field}", o.default, (S, T), o.doc,
                      None if o.default is not None else o.type, o.absent)
-               for o in methods.declared().values()
-               if o.in_config and (not builtin_only or o.name in builtin))
+               for o in _config_options(builtin_only, builtin))
+
+
+def _config_options(builtin_only, builtin):
+  return [o for o in methods.declared().values()
+          if o.in_config and (not builtin_only or o.key in builtin)]
+
+
+def legacy_fields(builtin_only: bool = False) -> tuple[Field, ...]:
+  """The deprecated flat alias `selection.<legacy>` of each scoped option.
+
+  None unless set; it affects nothing itself (`apply_legacy` moves its
+  value onto the scoped field) and is in no identity (absent at None).
+  """
+  return tuple(Field(f"selection.{o.legacy}", None, _NONE,
+                     f"deprecated: selection.{o.field}", o.type, absent=None)
+               for o in _renamed(builtin_only))
+
+
+def _renamed(builtin_only: bool = False) -> list[Any]:
+  """The options with a config field whose flat name before 0.3.0 differs."""
+  builtin = methods.option_readers(builtin_only=True)
+  return [o for o in _config_options(builtin_only, builtin)
+          if o.legacy and o.legacy != o.field]
 
 
 def declared() -> dict[str, Field]:
   """Every declared field, path -> Field."""
-  return {f.path: f for f in BASE + option_fields() + ATTRIBUTION}
+  return {f.path: f for f in BASE + option_fields() + legacy_fields() +
+          ATTRIBUTION}
+
+
+def apply_legacy(config: ml_collections.ConfigDict) -> None:
+  """Moves values set under a flat pre-0.3.0 name onto the scoped field.
+
+  `--config.selection.d2_k=3` sets `selection.d2.k = 3` with a
+  `DeprecationWarning` naming the new spelling and the release that
+  removes the old; the alias goes back to None. Call before the config is
+  checked or its identity taken.
+
+  Raises:
+    ValueError: both spellings set, to different values (one line).
+  """
+  for o in _renamed():
+    path, node = f"selection.{o.legacy}", config.selection
+    if o.legacy not in node or node[o.legacy] is None:
+      continue
+    value = node[o.legacy]
+    scope = get(config, f"selection.{o.scope}")
+    if scope[o.name] != o.default and scope[o.name] != value:
+      raise ValueError(f"{path}={value!r} and selection.{o.field}="
+                       f"{scope[o.name]!r} are both set: {path} is the "
+                       f"deprecated spelling of selection.{o.field}; set "
+                       "only that.")
+    options_lib.deprecated(f"{path}", f"selection.{o.field}")
+    scope[o.name] = value
+    node[o.legacy] = None
+
+
+def get(config: ml_collections.ConfigDict, path: str) -> Any:
+  """The value at a dotted path, or None where the config lacks it."""
+  node = config
+  for p in path.split(".") if path else ():
+    if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+      return None
+    node = node[p]
+  return node
+
+
+def paper_values() -> dict[str, Any]:
+  """The `paper` preset: `selection.<field>` -> the value each method
+  option declares for it (`Option.paper`)."""
+  return {f"selection.{o.field}": o.paper
+          for o in methods.declared().values()
+          if o.in_config and o.paper is not options_lib.NOT_SET}
+
+
+def upgrade_identity(identity: dict[str, Any]) -> dict[str, Any]:
+  """A stored run identity with flat pre-0.3.0 option names made scoped.
+
+  `{"selection": {"d2_k": 5}}` reads as `{"selection": {"d2": {"k": 5}}}`,
+  so that a workdir written before 0.3.0 matches the identity of the same
+  config now. Any other identity is returned unchanged.
+  """
+  sel = identity.get("selection") if isinstance(identity, dict) else None
+  legacy = options_lib.legacy_names()
+  if not isinstance(sel, dict) or not set(sel) & set(legacy):
+    return identity
+  new_sel = {}
+  for key, value in sel.items():
+    o = legacy.get(key)
+    if o is None or o.legacy == o.field or not o.in_config:
+      new_sel[key] = value
+    else:
+      new_sel.setdefault(o.scope, {})[o.name] = value
+  return {**identity, "selection": new_sel}
+
+
+def identity_path(path: str) -> str:
+  """The name of a field in stage stamps: an option's `selection.<key>`."""
+  for o in methods.declared().values():
+    if o.in_config and path == f"selection.{o.field}":
+      return f"selection.{o.key}"
+  return path
 
 
 def _add(config: ml_collections.ConfigDict, fields) -> None:
@@ -212,8 +317,15 @@ def add_option_fields(config: ml_collections.ConfigDict) -> None:
   After `selection.plugins` are loaded, so that a user method's options
   become fields of the config that names it (settable as overrides).
   """
-  _add(config, [f for f in option_fields()
-                if f.path.split(".", 1)[1] not in config.selection])
+  _add(config, [f for f in option_fields() + legacy_fields()
+                if not has(config, f.path)])
+
+
+def has(config: ml_collections.ConfigDict, path: str) -> bool:
+  """Whether the config has a field at the dotted path."""
+  *parents, leaf = path.split(".")
+  node = get(config, ".".join(parents))
+  return isinstance(node, ml_collections.ConfigDict) and leaf in node
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -224,6 +336,7 @@ def base_config() -> ml_collections.ConfigDict:
   _add(config, BASE[:cut])
   _add(config, option_fields(builtin_only=True))
   _add(config, BASE[cut:])
+  _add(config, legacy_fields(builtin_only=True))
   return config
 
 
@@ -296,7 +409,8 @@ def affecting(config: ml_collections.ConfigDict, stage: str
               ) -> dict[str, Any]:
   """The values of the fields that affect `stage`, path -> value."""
   known = declared()
-  return {path: value for path, value in leaves(config)
+  # Options by their keys: the stamps of the flat names before 0.3.0.
+  return {identity_path(path): value for path, value in leaves(config)
           if stage in known[path].affects
           and not known[path].omitted(value)}
 
@@ -317,7 +431,9 @@ def drop_absent(identity: dict[str, Any]) -> dict[str, Any]:
     for key, value in node.items():
       path = prefix + key
       if isinstance(value, dict):
-        out[key] = walk(value, path + ".")
+        inner = walk(value, path + ".")
+        if inner or not value:  # A group of absent options only: none.
+          out[key] = inner
       elif not (path in known and (known[path].omitted(value) or
                                    known[path].runtime)):
         out[key] = value

@@ -41,12 +41,10 @@ import numpy as np
 from mrmc_jax import data as data_lib
 from mrmc_jax import methods
 from mrmc_jax import models
-from mrmc_jax import scoring
 from mrmc_jax import train_step
 from mrmc_jax import validation
 from mrmc_jax.data import noise as noise_lib
 from mrmc_jax.data import pipeline as input_pipeline
-from mrmc_jax.methods import mrmc as mrmc_lib
 from mrmc_jax.runner import config as config_lib
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import fields
@@ -519,15 +517,12 @@ def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
                            os.path.join(ctx.workdir, "plots",
                                         "selected_per_class.png"), title)
   name, opts = methods.resolve(spec, opts)
-  if set(methods.get_method(name).options) >= {"max_initial_ratio",
-                                               "epoch_offset"}:
-    # A method that reads MRMC's fit: the trajectories of the highest- and
-    # lowest-scored examples with their fitted curves (one fit, for the
-    # plot).
-    losses_, q, w, epochs = mrmc_lib.fit_from_artefacts(art, opts)
-    fitted = np.asarray(scoring.fitted_curve(q, w, epochs))
-    plots.trajectories(losses_, scores, fitted,
-                       np.arange(losses_.shape[1]) + 1 + opts.skip_epochs,
+  curves = methods.get_method(name).curves
+  if curves is not None:
+    # A method that fits curves to the trajectories (its row's plot hook):
+    # those of the highest- and lowest-scored examples with their fits.
+    observed, fitted, epochs = curves(art, opts)
+    plots.trajectories(observed, scores, fitted, epochs,
                        os.path.join(ctx.workdir, "plots", "trajectories.png"))
 
 

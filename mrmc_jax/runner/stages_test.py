@@ -93,3 +93,32 @@ def test_checkpoints_of_another_stamp_go_with_their_step_checkpoints(
               if r.levelname == "WARNING"]
   assert len(warnings) == 1 and "the core-set again from scratch" in (
       warnings[0])
+
+
+def test_a_rows_plot_hook_draws_its_curves(tmp_path, monkeypatch):
+  # The runner asks the row (`Method.curves`), never the method's name.
+  import types  # pylint: disable=g-import-not-at-top
+  from mrmc_jax import methods  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import common  # pylint: disable=g-import-not-at-top
+  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  def curves(art, opts):
+    seen.append((art["x"], opts.seed))
+    return np.ones((6, 3)), np.full((6, 3), 0.5), np.arange(3) + 1
+
+  labels = np.array([0, 0, 0, 1, 1, 1])
+  mask = np.array([True, False, True, False, True, False])
+  for name, hook in (("curvy", curves), ("plain", None)):
+    row = common.Method(name, frozenset(), common.COMMON, None, "x",
+                        curves=hook)
+    monkeypatch.setitem(registry._BY_NAME, name, row)
+    ctx = types.SimpleNamespace(
+        workdir=str(tmp_path / name), data=types.SimpleNamespace(
+            train=types.SimpleNamespace(labels=labels), num_classes=2))
+    stages._plot_selection(ctx, name, 0.5, np.arange(6.0), mask, {"x": 1},
+                           methods.SelectionOptions(seed=4))
+  assert seen == [(1, 4)]
+  assert os.path.exists(tmp_path / "curvy" / "plots" / "trajectories.png")
+  assert sorted(os.listdir(tmp_path / "plain" / "plots")) == [
+      "score_histogram.png", "selected_per_class.png"]

@@ -27,7 +27,7 @@ from mrmc_jax import losses
 from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import trajectory
-from mrmc_jax.methods import boundary
+from mrmc_jax.methods import decision_distance
 from mrmc_jax.methods import uncertainty
 from mrmc_jax.runner import context as context_lib
 from mrmc_jax.runner import loop
@@ -248,7 +248,7 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     art["uncertainty"] = _uncertainty(ctx, state)
   if "boundary" in need:
     art["boundary"] = _boundary(ctx, state)
-    art["boundary_settings"] = boundary.settings()
+    art["boundary_settings"] = decision_distance.settings()
   art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
                                      time.perf_counter() - t0)
   loop.check_finite_arrays(art, "the warm-up's per-example statistics")
@@ -315,13 +315,13 @@ def _uncertainty(ctx: context_lib.Context, state: Any) -> np.ndarray:
 
 def _boundary(ctx: context_lib.Context, state: Any) -> np.ndarray:
   """Distances `[N]` to the decision boundary at the end of warm-up, in
-  sign-gradient steps (eval mode; `methods.boundary.boundary_distance` with
+  sign-gradient steps (eval mode; `methods.decision_distance.boundary_distance` with
   its `STEP_SIZE` and `MAX_STEPS`)."""
   def apply_eval(variables, x):
     return ctx.apply_fn(variables, x, train=False)[0]
 
   return _collect_rows(
-      ctx, state, lambda v, b: boundary.boundary_distance(
+      ctx, state, lambda v, b: decision_distance.boundary_distance(
           apply_eval, v, b["image"], b["label"]).astype(np.float32), ())
 
 

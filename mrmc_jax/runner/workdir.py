@@ -219,7 +219,8 @@ def check_workdir(workdir: str, job: str, identity: dict[str, Any]) -> None:
   if not isinstance(stored, dict):
     raise ConfigMismatchError(f"{path} is damaged (not a JSON object); "
                               f"{_advice(path)}")
-  old = fields.drop_absent(stored)
+  # Flat option names of a workdir written before 0.3.0 read as scoped.
+  old = fields.drop_absent(fields.upgrade_identity(stored))
   identity = fields.drop_absent(identity)
   if old != identity:
     raise ConfigMismatchError(_mismatch(workdir, path, old, identity))
