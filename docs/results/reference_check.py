@@ -71,7 +71,7 @@ def check_dual(art, labels, num_classes, seed):
   gumbel = np.random.default_rng(seed).gumbel(size=n)
   opts = options.SelectionOptions().replace(seed=seed)
   print("| ratio | `dual` vs port, same noise | budgets | port, own draw vs "
-        "same noise (ceiling) | `dual(dual_class_balanced=True)` vs port's "
+        "same noise (ceiling) | `dual(per_class=True)` vs port's "
         "weights in the quotas |")
   print("|---|---|---|---|---|")
   for ratio in RATIOS:
@@ -101,7 +101,7 @@ def check_ccs(art, labels, num_classes, seed, draws=3):
         f"{n - np.unique(acc).size} margins tied with another")
   print("| ratio | `ccs` vs port (mean of draws) | port vs port, other draws "
         "(ceiling) | same drop set | stratum counts, sum of abs diff | "
-        "`ccs(ccs_class_balanced=True;ccs_drop=score;ccs_score=forgetting)` "
+        "`ccs(per_class=True;drop=score;difficulty=forgetting)` "
         "vs port |")
   print("|---|---|---|---|---|---|")
   lowest = np.argsort(acc, kind="stable")[:int(mis * n)]
@@ -151,7 +151,7 @@ def check_top(art, labels, num_classes, seed, draws=3, only_top=()):
         "in random orders")
   print("| method | ratio | ours vs port (mean of tie orders) | port vs "
         "port, other tie orders (ceiling) | tied at the port's cut | "
-        "`<method>_class_balanced=True` vs port |")
+        "`<method>.per_class=True` vs port |")
   print("|---|---|---|---|---|---|")
   for name, score in refs.items():
     for ratio in RATIOS:
@@ -174,7 +174,7 @@ def check_moderate(art, labels, num_classes, seed):
   opts = options.SelectionOptions().replace(seed=seed)
   print("Moderate (tmllab/2023_ICLR_Moderate-DS get_prune_idx)")
   print("| ratio | `moderate` vs port | budgets | "
-        "`moderate(moderate_class_balanced=True)` vs port |")
+        "`moderate(per_class=True)` vs port |")
   print("|---|---|---|---|")
   for ratio in RATIOS:
     _, ours = registry.select("moderate", art, labels, ratio,
@@ -196,7 +196,7 @@ def check_d2(art, labels, num_classes, seed):
         f"{opts.d2_k}, mis_ratio={opts.d2_mis_ratio}, cut by the "
         "accumulated margin, equal split")
   print("| ratio | `d2` vs port | budgets | "
-        "`d2(d2_split=proportional;d2_cut=p_true)` vs port |")
+        "`d2(split=proportional;cut=p_true)` vs port |")
   print("|---|---|---|---|")
   cache = {}
   for ratio in RATIOS:

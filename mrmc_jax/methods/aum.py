@@ -16,7 +16,7 @@ lowest AUM. CCS's accumulated margin is the probability margin `p_y -
 max_{k != y} p_k` summed over training (one presentation per epoch, so the
 sum ranks as the mean); `aum_margin=prob` uses it, `logit` (the default) is
 Pleiss et al.'s. CCS's command is global (`--class-balanced 0`), and so is
-the row (`aum_class_balanced=False`); `aum(aum_class_balanced=True)` keeps
+the row (`aum.per_class=False`); `aum(per_class=True)` keeps
 each class's quota.
 """
 

@@ -1,7 +1,7 @@
 """CCS: coverage-centric core-set selection (Zheng et al. 2023).
 
 A selection procedure on difficulty scores (`difficulty.difficulty`, by
-`ccs_score`): drop the hardest by a drop key (`ccs_drop`), then fill the
+`ccs_score`): drop the hardest by a drop key (`ccs.drop`), then fill the
 quota stratum by stratum. The mask keeps exactly the per-class quotas
 (`selection.class_quotas`) when class-balanced, or the global budget
 `selection.budget(ratio, N)`.
@@ -11,8 +11,8 @@ coreset-selection, `train.py --coreset-mode stratified` and `core/data/
 Coreset.py:mislabel_mask, stratified_sampling`, commit b37f166): the key and
 the drop key are the accumulated probability margin (`aum_prob`; README
 "CCS with AUM"), the drop takes the lowest margins over all N and the strata
-are filled over all N (`ccs_class_balanced=False`). `ccs(ccs_drop=score)`
-drops by the key itself and `ccs(ccs_class_balanced=True)` works within
+are filled over all N (`ccs.per_class=False`). `ccs(drop=score)`
+drops by the key itself and `ccs(per_class=True)` works within
 each class's quota (the library's earlier rule, now variants).
 """
 

@@ -26,14 +26,14 @@ density_sampling`, `selection_mp.py`) in its CIFAR recipe (README:
   (`d2_greedy_order`).
 - The forgetting score counts never-learned examples as 0 events, as the
   reference's score file does.
-- The pre-step's key: the accumulated probability margin (`d2_cut=
+- The pre-step's key: the accumulated probability margin (`d2.cut=
   aum_prob`, the reference's default `--mis-key accumulated_margin`; the
-  mean over the warm-up epochs ranks as its sum); `d2_cut=p_true` is the
+  mean over the warm-up epochs ranks as its sum); `d2.cut=p_true` is the
   library's earlier stand-in, the mean true-class probability.
 - The per-class budget: `int(ratio * N)` split equally over the classes
   left after the cut (`equal_split`, the reference's uniform
   `bin_allocate`): a class the cut left below its share gives the rest to
-  the others. `d2_split=proportional` keeps the project's quotas (each
+  the others. `d2.split=proportional` keeps the project's quotas (each
   class about `ratio` of its examples) and a cut that never leaves a class
   below its quota (the library's earlier rule).
 What departs:
@@ -669,7 +669,7 @@ def _select(art, labels, ratio, *, num_classes, opts, cache):
     cache[key] = knn_graph(art["features"][kept], k=opts.d2_k,
                            labels=labels[kept] if cb else None)
   # The quotas: the reference's equal split of the budget over the classes
-  # left, or those of all N examples (`d2_split=proportional`), filled from
+  # left, or those of all N examples (`d2.split=proportional`), filled from
   # the ones left.
   if equal:
     quotas = equal_split(selection.budget(ratio, labels.shape[0]),

@@ -14,7 +14,7 @@ beta_sampling`; `exp_imagenet/train_imagenet.py:beta_sampling` is the same
 rule): `pred_mean = target_probs[:30].mean(0)` over the score's window of
 epochs (here all R warm-up epochs), the anchor the mean of `pred_mean` over
 the 10 highest-scored examples. The row draws over all N like the
-reference (`dual_class_balanced=False`); `dual(dual_class_balanced=True)`
+reference (`dual.per_class=False`); `dual(per_class=True)`
 draws each class's quota (the library's earlier default). What departs, and by how much on a
 Fashion-MNIST warm-up, is listed in `dual_select` and measured by
 `reference_check` (docs/results/reference_check.md).

@@ -4,8 +4,8 @@ The row follows the authors' code (tmllab/2023_ICLR_Moderate-DS, commit
 7f64d31, `selection.py:get_distance, get_prune_idx`): each example's
 distance to its class's median feature, sorted over all N, and the middle
 band of that one ranking kept (`moderate_pooled_scores`;
-`moderate_class_balanced=False`, the default). `moderate(
-moderate_class_balanced=True)` keeps, per class quota, the examples closest
+`moderate.per_class=False`, the default). `moderate(per_class=True)`
+keeps, per class quota, the examples closest
 to the class's median distance (`moderate_scores`, the library's earlier
 default).
 """

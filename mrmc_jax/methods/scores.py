@@ -14,7 +14,7 @@ random order seeded by the run's seed (`common.select_top`).
 
 The four peers keep the top over all N like their reference code
 (data_diet's `subset_train_idxs_by_scores(keep_max_scores)`, dual-pruning's
-`mask[-n:]`); `<method>_class_balanced=True` keeps each class's quota (the
+`mask[-n:]`); `<method>.per_class=True` keeps each class's quota (the
 library's earlier default). EL2N scores one checkpoint like data_diet (the
 last warm-up epoch, `el2n_epochs=1`), GraNd all parameters like data_diet's
 `get_grad_norm_fn` (DeepCore's GraNd: the last layer only; not

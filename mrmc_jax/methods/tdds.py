@@ -14,7 +14,7 @@ the per-epoch softmax outputs `p_t` of the training pass:
   (the last window weighs most) and summed.
 Upstream keeps the highest scores globally (`data_mask[int(prune_rate *
 N):]` of the ascending argsort), and so does the row
-(`tdds_class_balanced=False`); `tdds(tdds_class_balanced=True)` keeps
+(`tdds.per_class=False`); `tdds(per_class=True)` keeps
 per-class quotas.
 
 The approximation: upstream records every example's full C-class logits
