@@ -92,7 +92,7 @@ def test_a_grid_extended_by_margin_and_uncertainty_methods(tmp_path):
 @pytest.mark.slow
 def test_boundary_records_its_distances_with_their_settings(tmp_path):
   workdir = str(tmp_path / "bnd")
-  config = tiny("boundary,boundary(boundary_mode=nearest)")
+  config = tiny("boundary,boundary(mode=nearest)")
   config.compare.seeds = "0"
   config.compare.ratios = "0.5"
   art_path = os.path.join(workdir, "warmup", "seed_0", "warmup",
