@@ -412,8 +412,12 @@ def _quiet_unraisable_in_library_threads(hook):
     if threading.current_thread() is threading.main_thread():
       hook(unraisable)
     else:
-      logging.info("ignored in a library thread: %s: %s",
-                   unraisable.exc_type.__name__, unraisable.exc_value)
+      try:  # Also while the interpreter shuts down.
+        logging.info("ignored in a library thread: %s: %s",
+                     unraisable.exc_type.__name__, unraisable.exc_value)
+      except Exception:  # pylint: disable=broad-except
+        pass
+  quiet.quiet_in_library_threads = True
   return quiet
 
 
@@ -470,9 +474,13 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   _state["tmpdir"] = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
   tempfile.tempdir = _state["tmpdir"]
   os.environ["TMPDIR"] = _state["tmpdir"]
-  old_hook, old_unraisable = sys.excepthook, sys.unraisablehook
+  old_hook = sys.excepthook
   sys.excepthook = _quiet_in_library_threads(old_hook)
-  sys.unraisablehook = _quiet_unraisable_in_library_threads(old_unraisable)
+  # Kept to the end of the process: after a failed save, tensorstore's
+  # threads still report orbax's closed loop while the process exits.
+  if not getattr(sys.unraisablehook, "quiet_in_library_threads", False):
+    sys.unraisablehook = _quiet_unraisable_in_library_threads(
+        sys.unraisablehook)
   try:
     check_interrupt()
     # A URL workdir of an unsupported scheme, or on storage that does not
@@ -508,7 +516,7 @@ def run(job: Callable[[Any, str], Any], config: Any, workdir: str) -> Any:
   except KeyboardInterrupt:
     _fail(*_signal_line(signal.SIGINT))
   finally:
-    sys.excepthook, sys.unraisablehook = old_hook, old_unraisable
+    sys.excepthook = old_hook
     tempfile.tempdir = None
     if old_tmp is None:
       os.environ.pop("TMPDIR", None)
