@@ -385,11 +385,11 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 def _quiet_in_library_threads(hook):
   """`sys.excepthook` that keeps tracebacks of library threads off stderr.
 
-  Native threads (tensorstore's) print a Python error of their callbacks
-  with `sys.excepthook`; after a failure (a full disk, lost storage) that is
-  a traceback such as "Event loop is closed" before the one `error:` line.
-  They go to the log at INFO; the main thread's exceptions (a bug) keep
-  their traceback.
+  An exception that ends a library's thread after a failure (a full disk,
+  lost storage) would print its traceback before the one `error:` line.
+  Those go to the log at INFO; the main thread's exceptions (a bug) keep
+  their traceback. (Errors a library reports as unraisable, such as
+  tensorstore's "Event loop is closed": `_quiet_unraisable_in_library_threads`.)
   """
   def quiet(kind, value, tb):
     if threading.current_thread() is threading.main_thread():

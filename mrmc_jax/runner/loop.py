@@ -12,8 +12,9 @@ core-set training and each attribution setting are this loop with their own
 
 Crash safety (docs/reliability.md): the last two checkpoints are kept; a
 checkpoint that cannot be restored (truncated by a kill or a full disk), whose
-files differ from the SHA-256 recorded beside them (`sha256.json`, written
-once orbax has finished the save), or whose parameters or optimizer state are
+files differ from the digests recorded beside them (`sha256.json`, written
+once orbax has finished the save: SHA-256 on a local disk, the store's own
+checksum on an object store), or whose parameters or optimizer state are
 not finite, is skipped with one warning line for the one before it, then for
 the stage start. An epoch's `metrics.jsonl` rows are made durable just before
 its checkpoint is saved, and each checkpoint keeps a copy of the file as it
@@ -154,7 +155,7 @@ def step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
 
 
 def verify_checkpoint(path: str) -> None:
-  """Checks every file of a checkpoint against its `sha256.json`.
+  """Checks every file of a checkpoint against its `sha256.json` digests.
 
   Raises:
     DamagedCheckpointError: no manifest (the process ended between orbax's
