@@ -9,16 +9,22 @@ P = 1, 2, 4, ... local JAX processes (`jax.distributed` on CPU, each under
     quotas on the sharded scores (`sharded_selection.sharded_select_ratio`:
     `[C]` counts cross the hosts, no row does), and gathers the mask as bits
     (`gather_mask`, N / 8 bytes per host); process 0 writes it once;
-  * `gather`: the layout the issue describes as the old one: the rows are
-    gathered to every host (`sharding.to_host`, a `process_allgather`), then
-    scored and selected on the whole arrays (`select_mask_host`).
+  * `gather`: what the runner does: the rows are gathered to every host
+    (`sharding.to_host`, by rows in rounds of at most
+    `sharding.GATHER_BYTES` per device), then scored and selected on the
+    whole arrays (`select_mask_host`);
+  * `whole`: the same with the rows gathered by JAX's
+    `multihost_utils.process_allgather`, which replicates each array on
+    every device before it reaches the host (`to_host` before 0.3.0).
 Each process prints its peak RSS (`resource.getrusage(...).ru_maxrss`,
 VmHWM) at the end. The table gives, for the largest of the P processes,
 that peak less the peak of the same run at a tiny N (`--tiny`: JAX, the
 collectives and the compiled programs, the framework, whose memory does not
 grow with N), and less the RSS after JAX is initialised and has run one jit
-and one collective; and whether the mask is the same as the first run's
-(SHA-256 of the mask; the tiny runs are not compared).
+and one collective; for the gather paths, the peak once the rows are on
+the host, before scoring (the gather's own cost), less that same RSS; and
+whether the mask is the same as the first run's (SHA-256 of the mask; the
+tiny runs are not compared).
 
 The synthetic trajectory is a function of the example id only (an exponential
 decay with hashed rate and scale, rounded to 1/64 so that scores tie), so
@@ -26,10 +32,11 @@ every process count sees the same data. On CPU the devices' buffers are in
 host RAM, so the RSS counts what would be a chip's memory too.
 
 Run: python benchmarks/warmup_gather_memory.py [--n 1000000 --epochs 5
-  --processes 1,2,4 --paths sharded,gather]
+  --processes 1,2,4 --paths sharded,gather,whole]
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -113,6 +120,7 @@ def worker(args) -> None:
   with np.load(path) as art:
     local = {k: art[k] for k in ("losses", "labels")}
   t0 = time.perf_counter()
+  fetched = None  # The peak once the rows are on the host (gather paths).
   if args.path == "sharded":
     losses = jax.make_array_from_process_local_data(where, local["losses"])
     labels = jax.make_array_from_process_local_data(where, local["labels"])
@@ -124,8 +132,13 @@ def worker(args) -> None:
         tie_seed=0)
     mask = sharded_selection.gather_mask(chosen, n, mesh=mesh)
   else:
-    full = {k: sharding.to_host(jax.make_array_from_process_local_data(
+    fetch = (functools.partial(sharding.to_host,
+                               gather_bytes=args.gather_mib << 20)
+             if args.path == "gather" else
+             lambda x: multihost_utils.process_allgather(x, tiled=True))
+    full = {k: fetch(jax.make_array_from_process_local_data(
         where, v))[:n] for k, v in local.items()}
+    fetched = _status_kib("VmHWM")
     del local
     scores = scoring.mrmc_scores(full["losses"])
     mask = np.asarray(selection.select_mask_host(
@@ -138,6 +151,8 @@ def worker(args) -> None:
              _status_kib("VmHWM"))
   print(json.dumps({"process": p, "base_mib": base / 1024,
                     "peak_mib": peak / 1024,
+                    "fetched_mib": (None if fetched is None else
+                                    (fetched - base) / 1024),
                     "above_mib": (peak - base) / 1024, "seconds": seconds,
                     "selected": int(mask.sum()),
                     "mask_sha256": hashlib.sha256(np.packbits(mask).tobytes()
@@ -165,7 +180,8 @@ def launch(args, processes: int, path: str, n: int) -> list[dict]:
          f"--num_processes={processes}", f"--process_id={i}",
          f"--workdir={tmp}", f"--n={n}", f"--epochs={args.epochs}",
          f"--classes={args.classes}", f"--ratio={args.ratio}",
-         f"--path={path}"], env=env, stdout=subprocess.PIPE,
+         f"--path={path}", f"--gather_mib={args.gather_mib}"],
+        env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for i in range(processes)]
     outs = [pr.communicate() for pr in procs]
   records = []
@@ -185,9 +201,12 @@ def main() -> None:
   parser.add_argument("--classes", type=int, default=1000)
   parser.add_argument("--ratio", type=float, default=0.3)
   parser.add_argument("--processes", default="1,2,4")
-  parser.add_argument("--paths", default="sharded,gather")
+  parser.add_argument("--paths", default="sharded,gather,whole")
   parser.add_argument("--tiny", type=int, default=4096,
                       help="N of the run whose peak is subtracted (0: none)")
+  parser.add_argument("--gather_mib", type=int, default=256,
+                      help="`to_host`'s bytes per device per round (MiB) "
+                      "on the gather path (its default: 256)")
   parser.add_argument("--devices", type=int, default=1,
                       help="simulated CPU devices per process")
   parser.add_argument("--timeout", type=int, default=600)
@@ -207,8 +226,8 @@ def main() -> None:
         f"{args.devices} CPU device(s) per process; MiB per process, the "
         f"largest of the P (the smallest in brackets)")
   print(f"{'path':8s} {'P':>2s} {'peak-run(N=' + str(args.tiny) + ')':>22s} "
-        f"{'peak-JAX init':>22s} {'JAX init':>9s} {'seconds':>8s} "
-        f"{'same mask':>9s}")
+        f"{'peak-JAX init':>22s} {'gathered-JAX init':>18s} {'JAX init':>9s} "
+        f"{'seconds':>8s} {'same mask':>9s}")
   for path in args.paths.split(","):
     for processes in (int(p) for p in args.processes.split(",")):
       # The same run at a tiny N: JAX, the collectives and the compiled
@@ -221,10 +240,12 @@ def main() -> None:
       same = len(shas) == 1 and first in shas
       over = [r["peak_mib"] - t["peak_mib"] for r, t in zip(recs, tiny)]
       above = [r["above_mib"] for r in recs]
+      fetched = [r["fetched_mib"] for r in recs]
       results.append({"path": path, "processes": processes,
                       "peak_mib": [r["peak_mib"] for r in recs],
                       "tiny_peak_mib": [t["peak_mib"] for t in tiny],
                       "above_tiny_mib": over, "above_init_mib": above,
+                      "gathered_above_init_mib": fetched,
                       "init_mib": [r["base_mib"] for r in recs],
                       "seconds": max(r["seconds"] for r in recs),
                       "selected": recs[0]["selected"],
@@ -232,6 +253,7 @@ def main() -> None:
                       "mask_same_as_first": same})
       print(f"{path:8s} {processes:2d} {max(over):12.1f} ({min(over):7.1f}) "
             f"{max(above):12.1f} ({min(above):7.1f}) "
+            f"{'-' if None in fetched else format(max(fetched), '.1f'):>18s} "
             f"{max(r['base_mib'] for r in recs):9.1f} "
             f"{results[-1]['seconds']:8.2f} {str(same):>9s}", flush=True)
   if args.json:
