@@ -15,7 +15,11 @@ the windowed mean; D2's floor, cut over the whole set and k = 5) from
 `runs/peers_rerun/<ds>` (run_all.sh, `ROUND=issue20`). `--boundary` adds
 the `boundary` rows of issue 27 from `runs/boundary/<ds>` (run_all.sh,
 `ROUND=issue27_boundary`), whose Random cells (seed 0) must equal the
-table's.
+table's. `--issue27` merges issue 27's round (`ROUND=issue27b`,
+`runs/table27_s<seed>/<ds>`): the peers at their new defaults and the
+baselines added in 0.3.0 replace or join the rows; the peers' earlier rows
+are kept under their variants' names (`EARLIER`); Random's cells must
+equal the table's.
 """
 
 import csv
@@ -31,7 +35,23 @@ RATIOS = (0.7, 0.5, 0.3, 0.1)
 # the defaults of that time), tested before the second validation round.
 FIRST_RA = "mrmc_ra(ra_shape=4.0;ra_anchor=0.0)"
 ORDER = ("random", "el2n", "grand", "forgetting", "ccs", "moderate",
-         "dyn_unc", "d2", "dual", "boundary", "mrmc", "mrmc_r", "mrmc_ra", FIRST_RA)
+         "dyn_unc", "d2", "dual", "tdds", "aum", "least_confidence", "margin",
+         "entropy", "kcenter", "herding", "boundary", "mrmc", "mrmc_r",
+         "mrmc_ra", FIRST_RA)
+# Issue 27's round (`ROUND=issue27b`): the peers at their authors'
+# selection. Their rows of the earlier defaults stay, under the name of the
+# variant that selects as they did (docs/results/README.md); CCS's ties then
+# went by id, which no spec reproduces now.
+EARLIER = {
+    "el2n": "el2n(per_class=True;last_epochs=None)",
+    "grand": "grand(per_class=True)",
+    "forgetting": "forgetting(per_class=True)",
+    "ccs": "ccs(per_class=True;drop=score;difficulty=forgetting), ties by id",
+    "moderate": "moderate(per_class=True)",
+    "dyn_unc": "dyn_unc(per_class=True)",
+    "d2": "d2(split=proportional;cut=p_true)",
+    "dual": "dual(per_class=True)",
+}
 
 
 def rows(path):
@@ -93,11 +113,25 @@ BOUNDARY_NOTE = ("Added in issue 27: {rerun} (Yang et al. 2024 as a "
                  "earlier grid's.")
 
 
-def merge(ds, issue20=False, boundary=False):
+ISSUE27_NOTE = ("Rerun in issue 27 at the peers' new defaults (their "
+                "authors' selection, reference_check.md), and the baselines "
+                "added then: {rerun}. The peers' rows of the earlier defaults "
+                "are in the second table; boundary, d2's and dual's earlier "
+                "rows are issue 27's and 20's; forgetting's earlier row, "
+                "mrmc_ra and its first choice issue 12's; the other rows the "
+                "first grid's.")
+
+
+def merge(ds, issue20=False, boundary=False, issue27=False):
   out = os.path.join(HERE, ds)
   old = rows(os.path.join(out, "results.csv"))
   new = []
-  if boundary:
+  if issue27:
+    for seed in (0, 1, 2):
+      new += rows(os.path.join(RUNS, f"table27_s{seed}", ds, "results.csv"))
+    # Finished cells only: a seed stopped part-way keeps its finished rows.
+    new = [r for r in new if r.get("test_accuracy")]
+  elif boundary:
     # The grid's rows, and Random's seed-0 cells (run_all.sh) as the check.
     grid = os.path.join(RUNS, "boundary", ds)
     new = rows(os.path.join(grid, "results.csv")) + [
@@ -120,6 +154,11 @@ def merge(ds, issue20=False, boundary=False):
       if was and was[0]["test_accuracy"] != r["test_accuracy"]:
         raise SystemExit(f"{ds}: random {r['ratio']} seed {r['seed']} "
                          f"{r['test_accuracy']} != {was[0]['test_accuracy']}")
+  if issue27:
+    # The earlier defaults' rows, renamed to their variants.
+    old = [dict(o, method=EARLIER[o["method"]])
+           if o["method"] in EARLIER and o["method"] in rerun else o
+           for o in old]
   merged = [o for o in old if o["method"] not in rerun]
   merged += [r for r in new if r["method"] != "random"]
   with open(os.path.join(out, "results.csv"), "w", newline="") as f:
@@ -129,11 +168,16 @@ def merge(ds, issue20=False, boundary=False):
   full = [r for r in merged if r["method"] == "full"]
   m, s, n = stats(full)
   specs = [x for x in ORDER if any(r["method"] == x for r in merged)]
-  note = (BOUNDARY_NOTE if boundary else ISSUE20_NOTE if issue20
-          else ISSUE12_NOTE).format(
+  note = (ISSUE27_NOTE if issue27 else BOUNDARY_NOTE if boundary
+          else ISSUE20_NOTE if issue20 else ISSUE12_NOTE).format(
       rerun=", ".join(sorted(rerun)))
   text = (f"Test accuracy (%), mean ± std over seeds 0-2; full data "
           f"{m:.2f} ± {s:.2f}. {note}\n\n" + table(merged, specs, RATIOS))
+  earlier = [v for v in EARLIER.values() if any(r["method"] == v
+                                                for r in merged)]
+  if earlier:
+    text += ("\nThe peers' earlier defaults (0.2.x), as the variants that "
+             "select as they did:\n\n" + table(merged, earlier, RATIOS))
   with open(os.path.join(out, "results.md"), "w") as f:
     f.write(text)
   # The plot of the merged grid (the runner's own plot function).
@@ -191,9 +235,10 @@ if __name__ == "__main__":
   args = [a for a in sys.argv[1:] if not a.startswith("--")]
   RUNS = args[0] if args else RUNS
   for name in ("fashion_mnist", "mnist"):
-    if "--issue20" in sys.argv or "--boundary" in sys.argv:
+    if {"--issue20", "--boundary", "--issue27"} & set(sys.argv):
       merge(name, issue20="--issue20" in sys.argv,
-            boundary="--boundary" in sys.argv)
+            boundary="--boundary" in sys.argv,
+            issue27="--issue27" in sys.argv)
       continue
     validation(name)
     if "--validation-only" not in sys.argv:
