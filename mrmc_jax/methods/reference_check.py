@@ -22,8 +22,8 @@ against the reference rather than against itself:
 - `keep_max_scores`, `data_diet_forget_scores`: mansheej/data_diet (EL2N,
   GraNd, forgetting); `dynunc_reference_scores`: dual-pruning's Dyn-Unc;
   `moderate_reference_mask`: tmllab/2023_ICLR_Moderate-DS.
-- `deepcore_k_center_greedy`, `deepcore_herding`,
-  `deepcore_balanced_mask`, `deepcore_rank_uncertainty`,
+- `deepcore_k_center_greedy` (`deepcore_k_center_order`),
+  `deepcore_herding` (`deepcore_herding_order`), `deepcore_balanced_mask`, `deepcore_rank_uncertainty`,
   `deepcore_uncertainty_mask`: PatrickZH/DeepCore (commit 74ec709),
   `deepcore/methods/kcentergreedy.py`, `herding.py`, `uncertainty.py` and
   `methods_utils/euclidean.py`.
@@ -461,21 +461,21 @@ def moderate_reference_mask(features: np.ndarray, labels: np.ndarray,
 # since 7436c0a): k-center greedy, herding and the uncertainty baselines.
 
 
-def deepcore_euclidean_dist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """DeepCore's `euclidean_dist(x, y)`: float `[m, n]`.
+def _deepcore_dist_to_rows(c: np.ndarray, matrix: np.ndarray,
+                           yy: np.ndarray) -> np.ndarray:
+  """DeepCore's `euclidean_dist(c[None], matrix)[0]`: float `[n]`.
 
-  `deepcore/methods/methods_utils/euclidean.py`: `sqrt(max(|x|^2 + |y|^2
-  - 2 x.y, 1e-12))`, in the dtype of the inputs.
+  `deepcore/methods/methods_utils/euclidean.py`: `sqrt(max(|c|^2 + |y|^2
+  - 2 c.y, 1e-12))` in the inputs' dtype, the rows' squared norms `yy [n]`
+  given (the same values, computed once).
   """
-  xx = np.sum(x * x, axis=1, keepdims=True)
-  yy = np.sum(y * y, axis=1, keepdims=True).T
-  return np.sqrt(np.clip(xx + yy - 2.0 * x @ y.T, 1e-12, None))
+  xx = np.sum(c * c)
+  return np.sqrt(np.clip(xx + yy - 2.0 * (matrix @ c), 1e-12, None))
 
 
-def deepcore_k_center_greedy(matrix: np.ndarray, budget: int,
-                             random_seed: int,
-                             index: np.ndarray) -> np.ndarray:
-  """DeepCore's `k_center_greedy(matrix, budget, ...)`, nothing selected yet.
+def deepcore_k_center_order(matrix: np.ndarray, budget: int,
+                            random_seed: int) -> np.ndarray:
+  """DeepCore's `k_center_greedy`, nothing selected yet: the picks in order.
 
   `deepcore/methods/kcentergreedy.py`: `np.random.seed(random_seed)`, the
   first centre `np.random.randint(0, n)` (here the same draw of
@@ -485,45 +485,52 @@ def deepcore_k_center_greedy(matrix: np.ndarray, budget: int,
   reference stores every centre's distance row (`dis_matrix`, `[budget,
   n]`) and takes each new row over the unpicked rows only; the port keeps
   the running minimum and computes the new row over all rows, setting the
-  picked ones to -1: the same values.
+  picked ones to -1: the same values. The budget only stops the loop, so
+  the picks of a smaller budget are the first ones of a larger.
 
   Args:
     matrix: float `[n, D]`, one group's features (its dtype is the
       arithmetic's: the reference's torch tensors are float32).
     budget: 1 <= budget <= n.
     random_seed: the run's seed.
-    index: int `[n]`, the rows' ids.
 
   Returns:
-    int `[budget]`: the picked ids, in row order (`index[select_result]`).
+    int `[budget]`: the picked rows, first centre first.
   """
   sample_num = matrix.shape[0]
   rs = np.random.RandomState(random_seed)
   select_result = np.zeros(sample_num, dtype=bool)
-  already_selected = [rs.randint(0, sample_num)]
-  budget -= 1
-  select_result[already_selected] = True
-
-  def dist_row(p):
-    row = -np.ones(sample_num, matrix.dtype)
-    d = deepcore_euclidean_dist(matrix[[p]], matrix)[0]
-    row[~select_result] = d[~select_result]
-    return row
-
-  mins = dist_row(already_selected[0])
-  for i in range(budget):
+  yy = np.sum(matrix * matrix, axis=1)
+  order = [rs.randint(0, sample_num)]
+  select_result[order] = True
+  mins = np.where(select_result, -1,
+                  _deepcore_dist_to_rows(matrix[order[0]], matrix, yy))
+  for i in range(budget - 1):
     p = int(np.argmax(mins))
     select_result[p] = True
-    if i == budget - 1:
+    order.append(p)
+    if i == budget - 2:
       break
     mins[p] = -1
-    mins = np.minimum(mins, dist_row(p))
+    mins = np.minimum(mins, np.where(
+        select_result, -1, _deepcore_dist_to_rows(matrix[p], matrix, yy)))
+  return np.asarray(order, np.int64)
+
+
+def deepcore_k_center_greedy(matrix: np.ndarray, budget: int,
+                             random_seed: int,
+                             index: np.ndarray) -> np.ndarray:
+  """DeepCore's `k_center_greedy(matrix, budget, metric, device,
+  random_seed, index)`: `index[select_result]`, int `[budget]` in row order
+  (`deepcore_k_center_order`'s picks)."""
+  select_result = np.zeros(matrix.shape[0], dtype=bool)
+  select_result[deepcore_k_center_order(matrix, budget, random_seed)] = True
   return index[select_result]
 
 
-def deepcore_herding(matrix: np.ndarray, budget: int, index: np.ndarray,
-                     closest: bool = False) -> np.ndarray:
-  """DeepCore's `Herding.herding(matrix, budget, index)`.
+def deepcore_herding_order(matrix: np.ndarray, budget: int,
+                           closest: bool = False) -> np.ndarray:
+  """DeepCore's `Herding.herding`: the picks in order.
 
   `deepcore/methods/herding.py`: `mu` the rows' mean; step `i` picks among
   the unpicked rows the one at the largest `euclidean_dist` to `(i + 1) mu
@@ -531,30 +538,41 @@ def deepcore_herding(matrix: np.ndarray, budget: int, index: np.ndarray,
   the smallest, herding as its paper describes it). The reference re-sums
   the picked rows at every step; the port keeps their running sum (the
   same value up to rounding) and computes the distances over all rows,
-  the picked ones masked.
+  the picked ones masked. The budget only stops the loop.
 
   Args:
     matrix: float `[n, D]` (its dtype is the arithmetic's).
     budget: 0 <= budget <= n.
-    index: int `[n]`, the rows' ids.
     closest: pick the smallest distance instead of the largest.
 
   Returns:
-    int `[budget]`: the picked ids, in row order.
+    int `[budget]`: the picked rows in pick order.
   """
   sample_num = matrix.shape[0]
   mu = np.mean(matrix, axis=0)
+  yy = np.sum(matrix * matrix, axis=1)
   select_result = np.zeros(sample_num, dtype=bool)
   total = np.zeros_like(mu)
+  order = []
   for i in range(budget):
-    dist = deepcore_euclidean_dist(((i + 1) * mu - total).reshape(1, -1),
-                                   matrix)[0]
+    dist = _deepcore_dist_to_rows((i + 1) * mu - total, matrix, yy)
     if closest:
       p = int(np.argmin(np.where(select_result, np.inf, dist)))
     else:
       p = int(np.argmax(np.where(select_result, -np.inf, dist)))
     select_result[p] = True
+    order.append(p)
     total = total + matrix[p]
+  return np.asarray(order, np.int64)
+
+
+def deepcore_herding(matrix: np.ndarray, budget: int, index: np.ndarray,
+                     closest: bool = False) -> np.ndarray:
+  """DeepCore's `Herding.herding(matrix, budget, index)`:
+  `index[select_result]`, int `[budget]` in row order
+  (`deepcore_herding_order`'s picks)."""
+  select_result = np.zeros(matrix.shape[0], dtype=bool)
+  select_result[deepcore_herding_order(matrix, budget, closest)] = True
   return index[select_result]
 
 
