@@ -1,18 +1,22 @@
 """Every peer against a NumPy port of its upstream code, on a real warm-up.
 
 Reads a comparison workdir's stored warm-up (one whose grid had methods
-that need the features, the gradient norms and the margins, e.g.
-`ccs,d2,grand`) and prints, per peer and ratio, the Jaccard index of the
-library's default mask and the port's (`mrmc_jax/methods/
-reference_check.py`), and the port's own draw-to-draw Jaccard (for CCS's
-stratified draw and DUAL's weighted draw) or tie-order-to-tie-order
-Jaccard (for the top-k peers, whose references leave ties to the sort):
-the ceiling that sampling alone allows. The numbers are recorded in
-docs/results/reference_check.md.
+that need the features, the gradient norms, the uncertainty scores and
+the margins, e.g. `ccs,d2,grand,margin`) and prints, per peer and ratio,
+the Jaccard index of the library's default mask and the port's
+(`mrmc_jax/methods/reference_check.py`), and the port's own draw-to-draw
+Jaccard (for CCS's stratified draw and DUAL's weighted draw),
+tie-order-to-tie-order Jaccard (for the top-k peers, whose references
+leave ties to the sort) or float32-to-float64 Jaccard (for DeepCore's
+greedy procedures and scores and TDDS, whose references compute in
+float32): the ceiling that sampling, ties or rounding alone allow. The
+uncertainty check computes the logits from the stored features and the
+last layer (`head`) of the warm-up's last checkpoint. The numbers are
+recorded in docs/results/reference_check.md.
 
   python experiments/compare.py --config=configs/fashion_mnist.py \
       --workdir=runs/refcheck/fashion_mnist \
-      --config.compare.methods=ccs,d2,grand \
+      --config.compare.methods=ccs,d2,grand,margin \
       --config.compare.ratios=0.1 --config.compare.seeds=0
   python docs/results/reference_check.py fashion_mnist_idx \
       runs/refcheck/fashion_mnist 0
@@ -218,6 +222,17 @@ def check_d2(art, labels, num_classes, seed):
           f"{ref.jaccard(before, theirs):.4f} |", flush=True)
 
 
+def _jd(a, b):
+  """The Jaccard index and, in brackets, the examples in `a` not in `b`."""
+  return f"{ref.jaccard(a, b):.4f} ({int((a & ~b).sum())})"
+
+
+def _mean_jd(masks_a, masks_b):
+  """`_jd` averaged over pairs (the count rounded)."""
+  d = np.mean([(a & ~b).sum() for a, b in zip(masks_a, masks_b)])
+  return f"{_mean_jaccard(masks_a, masks_b):.4f} ({d:.0f})"
+
+
 def _class_orders(order_fn, features, labels, num_classes, budget_of):
   """Per class, the port's picks in order for the largest budget."""
   out = []
@@ -248,7 +263,8 @@ def check_geometry(art, labels, num_classes, seed):
         "torch tensors) and in float64; first centre RandomState(seed)")
   print("| method | ratio | ours vs port float32 | ours vs port float64 | "
         "port float32 vs float64 (ceiling) | budgets (ours / port) | "
-        "first picks equal, min over classes (ours vs port float32) |")
+        "first picks in the same order, min over classes (ours vs port "
+        "float32 / port float32 vs float64) |")
   print("|---|---|---|---|---|---|---|")
   rows = {
       "kcenter": lambda x, b: ref.deepcore_k_center_order(x, b, seed),
@@ -270,17 +286,29 @@ def check_geometry(art, labels, num_classes, seed):
       m32 = _prefix_mask(port[np.float32], ratio, n)
       m64 = _prefix_mask(port[np.float64], ratio, n)
       # Our picks in order: the scores are quota - step.
-      same = []
-      for c, (order, _) in enumerate(port[np.float32]):
+      ours_orders = []
+      for c in range(num_classes):
         idx = np.flatnonzero(ours & (labels == c))
-        mine = idx[np.argsort(-scores[idx], kind="stable")]
-        k = min(mine.shape[0], order.shape[0])
-        diff = np.flatnonzero(mine[:k] != order[:k])
-        same.append(int(diff[0]) if diff.size else k)
-      print(f"| {name} | {ratio:g} | {ref.jaccard(ours, m32):.4f} | "
-            f"{ref.jaccard(ours, m64):.4f} | {ref.jaccard(m32, m64):.4f} | "
-            f"{int(ours.sum())} / {int(m32.sum())} | {min(same)} of "
-            f"{round(ratio * sizes.min())} |", flush=True)
+        ours_orders.append(idx[np.argsort(-scores[idx], kind="stable")])
+      same = _common_prefix(ours_orders, [o for o, _ in port[np.float32]])
+      same_port = _common_prefix(
+          [o[:round(ratio * size)] for o, size in port[np.float32]],
+          [o for o, _ in port[np.float64]])
+      print(f"| {name} | {ratio:g} | {_jd(ours, m32)} | "
+            f"{_jd(ours, m64)} | {_jd(m32, m64)} | "
+            f"{int(ours.sum())} / {int(m32.sum())} | {same} / {same_port} "
+            f"of {round(ratio * sizes.min())} |", flush=True)
+
+
+def _common_prefix(orders_a, orders_b):
+  """The fewest first picks two per-class pick orders share, over classes
+  (the length of `orders_a`'s where all agree)."""
+  same = []
+  for a, b in zip(orders_a, orders_b):
+    k = min(a.shape[0], b.shape[0])
+    diff = np.flatnonzero(a[:k] != b[:k])
+    same.append(int(diff[0]) if diff.size else k)
+  return min(same)
 
 
 def _head_logits(art, workdir, seed):
@@ -338,10 +366,10 @@ def check_uncertainty(art, labels, num_classes, seed, workdir, draws=3):
       tied = [_tied_at_cuts(ref.deepcore_rank_uncertainty(
           logits.astype(dtype), method), labels, ratio, num_classes)
               for dtype in (np.float64, np.float32)]
-      print(f"| {name} | {ratio:g} | {_mean_jaccard([ours] * draws, theirs):.4f}"
-            f" | {ref.jaccard(ours, m32):.4f} | "
-            f"{_mean_jaccard(others, theirs):.4f} | "
-            f"{ref.jaccard(m32, m64):.4f} | {tied[0]} / {tied[1]} |",
+      print(f"| {name} | {ratio:g} | {_mean_jd([ours] * draws, theirs)}"
+            f" | {_jd(ours, m32)} | "
+            f"{_mean_jd(others, theirs)} | "
+            f"{_jd(m32, m64)} | {tied[0]} / {tied[1]} |",
             flush=True)
 
 
@@ -391,9 +419,9 @@ def check_tdds(art, labels, num_classes, seed, draws=3):
     m64 = ref.tdds_reference_mask(np.argsort(scores[np.float64],
                                              kind="stable"), ratio)
     cut = np.sort(s32)[int((1 - ratio) * n)]
-    print(f"| {ratio:g} | {_mean_jaccard([ours] * draws, theirs):.4f} | "
-          f"{_mean_jaccard(others, theirs):.4f} | "
-          f"{ref.jaccard(theirs[0], m64):.4f} | {int((s32 == cut).sum())} | "
+    print(f"| {ratio:g} | {_mean_jd([ours] * draws, theirs)} | "
+          f"{_mean_jd(others, theirs)} | "
+          f"{_jd(theirs[0], m64)} | {int((s32 == cut).sum())} | "
           f"{int(ours.sum())} / {int(theirs[0].sum())} |", flush=True)
 
 

@@ -23,8 +23,9 @@ against the reference rather than against itself:
   GraNd, forgetting); `dynunc_reference_scores`: dual-pruning's Dyn-Unc;
   `moderate_reference_mask`: tmllab/2023_ICLR_Moderate-DS.
 - `deepcore_k_center_greedy` (`deepcore_k_center_order`),
-  `deepcore_herding` (`deepcore_herding_order`), `deepcore_balanced_mask`, `deepcore_rank_uncertainty`,
-  `deepcore_uncertainty_mask`: PatrickZH/DeepCore (commit 74ec709),
+  `deepcore_herding` (`deepcore_herding_order`), `deepcore_balanced_mask`,
+  `deepcore_rank_uncertainty`, `deepcore_uncertainty_mask`:
+  PatrickZH/DeepCore (commit 74ec709),
   `deepcore/methods/kcentergreedy.py`, `herding.py`, `uncertainty.py` and
   `methods_utils/euclidean.py`.
 - `tdds_reference_generate`, `tdds_reference_mask`:
