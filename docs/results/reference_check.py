@@ -1,25 +1,32 @@
 """Every peer against a NumPy port of its upstream code, on a real warm-up.
 
 Reads a comparison workdir's stored warm-up (one whose grid had methods
-that need the features, the gradient norms and the margins, e.g.
-`ccs,d2,grand`) and prints, per peer and ratio, the Jaccard index of the
-library's default mask and the port's (`mrmc_jax/methods/
-reference_check.py`), and the port's own draw-to-draw Jaccard (for CCS's
-stratified draw and DUAL's weighted draw) or tie-order-to-tie-order
-Jaccard (for the top-k peers, whose references leave ties to the sort):
-the ceiling that sampling alone allows. The numbers are recorded in
-docs/results/reference_check.md.
+that need the features, the gradient norms, the uncertainty scores and
+the margins, e.g. `ccs,d2,grand,margin`) and prints, per peer and ratio,
+the Jaccard index of the library's default mask and the port's
+(`mrmc_jax/methods/reference_check.py`), and the port's own draw-to-draw
+Jaccard (for CCS's stratified draw and DUAL's weighted draw),
+tie-order-to-tie-order Jaccard (for the top-k peers, whose references
+leave ties to the sort) or float32-to-float64 Jaccard (for DeepCore's
+greedy procedures and scores and TDDS, whose references compute in
+float32): the ceiling that sampling, ties or rounding alone allow. The
+uncertainty check computes the logits from the stored features and the
+last layer (`head`) of the warm-up's last checkpoint. The numbers are
+recorded in docs/results/reference_check.md.
 
   python experiments/compare.py --config=configs/fashion_mnist.py \
       --workdir=runs/refcheck/fashion_mnist \
-      --config.compare.methods=ccs,d2,grand \
+      --config.compare.methods=ccs,d2,grand,margin \
       --config.compare.ratios=0.1 --config.compare.seeds=0
   python docs/results/reference_check.py fashion_mnist_idx \
       runs/refcheck/fashion_mnist 0
 """
 
+import functools
 import sys
+import time
 
+import jax.numpy as jnp
 import numpy as np
 
 from mrmc_jax import selection
@@ -29,6 +36,7 @@ from mrmc_jax.methods import options
 from mrmc_jax.methods import reference_check as ref
 from mrmc_jax.methods import registry
 from mrmc_jax.methods import scores as scores_lib
+from mrmc_jax.methods import uncertainty
 from mrmc_jax.runner import workdir as wd
 
 RATIOS = (0.7, 0.5, 0.3, 0.1)
@@ -214,18 +222,229 @@ def check_d2(art, labels, num_classes, seed):
           f"{ref.jaccard(before, theirs):.4f} |", flush=True)
 
 
+def _jd(a, b):
+  """The Jaccard index and, in brackets, the examples in `a` not in `b`."""
+  return f"{ref.jaccard(a, b):.4f} ({int((a & ~b).sum())})"
+
+
+def _mean_jd(masks_a, masks_b):
+  """`_jd` averaged over pairs (the count rounded)."""
+  d = np.mean([(a & ~b).sum() for a, b in zip(masks_a, masks_b)])
+  return f"{_mean_jaccard(masks_a, masks_b):.4f} ({d:.0f})"
+
+
+def _class_orders(order_fn, features, labels, num_classes, budget_of):
+  """Per class, the port's picks in order for the largest budget."""
+  out = []
+  for c in range(num_classes):
+    idx = np.flatnonzero(labels == c)
+    out.append(idx[order_fn(features[idx], budget_of(idx.shape[0]))])
+  return out
+
+
+def _prefix_mask(orders, ratio, n):
+  """The balanced mask of `ratio` from the orders (DeepCore's per-class
+  budget `round(ratio n_c)`; a greedy's picks for a smaller budget are the
+  first ones of a larger)."""
+  out = np.zeros(n, bool)
+  for order, size in orders:
+    out[order[:round(ratio * size)]] = True
+  return out
+
+
+def check_geometry(art, labels, num_classes, seed):
+  """k-center greedy and herding (DeepCore, balance=True)."""
+  opts = options.SelectionOptions().replace(seed=seed)
+  n = labels.shape[0]
+  sizes = np.bincount(labels, minlength=num_classes)
+  top = max(RATIOS)
+  print("k-center greedy and herding (PatrickZH/DeepCore kcentergreedy.py, "
+        "herding.py, balance=True): the port in float32 (the reference's "
+        "torch tensors) and in float64; first centre RandomState(seed)")
+  print("| method | ratio | ours vs port float32 | ours vs port float64 | "
+        "port float32 vs float64 (ceiling) | budgets (ours / port) | "
+        "first picks in the same order, min over classes (ours vs port "
+        "float32 / port float32 vs float64) |")
+  print("|---|---|---|---|---|---|---|")
+  rows = {
+      "kcenter": lambda x, b: ref.deepcore_k_center_order(x, b, seed),
+      "herding": ref.deepcore_herding_order,
+  }
+  for name, order_fn in rows.items():
+    port = {}
+    for dtype in (np.float32, np.float64):
+      t0 = time.perf_counter()
+      orders = _class_orders(order_fn, np.asarray(art["features"], dtype),
+                             labels, num_classes,
+                             lambda size: round(top * size))
+      port[dtype] = list(zip(orders, sizes))
+      print(f"  ({name}, port in {np.dtype(dtype).name}: "
+            f"{time.perf_counter() - t0:.0f} s)", flush=True)
+    for ratio in RATIOS:
+      scores, ours = registry.select(name, art, labels, ratio,
+                                     num_classes=num_classes, opts=opts)
+      m32 = _prefix_mask(port[np.float32], ratio, n)
+      m64 = _prefix_mask(port[np.float64], ratio, n)
+      # Our picks in order: the scores are quota - step.
+      ours_orders = []
+      for c in range(num_classes):
+        idx = np.flatnonzero(ours & (labels == c))
+        ours_orders.append(idx[np.argsort(-scores[idx], kind="stable")])
+      same = _common_prefix(ours_orders, [o for o, _ in port[np.float32]])
+      same_port = _common_prefix(
+          [o[:round(ratio * size)] for o, size in port[np.float32]],
+          [o for o, _ in port[np.float64]])
+      print(f"| {name} | {ratio:g} | {_jd(ours, m32)} | "
+            f"{_jd(ours, m64)} | {_jd(m32, m64)} | "
+            f"{int(ours.sum())} / {int(m32.sum())} | {same} / {same_port} "
+            f"of {round(ratio * sizes.min())} |", flush=True)
+
+
+def _common_prefix(orders_a, orders_b):
+  """The fewest first picks two per-class pick orders share, over classes
+  (the length of `orders_a`'s where all agree)."""
+  same = []
+  for a, b in zip(orders_a, orders_b):
+    k = min(a.shape[0], b.shape[0])
+    diff = np.flatnonzero(a[:k] != b[:k])
+    same.append(int(diff[0]) if diff.size else k)
+  return min(same)
+
+
+def _head_logits(art, workdir, seed):
+  """Eval-mode logits `[N, C]` from the stored features and the warm-up
+  checkpoint's last layer (`head`), float64; None if not available."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  steps = glob.glob(f"{workdir}/warmup/seed_{seed}/checkpoints/warmup/*/"
+                    "default")
+  if not steps:
+    return None
+  last = max(steps, key=lambda p: int(p.split("/")[-2]))
+  params = ocp.PyTreeCheckpointer().restore(last)["state"]["params"]
+  if "head" not in params:
+    return None
+  head = params["head"]
+  return (np.asarray(art["features"], np.float64)
+          @ np.asarray(head["kernel"], np.float64)
+          + np.asarray(head["bias"], np.float64))
+
+
+def check_uncertainty(art, labels, num_classes, seed, workdir, draws=3):
+  """Least confidence, margin, entropy (DeepCore, balance=True)."""
+  opts = options.SelectionOptions().replace(seed=seed)
+  logits = _head_logits(art, workdir, seed)
+  if logits is None:
+    print("Uncertainty: not checked (no warm-up checkpoint with a `head` "
+          "layer to compute the logits from the features)")
+    return
+  cols = np.asarray(uncertainty.uncertainty_columns(
+      jnp.asarray(logits, jnp.float32)), np.float64)
+  print("Least confidence, margin, entropy (PatrickZH/DeepCore "
+        "uncertainty.py, balance=True) on the eval-mode logits `features "
+        "@ head.kernel + head.bias` of the warm-up's last checkpoint; max "
+        "abs. difference of their columns to the stored `uncertainty`: "
+        f"{np.abs(cols - np.asarray(art['uncertainty'])).max():.2e}")
+  print("| method | ratio | ours vs port float64 (mean of tie orders) | "
+        "ours vs port float32 | port vs port, other tie orders (ceiling) | "
+        "port float32 vs float64 (ceiling) | tied at the port's cuts "
+        "(float64 / float32) |")
+  print("|---|---|---|---|---|---|---|")
+  for name, method in (("least_confidence", "LeastConfidence"),
+                       ("margin", "Margin"), ("entropy", "Entropy")):
+    for ratio in RATIOS:
+      _, ours = registry.select(name, art, labels, ratio,
+                                num_classes=num_classes, opts=opts)
+      theirs = [ref.deepcore_uncertainty_mask(
+          logits, labels, ratio, method, num_classes,
+          rng=np.random.default_rng(d)) for d in range(draws)]
+      others = theirs[1:] + theirs[:1]
+      m32, m64 = (ref.deepcore_uncertainty_mask(logits.astype(dtype),
+                                                labels, ratio, method,
+                                                num_classes)
+                  for dtype in (np.float32, np.float64))
+      tied = [_tied_at_cuts(ref.deepcore_rank_uncertainty(
+          logits.astype(dtype), method), labels, ratio, num_classes)
+              for dtype in (np.float64, np.float32)]
+      print(f"| {name} | {ratio:g} | {_mean_jd([ours] * draws, theirs)}"
+            f" | {_jd(ours, m32)} | "
+            f"{_mean_jd(others, theirs)} | "
+            f"{_jd(m32, m64)} | {tied[0]} / {tied[1]} |",
+            flush=True)
+
+
+def _tied_at_cuts(score, labels, ratio, num_classes):
+  """Examples tied with the last one kept in a class, where the cut (the
+  lowest `round(ratio n_c)`) splits the tie."""
+  tied = 0
+  for c in range(num_classes):
+    sc = np.sort(score[labels == c])
+    k = round(ratio * sc.shape[0])
+    if 0 < k < sc.shape[0] and sc[k - 1] == sc[k]:
+      tied += int((sc == sc[k]).sum())
+  return tied
+
+
+def check_tdds(art, labels, num_classes, seed, draws=3):
+  """TDDS's port on the two-outcome output of the stored p_true."""
+  opts = options.SelectionOptions().replace(seed=seed)
+  p = np.asarray(art["p_true"])
+  n, r = p.shape
+  window = min(opts.tdds_window, r)
+  print(f"TDDS (zhangxin-xd/Dataset-Pruning-TDDS generate, data_subset.py) "
+        f"on the two-outcome output (p_true, 1 - p_true) as logits, ids in "
+        f"order, window {window}, decay {opts.tdds_decay:g}")
+  print("| ratio | ours vs port float32 (mean of tie orders) | port vs port, "
+        "other tie orders (ceiling) | port float32 vs float64 (ceiling) | "
+        "tied at the port's cut | budgets (ours / port) |")
+  print("|---|---|---|---|---|---|")
+  index = np.tile(np.arange(n), (r, 1))
+  scores = {}
+  for dtype in (np.float32, np.float64):
+    q = np.asarray(p, dtype)
+    with np.errstate(divide="ignore"):
+      logits = np.log(np.stack([q, 1 - q], axis=-1)).transpose(1, 0, 2)
+    scores[dtype] = ref.tdds_reference_generate(logits, index, window,
+                                                opts.tdds_decay)[0]
+  s32 = scores[np.float32]
+  for ratio in RATIOS:
+    _, ours = registry.select("tdds", art, labels, ratio,
+                              num_classes=num_classes, opts=opts)
+    theirs = []
+    for d in range(draws):  # Ties in a random order (numpy's quicksort).
+      perm = np.random.default_rng(d).permutation(n)
+      theirs.append(ref.tdds_reference_mask(
+          perm[np.argsort(s32[perm], kind="stable")], ratio))
+    others = theirs[1:] + theirs[:1]
+    m64 = ref.tdds_reference_mask(np.argsort(scores[np.float64],
+                                             kind="stable"), ratio)
+    cut = np.sort(s32)[int((1 - ratio) * n)]
+    print(f"| {ratio:g} | {_mean_jd([ours] * draws, theirs)} | "
+          f"{_mean_jd(others, theirs)} | "
+          f"{_jd(theirs[0], m64)} | {int((s32 == cut).sum())} | "
+          f"{int(ours.sum())} / {int(theirs[0].sum())} |", flush=True)
+
+
 def main(dataset: str, workdir: str, seed: str, only: str = "") -> None:
   seed = int(seed)
   labels = np.asarray(sources.load_dataset(dataset, None).train.labels)
   num_classes = int(labels.max()) + 1
   art = wd.read_npz(f"{workdir}/warmup/seed_{seed}/warmup/artefacts.npz")
   checks = {"dual": check_dual, "ccs": check_ccs, "top": check_top,
-            "moderate": check_moderate, "d2": check_d2}
+            "moderate": check_moderate, "d2": check_d2,
+            "uncertainty": functools.partial(check_uncertainty,
+                                             workdir=workdir),
+            "tdds": check_tdds, "geometry": check_geometry}
   for name, check in checks.items():
     if only and name not in only.split(","):
       continue
-    if name == "moderate" and "features" not in art:
-      print("Moderate: not checked (the warm-up stored no features)")
+    if (name in ("moderate", "geometry", "uncertainty")
+        and "features" not in art):
+      print(f"{name}: not checked (the warm-up stored no features)")
+      continue
+    if name == "uncertainty" and "uncertainty" not in art:
+      print("uncertainty: not checked (the warm-up stored no uncertainty "
+            "scores)")
       continue
     if name == "ccs" and "p_margin" not in art:
       print("CCS: not checked (the warm-up stored no margins)")

@@ -1,8 +1,10 @@
 """NumPy ports of the peers' reference selection code, to check ours with.
 
 Each port is written from the reference code's formulas, line by line, in
-float64 NumPy and scikit-learn, and calls nothing of this library, so that
-a mask-for-mask comparison with `dual.py` and `d2.py` tests the library
+NumPy (float64; the DeepCore and TDDS ports in their inputs' dtype, as
+their references' float32 tensors), SciPy and scikit-learn, and calls
+nothing of this library, so that
+a mask-for-mask comparison with the library's peers tests the library
 against the reference rather than against itself:
 
 - `dual_reference_mask`: behaapyy/dual-pruning, `exp_cifar/
@@ -17,6 +19,18 @@ against the reference rather than against itself:
 - `ccs_reference_mask`: haizhongzheng/Coverage-centric-coreset-selection
   (commit b37f166), `train.py --coreset-mode stratified` with
   `core/data/Coreset.py:mislabel_mask` and `stratified_sampling`.
+- `keep_max_scores`, `data_diet_forget_scores`: mansheej/data_diet (EL2N,
+  GraNd, forgetting); `dynunc_reference_scores`: dual-pruning's Dyn-Unc;
+  `moderate_reference_mask`: tmllab/2023_ICLR_Moderate-DS.
+- `deepcore_k_center_greedy` (`deepcore_k_center_order`),
+  `deepcore_herding` (`deepcore_herding_order`), `deepcore_balanced_mask`,
+  `deepcore_rank_uncertainty`, `deepcore_uncertainty_mask`:
+  PatrickZH/DeepCore (commit 74ec709),
+  `deepcore/methods/kcentergreedy.py`, `herding.py`, `uncertainty.py` and
+  `methods_utils/euclidean.py`.
+- `tdds_reference_generate`, `tdds_reference_mask`:
+  zhangxin-xd/Dataset-Pruning-TDDS (commit 9c1e3bd),
+  `importance_evaluation.py:generate` and `data_subset.py`.
 
 The reference draws DUAL's sample with `np.random.choice(p=...,
 replace=False)`; the library with Gumbel-top-k, the same law. To compare
@@ -30,6 +44,7 @@ warm-up; docs/results/reference_check.md records them and the departures.
 from typing import Optional
 
 import numpy as np
+from scipy import special
 from scipy import stats
 from sklearn import neighbors
 
@@ -440,4 +455,268 @@ def moderate_reference_mask(features: np.ndarray, labels: np.ndarray,
   high_idx = round(n * (0.5 + rate / 2))
   out = np.zeros(n, bool)
   out[sorted_idx[low_idx:high_idx]] = True
+  return out
+
+
+# DeepCore (PatrickZH/DeepCore, commit 74ec709; the files below unchanged
+# since 7436c0a): k-center greedy, herding and the uncertainty baselines.
+
+
+def _deepcore_dist_to_rows(c: np.ndarray, matrix: np.ndarray,
+                           yy: np.ndarray) -> np.ndarray:
+  """DeepCore's `euclidean_dist(c[None], matrix)[0]`: float `[n]`.
+
+  `deepcore/methods/methods_utils/euclidean.py`: `sqrt(max(|c|^2 + |y|^2
+  - 2 c.y, 1e-12))` in the inputs' dtype, the rows' squared norms `yy [n]`
+  given (the same values, computed once).
+  """
+  xx = np.sum(c * c)
+  return np.sqrt(np.clip(xx + yy - 2.0 * (matrix @ c), 1e-12, None))
+
+
+def deepcore_k_center_order(matrix: np.ndarray, budget: int,
+                            random_seed: int) -> np.ndarray:
+  """DeepCore's `k_center_greedy`, nothing selected yet: the picks in order.
+
+  `deepcore/methods/kcentergreedy.py`: `np.random.seed(random_seed)`, the
+  first centre `np.random.randint(0, n)` (here the same draw of
+  `RandomState(random_seed)`), then `budget - 1` times the row with the
+  largest distance to its nearest centre (`torch.argmax`: the first
+  maximum) joins the centres; the picked rows' distances are -1. The
+  reference stores every centre's distance row (`dis_matrix`, `[budget,
+  n]`) and takes each new row over the unpicked rows only; the port keeps
+  the running minimum and computes the new row over all rows, setting the
+  picked ones to -1: the same values. The budget only stops the loop, so
+  the picks of a smaller budget are the first ones of a larger.
+
+  Args:
+    matrix: float `[n, D]`, one group's features (its dtype is the
+      arithmetic's: the reference's torch tensors are float32).
+    budget: 1 <= budget <= n.
+    random_seed: the run's seed.
+
+  Returns:
+    int `[budget]`: the picked rows, first centre first.
+  """
+  sample_num = matrix.shape[0]
+  rs = np.random.RandomState(random_seed)
+  select_result = np.zeros(sample_num, dtype=bool)
+  yy = np.sum(matrix * matrix, axis=1)
+  order = [rs.randint(0, sample_num)]
+  select_result[order] = True
+  mins = np.where(select_result, -1,
+                  _deepcore_dist_to_rows(matrix[order[0]], matrix, yy))
+  for i in range(budget - 1):
+    p = int(np.argmax(mins))
+    select_result[p] = True
+    order.append(p)
+    if i == budget - 2:
+      break
+    mins[p] = -1
+    mins = np.minimum(mins, np.where(
+        select_result, -1, _deepcore_dist_to_rows(matrix[p], matrix, yy)))
+  return np.asarray(order, np.int64)
+
+
+def deepcore_k_center_greedy(matrix: np.ndarray, budget: int,
+                             random_seed: int,
+                             index: np.ndarray) -> np.ndarray:
+  """DeepCore's `k_center_greedy(matrix, budget, metric, device,
+  random_seed, index)`: `index[select_result]`, int `[budget]` in row order
+  (`deepcore_k_center_order`'s picks)."""
+  select_result = np.zeros(matrix.shape[0], dtype=bool)
+  select_result[deepcore_k_center_order(matrix, budget, random_seed)] = True
+  return index[select_result]
+
+
+def deepcore_herding_order(matrix: np.ndarray, budget: int,
+                           closest: bool = False) -> np.ndarray:
+  """DeepCore's `Herding.herding`: the picks in order.
+
+  `deepcore/methods/herding.py`: `mu` the rows' mean; step `i` picks among
+  the unpicked rows the one at the largest `euclidean_dist` to `(i + 1) mu
+  - sum(picked rows)` (`torch.argmax`: the first maximum; `closest=True`:
+  the smallest, herding as its paper describes it). The reference re-sums
+  the picked rows at every step; the port keeps their running sum (the
+  same value up to rounding) and computes the distances over all rows,
+  the picked ones masked. The budget only stops the loop.
+
+  Args:
+    matrix: float `[n, D]` (its dtype is the arithmetic's).
+    budget: 0 <= budget <= n.
+    closest: pick the smallest distance instead of the largest.
+
+  Returns:
+    int `[budget]`: the picked rows in pick order.
+  """
+  sample_num = matrix.shape[0]
+  mu = np.mean(matrix, axis=0)
+  yy = np.sum(matrix * matrix, axis=1)
+  select_result = np.zeros(sample_num, dtype=bool)
+  total = np.zeros_like(mu)
+  order = []
+  for i in range(budget):
+    dist = _deepcore_dist_to_rows((i + 1) * mu - total, matrix, yy)
+    if closest:
+      p = int(np.argmin(np.where(select_result, np.inf, dist)))
+    else:
+      p = int(np.argmax(np.where(select_result, -np.inf, dist)))
+    select_result[p] = True
+    order.append(p)
+    total = total + matrix[p]
+  return np.asarray(order, np.int64)
+
+
+def deepcore_herding(matrix: np.ndarray, budget: int, index: np.ndarray,
+                     closest: bool = False) -> np.ndarray:
+  """DeepCore's `Herding.herding(matrix, budget, index)`:
+  `index[select_result]`, int `[budget]` in row order
+  (`deepcore_herding_order`'s picks)."""
+  select_result = np.zeros(matrix.shape[0], dtype=bool)
+  select_result[deepcore_herding_order(matrix, budget, closest)] = True
+  return index[select_result]
+
+
+def deepcore_balanced_mask(fn, features: np.ndarray, labels: np.ndarray,
+                           fraction: float, num_classes: int) -> np.ndarray:
+  """DeepCore's `balance=True` branch (its `main.py` default).
+
+  Each class `c` runs `fn(features[class_index], round(fraction * n_c),
+  class_index)` on its own rows (`kcentergreedy.py:select`,
+  `herding.py:finish_run`).
+
+  Returns:
+    bool `[N]`.
+  """
+  labels = np.asarray(labels)
+  out = []
+  for c in range(num_classes):
+    class_index = np.arange(labels.shape[0])[labels == c]
+    out.append(fn(features[class_index], round(fraction * len(class_index)),
+                  class_index))
+  mask = np.zeros(labels.shape[0], bool)
+  mask[np.concatenate(out)] = True
+  return mask
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+  e = np.exp(z - z.max(axis=1, keepdims=True))
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def deepcore_rank_uncertainty(logits: np.ndarray, method: str) -> np.ndarray:
+  """DeepCore's `Uncertainty.rank_uncertainty`: `[N]`, low = uncertain.
+
+  `deepcore/methods/uncertainty.py`: "LeastConfidence" the largest logit,
+  "Entropy" `sum_k p_k log(p_k + 1e-6)`, "Margin" the largest softmax
+  probability minus the second (the first maximum masked to -1), in the
+  dtype of `logits`.
+  """
+  if method == "LeastConfidence":
+    return logits.max(axis=1)
+  preds = _softmax(logits)
+  if method == "Entropy":
+    return (np.log(preds + 1e-6) * preds).sum(axis=1)
+  if method != "Margin":
+    raise ValueError(f"method={method!r} is not allowed: use "
+                     "LeastConfidence, Entropy or Margin.")
+  rows = np.arange(preds.shape[0])
+  preds_argmax = np.argmax(preds, axis=1)
+  max_preds = preds[rows, preds_argmax].copy()
+  preds[rows, preds_argmax] = -1.0
+  preds_sub_argmax = np.argmax(preds, axis=1)
+  return max_preds - preds[rows, preds_sub_argmax]
+
+
+def deepcore_uncertainty_mask(logits: np.ndarray, labels: np.ndarray,
+                              fraction: float, method: str,
+                              num_classes: int,
+                              rng: Optional[np.random.Generator] = None
+                              ) -> np.ndarray:
+  """DeepCore's `Uncertainty.finish_run` with `balance=True`.
+
+  Per class, `class_index[np.argsort(scores)[:round(n_c * fraction)]]`:
+  the lowest scores. NumPy's default sort orders ties arbitrarily; `rng`
+  shuffles each class's rows first so that each draw is one such order
+  (None: the stable order, ties to the lower id).
+
+  Args:
+    logits: float `[N, C]`, the model's eval-mode outputs.
+    labels: int `[N]`.
+    fraction: the kept fraction.
+    method: "LeastConfidence", "Margin" or "Entropy".
+    num_classes: C.
+    rng: the tie order's generator, or None.
+
+  Returns:
+    bool `[N]`.
+  """
+  def lowest(class_logits, budget, class_index):
+    perm = (np.arange(class_index.shape[0]) if rng is None
+            else rng.permutation(class_index.shape[0]))
+    scores = deepcore_rank_uncertainty(class_logits[perm], method)
+    return class_index[perm][np.argsort(scores, kind="stable")[:budget]]
+
+  return deepcore_balanced_mask(lowest, logits, labels, fraction,
+                                num_classes)
+
+
+def tdds_reference_generate(logits: np.ndarray, indexes: np.ndarray,
+                            window: int, decay: float
+                            ) -> tuple[np.ndarray, np.ndarray]:
+  """TDDS's `generate(probs, losses, indexes)`: `(scores [N], data_mask)`.
+
+  zhangxin-xd/Dataset-Pruning-TDDS (commit 9c1e3bd),
+  `importance_evaluation.py:generate` with `trajectory_len = T`: per
+  window k = 0 .. T - J of J epochs, the softmax outputs scattered into id
+  order (its torch `index_add` into zeros), the steps `kd_j = sum_c
+  |p_{j+1} (log(p_{j+1} + 1e-8) - log(p_j + 1e-8))|`, the norm of their
+  deviations from the window's mean, weighted by `decay (1 - decay)**(T -
+  J - k)`, summed; `data_mask` is the ascending argsort of the scores.
+  In the dtype of `logits` (upstream's saved outputs: float32).
+
+  Args:
+    logits: float `[T, N, C]`, each epoch's outputs in its shuffled order.
+    indexes: int `[T, N]`, each epoch's ids in that order.
+    window: J, 2 <= J <= T (upstream yields no window for J > T).
+    decay: the moving average's factor.
+
+  Returns:
+    `(float64 scores [N] in id order, int data_mask [N])`.
+  """
+  t_len = logits.shape[0]
+  moving = []
+  k = 0
+  while k < t_len - window + 1:
+    probs = special.softmax(logits[k:k + window], axis=2)
+    rere = []
+    for i in range(window):
+      re = np.zeros_like(probs[0])
+      np.add.at(re, indexes[k + i], probs[i])
+      rere.append(re)
+    kd = []
+    for j in range(window - 1):
+      log = np.log(rere[j + 1] + 1e-8) - np.log(rere[j] + 1e-8)
+      kd.append(np.abs(rere[j + 1] * log).sum(axis=1))
+    kd = np.array(kd)
+    avg = kd.sum(0) / (window - 1)
+    diff = np.array([kd[ii] - avg for ii in range(window - 1)])
+    norm = np.linalg.norm(diff, axis=0)
+    moving.append(norm * decay * (1 - decay) ** (t_len - window - k))
+    k += 1
+  score = np.squeeze(sum(np.array(moving), 0))
+  return score, score.argsort()
+
+
+def tdds_reference_mask(data_mask: np.ndarray, ratio: float) -> np.ndarray:
+  """TDDS's `data_subset.py`: keeps `data_mask[int(subset_rate * N):]`.
+
+  `subset_rate` is the pruned fraction, `1 - ratio`.
+
+  Returns:
+    bool `[N]`.
+  """
+  n = data_mask.shape[0]
+  out = np.zeros(n, bool)
+  out[data_mask[int((1 - ratio) * n):]] = True
   return out

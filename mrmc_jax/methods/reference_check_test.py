@@ -306,3 +306,51 @@ def test_moderate_default_is_the_authors_middle_band(ratio):
                                  opts=options.SelectionOptions())
   np.testing.assert_array_equal(np.bincount(labels[per_class], minlength=3),
                                 selection.class_quotas(labels, 3, ratio))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_deepcore_greedy_picks_of_a_budget_are_the_first_of_a_larger(dtype):
+  # docs/results/reference_check.py runs each greedy once, at the largest
+  # ratio, and takes prefixes for the smaller ones.
+  rng = np.random.default_rng(8)
+  x = rng.normal(size=(120, 5)).astype(dtype)
+  index = np.arange(120) + 1000
+  kc = ref.deepcore_k_center_order(x, 90, 3)
+  herd = ref.deepcore_herding_order(x, 90)
+  close = ref.deepcore_herding_order(x, 90, closest=True)
+  for arr in (kc, herd, close):
+    assert np.unique(arr).size == 90
+  for budget in (1, 7, 40, 90):
+    np.testing.assert_array_equal(ref.deepcore_k_center_greedy(
+        x, budget, 3, index), np.sort(index[kc[:budget]]))
+    np.testing.assert_array_equal(ref.deepcore_herding(x, budget, index),
+                                  np.sort(index[herd[:budget]]))
+    np.testing.assert_array_equal(
+        ref.deepcore_herding(x, budget, index, closest=True),
+        np.sort(index[close[:budget]]))
+  # The first centre is numpy's seeded draw, as DeepCore's.
+  assert kc[0] == np.random.RandomState(3).randint(0, 120)
+
+
+def test_deepcore_uncertainty_tie_orders_move_only_tied_examples():
+  rng = np.random.default_rng(9)
+  labels = np.repeat([0, 1], [30, 20])
+  # Logits with the largest logit from 3 values: many ties at each cut.
+  logits = rng.normal(size=(50, 3))
+  logits[:, 0] = 5.0 + rng.integers(0, 3, 50)
+  stable = ref.deepcore_uncertainty_mask(logits, labels, 0.5,
+                                         "LeastConfidence", 2)
+  score = ref.deepcore_rank_uncertainty(logits, "LeastConfidence")
+  masks = [ref.deepcore_uncertainty_mask(logits, labels, 0.5,
+                                         "LeastConfidence", 2,
+                                         rng=np.random.default_rng(d))
+           for d in range(6)]
+  for m in masks:
+    np.testing.assert_array_equal(np.bincount(labels[m]), [15, 10])
+    moved = m ^ stable
+    for c, quota in enumerate([15, 10]):
+      cut = np.sort(score[labels == c])[quota - 1]  # The last one kept.
+      assert (score[moved & (labels == c)] == cut).all()
+  assert any((m != stable).any() for m in masks)
+  with pytest.raises(ValueError, match="method='Ratio' is not allowed"):
+    ref.deepcore_rank_uncertainty(logits, "Ratio")

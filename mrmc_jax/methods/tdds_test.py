@@ -6,37 +6,9 @@ from scipy.special import softmax
 
 from mrmc_jax import selection
 from mrmc_jax.methods import options
+from mrmc_jax.methods import reference_check as ref
 from mrmc_jax.methods import registry
 from mrmc_jax.methods import tdds
-
-
-def upstream_generate(logits, indexes, window, decay):
-  """`importance_evaluation.py:generate` of zhangxin-xd/Dataset-Pruning-TDDS
-  in NumPy (its torch `index_add` is a scatter into zeros): logits
-  `[T, N, C]` in each epoch's shuffled order, indexes `[T, N]`. Returns
-  (scores in id order, `data_mask` = ascending argsort)."""
-  t_len = logits.shape[0]
-  moving = []
-  k = 0
-  while k < t_len - window + 1:
-    probs = softmax(logits[k:k + window], axis=2)
-    rere = []
-    for i in range(window):
-      re = np.zeros_like(probs[0])
-      np.add.at(re, indexes[k + i], probs[i])
-      rere.append(re)
-    kd = []
-    for j in range(window - 1):
-      log = np.log(rere[j + 1] + 1e-8) - np.log(rere[j] + 1e-8)
-      kd.append(np.abs(rere[j + 1] * log).sum(axis=1))
-    kd = np.array(kd)
-    avg = kd.sum(0) / (window - 1)
-    diff = np.array([kd[ii] - avg for ii in range(window - 1)])
-    norm = np.linalg.norm(diff, axis=0)
-    moving.append(norm * decay * (1 - decay) ** (t_len - window - k))
-    k += 1
-  score = np.squeeze(sum(np.array(moving), 0))
-  return score, score.argsort()
 
 
 def _shuffled(probs_by_id, rng):
@@ -53,7 +25,7 @@ def test_scores_match_the_upstream_port(t, window, decay):
   rng = np.random.default_rng(t)
   probs = softmax(rng.normal(size=(40, t, 5)) * 2, axis=2)
   logits, idx = _shuffled(probs, rng)
-  want, _ = upstream_generate(logits, idx, window, decay)
+  want, _ = ref.tdds_reference_generate(logits, idx, window, decay)
   got = np.asarray(tdds.tdds_scores(probs, window=window, decay=decay))
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7)
 
@@ -65,7 +37,8 @@ def test_the_method_scores_the_two_outcome_output_and_keeps_upstreams_set():
   labels = rng.integers(0, 3, n)
   two = np.stack([p_true, 1 - p_true], axis=-1)
   logits, idx = _shuffled(two, rng)
-  want, data_mask = upstream_generate(logits, idx, window=5, decay=0.9)
+  want, data_mask = ref.tdds_reference_generate(logits, idx, window=5,
+                                                decay=0.9)
   # The default: the top over all N, as upstream.
   opts = options.SelectionOptions().replace(tdds_window=5)
   scores, mask = registry.select("tdds", {"p_true": p_true, "loss": p_true,
@@ -75,9 +48,8 @@ def test_the_method_scores_the_two_outcome_output_and_keeps_upstreams_set():
                                  labels, 0.3, num_classes=3, opts=opts)
   np.testing.assert_allclose(scores, want, rtol=2e-4)
   # Upstream keeps data_mask[int(prune_rate * N):], prune_rate = 1 - ratio.
-  kept = np.zeros(n, bool)
-  kept[data_mask[int(0.7 * n):]] = True
-  np.testing.assert_array_equal(mask, kept)
+  np.testing.assert_array_equal(mask,
+                                ref.tdds_reference_mask(data_mask, 0.3))
   # The variant keeps per-class quotas of the same scores.
   _, balanced = registry.select("tdds", {"p_true": p_true, "loss": p_true,
                                          "correct": p_true > .5,

@@ -1,9 +1,11 @@
-"""Uncertainty baselines against a NumPy port of DeepCore's code."""
+"""Uncertainty baselines against a NumPy port of DeepCore's code
+(`reference_check`)."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mrmc_jax.methods import reference_check as ref
 from mrmc_jax.methods import registry
 from mrmc_jax.methods import uncertainty
 
@@ -11,34 +13,6 @@ from mrmc_jax.methods import uncertainty
 def _softmax(z):
   e = np.exp(z - z.max(axis=1, keepdims=True))
   return e / e.sum(axis=1, keepdims=True)
-
-
-def _ref_rank_uncertainty(logits, method):
-  # deepcore/methods/uncertainty.py: Uncertainty.rank_uncertainty.
-  if method == "LeastConfidence":
-    return logits.max(axis=1)
-  preds = _softmax(logits)
-  if method == "Entropy":
-    return (np.log(preds + 1e-6) * preds).sum(axis=1)
-  rows = np.arange(preds.shape[0])
-  preds_argmax = np.argmax(preds, axis=1)
-  max_preds = preds[rows, preds_argmax].copy()
-  preds[rows, preds_argmax] = -1.0
-  preds_sub_argmax = np.argmax(preds, axis=1)
-  return max_preds - preds[rows, preds_sub_argmax]
-
-
-def _ref_finish_run(logits, labels, fraction, method, num_classes):
-  # Uncertainty.finish_run with balance=True (DeepCore's main.py default).
-  selection = []
-  for c in range(num_classes):
-    class_index = np.arange(labels.shape[0])[labels == c]
-    scores = _ref_rank_uncertainty(logits[class_index], method)
-    selection.append(class_index[np.argsort(scores)[
-        :round(len(class_index) * fraction)]])
-  mask = np.zeros(labels.shape[0], bool)
-  mask[np.concatenate(selection)] = True
-  return mask
 
 
 def _data(seed=0):
@@ -59,8 +33,9 @@ def test_equals_deepcore_balanced(kind, method, seed):
   # Ratio 0.4: DeepCore's round(0.4 n_c) = 8, 12, 10, 6 are the quotas.
   _, mask = registry.select(kind, art, labels, 0.4, num_classes=4,
                             opts=registry.SelectionOptions())
-  ref = _ref_finish_run(logits.astype(np.float64), labels, 0.4, method, 4)
-  np.testing.assert_array_equal(mask, ref)
+  want = ref.deepcore_uncertainty_mask(logits.astype(np.float64), labels,
+                                       0.4, method, 4)
+  np.testing.assert_array_equal(mask, want)
 
 
 def test_columns_by_hand():
@@ -98,7 +73,7 @@ def test_global_keeps_the_most_uncertain():
   opts = registry.SelectionOptions(class_balanced=False)
   _, mask = registry.select("entropy", art, labels, 0.2, num_classes=4,
                             opts=opts)
-  ent = -_ref_rank_uncertainty(logits.astype(np.float64), "Entropy")
+  ent = -ref.deepcore_rank_uncertainty(logits.astype(np.float64), "Entropy")
   assert mask.sum() == 18
   assert ent[mask].min() > ent[~mask].max()
 
