@@ -2,15 +2,20 @@
 
 Runs the end of the warm-up (artefacts -> scores -> selection -> mask) on
 P = 1, 2, 4, ... local JAX processes (`jax.distributed` on CPU, each under
-`timeout`), at N synthetic rows of an `[N, R]` loss trajectory, two ways:
+`timeout`), at N synthetic rows of an `[N, R]` loss trajectory, in four ways:
   * `sharded`: each process writes and reads back only its own rows
     (`artefacts.<process>.npz` with their ids), scores them where they lie
     (`sharding.map_rows` of `mrmc_scores`), selects with exact per-class
     quotas on the sharded scores (`sharded_selection.sharded_select_ratio`:
     `[C]` counts cross the hosts, no row does), and gathers the mask as bits
     (`gather_mask`, N / 8 bytes per host); process 0 writes it once;
-  * `gather`: what the runner does: the rows are gathered to every host
-    (`sharding.to_host`, by rows in rounds of at most
+  * `rows`: what the runner does on several processes for a method that
+    scores row by row (MRMC): each process takes its rows of the row-split
+    trajectory to the host (`sharding.process_rows`), scores them there,
+    and selects with `sharded_selection.select_rows` (the keys laid out by
+    rows again, `sharded_select_ratio`, the mask as bits);
+  * `gather`: what the runner does for the other methods: the rows are
+    gathered to every host (`sharding.to_host`, by rows in rounds of at most
     `sharding.GATHER_BYTES` per device), then scored and selected on the
     whole arrays (`select_mask_host`);
   * `whole`: the same with the rows gathered by JAX's
@@ -32,7 +37,7 @@ every process count sees the same data. On CPU the devices' buffers are in
 host RAM, so the RSS counts what would be a chip's memory too.
 
 Run: python benchmarks/warmup_gather_memory.py [--n 1000000 --epochs 5
-  --processes 1,2,4 --paths sharded,gather,whole]
+  --processes 1,2,4 --paths sharded,rows,gather,whole]
 """
 
 import argparse
@@ -131,6 +136,23 @@ def worker(args) -> None:
         scores, labels, args.ratio, num_classes=args.classes, mesh=mesh,
         tie_seed=0)
     mask = sharded_selection.gather_mask(chosen, n, mesh=mesh)
+  elif args.path == "rows":
+    # The runner's path on several processes: the warm-up's row-split
+    # trajectory, this host's rows on the host (`process_rows`), MRMC on
+    # them (`Method.row_keys`), `select_rows` with every label (the runner
+    # holds the labels of all N).
+    losses = jax.make_array_from_process_local_data(where, local["losses"])
+    del local
+    ids, held = sharding.process_rows(losses)
+    del losses
+    real = ids < n
+    keys = np.asarray(scoring.mrmc_scores(held[real]), np.float32)
+    del held
+    labels = (_hash(np.arange(n, dtype=np.int64), 3) %
+              np.uint64(args.classes)).astype(np.int32)
+    mask = sharded_selection.select_rows(keys, ids[real], labels, args.ratio,
+                                         num_classes=args.classes, mesh=mesh,
+                                         tie_seed=0)
   else:
     fetch = (functools.partial(sharding.to_host,
                                gather_bytes=args.gather_mib << 20)
@@ -201,7 +223,7 @@ def main() -> None:
   parser.add_argument("--classes", type=int, default=1000)
   parser.add_argument("--ratio", type=float, default=0.3)
   parser.add_argument("--processes", default="1,2,4")
-  parser.add_argument("--paths", default="sharded,gather,whole")
+  parser.add_argument("--paths", default="sharded,rows,gather,whole")
   parser.add_argument("--tiny", type=int, default=4096,
                       help="N of the run whose peak is subtracted (0: none)")
   parser.add_argument("--gather_mib", type=int, default=256,

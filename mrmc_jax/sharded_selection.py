@@ -270,3 +270,71 @@ def gather_mask(mask: Array, num_examples: int, *, mesh: sharding.MeshLike,
   packed = np.asarray(sharding.to_host(_pack(mask, mesh=mesh, axis=axis)))
   bits = np.unpackbits(packed.reshape(d, -1), axis=1)[:, :rows]
   return bits.reshape(-1)[:num_examples].astype(bool)
+
+
+def select_rows(keys: Any, rows: Any, labels: Any, ratio: float, *,
+                num_classes: int, mesh: sharding.MeshLike,
+                axis: sharding.Axis = sharding.DATA_AXIS,
+                class_balanced: bool = True,
+                tie_seed: Optional[int] = None) -> np.ndarray:
+  """The mask of the highest keys, from the keys of this process's rows.
+
+  Each process passes the keys of the rows it holds in the row layout of
+  `mesh` (`sharding.process_rows` of a `rows_sharding(mesh, axis)` array,
+  padding rows left out or not); the keys are laid out by rows again and
+  `sharded_select_ratio` selects without gathering them. The mask equals
+  `selection.select_mask_host(all keys, labels, ratio, num_classes=...,
+  class_balanced=..., tie_seed=...)`.
+
+  Args:
+    keys: float `[n]`, the keys of this process's rows (higher = keep;
+      -inf: last).
+    rows: int `[n]` their row indices (example ids), ascending.
+    labels: int `[N]`, every example's label (host).
+    ratio: core-set fraction in (0, 1].
+    num_classes: C.
+    mesh, axis: the row layout (`sharding.rows_sharding(mesh, axis)`).
+    class_balanced: per-class quotas, or one global budget.
+    tie_seed: int >= 0, or None (ties to the lower id).
+
+  Returns:
+    bool `[N]`, the same on every process.
+
+  Raises:
+    ValueError: a row of this process's devices missing from `rows`,
+      `keys` and `rows` of different lengths, or as `sharded_select_ratio`.
+  """
+  keys = np.asarray(keys, np.float32)
+  rows = np.asarray(rows, np.int64)
+  labels = np.asarray(labels)
+  n = labels.shape[0]
+  if keys.shape != rows.shape or keys.ndim != 1:
+    raise ValueError(f"keys {keys.shape} and rows {rows.shape} must be 1-D "
+                     "of the same length.")
+  if not class_balanced:
+    labels = np.where(labels >= 0, 0, -1)
+    num_classes = 1
+  where = sharding.rows_sharding(mesh, axis)
+  padded = sharding.padded_rows(n, mesh, axis)
+
+  def block(index, values, fill, dtype):
+    want = np.arange(padded, dtype=np.int64)[index[0]]
+    real = want[want < n]
+    pos = np.minimum(np.searchsorted(rows, real), max(len(rows) - 1, 0))
+    if len(real) and (len(rows) == 0 or (rows[pos] != real).any()):
+      raise ValueError(f"select_rows: rows {real[0]}..{real[-1]} lie on this "
+                       "process but their keys were not given.")
+    out = np.full(len(want), fill, dtype)
+    out[:len(real)] = values(pos, real)
+    return out
+
+  keys_g = jax.make_array_from_callback(
+      (padded,), where, lambda i: block(i, lambda p, r: keys[p], -np.inf,
+                                        np.float32))
+  labels_g = jax.make_array_from_callback(
+      (padded,), where, lambda i: block(i, lambda p, r: labels[r], -1,
+                                        np.int32))
+  chosen = sharded_select_ratio(keys_g, labels_g, ratio,
+                                num_classes=num_classes, mesh=mesh, axis=axis,
+                                tie_seed=tie_seed)
+  return gather_mask(chosen, n, mesh=mesh, axis=axis)

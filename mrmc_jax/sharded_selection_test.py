@@ -161,3 +161,43 @@ def test_gather_mask_round_trip_with_odd_blocks():
   m = np.random.default_rng(4).random(104) < 0.5
   got = sharded_selection.gather_mask(_place(m, mesh), 100, mesh=mesh)
   np.testing.assert_array_equal(got, m[:100])
+
+
+@pytest.mark.filterwarnings("ignore:select_mask. .* selected rows")
+@pytest.mark.parametrize("class_balanced", [True, False])
+def test_select_rows_from_the_rows_a_process_holds(class_balanced):
+  # The runner's path: the keys of the rows this process holds (here all of
+  # them, on 8 devices; padding rows left out, as the warm-up does), with
+  # their ids from `process_rows`, laid out again and selected.
+  n, c = 301, 5
+  mesh = _mesh()
+  rng = np.random.default_rng(3)
+  scores, labels, placed, _ = _rows(n, mesh, rng, c)
+  ids, held = sharding.process_rows(placed)
+  assert ids.tolist() == list(range(sharding.padded_rows(n, mesh)))
+  np.testing.assert_array_equal(held[:n], scores)
+  real = ids < n
+  got = sharded_selection.select_rows(
+      held[real], ids[real], labels, 0.3, num_classes=c, mesh=mesh,
+      class_balanced=class_balanced, tie_seed=4)
+  want = selection.select_mask_host(scores, labels, 0.3, num_classes=c,
+                                    class_balanced=class_balanced,
+                                    tie_seed=4)
+  np.testing.assert_array_equal(got, np.asarray(want))
+  with pytest.raises(ValueError, match="rows .* lie on this process"):
+    sharded_selection.select_rows(held[:n - 1], ids[:n - 1], labels, 0.3,
+                                  num_classes=c, mesh=mesh)
+
+
+def test_process_rows_of_a_two_axis_mesh_holds_each_row_once():
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()).reshape(4, 2),
+                           ("data", "model"))
+  x = np.arange(24, dtype=np.float32).reshape(8, 3)
+  ids, rows = sharding.process_rows(
+      jax.device_put(x, sharding.rows_sharding(mesh)))
+  assert ids.tolist() == list(range(8))
+  np.testing.assert_array_equal(rows, x)
+  with pytest.raises(ValueError, match="split by rows only"):
+    sharding.process_rows(jax.device_put(
+        x[:, :2], jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, "model"))))

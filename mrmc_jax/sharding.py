@@ -322,6 +322,32 @@ def _local_row_blocks(x: jax.Array) -> Optional[dict[int, np.ndarray]]:
   return blocks
 
 
+def process_rows(x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  """The rows of a row-split array that this process holds, by row index.
+
+  Args:
+    x: `[N, ...]` split by rows (`rows_sharding`), on one or many processes.
+
+  Returns:
+    `(rows int64 [n], values [n, ...])`: the distinct rows of `x` on this
+    process's devices, ascending (a row held by several local devices, e.g.
+    over the `model` axis of a 2-D mesh, once), as host numpy arrays.
+
+  Raises:
+    ValueError: `x` is split on an axis other than the first.
+  """
+  blocks = _local_row_blocks(x)
+  if blocks is None:
+    raise ValueError(f"process_rows needs an array split by rows only; got "
+                     f"the sharding {x.sharding}.")
+  firsts = sorted(blocks)
+  if not firsts:
+    return np.zeros(0, np.int64), np.zeros((0, *x.shape[1:]), x.dtype)
+  rows = np.concatenate([np.arange(f, f + len(blocks[f]), dtype=np.int64)
+                         for f in firsts])
+  return rows, np.concatenate([blocks[f] for f in firsts])
+
+
 def _gather_rows(x: jax.Array, gather_bytes: int) -> Optional[np.ndarray]:
   """`x` on the host, gathered by rows in bounded rounds (see `to_host`);
   None where its layout is not equal row blocks on every process (every

@@ -198,7 +198,7 @@ def test_two_processes_resume_mid_epoch_at_the_same_step(tmp_path,
   codes, out = multihost.launch(workdir, record, "b", flags)
   assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
   scaleout._same_run(  # pylint: disable=protected-access
-      workdir, one_device_run)
+      workdir, one_device_run, rows_only=True)
   batch = scaleout.JOB["train.batch_size"]
   n = 1438
   order = input_pipeline.epoch_order(n, 0, 1)
@@ -254,7 +254,7 @@ def test_sigterm_to_one_or_all_processes_saves_on_all(tmp_path,
   assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
   assert f" {taken}/36 " in out[0], out[0][-3000:]
   scaleout._same_run(  # pylint: disable=protected-access
-      workdir, one_device_run)
+      workdir, one_device_run, rows_only=True)
 
 
 def test_a_signal_while_the_process_ends_is_not_dropped(reference):

@@ -39,6 +39,7 @@ from mrmc_jax.methods.options import Option
 from mrmc_jax.methods.options import parse_spec
 from mrmc_jax.methods.options import SelectionOptions
 from mrmc_jax.methods.registry import check_method
+from mrmc_jax.methods.registry import check_output
 from mrmc_jax.methods.registry import DEFAULT_COMPARED
 from mrmc_jax.methods.registry import DEFAULT_METHOD
 from mrmc_jax.methods.registry import get_method

@@ -85,6 +85,14 @@ class Method:
       fitted float [N, R''], epochs [R''])`: the per-example trajectories
       the method fitted and its fitted curves, drawn with the scores in the
       run's `plots/trajectories.png`.
+    row_keys: optional `fn(art, opts, num_classes) -> (scores float32
+      [n], keys float32 [n])` for a method that scores each example from
+      its own rows alone and selects the highest `keys` under the quotas
+      (`select_top` with `opts.class_balanced` and `opts.seed`): `art`
+      may then hold any subset of the rows (`[n, ...]` each), and the
+      runner of a multi-process job computes them where the rows lie and
+      selects with `sharded_selection.select_rows`, never gathering the
+      warm-up's `[N, R]` arrays. Its `select` must equal that.
   """
   name: str
   needs: frozenset[str]
@@ -96,6 +104,7 @@ class Method:
   role: str = "peer"
   label: str = ""
   curves: Optional[CurvesFn] = None
+  row_keys: Optional[Callable[..., tuple[Any, Any]]] = None
 
   def __post_init__(self):
     keys = tuple(o.key if isinstance(o, options_lib.Option) else o

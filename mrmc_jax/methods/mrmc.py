@@ -249,11 +249,29 @@ def filter_keep(art: dict[str, np.ndarray],
   return np.logical_and.reduce(keeps)
 
 
-def _select(art, labels, ratio, *, num_classes, opts, cache):
-  del cache  # Unused.
+def row_keys(art: dict[str, np.ndarray], opts: options_lib.SelectionOptions,
+             num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """MRMC's scores and selection keys, row by row (any subset of rows).
+
+  Args:
+    art: warm-up artefacts, `[n, ...]` rows of any examples.
+    opts: reads `MRMC_OPTIONS` and `FILTER_OPTIONS`.
+    num_classes: C.
+
+  Returns:
+    `(scores float32 [n], keys float32 [n])`: the keys are the scores, -inf
+    where a filter leaves the example out (taken only if a class runs
+    short).
+  """
   scores = mrmc_from_artefacts(art, opts)
   keep = filter_keep(art, opts, num_classes)
   keys = scores if keep is None else np.where(keep, scores, -np.inf)
+  return scores, np.asarray(keys, np.float32)
+
+
+def _select(art, labels, ratio, *, num_classes, opts, cache):
+  del cache  # Unused.
+  scores, keys = row_keys(art, opts, num_classes)
   _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
                               class_balanced=opts.class_balanced,
                               seed=opts.seed)
@@ -264,4 +282,5 @@ METHOD = common.Method(
     "mrmc", frozenset({"trajectory"}),
     options_lib.COMMON + MRMC_OPTIONS + FILTER_OPTIONS,
     _select, "maximum reduction as maximum contribution; keep highest",
-    extra_needs=filter_needs, role="proposed", curves=fitted_curves)
+    extra_needs=filter_needs, role="proposed", curves=fitted_curves,
+    row_keys=row_keys)

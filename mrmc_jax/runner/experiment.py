@@ -73,8 +73,11 @@ def _train_and_evaluate(config, workdir, identity):
   stamps = stages.cell_stamps(config, config.seed, data, spec, ratio, opts)
   # Every stage's outputs are verified on every run, finished or not; a
   # damaged one is recomputed (one warning naming it), never returned.
+  # On a multi-process job of a method that scores row by row, each host
+  # keeps its own rows of the warm-up (nothing gathered).
   art = stages.warmup(ctx, config, methods.needs([spec], opts),
-                      stamps.warmup)
+                      stamps.warmup,
+                      rows_only=stages.rows_only([spec], opts))
 
   def summary_fn(sel, result):
     return {

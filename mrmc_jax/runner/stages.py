@@ -13,7 +13,9 @@ cell that `main` (one cell) and `compare` (a grid) share.
 
 What each stage leaves in its workdir (every file written atomically, by
 process 0):
-  warm-up: `warmup/artefacts.npz`, checkpoints in `checkpoints/warmup`;
+  warm-up: `warmup/artefacts.npz`, checkpoints in `checkpoints/warmup`
+    (on a multi-process job of a row-by-row method, `rows_only`, the
+    checkpoints only: each host takes its rows from the last one);
   select: `coreset/scores.npy`, `indices.npy`, `selection.json` (timing,
     stamp, and the SHA-256 of each array file), `mask.npy` (last: it marks
     the selection complete), and plots in `plots/` when asked;
@@ -30,7 +32,7 @@ import io
 import json
 import os
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from absl import logging
 import jax
@@ -41,6 +43,9 @@ import numpy as np
 from mrmc_jax import data as data_lib
 from mrmc_jax import methods
 from mrmc_jax import models
+from mrmc_jax import selection as selection_lib
+from mrmc_jax import sharded_selection
+from mrmc_jax import sharding
 from mrmc_jax import train_step
 from mrmc_jax import validation
 from mrmc_jax.data import noise as noise_lib
@@ -336,11 +341,31 @@ def warmup_stamp(config: ml_collections.ConfigDict, seed: int,
   return wd.stamp(fields.affecting(config, fields.W), int(seed), data)
 
 
+def rows_only(specs: Iterable[str], opts: methods.SelectionOptions) -> bool:
+  """Whether the warm-up keeps each process's rows (no gather): a
+  multi-process job whose methods all score row by row (`row_keys`) from
+  the trajectories alone."""
+  specs = list(specs)
+  return (jax.process_count() > 1 and all(
+      methods.row(s).row_keys is not None for s in specs) and
+          methods.needs(specs, opts) <= warmup_lib.ROW_NEEDS)
+
+
 def warmup(ctx: Context, config: ml_collections.ConfigDict,
-           need: frozenset[str], stamp: str) -> dict[str, np.ndarray]:
-  """The warm-up artefacts the methods `need` ({} if none): read or run."""
+           need: frozenset[str], stamp: str, *, rows_only: bool = False
+           ) -> dict[str, np.ndarray]:
+  """The warm-up artefacts the methods `need` ({} if none): read or run.
+
+  With `rows_only` (`rows_only(...)`), this process's rows of the
+  trajectories from the warm-up's run or its last checkpoint (verified
+  there), and no artefacts file (`warmup.run_warmup`).
+  """
   if not need:
     return {}
+  if rows_only:
+    return warmup_lib.run_warmup(
+        warmup_context(ctx, config), need, stamp=stamp, rows_only=True,
+        **config_lib.warmup_settings(config))
   return run_stage(Stage(
       "warmup", stamp,
       tuple(os.path.join(ctx.workdir, f) for f in warmup_lib.OUTPUTS),
@@ -476,9 +501,12 @@ def select(ctx: Context, spec: str, art: dict[str, np.ndarray],
     recorded = _recorded_mask_sha256(out)
     with compile_seconds() as compiling:
       t0 = time.perf_counter()
-      scores, mask = methods.select(spec, art, ctx.data.train.labels, ratio,
-                                    num_classes=ctx.data.num_classes,
-                                    opts=opts, cache=cache)
+      if "row_ids" in art:
+        scores, mask = _select_rows(ctx, spec, art, ratio, opts)
+      else:
+        scores, mask = methods.select(spec, art, ctx.data.train.labels,
+                                      ratio, num_classes=ctx.data.num_classes,
+                                      opts=opts, cache=cache)
       wall = time.perf_counter() - t0
     scores = np.asarray(scores, np.float32)
     mask = np.asarray(mask, bool)
@@ -507,6 +535,37 @@ def select(ctx: Context, spec: str, art: dict[str, np.ndarray],
       redo="selecting again from the warm-up artefacts"))
 
 
+def _select_rows(ctx: Context, spec: str, art: dict[str, np.ndarray],
+                 ratio: float, opts: methods.SelectionOptions
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """`methods.select` on this process's rows (`art["row_ids"]`): the
+  method's `row_keys` where the rows lie, `sharded_selection.select_rows`
+  across the hosts; the scores `[N]` come to every host (4 bytes each)."""
+  name, opts = methods.resolve(spec, opts)
+  method = methods.get_method(name)
+  labels = ctx.data.train.labels
+  n = int(labels.shape[0])
+  selection_lib.check_nonzero_budget(ratio, n)
+  rows = {k: v for k, v in art.items() if np.ndim(v) and k != "row_ids"}
+  scores, keys = method.row_keys(rows, opts, ctx.data.num_classes)
+  mask = sharded_selection.select_rows(
+      keys, art["row_ids"], labels, ratio, num_classes=ctx.data.num_classes,
+      mesh=ctx.mesh, class_balanced=opts.class_balanced, tie_seed=opts.seed)
+  where = sharding.rows_sharding(ctx.mesh)
+  ids, scores = art["row_ids"], np.asarray(scores, np.float32)
+
+  def block(index):
+    want = np.arange(sharding.padded_rows(n, ctx.mesh))[index[0]]
+    out = np.zeros(len(want), np.float32)
+    real = want[want < n]
+    out[:len(real)] = scores[np.searchsorted(ids, real)]
+    return out
+
+  every = sharding.to_host(jax.make_array_from_callback(
+      (sharding.padded_rows(n, ctx.mesh),), where, block))[:n]
+  return methods.check_output(method, (every, mask), n, ratio)
+
+
 def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
   labels = ctx.data.train.labels
   title = f"{spec} ratio={ratio}"
@@ -518,7 +577,7 @@ def _plot_selection(ctx, spec, ratio, scores, mask, art, opts):
                                         "selected_per_class.png"), title)
   name, opts = methods.resolve(spec, opts)
   curves = methods.get_method(name).curves
-  if curves is not None:
+  if curves is not None and "row_ids" not in art:  # Not of some rows only.
     # A method that fits curves to the trajectories (its row's plot hook):
     # those of the highest- and lowest-scored examples with their fits.
     observed, fitted, epochs = curves(art, opts)

@@ -11,8 +11,11 @@ needs them; the margins (AUM) join the
 trajectories when a method needs them. Artefacts go to `<workdir>/warmup/artefacts.npz`, their SHA-256 to
 `artefacts.json` beside it; `read_artefacts` (the stage's done-check, see
 `stages.warmup`) verifies both. The artefacts are gathered whole to every
-host; the feature methods are refused before any training when the
-features would not fit half a chip (`check_feature_rows`).
+host (`sharding.to_host`); the feature methods are refused before any
+training when the features would not fit half a chip
+(`check_feature_rows`). On a multi-process job of a method that scores row
+by row (`Method.row_keys`, MRMC), `rows_only` keeps each process's own rows
+instead: nothing is gathered and no `artefacts.npz` is written.
 """
 
 import os
@@ -21,6 +24,7 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from mrmc_jax.data import pipeline as input_pipeline
 from mrmc_jax import losses
@@ -140,9 +144,14 @@ def device_bytes_limit() -> Optional[int]:
       else None
 
 
+# What a warm-up of `rows_only` records: the trajectories, row by row.
+ROW_NEEDS = frozenset({"trajectory", "eval_trajectory", "margin"})
+
+
 def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
                epochs: int, schedule_epochs: int,
-               stamp: str = "") -> dict[str, np.ndarray]:
+               stamp: str = "", rows_only: bool = False
+               ) -> dict[str, np.ndarray]:
   """Trains `epochs` epochs on all data and returns the warm-up artefacts.
 
   Args:
@@ -153,9 +162,15 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
       (the core-set training's for the "truncated" warm-up schedule).
     stamp: what the warm-up is computed from (`workdir.stamp`), kept in
       `artefacts.npz` and the checkpoints and checked when they are read.
+    rows_only: return this process's rows of the trajectories only, with
+      their ids under `row_ids` (`sharding.process_rows`), and write no
+      `artefacts.npz`: nothing is gathered across the hosts (the rows are
+      read from the warm-up's last checkpoint at a relaunch). `need` must
+      be a subset of `ROW_NEEDS`.
 
   Returns:
-    The artefacts (host arrays), as in `artefacts.npz` (less the stamp).
+    The artefacts (host arrays), as in `artefacts.npz` (less the stamp);
+    with `rows_only`, `[n, R]` rows of this process and `row_ids` `[n]`.
 
   Raises:
     workdir.ConfigMismatchError: the artefacts or checkpoints are of
@@ -236,6 +251,8 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
 
   t0 = time.perf_counter()
   state = tree["state"]
+  if rows_only:
+    return _process_rows(tree, n, record_eval, t0)
   art = {k: v[:n] for k, v in sharding.to_host(tree["traj"]).items()}
   if record_eval:
     art.update({f"eval_{k}": v[:n]
@@ -257,6 +274,31 @@ def run_warmup(ctx: context_lib.Context, need: frozenset[str], *,
     # The stage file: the artefacts' content hash, checked when read back.
     wd.write_json(_hash_path(art_path), {"sha256": wd.file_sha256(art_path),
                                          "stamp": stamp})
+  return art
+
+
+def _process_rows(tree: dict[str, Any], n: int, record_eval: bool,
+                  t0: float) -> dict[str, np.ndarray]:
+  """This process's rows of the trajectories (ids < n), with `row_ids`."""
+  art = {}
+  for key, prefix in (("traj", ""), ("eval_traj", "eval_")):
+    if key == "eval_traj" and not record_eval:
+      continue
+    for k, v in tree[key].items():
+      ids, rows = sharding.process_rows(v)
+      real = ids < n
+      art[prefix + k] = rows[real]
+      art["row_ids"] = ids[real]
+  art["warmup_seconds"] = np.float64(float(tree["seconds"]) +
+                                     time.perf_counter() - t0)
+  # Every process decides alike: the non-finite counts of all the rows.
+  keys = sorted(k for k in art if np.issubdtype(art[k].dtype, np.inexact))
+  bad = np.array([int((~np.isfinite(art[k])).sum()) for k in keys], np.int64)
+  if jax.process_count() > 1:
+    bad = multihost_utils.process_allgather(bad).sum(axis=0)
+  loop.check_finite_arrays(
+      {k: np.full(int(b), np.nan) for k, b in zip(keys, bad)},
+      "the warm-up's per-example statistics")
   return art
 
 
