@@ -10,7 +10,7 @@ P = 1, 2, 4, ... local JAX processes (`jax.distributed` on CPU, each under
     `[C]` counts cross the hosts, no row does), and gathers the mask as bits
     (`gather_mask`, N / 8 bytes per host); process 0 writes it once;
   * `rows`: what the runner does on several processes for a method that
-    scores row by row (MRMC): each process takes its rows of the row-split
+    scores row by row (MRMC here): each process takes its rows of the row-split
     trajectory to the host (`sharding.process_rows`), scores them there,
     and selects with `sharded_selection.select_rows` (the keys laid out by
     rows again, `sharded_select_ratio`, the mask as bits);

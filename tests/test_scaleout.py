@@ -326,3 +326,21 @@ def test_two_processes_resume_and_select_the_one_device_mask(
   assert [r["epoch"] for r in rows
           if r["stage"] == "warmup" and "train_loss" in r] == [1, 2, 3]
   assert "test accuracy" in out[0] and "test accuracy" not in out[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["el2n", "forgetting(per_class=True)"])
+def test_two_processes_select_a_peer_row_by_row(tmp_path, spec):
+  # A peer that scores row by row (`row_keys`), with one global budget or
+  # per-class quotas: 2 processes take the rows path (no artefacts file)
+  # and select the one-device run's mask.
+  ref = str(tmp_path / "one")
+  experiment.train_and_evaluate(
+      _config(**{"distributed.num_devices": 1, "selection.method": spec}), ref)
+  workdir, record = str(tmp_path / "two"), str(tmp_path / "record")
+  codes, out = multihost.launch(
+      workdir, record, "a",
+      [f"--config.{k}={v}" for k, v in
+       {**JOB, "selection.method": spec}.items()])
+  assert codes == [0, 0], out[0][-3000:] + out[1][-3000:]
+  _same_run(workdir, ref, rows_only=True)

@@ -57,13 +57,10 @@ def margin_view(art, opts) -> Array:
   return common.trajectory_view(art, opts, trajectory.MARGIN_FIELDS)[key]
 
 
-def _select(art, labels, ratio, *, num_classes, opts, cache):
-  del cache  # Unused.
-  aum = aum_scores(margin_view(art, opts))
-  _, mask = common.select_top(-aum, labels, ratio, num_classes=num_classes,
-                              class_balanced=opts.aum_class_balanced,
-                              seed=opts.seed)
-  return np.asarray(aum, np.float32), mask
+def _rows(art, opts, num_classes):
+  del num_classes  # Unused.
+  aum = np.asarray(aum_scores(margin_view(art, opts)), np.float32)
+  return aum, -aum, bool(opts.aum_class_balanced)
 
 
 OPTIONS = common.declare(
@@ -81,5 +78,5 @@ OPTIONS = common.declare(
 METHOD = common.Method(
     "aum", frozenset({"trajectory", "margin"}),
     common.SEED + common.TRAJECTORY_OPTIONS + OPTIONS,
-    _select, "lowest mean margin over warm-up epochs (AUM; as CCS's "
-    "baseline)")
+    common.select_by_row_keys(_rows), "lowest mean margin over warm-up "
+    "epochs (AUM; as CCS's baseline)", row_keys=_rows)

@@ -86,13 +86,14 @@ class Method:
       the method fitted and its fitted curves, drawn with the scores in the
       run's `plots/trajectories.png`.
     row_keys: optional `fn(art, opts, num_classes) -> (scores float32
-      [n], keys float32 [n])` for a method that scores each example from
-      its own rows alone and selects the highest `keys` under the quotas
-      (`select_top` with `opts.class_balanced` and `opts.seed`): `art`
-      may then hold any subset of the rows (`[n, ...]` each), and the
-      runner of a multi-process job computes them where the rows lie and
-      selects with `sharded_selection.select_rows`, never gathering the
-      warm-up's `[N, R]` arrays. Its `select` must equal that.
+      [n], keys float32 [n], class_balanced bool)` for a method that
+      scores each example from its own rows alone and selects the highest
+      `keys` under the quotas (`select_top` with that `class_balanced`
+      and `opts.seed`): `art` may then hold any subset of the rows (`[n,
+      ...]` each), and the runner of a multi-process job computes them
+      where the rows lie and selects with `sharded_selection.select_rows`,
+      never gathering the warm-up's `[N, R]` arrays. Its `select` must
+      equal that (`registry_test` checks every such row).
   """
   name: str
   needs: frozenset[str]
@@ -177,6 +178,17 @@ def select_top(scores: Any, labels: np.ndarray, ratio: float, *,
                                     class_balanced=class_balanced,
                                     tie_seed=seed)
   return scores, np.asarray(mask)
+
+
+def select_by_row_keys(row_keys: Callable[..., tuple[Any, Any, bool]]):
+  """A method's `select` from its `row_keys` (the two cannot disagree)."""
+  def select(art, labels, ratio, *, num_classes, opts, cache):
+    del cache  # Unused.
+    scores, keys, class_balanced = row_keys(art, opts, num_classes)
+    _, mask = select_top(keys, labels, ratio, num_classes=num_classes,
+                         class_balanced=class_balanced, seed=opts.seed)
+    return np.asarray(scores, np.float32), mask
+  return select
 
 
 def check_ndim(x: Any, ndim: int, name: str, shape_doc: str) -> None:

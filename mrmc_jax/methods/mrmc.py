@@ -250,7 +250,7 @@ def filter_keep(art: dict[str, np.ndarray],
 
 
 def row_keys(art: dict[str, np.ndarray], opts: options_lib.SelectionOptions,
-             num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+             num_classes: int) -> tuple[np.ndarray, np.ndarray, bool]:
   """MRMC's scores and selection keys, row by row (any subset of rows).
 
   Args:
@@ -259,23 +259,18 @@ def row_keys(art: dict[str, np.ndarray], opts: options_lib.SelectionOptions,
     num_classes: C.
 
   Returns:
-    `(scores float32 [n], keys float32 [n])`: the keys are the scores, -inf
-    where a filter leaves the example out (taken only if a class runs
-    short).
+    `(scores float32 [n], keys float32 [n], class_balanced)`: the keys are
+    the scores, -inf where a filter leaves the example out (taken only if a
+    class runs short); the quotas per class unless `opts.class_balanced`
+    is False.
   """
   scores = mrmc_from_artefacts(art, opts)
   keep = filter_keep(art, opts, num_classes)
   keys = scores if keep is None else np.where(keep, scores, -np.inf)
-  return scores, np.asarray(keys, np.float32)
+  return scores, np.asarray(keys, np.float32), bool(opts.class_balanced)
 
 
-def _select(art, labels, ratio, *, num_classes, opts, cache):
-  del cache  # Unused.
-  scores, keys = row_keys(art, opts, num_classes)
-  _, mask = common.select_top(keys, labels, ratio, num_classes=num_classes,
-                              class_balanced=opts.class_balanced,
-                              seed=opts.seed)
-  return scores, mask
+_select = common.select_by_row_keys(row_keys)
 
 
 METHOD = common.Method(

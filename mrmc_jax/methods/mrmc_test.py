@@ -189,29 +189,3 @@ def test_rows_an_epoch_never_recorded_are_left_out_of_the_selection():
   with pytest.warns(UserWarning, match=r"1 of 40 rows were not recorded"):
     scores = mrmc.mrmc_from_artefacts(art, opts)
   assert np.isneginf(scores[3]) and np.isfinite(np.delete(scores, 3)).all()
-
-
-@pytest.mark.parametrize("spec", ["mrmc", "mrmc(fit_filter=0.75)",
-                                  "mrmc(aum_filter=-0.5;skip_epochs=1)",
-                                  "mrmc(score=observed;epochs=4)"])
-def test_row_keys_of_any_rows_are_those_of_all_rows(spec):
-  # What lets the runner score each host's rows apart: the keys of a subset
-  # of the rows are bit for bit those rows' keys among all rows, and the
-  # method selects the top keys under the quotas.
-  from mrmc_jax.methods import registry  # pylint: disable=g-import-not-at-top
-  art, labels, _ = _memorised_flips(n=301)
-  _, opts = registry.resolve(spec, options.SelectionOptions())
-  scores, keys = mrmc.row_keys(art, opts, 2)
-  rng = np.random.default_rng(1)
-  for part in np.array_split(np.sort(rng.permutation(301)[:150]), 3):
-    s, k = mrmc.row_keys({n: v[part] for n, v in art.items()}, opts, 2)
-    assert s.tobytes() == scores[part].tobytes()
-    assert k.tobytes() == keys[part].tobytes()
-  got_scores, mask = registry.select(spec, art, labels, 0.3, num_classes=2,
-                                     opts=options.SelectionOptions())
-  assert got_scores.tobytes() == scores.tobytes()
-  want = selection.select_mask_host(keys, labels, 0.3, num_classes=2,
-                                    tie_seed=opts.seed)
-  assert (np.asarray(want) == mask).all()
-  if "filter" in spec:
-    assert np.isneginf(keys).any() and not np.isneginf(scores).any()

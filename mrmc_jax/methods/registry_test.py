@@ -275,3 +275,42 @@ def test_a_plugin_module_that_raises_on_import_is_one_line(tmp_path,
   path.write_text("raise RuntimeError('boom')\n")
   with pytest.raises(ValueError, match="failed to load: RuntimeError: boom"):
     registry.load_plugins([str(path)])
+
+
+ROW_SPECS = ("mrmc", "mrmc(fit_filter=0.75)",
+             "mrmc(aum_filter=-0.5;skip_epochs=1)",
+             "mrmc(score=observed;epochs=4;class_balanced=False)",
+             "mrmc(loss_source=eval)", "el2n", "el2n(per_class=True)",
+             "forgetting", "dyn_unc(window=3)", "aum",
+             "aum(margin=prob;per_class=True)")
+
+
+def test_the_row_specs_cover_every_method_with_row_keys():
+  assert {registry.resolve(s, options.SelectionOptions())[0]
+          for s in ROW_SPECS} == {
+              m.name for m in registry.METHODS if m.row_keys is not None}
+
+
+@pytest.mark.parametrize("spec", ROW_SPECS)
+def test_row_keys_of_any_rows_are_those_of_all_rows(spec):
+  # What lets the runner score each host's rows apart: the keys of a subset
+  # of the rows are bit for bit those rows' keys among all rows, and the
+  # method's selection is the top keys under its quotas.
+  art, labels = synthetic_artefacts(n=301)
+  name, opts = registry.resolve(spec, options.SelectionOptions())
+  row_keys = registry.get_method(name).row_keys
+  scores, keys, balanced = row_keys(art, opts, 3)
+  rows = {k: v for k, v in art.items() if np.ndim(v) and len(v) == 301}
+  rng = np.random.default_rng(1)
+  for part in np.array_split(np.sort(rng.permutation(301)[:150]), 3):
+    s, k, b = row_keys({n: v[part] for n, v in rows.items()}, opts, 3)
+    assert s.dtype == k.dtype == np.float32 and b == balanced
+    assert s.tobytes() == scores[part].tobytes()
+    assert k.tobytes() == keys[part].tobytes()
+  got, mask = registry.select(spec, art, labels, 0.3, num_classes=3,
+                              opts=options.SelectionOptions())
+  assert got.tobytes() == np.asarray(scores, np.float32).tobytes()
+  want = selection.select_mask_host(keys, labels, 0.3, num_classes=3,
+                                    class_balanced=balanced,
+                                    tie_seed=opts.seed)
+  np.testing.assert_array_equal(np.asarray(want), mask)

@@ -211,15 +211,13 @@ def _select_random(art, labels, ratio, *, num_classes, opts, cache):
                            seed=opts.seed)
 
 
-def _select_el2n(art, labels, ratio, *, num_classes, opts, cache):
-  del cache  # Unused.
+def _el2n_rows(art, opts, num_classes):
+  del num_classes  # Unused.
   el2n = common.trajectory_view(art, opts)["el2n"]
   epochs = (None if opts.el2n_epochs is None else
             list(range(el2n.shape[1] - opts.el2n_epochs, el2n.shape[1])))
-  return common.select_top(el2n_scores(el2n, epochs), labels, ratio,
-                           num_classes=num_classes,
-                           class_balanced=opts.el2n_class_balanced,
-                           seed=opts.seed)
+  s = np.asarray(el2n_scores(el2n, epochs), np.float32)
+  return s, s, bool(opts.el2n_class_balanced)
 
 
 def _select_grand(art, labels, ratio, *, num_classes, opts, cache):
@@ -230,22 +228,19 @@ def _select_grand(art, labels, ratio, *, num_classes, opts, cache):
                            seed=opts.seed)
 
 
-def _select_forgetting(art, labels, ratio, *, num_classes, opts, cache):
-  del cache  # Unused.
+def _forgetting_rows(art, opts, num_classes):
+  del num_classes  # Unused.
   correct = common.trajectory_view(art, opts)["correct"]
-  return common.select_top(forgetting_scores(correct), labels, ratio,
-                           num_classes=num_classes,
-                           class_balanced=opts.forgetting_class_balanced,
-                           seed=opts.seed)
+  s = np.asarray(forgetting_scores(correct), np.float32)
+  return s, s, bool(opts.forgetting_class_balanced)
 
 
-def _select_dyn_unc(art, labels, ratio, *, num_classes, opts, cache):
-  del cache  # Unused.
+def _dyn_unc_rows(art, opts, num_classes):
+  del num_classes  # Unused.
   p = common.trajectory_view(art, opts)["p_true"]
-  scores = dyn_unc_scores(p, window=min(opts.dyn_unc_window, p.shape[1]))
-  return common.select_top(scores, labels, ratio, num_classes=num_classes,
-                           class_balanced=opts.dyn_unc_class_balanced,
-                           seed=opts.seed)
+  s = np.asarray(dyn_unc_scores(p, window=min(opts.dyn_unc_window,
+                                              p.shape[1])), np.float32)
+  return s, s, bool(opts.dyn_unc_class_balanced)
 
 
 _TRAJ = frozenset({"trajectory"})
@@ -284,7 +279,8 @@ RANDOM = common.Method(
     "uniform scores; class-stratified under quotas", role="baseline")
 EL2N = common.Method(
     "el2n", _TRAJ, common.SEED + common.TRAJECTORY_OPTIONS + EL2N_OPTIONS,
-    _select_el2n, "EL2N of the last warm-up epoch; keep highest")
+    common.select_by_row_keys(_el2n_rows),
+    "EL2N of the last warm-up epoch; keep highest", row_keys=_el2n_rows)
 GRAND = common.Method(
     "grand", frozenset({"grad_norms"}), common.SEED + GRAND_OPTIONS,
     _select_grand,
@@ -292,8 +288,11 @@ GRAND = common.Method(
 FORGETTING = common.Method(
     "forgetting", _TRAJ,
     common.SEED + common.TRAJECTORY_OPTIONS + FORGETTING_OPTIONS,
-    _select_forgetting, "correct->incorrect transitions; never learned first")
+    common.select_by_row_keys(_forgetting_rows),
+    "correct->incorrect transitions; never learned first",
+    row_keys=_forgetting_rows)
 DYN_UNC = common.Method(
     "dyn_unc", _TRAJ,
     common.SEED + common.TRAJECTORY_OPTIONS + DYN_UNC_OPTIONS,
-    _select_dyn_unc, "mean sliding-window std of p_true; keep highest")
+    common.select_by_row_keys(_dyn_unc_rows),
+    "mean sliding-window std of p_true; keep highest", row_keys=_dyn_unc_rows)

@@ -547,10 +547,10 @@ def _select_rows(ctx: Context, spec: str, art: dict[str, np.ndarray],
   n = int(labels.shape[0])
   selection_lib.check_nonzero_budget(ratio, n)
   rows = {k: v for k, v in art.items() if np.ndim(v) and k != "row_ids"}
-  scores, keys = method.row_keys(rows, opts, ctx.data.num_classes)
+  scores, keys, balanced = method.row_keys(rows, opts, ctx.data.num_classes)
   mask = sharded_selection.select_rows(
       keys, art["row_ids"], labels, ratio, num_classes=ctx.data.num_classes,
-      mesh=ctx.mesh, class_balanced=opts.class_balanced, tie_seed=opts.seed)
+      mesh=ctx.mesh, class_balanced=balanced, tie_seed=opts.seed)
   where = sharding.rows_sharding(ctx.mesh)
   ids, scores = art["row_ids"], np.asarray(scores, np.float32)
 

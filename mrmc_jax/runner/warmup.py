@@ -14,7 +14,8 @@ trajectories when a method needs them. Artefacts go to `<workdir>/warmup/artefac
 host (`sharding.to_host`); the feature methods are refused before any
 training when the features would not fit half a chip
 (`check_feature_rows`). On a multi-process job of a method that scores row
-by row (`Method.row_keys`, MRMC), `rows_only` keeps each process's own rows
+by row (`Method.row_keys`: mrmc, el2n, forgetting, dyn_unc, aum),
+`rows_only` keeps each process's own rows
 instead: nothing is gathered and no `artefacts.npz` is written.
 """
 
