@@ -16,7 +16,7 @@ the windowed mean; D2's floor, cut over the whole set and k = 5) from
 the `boundary` rows of issue 27 from `runs/boundary/<ds>` (run_all.sh,
 `ROUND=issue27_boundary`), whose Random cells (seed 0) must equal the
 table's. `--issue27` merges issue 27's round (`ROUND=issue27b`,
-`runs/table27_s<seed>/<ds>`): the peers at their new defaults and the
+`runs/table27{,n,p}_s<seed>/<ds>`): the peers at their new defaults and the
 baselines added in 0.3.0 replace or join the rows; the peers' earlier rows
 are kept under their variants' names (`EARLIER`); Random's cells must
 equal the table's.
@@ -127,8 +127,11 @@ def merge(ds, issue20=False, boundary=False, issue27=False):
   old = rows(os.path.join(out, "results.csv"))
   new = []
   if issue27:
+    # One workdir per seed; on MNIST the new baselines (`table27n`) and the
+    # peers (`table27p`) ran apart.
     for seed in (0, 1, 2):
-      new += rows(os.path.join(RUNS, f"table27_s{seed}", ds, "results.csv"))
+      for part in ("table27", "table27n", "table27p"):
+        new += rows(os.path.join(RUNS, f"{part}_s{seed}", ds, "results.csv"))
     # Finished cells only: a seed stopped part-way keeps its finished rows.
     new = [r for r in new if r.get("test_accuracy")]
   elif boundary:

@@ -188,6 +188,9 @@ def select_by_row_keys(row_keys: Callable[..., tuple[Any, Any, bool]]):
     _, mask = select_top(keys, labels, ratio, num_classes=num_classes,
                          class_balanced=class_balanced, seed=opts.seed)
     return np.asarray(scores, np.float32), mask
+  # It is the method's own select: it belongs to the module of `row_keys`.
+  select.__module__ = row_keys.__module__
+  select.__qualname__ = f"select_by_row_keys({row_keys.__qualname__})"
   return select
 
 
